@@ -1,0 +1,39 @@
+# bpfman: `make demo` and `make test` each install whatever is missing first.
+SHELL := /bin/bash
+VENV := .venv
+CLANG ?= clang
+ARCH_INC := /usr/include/$(shell uname -m)-linux-gnu
+BPF_CFLAGS := -g -O2 -Wall -target bpf -D__TARGET_ARCH_x86 -I$(ARCH_INC)
+
+BPF_SRCS := $(shell find manifests tests bench -name '*.bpf.c' 2>/dev/null)
+BPF_OBJS := $(BPF_SRCS:.bpf.c=.o)
+
+.PHONY: install bytecode test demo lint bench clean
+
+install: $(VENV)/.bpfman-installed
+$(VENV)/.bpfman-installed: pyproject.toml scripts/install-deps.sh
+	@scripts/install-deps.sh
+
+bytecode: install $(BPF_OBJS)
+
+%.o: %.bpf.c
+	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+
+test: bytecode
+	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+
+demo: bytecode
+	@scripts/demo.sh
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy reconciler
+
+bench: bytecode
+	$(MAKE) -C bench
+	$(VENV)/bin/python bench/bench.py
+
+clean:
+	rm -f $(BPF_OBJS)
+	$(MAKE) -C bench clean 2>/dev/null || true

@@ -1,0 +1,87 @@
+"""The typed desired state: what the manifests ask for on this host.
+
+One ``DesiredAttachment`` per address. In bpfman's legacy kinds every attach point is its own
+load of the bytecode (its own program and maps), so an attachment is also the unit of loading.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reconciler.address import Address
+from reconciler.kernel.types import AttachPoint, ProgramSpec
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a manifest document starts: ``file`` relative to the source root, 1-based line."""
+
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@dataclass(frozen=True)
+class DesiredAttachment:
+    address: Address
+    origin: Origin
+    program: ProgramSpec  # object_path is absolute and resolved
+    point: AttachPoint
+    bytecode_digest: str  # "sha256:<hex>" of the ELF file
+    priority: int | None = None
+    proceedon: tuple[str, ...] = ()
+    # Everything the plan shows and diffs, as plain JSON-able values. Keys are stable:
+    # bytecode, bytecode_digest, function, interface, direction, priority, proceedon,
+    # tracepoint, target, func_name, offset, retprobe, pid.
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """One validated manifest document (before expansion into attachments)."""
+
+    kind: str
+    name: str
+    origin: Origin
+    spec: dict[str, Any]  # schema-validated, defaults applied
+
+
+@dataclass
+class DesiredState:
+    manifests: list[Manifest]
+    attachments: list[DesiredAttachment]
+    revision: str | None = None  # source revision (git commit) when known
+    source: str = ""  # what the user named: a directory or a URL
+
+    def by_address(self) -> dict[Address, DesiredAttachment]:
+        return {a.address: a for a in self.attachments}
+
+
+class ManifestError(Exception):
+    """One or more problems with the manifests; each names file:line, field path and the fix."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Problem:
+    origin: Origin
+    path: str  # field path, e.g. spec.interfaceselector.interfaces[0]
+    message: str  # what is wrong and what would be valid
+
+    def __str__(self) -> str:
+        where = f"{self.origin}"
+        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+def relpath(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs what bpfman and its tests need on a fresh Debian machine: system packages (only those
+# missing), a .venv with the package in editable mode, and the bpffs/tracefs mounts.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_pkgs=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have clang || need_pkgs+=(clang)
+have llvm-strip || need_pkgs+=(llvm)
+have bpftool || need_pkgs+=(bpftool)
+have xdp-loader || need_pkgs+=(xdp-tools)
+have ip || need_pkgs+=(iproute2)
+have tc || need_pkgs+=(iproute2)
+have nsenter || need_pkgs+=(util-linux)
+have git || need_pkgs+=(git)
+have make || need_pkgs+=(make)
+have gcc || need_pkgs+=(gcc)
+[ -f /usr/include/bpf/bpf_helpers.h ] || need_pkgs+=(libbpf-dev)
+ldconfig -p 2>/dev/null | grep -q 'libbpf.so.1 ' || need_pkgs+=(libbpf1)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+    echo "install-deps: installing Debian packages: ${need_pkgs[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+stamp=.venv/.bpfman-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+    .venv/bin/python -m pip install -q -e '.[dev]'
+    touch "$stamp"
+fi
+
+# bpffs and tracefs may be unmounted on a fresh host; bpfman mounts bpffs itself, but the tests'
+# independent tools (bpftool, libbpf tracepoint attach) need both.
+if [ "$(id -u)" = 0 ]; then
+    mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
+    mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing || true
+fi

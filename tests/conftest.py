@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests import support
+
+
+def pytest_collection_modifyitems(config, items):
+    if support.is_root():
+        return
+    skip = pytest.mark.skip(reason="needs root to load eBPF programs")
+    for item in items:
+        if "kernel" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def bpffs_root() -> Iterator[Path]:
+    """A private bpffs root so tests never see the host's (or each other's) pins."""
+    if not os.path.ismount("/sys/fs/bpf"):
+        subprocess.run(["mount", "-t", "bpf", "bpf", "/sys/fs/bpf"], check=True)
+    root = Path("/sys/fs/bpf") / support.unique("bpfman-test-")
+    try:
+        yield root
+    finally:
+        support.remove_tree(root)
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "state"
+    return d
+
+
+@pytest.fixture
+def veth() -> Iterator[support.VethPair]:
+    pair = support.create_veth_pair()
+    try:
+        yield pair
+    finally:
+        support.delete_veth_pair(pair)
+
+
+@pytest.fixture
+def no_leaks() -> Iterator[None]:
+    """Fails the test if it leaves programs, links or maps behind (counted with bpftool)."""
+    progs, links, maps = support.prog_ids(), support.link_ids(), support.map_ids()
+    yield
+    support.wait_gone(support.link_ids, links, "links")
+    support.wait_gone(support.prog_ids, progs, "programs")
+    support.wait_gone(support.map_ids, maps, "maps")
