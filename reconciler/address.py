@@ -9,7 +9,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_ADDRESS = re.compile(r"^(?P<kind>[A-Za-z]+)/(?P<name>[a-z0-9]([-a-z0-9.]*[a-z0-9])?)\[(?P<index>.+)\]$")
+_ADDRESS = re.compile(
+    r"^(?P<kind>[A-Za-z]+)/(?P<name>[a-z0-9]([-a-z0-9.]*[a-z0-9])?)\[(?P<index>.+)\]$"
+)
 
 
 def _encode(index: str) -> str:
@@ -51,10 +53,11 @@ class Address:
         m = _ADDRESS.match(text.strip())
         if not m:
             raise ValueError(
-                f"invalid address {text!r}: expected KIND/NAME[INDEX], e.g. XdpProgram/xdp-counter[eth0]"
+                f"invalid address {text!r}: expected KIND/NAME[INDEX], "
+                "e.g. XdpProgram/xdp-counter[eth0]"
             )
         return cls(m["kind"], m["name"], m["index"])
 
     def matches(self, pattern: str) -> bool:
-        """``--target`` semantics: a full address, or a resource (``KIND/NAME``) meaning all of it."""
+        """``--target``: a full address, or ``KIND/NAME`` meaning all of its attachments."""
         return pattern in (str(self), self.resource)

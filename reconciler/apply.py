@@ -1,0 +1,179 @@
+"""Carry out a plan: exactly its changes, in its order, recording each success as it lands.
+
+Every step leaves the kernel and the state file consistent with each other, so a failure (or a
+later crash) stops with the changes so far in place and the next plan shows what remains.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from reconciler.address import Address
+from reconciler.kernel.types import Installed, Kernel, KernelError, Placement, TcxPoint
+from reconciler.plan.model import Action, Plan, ResourceChange
+from reconciler.spec.model import DesiredAttachment
+from reconciler.state import Record, StateStore
+
+_VERBS = {
+    Action.CREATE: ("Loading...", "Loading complete"),
+    Action.REPLACE: ("Replacing...", "Replacement complete"),
+    Action.UPDATE: ("Updating...", "Modifications complete"),
+    Action.DELETE: ("Unloading...", "Unloading complete"),
+}
+
+
+@dataclass
+class Outcome:
+    address: Address
+    action: Action
+    elapsed: float
+    prog_id: int | None = None
+    link_id: int | None = None
+    error: str | None = None
+
+
+class ApplyFailed(Exception):
+    def __init__(self, message: str, outcomes: list[Outcome]) -> None:
+        super().__init__(message)
+        self.outcomes = outcomes
+
+
+def _hook(p: TcxPoint) -> tuple[str | None, str, str]:
+    return (p.netns, p.ifname, p.direction)
+
+
+class _TcxOrder:
+    """Places TCX links among our own links on a hook: lower priority first, ties by name, as
+    the manifests want; foreign links keep whatever place their owners gave them."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.live: set[Address] = set()
+        self.wanted: dict[tuple[str | None, str, str], list[DesiredAttachment]] = {}
+        for c in plan.changes:
+            if c.installed is not None and c.installed.attached:
+                self.live.add(c.address)
+            d = c.desired
+            if d is not None and isinstance(d.point, TcxPoint):
+                self.wanted.setdefault(_hook(d.point), []).append(d)
+        for ds in self.wanted.values():
+            ds.sort(key=lambda d: (d.priority or 0, d.address.name, d.address.index))
+
+    def placement(self, d: DesiredAttachment) -> Placement:
+        assert isinstance(d.point, TcxPoint)
+        order = [x for x in self.wanted[_hook(d.point)] if x.address != d.address]
+        key = (d.priority or 0, d.address.name, d.address.index)
+        after = [x for x in order if (x.priority or 0, x.address.name, x.address.index) > key]
+        before = [x for x in order if (x.priority or 0, x.address.name, x.address.index) < key]
+        for x in after:
+            if x.address in self.live:
+                return Placement(before=x.address.pin_dir())
+        for x in reversed(before):
+            if x.address in self.live:
+                return Placement(after=x.address.pin_dir())
+        return Placement()
+
+
+def _record(
+    d: DesiredAttachment, inst: Installed | None, prev: Record | None, rev: str | None
+) -> Record:
+    return Record(
+        address=str(d.address),
+        attributes=dict(d.attributes),
+        origin=str(d.origin),
+        revision=rev,
+        prog_id=inst.prog_id if inst else (prev.prog_id if prev else None),
+        link_id=inst.link_id if inst else (prev.link_id if prev else None),
+        applied_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+
+
+def _verify(c: ResourceChange, inst: Installed) -> None:
+    if not inst.attached:
+        raise KernelError(
+            f"{c.address}: program {inst.prog_id} was loaded but the kernel does not report it "
+            f"attached; it will be retried by the next apply"
+        )
+
+
+def apply_plan(
+    plan: Plan,
+    kernel: Kernel,
+    store: StateStore,
+    emit: Callable[[str], None] = lambda _line: None,
+) -> list[Outcome]:
+    records = store.load()
+    kernel.ensure_root()
+    # Records whose pins are gone and that no manifest wants any more carry no information.
+    planned = {str(c.address) for c in plan.changes}
+    stale = [k for k in records if k not in planned]
+    for key in stale:
+        del records[key]
+    order = _TcxOrder(plan)
+    outcomes: list[Outcome] = []
+
+    for c in plan.actionable:
+        start_msg, done_msg = _VERBS[c.action]
+        emit(f"{c.address}: {start_msg}")
+        t0 = time.monotonic()
+        key = str(c.address)
+        inst: Installed | None = None
+        try:
+            pin_dir = c.address.pin_dir()
+            d = c.desired
+            if c.action is Action.DELETE:
+                kernel.uninstall(pin_dir)
+                records.pop(key, None)
+                order.live.discard(c.address)
+            elif c.action is Action.UPDATE:
+                assert d is not None
+                records[key] = _record(d, None, records.get(key), plan.revision)
+            else:
+                assert d is not None
+                placement = order.placement(d) if isinstance(d.point, TcxPoint) else None
+                if c.action is Action.CREATE:
+                    inst = kernel.install(pin_dir, d.program, d.point, placement)
+                elif c.installed is None or not c.installed.attached:
+                    # Nothing of the old one runs: a clean reinstall is the honest repair.
+                    kernel.uninstall(pin_dir)
+                    inst = kernel.install(pin_dir, d.program, d.point, placement)
+                else:
+                    moved = "priority" in c.replace_paths
+                    inst = kernel.replace(pin_dir, d.program, d.point, placement if moved else None)
+                _verify(c, inst)
+                records[key] = _record(d, inst, records.get(key), plan.revision)
+                order.live.add(c.address)
+            store.save(records)
+        except KernelError as e:
+            elapsed = time.monotonic() - t0
+            outcomes.append(Outcome(c.address, c.action, elapsed, error=str(e)))
+            store.save(records)
+            raise ApplyFailed(f"{c.address}: {e}", outcomes) from e
+        elapsed = time.monotonic() - t0
+        ids = ""
+        if inst is not None:
+            ids = f" [prog_id={inst.prog_id}" + (
+                f" link_id={inst.link_id}]" if inst.link_id is not None else "]"
+            )
+        emit(f"{c.address}: {done_msg} after {elapsed:.2f}s{ids}")
+        outcomes.append(
+            Outcome(
+                c.address,
+                c.action,
+                elapsed,
+                prog_id=inst.prog_id if inst else None,
+                link_id=inst.link_id if inst else None,
+            )
+        )
+    if stale and not plan.actionable:
+        store.save(records)
+    return outcomes
+
+
+def summary(outcomes: list[Outcome]) -> tuple[int, int, int]:
+    add = sum(o.action in (Action.CREATE, Action.REPLACE) for o in outcomes if not o.error)
+    change = sum(o.action is Action.UPDATE for o in outcomes if not o.error)
+    destroy = sum(o.action in (Action.DELETE, Action.REPLACE) for o in outcomes if not o.error)
+    return add, change, destroy

@@ -1,0 +1,164 @@
+"""The ``bpfman`` command: argument parsing, prompts, output and exit codes (as Terraform's).
+
+Exit codes: 0 success; 1 error; 2 (plan --detailed-exitcode only) success with changes present.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from reconciler import __version__
+
+log = logging.getLogger("bpfman")
+
+DEFAULT_BPFFS_ROOT = "/sys/fs/bpf/bpfman"
+DEFAULT_STATE_DIR = "/run/bpfman"
+
+
+class UserError(Exception):
+    """Something the user can fix; printed as one ``Error:`` message, exit 1."""
+
+
+def _add_globals(p: argparse.ArgumentParser, suppress: bool) -> None:
+    d = argparse.SUPPRESS if suppress else None
+    p.add_argument(
+        "--bpffs-root",
+        default=d if suppress else os.environ.get("BPFMAN_BPFFS_ROOT", DEFAULT_BPFFS_ROOT),
+        help="bpffs directory holding everything bpfman manages (env BPFMAN_BPFFS_ROOT; "
+        f"default {DEFAULT_BPFFS_ROOT})",
+    )
+    p.add_argument(
+        "--state-dir",
+        default=d if suppress else os.environ.get("BPFMAN_STATE_DIR", DEFAULT_STATE_DIR),
+        help="directory of the state file and lock (env BPFMAN_STATE_DIR; "
+        f"default {DEFAULT_STATE_DIR})",
+    )
+    p.add_argument(
+        "--no-color", action="store_true", default=d if suppress else False, help="plain output"
+    )
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=d if suppress else 0,
+        help="log more to stderr (repeat for debug; env BPFMAN_LOG=debug|info|warning)",
+    )
+
+
+def _add_source(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "source",
+        nargs="?",
+        default=".",
+        help="directory of manifests, or a git URL (file://, https://, ssh) (default: .)",
+    )
+    p.add_argument("--ref", help="git branch, tag or commit to read (git sources)")
+    p.add_argument("--path", help="subdirectory of the source holding the manifests")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bpfman",
+        description="Declarative manager for eBPF programs: plan and apply YAML manifests.",
+    )
+    parser.add_argument("--version", action="version", version=f"bpfman {__version__}")
+    _add_globals(parser, suppress=False)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def cmd(name: str, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        _add_globals(p, suppress=True)
+        return p
+
+    p = cmd("validate", "check manifests without touching or asking the host (CI-friendly)")
+    _add_source(p)
+    p.add_argument("--json", action="store_true", help="machine-readable result")
+
+    p = cmd("plan", "show what apply would change")
+    _add_source(p)
+    p.add_argument(
+        "--json", action="store_true", help="print the plan as a versioned JSON document"
+    )
+    p.add_argument(
+        "--detailed-exitcode",
+        action="store_true",
+        help="exit 0 when there are no changes, 2 when there are, 1 on error",
+    )
+
+    for name, help_ in (
+        ("apply", "make the kernel match the manifests"),
+        ("destroy", "unload everything bpfman manages under the bpffs root"),
+    ):
+        p = cmd(name, help_)
+        if name == "apply":
+            _add_source(p)
+        p.add_argument("--auto-approve", action="store_true", help="do not ask for confirmation")
+        p.add_argument("--json", action="store_true", help="machine-readable result")
+        p.add_argument(
+            "--lock-timeout",
+            type=float,
+            default=10.0,
+            metavar="SECONDS",
+            help="how long to wait for another apply to finish (default 10)",
+        )
+
+    p = cmd("list", "list what bpfman manages on this host")
+    p.add_argument("--json", action="store_true")
+    p = cmd("get", "show one managed attachment: our state and the kernel's view")
+    p.add_argument("address", help="e.g. XdpProgram/xdp-counter[eth0]")
+    p.add_argument("--json", action="store_true")
+    return parser
+
+
+def _setup_logging(verbose: int) -> None:
+    env = os.environ.get("BPFMAN_LOG", "").upper()
+    level = logging.WARNING
+    if env in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        level = getattr(logging, env)
+    if verbose:
+        level = logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def _use_color(args: argparse.Namespace) -> bool:
+    return sys.stdout.isatty() and not args.no_color and "NO_COLOR" not in os.environ
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    from reconciler import commands
+
+    try:
+        code = commands.run(args, color=_use_color(args))
+    except UserError as e:
+        _error(str(e), args)
+        code = 1
+    except KeyboardInterrupt:
+        _error("interrupted", args)
+        code = 130
+    sys.exit(code)
+
+
+def _error(message: str, args: argparse.Namespace) -> None:
+    color = sys.stderr.isatty() and not args.no_color and "NO_COLOR" not in os.environ
+    prefix = "\x1b[31;1mError:\x1b[0m " if color else "Error: "
+    print(prefix + message, file=sys.stderr)
+
+
+def print_json(doc: Any) -> None:
+    json.dump(doc, sys.stdout, indent=2, sort_keys=False)
+    sys.stdout.write("\n")
+
+
+def paths(args: argparse.Namespace) -> tuple[Path, Path]:
+    return Path(args.bpffs_root), Path(args.state_dir)

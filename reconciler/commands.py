@@ -1,0 +1,365 @@
+"""The commands behind ``bpfman``: each returns an exit code; user errors raise UserError."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from reconciler.address import Address
+from reconciler.cli import UserError, paths, print_json
+from reconciler.plan.model import Plan
+from reconciler.spec.model import DesiredState, ManifestError
+
+
+def run(args: argparse.Namespace, color: bool) -> int:
+    handler = {
+        "validate": cmd_validate,
+        "plan": cmd_plan,
+        "apply": cmd_apply,
+        "destroy": cmd_destroy,
+        "list": cmd_list,
+        "get": cmd_get,
+    }[args.command]
+    return handler(args, color)
+
+
+def _manifest_error(e: ManifestError) -> UserError:
+    n = len(e.problems)
+    head = "the manifests are invalid" if n > 1 else "a manifest is invalid"
+    return UserError(
+        f"{head} ({n} problem{'s' if n > 1 else ''}); nothing was changed:\n  "
+        + "\n  ".join(e.problems)
+    )
+
+
+@contextmanager
+def _desired(args: argparse.Namespace) -> Iterator[DesiredState]:
+    """Load the desired state; the snapshot (a git clone, say) lives until the block ends, because
+    apply reads bytecode from it."""
+    from reconciler.sources import SourceError, open_source
+    from reconciler.spec import load_desired
+
+    try:
+        snap = open_source(args.source, args.ref, args.path)
+    except SourceError as e:
+        raise UserError(str(e)) from None
+    with snap:
+        try:
+            state = load_desired(snap.root)
+        except ManifestError as e:
+            raise _manifest_error(e) from None
+        state.source = snap.description
+        state.revision = snap.revision
+        yield state
+
+
+def _context(args: argparse.Namespace):  # -> engine.Context
+    from reconciler.engine import make_context
+    from reconciler.state import StateError
+
+    root, state_dir = paths(args)
+    ctx = make_context(root, state_dir)
+    try:
+        ctx.store.load()
+    except StateError as e:
+        raise UserError(str(e)) from None
+    return ctx
+
+
+def cmd_validate(args: argparse.Namespace, color: bool) -> int:
+    from reconciler.sources import SourceError, open_source
+    from reconciler.spec import load_manifests
+
+    try:
+        snap = open_source(args.source, args.ref, args.path)
+    except SourceError as e:
+        raise UserError(str(e)) from None
+    with snap:
+        try:
+            manifests = load_manifests(snap.root)
+        except ManifestError as e:
+            if args.json:
+                print_json({"format_version": "1.0", "valid": False, "problems": e.problems})
+                return 1
+            raise _manifest_error(e) from None
+    if args.json:
+        print_json(
+            {"format_version": "1.0", "valid": True, "problems": [], "manifests": len(manifests)}
+        )
+    else:
+        print(f"Success! {len(manifests)} manifest{'s' if len(manifests) != 1 else ''} valid.")
+    return 0
+
+
+def _print_plan(plan: Plan, color: bool) -> None:
+    from reconciler.plan.render import Style, render_plan
+
+    sys.stdout.write(render_plan(plan, Style(color)))
+
+
+def cmd_plan(args: argparse.Namespace, color: bool) -> int:
+    from reconciler.engine import plan_for
+    from reconciler.plan.jsonout import plan_document
+
+    ctx = _context(args)
+    with _desired(args) as desired:
+        plan = plan_for(ctx, desired)
+    if args.json:
+        print_json(plan_document(plan))
+    else:
+        _print_plan(plan, color)
+    if plan.errors:
+        if args.json:
+            return 1
+        raise UserError(
+            f"the plan has {len(plan.errors)} error(s) shown above; nothing can be applied"
+        )
+    if args.detailed_exitcode and plan.has_changes:
+        return 2
+    return 0
+
+
+def _confirm(args: argparse.Namespace, what: str) -> bool:
+    if args.auto_approve:
+        return True
+    if not sys.stdin.isatty():
+        raise UserError(
+            f"{what} needs approval, but there is no terminal to ask on; "
+            "review `bpfman plan` and run again with --auto-approve"
+        )
+    print("Do you want to perform these actions?")
+    print("  bpfman will perform the actions described above.")
+    print("  Only 'yes' will be accepted to approve.")
+    print()
+    try:
+        answer = input("  Enter a value: ")
+    except EOFError:
+        answer = ""
+    print()
+    return answer.strip() == "yes"
+
+
+def _execute(args: argparse.Namespace, color: bool, ctx: Any, plan: Plan, verb: str) -> int:
+    from reconciler.apply import ApplyFailed, apply_plan, summary
+    from reconciler.lock import ApplyLock, LockTimeout
+    from reconciler.plan.jsonout import plan_document
+    from reconciler.plan.render import summary_line
+
+    if not args.json:
+        _print_plan(plan, color)
+    if plan.errors:
+        if args.json:
+            print_json({**plan_document(plan), "applied": False})
+        raise UserError(f"the plan has {len(plan.errors)} error(s); nothing was changed")
+    if not plan.has_changes:
+        if args.json:
+            print_json({**plan_document(plan), "applied": True, "outcomes": []})
+        else:
+            print(f"{verb} complete! Resources: 0 added, 0 changed, 0 destroyed.")
+        return 0
+    if not args.json:
+        print()
+    if not _confirm(args, verb.lower()):
+        print(f"{verb} cancelled.")
+        return 1
+    emit = (lambda line: None) if args.json else print
+    try:
+        with ApplyLock(ctx.store.dir, args.lock_timeout):
+            outcomes = apply_plan(plan, ctx.kernel, ctx.store, emit=emit)
+        failed = None
+    except LockTimeout as e:
+        raise UserError(str(e)) from None
+    except ApplyFailed as e:
+        outcomes, failed = e.outcomes, str(e)
+    add, change, destroy = summary(outcomes)
+    if args.json:
+        print_json(
+            {
+                **plan_document(plan),
+                "applied": failed is None,
+                "error": failed,
+                "outcomes": [
+                    {
+                        "address": str(o.address),
+                        "actions": o.action.terraform_actions,
+                        "prog_id": o.prog_id,
+                        "link_id": o.link_id,
+                        "elapsed_seconds": round(o.elapsed, 4),
+                        "error": o.error,
+                    }
+                    for o in outcomes
+                ],
+                "result": {"added": add, "changed": change, "destroyed": destroy},
+            }
+        )
+    if failed:
+        if not args.json:
+            print(summary_line(plan).replace("Plan:", "Planned:"))
+        raise UserError(
+            f"{failed}\nApply stopped; {add} added, {change} changed, {destroy} destroyed before "
+            "the error. Run `bpfman plan` to see what remains."
+        )
+    if not args.json:
+        print()
+        print(f"{verb} complete! Resources: {add} added, {change} changed, {destroy} destroyed.")
+    return 0
+
+
+def cmd_apply(args: argparse.Namespace, color: bool) -> int:
+    from reconciler.engine import plan_for
+
+    ctx = _context(args)
+    with _desired(args) as desired:
+        plan = plan_for(ctx, desired)
+        return _execute(args, color, ctx, plan, "Apply")
+
+
+def cmd_destroy(args: argparse.Namespace, color: bool) -> int:
+    from reconciler.engine import plan_for
+
+    ctx = _context(args)
+    return _execute(args, color, ctx, plan_for(ctx, None), "Destroy")
+
+
+def _entries(ctx: Any) -> list[dict[str, Any]]:
+    from reconciler.engine import observe
+
+    installed, records = observe(ctx)
+    out = []
+    seen = set()
+    for inst in sorted(installed, key=lambda i: i.pin_dir):
+        try:
+            addr = str(Address.from_pin_dir(inst.pin_dir))
+        except ValueError:
+            continue
+        seen.add(addr)
+        rec = records.get(addr)
+        out.append(
+            {
+                "address": addr,
+                "recorded": rec is not None,
+                "origin": rec.origin if rec else None,
+                "revision": rec.revision if rec else None,
+                "attributes": rec.attributes if rec else None,
+                "applied_at": rec.applied_at if rec else None,
+                "kernel": {
+                    "prog_id": inst.prog_id,
+                    "prog_name": inst.prog_name,
+                    "prog_type": inst.prog_type,
+                    "tag": inst.tag,
+                    "jited_size": inst.jited_size,
+                    "prog_pin": inst.prog_pin,
+                    "link_id": inst.link_id,
+                    "link_pin": inst.link_pin,
+                    "attached": inst.attached,
+                    "attach_point": inst.attach,
+                    "maps": [
+                        {"name": m.name, "id": m.id, "type": m.type, "pin": m.pin}
+                        for m in inst.maps
+                    ],
+                },
+            }
+        )
+    for addr, rec in sorted(records.items()):
+        if addr not in seen:
+            out.append(
+                {
+                    "address": addr,
+                    "recorded": True,
+                    "origin": rec.origin,
+                    "revision": rec.revision,
+                    "attributes": rec.attributes,
+                    "applied_at": rec.applied_at,
+                    "kernel": None,
+                }
+            )
+    return out
+
+
+def _status(e: dict[str, Any]) -> str:
+    k = e["kernel"]
+    if k is None:
+        return "missing (recorded, not pinned)"
+    if not e["recorded"]:
+        return "unrecorded"
+    return "attached" if k["attached"] else "detached"
+
+
+def cmd_list(args: argparse.Namespace, color: bool) -> int:
+    entries = _entries(_context(args))
+    if args.json:
+        print_json({"format_version": "1.0", "bpffs_root": args.bpffs_root, "attachments": entries})
+        return 0
+    if not entries:
+        print(f"No programs managed under {args.bpffs_root}.")
+        return 0
+    rows = [("ADDRESS", "PROG ID", "LINK ID", "STATUS", "MANIFEST")]
+    for e in entries:
+        k = e["kernel"] or {}
+        rows.append(
+            (
+                e["address"],
+                str(k.get("prog_id", "-")),
+                str(k.get("link_id") or "-"),
+                _status(e),
+                e["origin"] or "-",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    return 0
+
+
+def cmd_get(args: argparse.Namespace, color: bool) -> int:
+    try:
+        wanted = str(Address.parse(args.address))
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    entries = {e["address"]: e for e in _entries(_context(args))}
+    entry = entries.get(wanted)
+    if entry is None:
+        known = ", ".join(sorted(entries)) or "none"
+        raise UserError(f"{wanted} is not managed under {args.bpffs_root} (managed: {known})")
+    if args.json:
+        print_json({"format_version": "1.0", **entry})
+        return 0
+    print(f"# {entry['address']}  ({_status(entry)})")
+    if entry["origin"]:
+        print(f"manifest    = {entry['origin']}")
+    if entry["revision"]:
+        print(f"revision    = {entry['revision']}")
+    if entry["applied_at"]:
+        print(f"applied_at  = {entry['applied_at']}")
+    for k, v in (entry["attributes"] or {}).items():
+        print(f"{k:<11} = {json_value(v)}")
+    k = entry["kernel"]
+    if k:
+        print("kernel:")
+        for key in (
+            "prog_id",
+            "prog_name",
+            "prog_type",
+            "tag",
+            "jited_size",
+            "prog_pin",
+            "link_id",
+            "link_pin",
+            "attached",
+        ):
+            if k[key] is not None:
+                print(f"  {key:<10} = {k[key]}")
+        if k["attach_point"]:
+            print(f"  attach     = {json_value(k['attach_point'])}")
+        for m in k["maps"]:
+            print(f"  map {m['name']}: id {m['id']} ({m['type']}) pinned at {m['pin']}")
+    return 0
+
+
+def json_value(v: Any) -> str:
+    import json
+
+    return json.dumps(v)

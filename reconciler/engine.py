@@ -1,0 +1,44 @@
+"""Wires the layers together: source -> desired state, kernel -> observed state, diff -> plan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from reconciler.kernel.types import Installed, Kernel
+from reconciler.plan import Plan, build_plan
+from reconciler.plan.hostcheck import check as host_check
+from reconciler.spec.model import DesiredState
+from reconciler.state import Record, StateStore
+
+
+@dataclass
+class Context:
+    kernel: Kernel
+    store: StateStore
+
+
+def make_context(bpffs_root: Path, state_dir: Path) -> Context:
+    from reconciler.kernel import RealKernel
+
+    return Context(kernel=RealKernel(bpffs_root), store=StateStore(state_dir))
+
+
+def observe(ctx: Context) -> tuple[list[Installed], dict[str, Record]]:
+    return ctx.kernel.observe(), ctx.store.load()
+
+
+def plan_for(ctx: Context, desired: DesiredState | None) -> Plan:
+    """The plan to reach ``desired``; None means "nothing desired" (destroy)."""
+    installed, records = observe(ctx)
+    attachments = desired.attachments if desired else []
+    errors = host_check(attachments, ctx.kernel, installed) if desired else []
+    return build_plan(
+        attachments,
+        installed,
+        records,
+        errors=errors,
+        source=desired.source if desired else "(destroy)",
+        revision=desired.revision if desired else None,
+        bpffs_root=str(ctx.kernel.root),
+    )

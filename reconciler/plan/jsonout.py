@@ -1,0 +1,44 @@
+"""The machine-readable plan: a versioned document scripts can rely on.
+
+``format_version`` changes its major number only when a field is removed or changes meaning.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reconciler import __version__
+from reconciler.plan.model import Plan
+
+FORMAT_VERSION = "1.0"
+
+
+def plan_document(plan: Plan) -> dict[str, Any]:
+    add, change, destroy = plan.counts()
+    return {
+        "format_version": FORMAT_VERSION,
+        "bpfman_version": __version__,
+        "source": plan.source,
+        "revision": plan.revision,
+        "bpffs_root": plan.bpffs_root,
+        "resource_changes": [
+            {
+                "address": str(c.address),
+                "kind": c.address.kind,
+                "name": c.address.name,
+                "index": c.address.index,
+                "origin": c.origin,
+                "change": {
+                    "actions": c.action.terraform_actions,
+                    "before": c.before,
+                    "after": c.after,
+                    "replace_paths": c.replace_paths,
+                    "reason": c.reason,
+                },
+            }
+            for c in plan.changes
+        ],
+        "errors": plan.errors,
+        "summary": {"add": add, "change": change, "destroy": destroy},
+        "has_changes": plan.has_changes,
+    }

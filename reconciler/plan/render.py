@@ -1,0 +1,124 @@
+"""Render a Plan for people, in Terraform's shapes so CI tooling and reviewers read it at a glance.
+
+Pure functions of the plan: nothing here computes or touches the kernel.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from reconciler.plan.model import Action, Plan, ResourceChange
+
+_SYMBOL = {
+    Action.CREATE: "+",
+    Action.UPDATE: "~",
+    Action.REPLACE: "+/-",
+    Action.DELETE: "-",
+}
+_LEGEND = {
+    Action.CREATE: "load",
+    Action.UPDATE: "update in-place",
+    Action.REPLACE: "replace (the new program is loaded before the old one is unloaded)",
+    Action.DELETE: "unload",
+}
+_HEADLINE = {
+    Action.CREATE: "will be loaded",
+    Action.UPDATE: "will be updated in-place",
+    Action.REPLACE: "must be replaced",
+    Action.DELETE: "will be unloaded",
+}
+_COLOR = {Action.CREATE: "32", Action.UPDATE: "33", Action.REPLACE: "35", Action.DELETE: "31"}
+
+
+class Style:
+    def __init__(self, color: bool) -> None:
+        self.color = color
+
+    def paint(self, text: str, code: str) -> str:
+        return f"\x1b[{code}m{text}\x1b[0m" if self.color else text
+
+    def bold(self, text: str) -> str:
+        return self.paint(text, "1")
+
+
+def value(v: Any) -> str:
+    return json.dumps(v)
+
+
+def _body(c: ResourceChange, style: Style) -> list[str]:
+    before = c.before or {}
+    after = c.after or {}
+    keys = sorted(set(before) | set(after))
+    width = max((len(k) for k in keys), default=0)
+    lines = []
+    for k in keys:
+        name = k.ljust(width)
+        if c.action is Action.CREATE:
+            lines.append(
+                f"      {style.paint('+', _COLOR[Action.CREATE])} {name} = {value(after[k])}"
+            )
+        elif c.action is Action.DELETE:
+            lines.append(
+                f"      {style.paint('-', _COLOR[Action.DELETE])} {name} = {value(before[k])}"
+            )
+        elif k in before and k in after and before[k] == after[k]:
+            lines.append(f"        {name} = {value(after[k])}")
+        else:
+            old = value(before[k]) if k in before else "(unknown)"
+            new = value(after[k]) if k in after else "null"
+            note = "  # forces replacement" if k in c.replace_paths else ""
+            lines.append(
+                f"      {style.paint('~', _COLOR[Action.UPDATE])} {name} = {old} -> {new}{note}"
+            )
+    return lines
+
+
+def render_change(c: ResourceChange, style: Style) -> list[str]:
+    sym = _SYMBOL[c.action]
+    head = f"  # {style.bold(str(c.address))} {_HEADLINE[c.action]}"
+    out = [head]
+    if c.action is Action.REPLACE and c.replace_paths and not c.reason:
+        out.append(f"  # (because {', '.join(c.replace_paths)} changed)")
+    if c.reason:
+        out.append(f"  # (because {c.reason})")
+    if c.origin and c.action is not Action.DELETE:
+        out.append(f"  # (from {c.origin})")
+    out.append(f"{style.paint(sym.rjust(3), _COLOR[c.action])} {c.address} {{")
+    out.extend(_body(c, style))
+    out.append("    }")
+    return out
+
+
+def summary_line(plan: Plan) -> str:
+    add, change, destroy = plan.counts()
+    return f"Plan: {add} to add, {change} to change, {destroy} to destroy."
+
+
+def render_plan(plan: Plan, style: Style | None = None) -> str:
+    style = style or Style(False)
+    out: list[str] = []
+    if plan.errors:
+        for e in plan.errors:
+            out.append(style.paint("Error: ", "31;1") + e)
+        out.append("")
+    if not plan.has_changes:
+        if not plan.errors:
+            out.append(style.bold("No changes.") + " Kernel state matches the manifests.")
+        return "\n".join(out) + "\n"
+    used = [a for a in _SYMBOL if any(c.action is a for c in plan.changes)]
+    rev = f" (revision {plan.revision[:12]})" if plan.revision else ""
+    out.append(
+        f"bpfman read the manifests in {plan.source}{rev} and compared them with the kernel."
+    )
+    out.append("Actions are indicated with the following symbols:")
+    for a in used:
+        out.append(f"{style.paint(_SYMBOL[a].rjust(3), _COLOR[a])} {_LEGEND[a]}")
+    out.append("")
+    out.append("bpfman will perform the following actions:")
+    out.append("")
+    for c in plan.actionable:
+        out.extend(render_change(c, style))
+        out.append("")
+    out.append(style.bold(summary_line(plan)))
+    return "\n".join(out) + "\n"
