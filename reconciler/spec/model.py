@@ -48,6 +48,27 @@ class Manifest:
     name: str
     origin: Origin
     spec: dict[str, Any]  # schema-validated, defaults applied
+    labels: dict[str, str] = field(default_factory=dict, compare=False)
+    annotations: dict[str, str] = field(default_factory=dict, compare=False)
+    # Line of every field, keyed by field path ("spec.bytecode.path"), so that problems found
+    # after loading (expansion, plan-time host checks) can still point at file:line.
+    lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def resource(self) -> str:
+        """``KIND/NAME``, the prefix of every address this manifest expands to."""
+        return f"{self.kind}/{self.name}"
+
+    def origin_of(self, field_path: str) -> Origin:
+        """Where ``field_path`` (e.g. ``spec.interfaceselector``) is written, or its nearest
+        enclosing field; the document's start when none of them is known."""
+        path = field_path
+        while path:
+            if path in self.lines:
+                return Origin(self.origin.file, self.lines[path])
+            cut = max(path.rfind("."), path.rfind("["))
+            path = path[:cut] if cut > 0 else ""
+        return self.origin
 
 
 @dataclass

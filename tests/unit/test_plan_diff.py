@@ -40,7 +40,9 @@ def test_xdp_priority_change_is_in_place():
 
 def test_bytecode_change_forces_replacement():
     d = xdp("a", digest="sha256:new")
-    plan = build_plan([d], [installed(d)], {str(d.address): record(d, bytecode_digest="sha256:old")})
+    plan = build_plan(
+        [d], [installed(d)], {str(d.address): record(d, bytecode_digest="sha256:old")}
+    )
     (c,) = plan.changes
     assert c.action is Action.REPLACE
     assert c.replace_paths == ["bytecode_digest"]
@@ -83,7 +85,12 @@ def test_record_without_pins_is_loaded_again():
 
 
 def test_order_is_unloads_then_replacements_then_updates_then_loads():
-    gone, rep, upd, new = xdp("gone", "eth1"), xdp("rep", "eth2", digest="sha256:x"), xdp("upd", "eth3", priority=1), xdp("new", "eth4")
+    gone, rep, upd, new = (
+        xdp("gone", "eth1"),
+        xdp("rep", "eth2", digest="sha256:x"),
+        xdp("upd", "eth3", priority=1),
+        xdp("new", "eth4"),
+    )
     inst = [installed(gone), installed(rep), installed(upd)]
     recs = {
         str(gone.address): record(gone),
