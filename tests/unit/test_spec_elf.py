@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.spec.elf import BpfObject, ElfError, ElfFunction, parse_bpf_object, read_bpf_object
-from tests.unit.test_spec_support import (
+from tests.unit.spec_support import (
     SHF_ALLOC_EXEC,
     SHT_PROGBITS,
     STT_FUNC,

@@ -25,7 +25,7 @@ from reconciler.spec import (
     load_manifests,
 )
 from reconciler.spec.expand import uprobe_index
-from tests.unit.test_spec_support import copy_valid_tree, write_tree, xdp
+from tests.unit.spec_support import copy_valid_tree, write_tree, xdp
 
 
 def _digest(path: Path) -> str:

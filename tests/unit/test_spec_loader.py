@@ -10,7 +10,7 @@ import pytest
 
 from reconciler.spec import ManifestError, load_manifests
 from reconciler.spec.loader import find_manifest_files, format_path, load_file
-from tests.unit.test_spec_support import XDP, problems_of, write_tree, xdp
+from tests.unit.spec_support import XDP, problems_of, write_tree, xdp
 
 
 def test_finds_yaml_files_recursively_sorted_skipping_hidden(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from referencing import Registry, Resource
 
 from reconciler.spec import KINDS, load_manifests
 from reconciler.spec.schema import SCHEMA_DIR, UNSUPPORTED, schema_path
-from tests.unit.test_spec_support import DATA_DIR, copy_valid_tree, problems_of, write_tree, xdp
+from tests.unit.spec_support import DATA_DIR, copy_valid_tree, problems_of, write_tree, xdp
 
 # --- valid manifests and defaults -------------------------------------------------------------
 

@@ -9,7 +9,7 @@ import pytest
 
 from reconciler.spec import ManifestError, load_manifests
 from reconciler.spec.semantic import describe_section, section_fits
-from tests.unit.test_spec_support import (
+from tests.unit.spec_support import (
     SHF_ALLOC_EXEC,
     SHT_PROGBITS,
     bpf_object,
