@@ -15,7 +15,7 @@ def pytest_collection_modifyitems(config, items):
         return
     skip = pytest.mark.skip(reason="needs root to load eBPF programs")
     for item in items:
-        if "kernel" in item.keywords:
+        if item.get_closest_marker("kernel"):
             item.add_marker(skip)
 
 

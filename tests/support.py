@@ -17,14 +17,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-BPFMAN = str(REPO / ".venv" / "bin" / "bpfman") if (REPO / ".venv/bin/bpfman").exists() else "bpfman"
+BPFMAN = (
+    str(REPO / ".venv" / "bin" / "bpfman") if (REPO / ".venv/bin/bpfman").exists() else "bpfman"
+)
 
 
 def is_root() -> bool:
     return os.geteuid() == 0
 
 
-def sh(*argv: str, check: bool = True, netns: str | None = None, **kw) -> subprocess.CompletedProcess:
+def sh(
+    *argv: str, check: bool = True, netns: str | None = None, **kw
+) -> subprocess.CompletedProcess:
     """Run a command (inside a named netns via nsenter, which keeps bpffs visible)."""
     cmd = list(argv)
     if netns:
@@ -112,28 +116,50 @@ def delete_veth_pair(pair: VethPair) -> None:
 
 
 _SENDER = r"""
-import os, socket, sys
-fd = os.open(sys.argv[1], os.O_RDONLY)
-os.setns(fd, os.CLONE_NEWNET)
+import socket, sys
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
-s.bind((sys.argv[2], 0))
+s.bind((sys.argv[1], 0))
 frame = b"\xff" * 6 + b"\x02\x00\x00\x00\x00\x01" + b"\x88\xb5" + b"bpfman-test".ljust(46, b"\0")
-for _ in range(int(sys.argv[3])):
+for _ in range(int(sys.argv[2])):
     s.send(frame)
 """
 
 
 def send_frames(netns_path: str, ifname: str, count: int) -> None:
     """Send ``count`` raw Ethernet frames (local experimental ethertype) out of ``ifname``."""
-    subprocess.run([sys.executable, "-c", _SENDER, netns_path, ifname, str(count)], check=True)
+    # nsenter, not os.setns: the latter only exists from Python 3.12.
+    subprocess.run(
+        ["nsenter", f"--net={netns_path}", "--", sys.executable, "-c", _SENDER, ifname, str(count)],
+        check=True,
+    )
 
 
-def bpftool_map_values(map_id: int) -> list[int]:
-    """Sum per-CPU values of every entry of a map, read with bpftool by id (u64 values)."""
+def _u64(raw: object, offset: int) -> int:
+    """bpftool -j prints values as lists of hex byte strings (plus a "formatted" view with BTF)."""
+    data = bytes(int(b, 16) for b in raw)  # type: ignore[union-attr]
+    return int.from_bytes(data[offset : offset + 8], "little")
+
+
+def map_u64(ref: str, offset: int = 0) -> int:
+    """Sum over entries and CPUs of the u64 at ``offset`` in each value, read with bpftool.
+
+    ``ref`` is ``id N`` or ``pinned PATH`` as bpftool takes it.
+    """
+    total = 0
+    for entry in bpftool_json("map", "dump", *ref.split(" ", 1)):  # type: ignore[union-attr]
+        if "values" in entry:  # per-CPU map
+            total += sum(_u64(v["value"], offset) for v in entry["values"])
+        else:
+            total += _u64(entry["value"], offset)
+    return total
+
+
+def bpftool_map_values(map_id: int, offset: int = 0) -> list[int]:
+    """Per entry of a map read by id with bpftool: the u64 at ``offset``, summed over CPUs."""
     totals = []
     for entry in bpftool_json("map", "dump", "id", str(map_id)):  # type: ignore[union-attr]
-        if "values" in entry:  # per-CPU map
-            totals.append(sum(int(v["value"]) for v in entry["values"]))
+        if "values" in entry:
+            totals.append(sum(_u64(v["value"], offset) for v in entry["values"]))
         else:
-            totals.append(int(entry["value"]))
+            totals.append(_u64(entry["value"], offset))
     return totals

@@ -122,17 +122,29 @@ class Kernel(Protocol):
         """Mount bpffs if needed and create the root directory (owner-only)."""
 
     def install(
-        self, pin_dir: str, spec: ProgramSpec, point: AttachPoint, placement: Placement | None = None
+        self,
+        pin_dir: str,
+        spec: ProgramSpec,
+        point: AttachPoint,
+        placement: Placement | None = None,
     ) -> Installed:
         """Load, pin (prog, maps) and attach. On any failure nothing is left behind."""
         ...
 
     def replace(
-        self, pin_dir: str, spec: ProgramSpec, point: AttachPoint, placement: Placement | None = None
+        self,
+        pin_dir: str,
+        spec: ProgramSpec,
+        point: AttachPoint,
+        placement: Placement | None = None,
     ) -> Installed:
         """Make-before-break: load and verify the new program, then swap it in; the old one keeps
         running if anything fails. Pins end up at the same paths as after ``install``."""
         ...
+
+    def verify(self, spec: ProgramSpec) -> None:
+        """Load the program and release it at once: raises VerifierError if the kernel would
+        refuse it. Pins nothing; leaves nothing behind."""
 
     def uninstall(self, pin_dir: str) -> None:
         """Detach (only what is ours), unpin everything under pin_dir. Idempotent."""

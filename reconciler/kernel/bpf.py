@@ -1,0 +1,366 @@
+"""Raw bpf(2) for what libbpf 1.1 lacks (tcx links, link update, queries) or what we need directly.
+
+Every command takes one zeroed ``union bpf_attr`` buffer. Layouts follow the kernel's
+include/uapi/linux/bpf.h (6.6+ for tcx and the link-info unions); /usr/include/linux/bpf.h on the
+project's hosts is older (6.1), so the offsets are written out here rather than read from it.
+Errors are raised as ``OSError`` with the kernel's errno; callers turn them into KernelErrors.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import platform
+import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+# bpf(2) syscall numbers per architecture.
+_NR_BPF = {"x86_64": 321, "aarch64": 280, "armv7l": 386, "ppc64le": 361, "s390x": 351}
+
+# enum bpf_cmd
+OBJ_PIN = 6
+OBJ_GET = 7
+PROG_GET_FD_BY_ID = 13
+MAP_GET_FD_BY_ID = 14
+OBJ_GET_INFO_BY_FD = 15
+PROG_QUERY = 16
+LINK_CREATE = 28
+LINK_UPDATE = 29
+LINK_GET_FD_BY_ID = 30
+LINK_DETACH = 34
+
+# enum bpf_attach_type (the ones we use)
+ATTACH_XDP = 37
+ATTACH_PERF_EVENT = 41
+TCX_INGRESS = 46
+TCX_EGRESS = 47
+
+# Attach flags
+F_REPLACE = 1 << 2
+F_BEFORE = 1 << 3
+F_AFTER = 1 << 4
+F_ID = 1 << 5
+F_LINK = 1 << 13  # relative_fd names a link, not a program
+
+ATTR_SIZE = 256  # >= sizeof(union bpf_attr) on any kernel we know; the tail stays zero
+
+
+def _words(text: str) -> list[str]:
+    return text.split()
+
+
+# In enum order: index = the kernel's number.
+PROG_TYPES = _words(
+    "unspec socket_filter kprobe sched_cls sched_act tracepoint xdp perf_event cgroup_skb "
+    "cgroup_sock lwt_in lwt_out lwt_xmit sock_ops sk_skb cgroup_device sk_msg raw_tracepoint "
+    "cgroup_sock_addr lwt_seg6local lirc_mode2 sk_reuseport flow_dissector cgroup_sysctl "
+    "raw_tracepoint_writable cgroup_sockopt tracing struct_ops ext lsm sk_lookup syscall "
+    "netfilter"
+)
+PROG_TYPE_KPROBE = 2
+PROG_TYPE_SCHED_CLS = 3
+PROG_TYPE_TRACEPOINT = 5
+PROG_TYPE_XDP = 6
+
+# In enum order: index = the kernel's number.
+MAP_TYPES = _words(
+    "unspec hash array prog_array perf_event_array percpu_hash percpu_array stack_trace "
+    "cgroup_array lru_hash lru_percpu_hash lpm_trie array_of_maps hash_of_maps devmap sockmap "
+    "cpumap xskmap sockhash cgroup_storage reuseport_sockarray percpu_cgroup_storage queue "
+    "stack sk_storage devmap_hash struct_ops ringbuf inode_storage task_storage bloom_filter "
+    "user_ringbuf cgrp_storage arena"
+)
+
+# In enum order: index = the kernel's number.
+LINK_TYPES = _words(
+    "unspec raw_tracepoint tracing cgroup iter netns xdp perf_event kprobe_multi struct_ops "
+    "netfilter tcx uprobe_multi netkit sockmap"
+)
+LINK_TYPE_PERF_EVENT = 7
+LINK_TYPE_TCX = 11
+
+PERF_EVENT_TYPES = _words("unspec uprobe uretprobe kprobe kretprobe tracepoint event")
+
+ATTACH_TYPE_NAMES = {ATTACH_XDP: "xdp", ATTACH_PERF_EVENT: "perf_event"}
+ATTACH_TYPE_NAMES |= {TCX_INGRESS: "tcx_ingress", TCX_EGRESS: "tcx_egress"}
+
+
+def _name(table: list[str], index: int) -> str:
+    return table[index] if 0 <= index < len(table) else str(index)
+
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+def _attr() -> ctypes.Array[ctypes.c_char]:
+    return ctypes.create_string_buffer(ATTR_SIZE)
+
+
+def _addr(buf: ctypes.Array[ctypes.c_char] | None) -> int:
+    return ctypes.addressof(buf) if buf is not None else 0
+
+
+def sys_bpf(cmd: int, attr: ctypes.Array[ctypes.c_char]) -> int:
+    """bpf(cmd, attr, size); returns the result (often an fd) or raises OSError(errno)."""
+    nr = _NR_BPF.get(platform.machine())
+    if nr is None:
+        raise OSError(38, f"bpf(2) syscall number unknown for {platform.machine()}")
+    while True:
+        ret = _libc.syscall(
+            ctypes.c_long(nr), ctypes.c_int(cmd), attr, ctypes.c_uint(ctypes.sizeof(attr))
+        )
+        if ret >= 0:
+            return int(ret)
+        err = ctypes.get_errno()
+        if err != 4:  # EINTR: e.g. a signal during a large PROG_LOAD; just retry
+            raise OSError(err, os.strerror(err))
+
+
+@contextmanager
+def opened(fd: int) -> Iterator[int]:
+    """Close an fd when the block ends."""
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+# --- pins ---------------------------------------------------------------------------------------
+
+
+def obj_pin(fd: int, path: str) -> None:
+    attr, p = _attr(), ctypes.create_string_buffer(os.fsencode(path))
+    struct.pack_into("=QI", attr, 0, _addr(p), fd)
+    sys_bpf(OBJ_PIN, attr)
+
+
+def obj_get(path: str, flags: int = 0) -> int:
+    """fd of the program, map or link pinned at ``path``."""
+    attr, p = _attr(), ctypes.create_string_buffer(os.fsencode(path))
+    struct.pack_into("=QII", attr, 0, _addr(p), 0, flags)
+    return sys_bpf(OBJ_GET, attr)
+
+
+def _fd_by_id(cmd: int, obj_id: int) -> int:
+    attr = _attr()
+    struct.pack_into("=I", attr, 0, obj_id)
+    return sys_bpf(cmd, attr)
+
+
+def prog_fd_by_id(prog_id: int) -> int:
+    return _fd_by_id(PROG_GET_FD_BY_ID, prog_id)
+
+
+def map_fd_by_id(map_id: int) -> int:
+    return _fd_by_id(MAP_GET_FD_BY_ID, map_id)
+
+
+def link_fd_by_id(link_id: int) -> int:
+    return _fd_by_id(LINK_GET_FD_BY_ID, link_id)
+
+
+# --- info ---------------------------------------------------------------------------------------
+
+
+def _info(fd: int, buf: ctypes.Array[ctypes.c_char]) -> None:
+    attr = _attr()
+    struct.pack_into("=IIQ", attr, 0, fd, ctypes.sizeof(buf), _addr(buf))
+    sys_bpf(OBJ_GET_INFO_BY_FD, attr)
+
+
+def _cstr(raw: bytes) -> str:
+    return raw.split(b"\0", 1)[0].decode(errors="replace")
+
+
+@dataclass(frozen=True)
+class ProgInfo:
+    id: int
+    type: int
+    name: str
+    tag: str  # hex, as bpftool prints it
+    jited_size: int
+    xlated_size: int
+    map_ids: tuple[int, ...]
+
+    @property
+    def type_name(self) -> str:
+        return _name(PROG_TYPES, self.type)
+
+
+def prog_info(fd: int) -> ProgInfo:
+    """struct bpf_prog_info: type@0 id@4 tag[8]@8 jited_prog_len@16 xlated_prog_len@20
+    nr_map_ids@52 map_ids@56 name[16]@64."""
+    buf = ctypes.create_string_buffer(256)
+    _info(fd, buf)
+    nr_maps = struct.unpack_from("=I", buf, 52)[0]
+    map_ids: tuple[int, ...] = ()
+    if nr_maps:
+        # Second call with room for the map ids (the first one told us how many there are).
+        ids = (ctypes.c_uint32 * nr_maps)()
+        buf = ctypes.create_string_buffer(256)
+        struct.pack_into("=I", buf, 52, nr_maps)
+        struct.pack_into("=Q", buf, 56, ctypes.addressof(ids))
+        _info(fd, buf)
+        map_ids = tuple(ids[: min(nr_maps, struct.unpack_from("=I", buf, 52)[0])])
+    ptype, pid = struct.unpack_from("=II", buf, 0)
+    jited, xlated = struct.unpack_from("=II", buf, 16)
+    return ProgInfo(
+        id=pid,
+        type=ptype,
+        name=_cstr(buf.raw[64:80]),
+        tag=buf.raw[8:16].hex(),
+        jited_size=jited,
+        xlated_size=xlated,
+        map_ids=map_ids,
+    )
+
+
+@dataclass(frozen=True)
+class MapInfo:
+    id: int
+    type: int
+    name: str
+    key_size: int
+    value_size: int
+    max_entries: int
+
+    @property
+    def type_name(self) -> str:
+        return _name(MAP_TYPES, self.type)
+
+
+def map_info(fd: int) -> MapInfo:
+    """struct bpf_map_info: type@0 id@4 key_size@8 value_size@12 max_entries@16 name[16]@24."""
+    buf = ctypes.create_string_buffer(128)
+    _info(fd, buf)
+    mtype, mid, ksz, vsz, maxe = struct.unpack_from("=IIIII", buf, 0)
+    return MapInfo(mid, mtype, _cstr(buf.raw[24:40]), ksz, vsz, maxe)
+
+
+@dataclass(frozen=True)
+class LinkInfo:
+    id: int
+    type: int
+    prog_id: int
+    detail: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def type_name(self) -> str:
+        return _name(LINK_TYPES, self.type)
+
+
+def link_info(fd: int) -> LinkInfo:
+    """struct bpf_link_info: type@0 id@4 prog_id@8, then a per-type union at 16 (8-aligned)."""
+    name = ctypes.create_string_buffer(4096)
+    buf = ctypes.create_string_buffer(128)
+    ltype = _peek_link_type(fd)
+    if ltype == LINK_TYPE_PERF_EVENT:
+        # perf_event.{uprobe.file_name | tracepoint.tp_name}@24 and name_len@32 are in/out:
+        # both set (or both zero) or the kernel answers EINVAL.
+        struct.pack_into("=QI", buf, 24, ctypes.addressof(name), ctypes.sizeof(name))
+    _info(fd, buf)
+    ltype, lid, prog_id = struct.unpack_from("=III", buf, 0)
+    detail: dict[str, object] = {}
+    if ltype == LINK_TYPE_TCX:
+        ifindex, atype = struct.unpack_from("=II", buf, 16)
+        detail = {"ifindex": ifindex, "attach_type": ATTACH_TYPE_NAMES.get(atype, str(atype))}
+    elif ltype == LINK_TYPE_PERF_EVENT:
+        etype = struct.unpack_from("=I", buf, 16)[0]
+        ename = _name(PERF_EVENT_TYPES, etype)
+        detail = {"perf_event_type": ename}
+        if ename == "tracepoint":
+            detail["tracepoint"] = name.value.decode(errors="replace")
+        elif ename in ("uprobe", "uretprobe"):
+            detail["file"] = name.value.decode(errors="replace")
+            detail["offset"] = struct.unpack_from("=I", buf, 36)[0]
+    elif ltype == 6:  # xdp link: ifindex@16
+        detail = {"ifindex": struct.unpack_from("=I", buf, 16)[0]}
+    return LinkInfo(lid, ltype, prog_id, detail)
+
+
+def _peek_link_type(fd: int) -> int:
+    buf = ctypes.create_string_buffer(16)  # just type/id/prog_id: the kernel truncates the rest
+    _info(fd, buf)
+    return int(struct.unpack_from("=I", buf, 0)[0])
+
+
+# --- tcx links ------------------------------------------------------------------------------------
+
+
+def link_create_tcx(
+    prog_fd: int,
+    ifindex: int,
+    attach_type: int,
+    flags: int = 0,
+    relative_fd: int = 0,
+    expected_revision: int = 0,
+) -> int:
+    """BPF_LINK_CREATE for tcx: prog_fd@0 target_ifindex@4 attach_type@8 flags@12
+    tcx.relative_fd@16 tcx.expected_revision@24 (0 = don't check)."""
+    attr = _attr()
+    struct.pack_into("=IIII", attr, 0, prog_fd, ifindex, attach_type, flags)
+    struct.pack_into("=IxxxxQ", attr, 16, relative_fd, expected_revision)
+    return sys_bpf(LINK_CREATE, attr)
+
+
+def link_update(link_fd: int, new_prog_fd: int, old_prog_fd: int | None = None) -> None:
+    """Swap a link's program atomically; with ``old_prog_fd`` only if it still runs that one.
+    Layout: link_fd@0 new_prog_fd@4 flags@8 old_prog_fd@12."""
+    attr = _attr()
+    flags = F_REPLACE if old_prog_fd is not None else 0
+    struct.pack_into("=IIII", attr, 0, link_fd, new_prog_fd, flags, old_prog_fd or 0)
+    sys_bpf(LINK_UPDATE, attr)
+
+
+def link_detach(link_fd: int) -> None:
+    """Detach a link from its hook now (the link object lives on, defunct, until released)."""
+    attr = _attr()
+    struct.pack_into("=I", attr, 0, link_fd)
+    sys_bpf(LINK_DETACH, attr)
+
+
+@dataclass(frozen=True)
+class TcxQuery:
+    prog_ids: tuple[int, ...]  # in run order
+    link_ids: tuple[int, ...]  # parallel to prog_ids; 0 for a program attached without a link
+    revision: int
+
+
+def prog_query_tcx(ifindex: int, attach_type: int) -> TcxQuery:
+    """BPF_PROG_QUERY on a tcx hook: target_ifindex@0 attach_type@4 query_flags@8
+    attach_flags@12 prog_ids@16 count@24 prog_attach_flags@32 link_ids@40
+    link_attach_flags@48 revision@56."""
+    room = 64
+    while True:
+        progs, links = (ctypes.c_uint32 * room)(), (ctypes.c_uint32 * room)()
+        attr = _attr()
+        struct.pack_into("=II", attr, 0, ifindex, attach_type)
+        struct.pack_into("=QI", attr, 16, ctypes.addressof(progs), room)
+        struct.pack_into("=Q", attr, 40, ctypes.addressof(links))
+        try:
+            sys_bpf(PROG_QUERY, attr)
+        except OSError as e:
+            if e.errno == 28 and room < 65536:  # ENOSPC: more programs than room; ask again
+                room *= 4
+                continue
+            raise
+        count = struct.unpack_from("=I", attr, 24)[0]
+        revision = struct.unpack_from("=Q", attr, 56)[0]
+        return TcxQuery(tuple(progs[:count]), tuple(links[:count]), revision)
+
+
+def tcx_query_prog_ids_in_netns(netns_path: str | None, ifname: str, direction: str) -> list[int]:
+    """Program ids on an interface's tcx hook (``direction``: ingress | egress), in run order,
+    queried inside network namespace ``netns_path`` (for tools and tests: bpftool < 7.3 cannot
+    list tcx programs)."""
+    import socket
+
+    from reconciler.kernel import netns
+
+    attach_type = {"ingress": TCX_INGRESS, "egress": TCX_EGRESS}[direction]
+    with netns.enter(netns_path):
+        return list(prog_query_tcx(socket.if_nametoindex(ifname), attach_type).prog_ids)

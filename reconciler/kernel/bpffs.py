@@ -1,0 +1,144 @@
+"""The bpf file system: mounting it, our root under it, and walking/removing trees of pins.
+
+A *managed pin directory* is one holding a ``prog`` pin. ``%next`` (inside a pin directory) is
+the staging area of an install or replace and is never reported as managed; neither is anything
+starting with '.'.
+
+bpffs refuses every name containing '.' (EPERM: dots are reserved for the kernel's own files,
+like ``maps.debug``). Pin directory components are therefore stored with '.' written as
+``%2E``, the way ``reconciler.address`` already writes '/' and '%' (an address never yields a
+literal ``%2E`` or ``%next``, so the mapping is reversible).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import os
+from pathlib import Path
+
+from reconciler.kernel.types import KernelError
+
+BPF_FS_MAGIC = 0xCAFE4A11
+DEFAULT_MOUNT = Path("/sys/fs/bpf")
+PROG, LINK, MAPS, STAGING = "prog", "link", "maps", "%next"
+_DOT = "%2E"
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc.statfs.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
+_libc.mount.argtypes = [ctypes.c_char_p] * 4 + [ctypes.c_ulong, ctypes.c_char_p]
+
+
+def encode(pin_dir_component: str) -> str:
+    return pin_dir_component.replace(".", _DOT)
+
+
+def decode(fs_component: str) -> str:
+    return fs_component.replace(_DOT, ".")
+
+
+def check_pin_dir(pin_dir: str) -> None:
+    """A pin dir is relative, with no empty, '.'-led or reserved parts (so it cannot escape the
+    root, hide as staging, or decode to something else)."""
+    parts = pin_dir.split("/")
+    if (
+        not pin_dir
+        or pin_dir.startswith("/")
+        or any(not p or p.startswith(".") or STAGING in p or _DOT in p for p in parts)
+    ):
+        raise KernelError(
+            f"invalid pin directory {pin_dir!r}: it must be relative to the bpfman root, "
+            f"and no part of it may be empty, start with '.' or contain {STAGING!r} or {_DOT!r}"
+        )
+
+
+def path_of(root: Path, pin_dir: str) -> Path:
+    """Where a (decoded, '/'-separated) pin dir lives under ``root``."""
+    return root.joinpath(*(encode(p) for p in pin_dir.split("/") if p))
+
+
+def skipped(name: str) -> bool:
+    """Staging/scratch and hidden entries, never part of the managed state."""
+    return name == STAGING or name.startswith((STAGING + "-", "."))
+
+
+def fs_type(path: Path) -> int | None:
+    """statfs(2) f_type of the file system holding ``path`` (None if it does not exist)."""
+    buf = ctypes.create_string_buffer(256)  # struct statfs; f_type is its first (long) field
+    if _libc.statfs(os.fsencode(path), buf) != 0:
+        return None
+    return int.from_bytes(buf.raw[: ctypes.sizeof(ctypes.c_long)], "little", signed=False)
+
+
+def is_bpffs(path: Path) -> bool:
+    return fs_type(path) == BPF_FS_MAGIC
+
+
+def mount(target: Path = DEFAULT_MOUNT) -> None:
+    """Mount bpffs at ``target`` unless it already is one (a fresh host may not have it)."""
+    if is_bpffs(target):
+        return
+    target.mkdir(parents=True, exist_ok=True)
+    if _libc.mount(b"bpf", os.fsencode(target), b"bpf", 0, b"mode=0700") != 0:
+        err = ctypes.get_errno()
+        raise KernelError(f"cannot mount bpffs at {target}: {os.strerror(err)} (are you root?)")
+
+
+def ensure_root(root: Path) -> None:
+    """Make sure ``root`` is a directory on bpffs, owner-only, mounting /sys/fs/bpf if needed."""
+    if (root == DEFAULT_MOUNT or DEFAULT_MOUNT in root.parents) and not is_bpffs(DEFAULT_MOUNT):
+        mount(DEFAULT_MOUNT)
+    existing = next((p for p in [root, *root.parents] if p.exists()), root)
+    if not is_bpffs(existing):
+        raise KernelError(
+            f"bpfman root {root} is not on a bpf file system; choose a root under "
+            f"{DEFAULT_MOUNT} or mount bpffs there first (mount -t bpf bpf DIR)"
+        )
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(root, 0o700)
+
+
+def remove_tree(path: Path) -> None:
+    """Unpin every object under ``path`` and remove its directories (missing is fine).
+
+    Unpinning drops the pin's reference: an object nobody else holds (no fd, no attachment,
+    no other pin) is freed by the kernel.
+    """
+    if not path.is_dir():
+        if path.exists() or path.is_symlink():
+            path.unlink(missing_ok=True)
+        return
+    for dirpath, dirnames, filenames in os.walk(path, topdown=False):
+        for name in filenames:
+            Path(dirpath, name).unlink(missing_ok=True)
+        for name in dirnames:
+            with contextlib.suppress(FileNotFoundError):
+                Path(dirpath, name).rmdir()
+    with contextlib.suppress(FileNotFoundError):
+        path.rmdir()
+
+
+def prune_empty_parents(path: Path, root: Path) -> None:
+    """Remove now-empty directories from ``path`` up to (not including) ``root``."""
+    for p in [path, *path.parents]:
+        if p == root or root not in p.parents:
+            return
+        try:
+            p.rmdir()
+        except OSError:
+            return
+
+
+def managed_dirs(root: Path) -> list[str]:
+    """Pin directories (relative to root, decoded, '/'-separated, sorted) holding a ``prog``."""
+    found: list[str] = []
+    if not root.is_dir():
+        return found
+    for dirpath, dirnames, filenames in os.walk(root):
+        # Staging entries are skipped; so is everything inside a managed dir (its maps).
+        dirnames[:] = sorted(d for d in dirnames if not skipped(d))
+        if PROG in filenames and Path(dirpath) != root:
+            found.append("/".join(decode(p) for p in Path(dirpath).relative_to(root).parts))
+            dirnames[:] = []
+    return sorted(found)

@@ -1,0 +1,409 @@
+"""FakeKernel: an in-memory kernel with RealKernel's semantics, for testing the layers above.
+
+It passes the same contract tests as RealKernel (tests/kernel/test_contract.py). Knobs a test
+can turn: interfaces (``add_interface``/``remove_interface``), tracepoints, foreign XDP
+programs (``attach_foreign_xdp``), verifier rejection (any function whose name contains
+"reject", or listed in ``reject``), known functions/maps per object, and one-shot failures
+(``fail_next``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from reconciler.kernel import bpffs
+from reconciler.kernel.types import (
+    AttachConflict,
+    AttachPoint,
+    Installed,
+    KernelError,
+    MapInfo,
+    Placement,
+    ProgramSpec,
+    ProgType,
+    TcxPoint,
+    TracepointPoint,
+    UprobePoint,
+    VerifierError,
+    XdpPoint,
+)
+
+_PROG_TYPE = {
+    ProgType.XDP: ("xdp", XdpPoint),
+    ProgType.TCX: ("sched_cls", TcxPoint),
+    ProgType.TRACEPOINT: ("tracepoint", TracepointPoint),
+    ProgType.UPROBE: ("kprobe", UprobePoint),
+}
+DEFAULT_TRACEPOINTS = (
+    "syscalls/sys_enter_getpid",
+    "syscalls/sys_enter_openat",
+    "syscalls/sys_exit_openat",
+    "sched/sched_process_exec",
+    "sched/sched_process_exit",
+    "sched/sched_switch",
+    "net/netif_receive_skb",
+)
+
+
+@dataclass
+class _Iface:
+    ifindex: int
+    native_xdp: bool = True
+    xdp_prog: int | None = None
+    xdp_mode: str | None = None
+
+
+@dataclass
+class _Entry:
+    spec: ProgramSpec
+    point: AttachPoint
+    prog_id: int
+    maps: tuple[tuple[str, int, str], ...]  # (name, id, type)
+    link_id: int | None = None
+
+
+@dataclass
+class _Hook:
+    links: list[int] = field(default_factory=list)  # run order
+    revision: int = 1
+
+
+class FakeKernel:
+    def __init__(self, root: Path | str = "/sys/fs/bpf/bpfman", check_files: bool = True) -> None:
+        self.root = Path(root)
+        self.check_files = check_files  # object files and uprobe targets must exist
+        self.reject: set[str] = set()  # functions the "verifier" rejects (besides *reject*)
+        self.functions: dict[str, set[str]] = {}  # object path -> its functions (unset: any)
+        self.object_maps: dict[str, list[tuple[str, str]]] = {}  # object -> [(name, type)]
+        self.tracepoint_set: set[str] = set(DEFAULT_TRACEPOINTS)
+        self.fail_next: dict[str, Exception] = {}  # "load" | "attach" | "swap" -> raise once
+        self.root_ready = False
+        self._ifaces: dict[tuple[str | None, str], _Iface] = {}
+        self._entries: dict[str, _Entry] = {}
+        self._hooks: dict[tuple[str | None, str, str], _Hook] = {}
+        self._link_prog: dict[int, int] = {}  # link id -> prog id
+        self._names: dict[int, str] = {}  # prog id -> name (ours and foreign)
+        self._next = {"prog": 100, "map": 100, "link": 100, "ifindex": 1}
+        self.add_interface("lo")
+
+    # --- knobs ----------------------------------------------------------------------------------
+
+    def _new(self, kind: str) -> int:
+        self._next[kind] += 1
+        return self._next[kind]
+
+    def add_interface(self, ifname: str, netns: str | None = None, native_xdp: bool = True) -> int:
+        iface = _Iface(self._new("ifindex"), native_xdp)
+        self._ifaces[(netns, ifname)] = iface
+        return iface.ifindex
+
+    def remove_interface(self, ifname: str, netns: str | None = None) -> None:
+        """Like deleting a device: its XDP program and tcx links go with it."""
+        self._ifaces.pop((netns, ifname), None)
+        for key in [k for k in self._hooks if k[:2] == (netns, ifname)]:
+            del self._hooks[key]
+
+    def add_tracepoint(self, group: str, name: str) -> None:
+        self.tracepoint_set.add(f"{group}/{name}")
+
+    def attach_foreign_xdp(
+        self, ifname: str, netns: str | None = None, name: str = "foreign"
+    ) -> int:
+        """Attach a program bpfman does not own (as `ip link set dev X xdp obj ...` would)."""
+        iface = self._iface(ifname, netns)
+        if iface.xdp_prog is not None:
+            raise KernelError(f"{ifname} already has an XDP program")
+        prog_id = self._new("prog")
+        self._names[prog_id] = name
+        iface.xdp_prog, iface.xdp_mode = prog_id, "generic"
+        return prog_id
+
+    def detach_xdp(self, ifname: str, netns: str | None = None) -> None:
+        """Remove whatever XDP program is on the interface (like `ip link set dev X xdp off`)."""
+        iface = self._iface(ifname, netns)
+        iface.xdp_prog = iface.xdp_mode = None
+
+    def tcx_order(self, ifname: str, direction: str, netns: str | None = None) -> list[int]:
+        """Link ids on a tcx hook, in run order (what BPF_PROG_QUERY reports)."""
+        return list(self._hooks.get((netns, ifname, direction), _Hook()).links)
+
+    # --- helpers --------------------------------------------------------------------------------
+
+    def _iface(self, ifname: str, netns: str | None) -> _Iface:
+        iface = self._ifaces.get((netns, ifname))
+        if iface is None:
+            where = f" in network namespace {netns}" if netns else ""
+            raise KernelError(
+                f"interface {ifname} does not exist{where}; fix the interface name or create it"
+            )
+        return iface
+
+    def _inject(self, op: str) -> None:
+        err = self.fail_next.pop(op, None)
+        if err is not None:
+            raise err
+
+    def _check(self, pin_dir: str, spec: ProgramSpec, point: AttachPoint) -> None:
+        bpffs.check_pin_dir(pin_dir)
+        _, kind = _PROG_TYPE[spec.prog_type]
+        if not isinstance(point, kind):
+            raise KernelError(
+                f"a {spec.prog_type.value} program cannot attach to {type(point).__name__}"
+            )
+        if self.check_files and not os.path.isfile(spec.object_path):
+            raise KernelError(f"BPF object {spec.object_path} not found; build it or fix the path")
+        if isinstance(point, XdpPoint | TcxPoint):
+            if isinstance(point, TcxPoint) and point.direction not in ("ingress", "egress"):
+                raise KernelError(
+                    f"tcx direction must be ingress or egress, not {point.direction!r}"
+                )
+            if isinstance(point, XdpPoint) and point.mode not in ("auto", "native", "generic"):
+                raise KernelError(f"XDP mode must be auto, native or generic, not {point.mode!r}")
+            self._iface(point.ifname, point.netns)
+        elif isinstance(point, TracepointPoint):
+            if not self.tracepoint_exists(point.group, point.name):
+                raise KernelError(f"tracepoint {point.group}/{point.name} does not exist")
+        elif isinstance(point, UprobePoint) and not (
+            os.path.isabs(point.target) and (not self.check_files or os.path.isfile(point.target))
+        ):
+            raise KernelError(
+                f"uprobe target {point.target} is not an existing file (give an absolute path)"
+            )
+
+    def _load(
+        self, spec: ProgramSpec, keep: bool = True
+    ) -> tuple[int, tuple[tuple[str, int, str], ...]]:
+        known = self.functions.get(spec.object_path)
+        if known is not None and spec.function not in known:
+            raise KernelError(f"function {spec.function!r} not found in {spec.object_path}")
+        if "reject" in spec.function or spec.function in self.reject:
+            log = "0: R1=ctx() R10=fp0\ninvalid access to packet, off=0 size=4\n"
+            raise VerifierError(
+                f"the verifier rejected {spec.function} from {spec.object_path} (Permission "
+                f"denied); fix the program and rebuild it. Last lines of the verifier log:\n{log}",
+                log,
+            )
+        self._inject("load")
+        if not keep:
+            return 0, ()
+        prog_id = self._new("prog")
+        self._names[prog_id] = spec.function[:15]  # BPF_OBJ_NAME_LEN - 1
+        maps = tuple(
+            (name, self._new("map"), mtype)
+            for name, mtype in self.object_maps.get(spec.object_path, [])
+        )
+        return prog_id, maps
+
+    def _xdp_attach(self, point: XdpPoint, prog_id: int) -> None:
+        iface = self._iface(point.ifname, point.netns)
+        if iface.xdp_prog is not None:
+            owner = next((d for d, e in self._entries.items() if e.prog_id == iface.xdp_prog), None)
+            held = f"bpfman's {owner}" if owner else "a program bpfman does not manage"
+            raise AttachConflict(
+                f"interface {point.ifname} already has XDP program id {iface.xdp_prog} "
+                f"({self._names.get(iface.xdp_prog, '?')}) attached, {held}; detach it first"
+            )
+        mode = "native" if point.mode == "auto" and iface.native_xdp else point.mode
+        if mode == "auto":
+            mode = "generic"
+        if mode == "native" and not iface.native_xdp:
+            raise KernelError(f"cannot attach XDP to {point.ifname} in native mode")
+        iface.xdp_prog, iface.xdp_mode = prog_id, mode
+
+    def _xdp_detach(self, prog_id: int) -> None:
+        for iface in self._ifaces.values():
+            if iface.xdp_prog == prog_id:
+                iface.xdp_prog = iface.xdp_mode = None
+
+    def _hook_of(self, point: TcxPoint) -> _Hook:
+        return self._hooks.setdefault((point.netns, point.ifname, point.direction), _Hook())
+
+    def _tcx_attach(self, point: TcxPoint, prog_id: int, placement: Placement | None) -> int:
+        hook = self._hook_of(point)
+        index = len(hook.links)
+        if placement is not None and (placement.before or placement.after):
+            if placement.before and placement.after:
+                raise KernelError("a placement names a neighbour before or after, not both")
+            rel = placement.before or placement.after
+            neighbour = self._entries.get(rel or "")
+            if neighbour is None or neighbour.link_id is None:
+                raise KernelError(
+                    f"cannot place the tcx program on {point.ifname}: {rel} is not installed"
+                )
+            if neighbour.link_id not in hook.links:
+                raise KernelError(
+                    f"cannot attach to tcx {point.direction} of {point.ifname}: the placement "
+                    "neighbour is not attached to this hook"
+                )
+            index = hook.links.index(neighbour.link_id) + (0 if placement.before else 1)
+        link_id = self._new("link")
+        hook.links.insert(index, link_id)
+        hook.revision += 1
+        self._link_prog[link_id] = prog_id
+        return link_id
+
+    def _unlink(self, link_id: int | None) -> None:
+        if link_id is None:
+            return
+        self._link_prog.pop(link_id, None)
+        for hook in self._hooks.values():
+            if link_id in hook.links:
+                hook.links.remove(link_id)
+                hook.revision += 1
+
+    def _attach(self, point: AttachPoint, prog_id: int, placement: Placement | None) -> int | None:
+        self._inject("attach")
+        if isinstance(point, XdpPoint):
+            self._xdp_attach(point, prog_id)
+            return None
+        if isinstance(point, TcxPoint):
+            return self._tcx_attach(point, prog_id, placement)
+        link_id = self._new("link")  # perf-event link
+        self._link_prog[link_id] = prog_id
+        return link_id
+
+    # --- the Kernel protocol --------------------------------------------------------------------
+
+    def ensure_root(self) -> None:
+        self.root_ready = True
+
+    def install(
+        self,
+        pin_dir: str,
+        spec: ProgramSpec,
+        point: AttachPoint,
+        placement: Placement | None = None,
+    ) -> Installed:
+        if pin_dir in self._entries:
+            raise KernelError(f"{pin_dir} is already installed; replace it, or uninstall it first")
+        self._check(pin_dir, spec, point)
+        self.ensure_root()
+        prog_id, maps = self._load(spec)
+        link_id = self._attach(point, prog_id, placement)
+        self._entries[pin_dir] = _Entry(spec, point, prog_id, maps, link_id)
+        return self._installed(pin_dir)
+
+    def replace(
+        self,
+        pin_dir: str,
+        spec: ProgramSpec,
+        point: AttachPoint,
+        placement: Placement | None = None,
+    ) -> Installed:
+        old = self._entries.get(pin_dir)
+        if old is None:
+            return self.install(pin_dir, spec, point, placement)
+        self._check(pin_dir, spec, point)
+        prog_id, maps = self._load(spec)  # a rejection leaves the old program untouched
+        self._inject("swap")
+        link_id: int | None
+        if isinstance(point, XdpPoint):
+            iface = self._iface(point.ifname, point.netns)
+            if iface.xdp_prog != old.prog_id:  # moved or detached: attach, then remove the old
+                self._xdp_attach(point, prog_id)
+                self._xdp_detach(old.prog_id)
+            elif point.mode in ("auto", iface.xdp_mode):
+                iface.xdp_prog = prog_id  # atomic swap in place (XDP_FLAGS_REPLACE)
+            else:  # mode change: break, then make; restore the old one if that fails
+                mode, iface.xdp_prog, iface.xdp_mode = iface.xdp_mode, None, None
+                try:
+                    self._xdp_attach(point, prog_id)
+                except KernelError:
+                    iface.xdp_prog, iface.xdp_mode = old.prog_id, mode
+                    raise
+            link_id = None
+        elif (
+            isinstance(point, TcxPoint)
+            and placement in (None, Placement())
+            and old.point == point
+            and old.link_id in self._hook_of(point).links
+        ):
+            self._link_prog[old.link_id] = prog_id  # BPF_LINK_UPDATE: same link, same position
+            link_id = old.link_id
+        else:
+            link_id = self._attach(point, prog_id, placement)
+            self._unlink(old.link_id)
+        self._entries[pin_dir] = _Entry(spec, point, prog_id, maps, link_id)
+        return self._installed(pin_dir)
+
+    def verify(self, spec: ProgramSpec) -> None:
+        if self.check_files and not os.path.isfile(spec.object_path):
+            raise KernelError(f"BPF object {spec.object_path} not found; build it or fix the path")
+        self._load(spec, keep=False)
+
+    def uninstall(self, pin_dir: str) -> None:
+        bpffs.check_pin_dir(pin_dir)
+        entry = self._entries.pop(pin_dir, None)
+        if entry is None:
+            return
+        self._xdp_detach(entry.prog_id)
+        self._unlink(entry.link_id)
+
+    def _installed(self, pin_dir: str) -> Installed:
+        e = self._entries[pin_dir]
+        d = bpffs.path_of(self.root, pin_dir)
+        attached, where = False, dict[str, object]()
+        if isinstance(e.point, XdpPoint):
+            for (ns, name), iface in self._ifaces.items():
+                if iface.xdp_prog == e.prog_id:
+                    attached = True
+                    where = {"ifindex": iface.ifindex, "ifname": name, "mode": iface.xdp_mode}
+                    if ns is not None:
+                        where["netns"] = ns
+        elif isinstance(e.point, TcxPoint):
+            where = {"link_type": "tcx", "attach_type": f"tcx_{e.point.direction}"}
+            for (ns, name, _), hook in self._hooks.items():
+                if e.link_id in hook.links and (ns, name) in self._ifaces:
+                    attached = self._link_prog.get(e.link_id) == e.prog_id
+                    where |= {
+                        "ifindex": self._ifaces[(ns, name)].ifindex,
+                        "ifname": name,
+                        "position": hook.links.index(e.link_id),
+                    }
+                    if ns is not None:
+                        where["netns"] = ns
+            where.setdefault("ifindex", 0)
+        elif isinstance(e.point, TracepointPoint):
+            attached = True
+            where = {"link_type": "perf_event", "perf_event_type": "tracepoint"}
+            where["tracepoint"] = e.point.name
+        elif isinstance(e.point, UprobePoint):
+            attached = True
+            kind = "uretprobe" if e.point.retprobe else "uprobe"
+            where = {"link_type": "perf_event", "perf_event_type": kind}
+            where |= {"file": e.point.target, "offset": e.point.offset}
+        return Installed(
+            pin_dir=pin_dir,
+            prog_id=e.prog_id,
+            prog_name=self._names[e.prog_id],
+            prog_type=_PROG_TYPE[e.spec.prog_type][0],
+            tag=hashlib.sha256(f"{e.spec.object_path}:{e.spec.function}".encode()).hexdigest()[:16],
+            jited_size=64 + 8 * len(e.spec.function),
+            prog_pin=str(d / bpffs.PROG),
+            maps=tuple(
+                MapInfo(name, mid, mtype, str(d / bpffs.MAPS / name)) for name, mid, mtype in e.maps
+            ),
+            link_id=e.link_id,
+            link_pin=str(d / bpffs.LINK) if e.link_id is not None else None,
+            attached=attached,
+            attach=where,
+        )
+
+    def observe(self) -> list[Installed]:
+        return [self._installed(d) for d in sorted(self._entries)]
+
+    def xdp_program_on(self, ifname: str, netns: str | None = None) -> int | None:
+        iface = self._ifaces.get((netns, ifname))
+        return iface.xdp_prog if iface is not None else None
+
+    def interface_exists(self, ifname: str, netns: str | None = None) -> bool:
+        return (netns, ifname) in self._ifaces
+
+    def tracepoint_exists(self, group: str, name: str) -> bool:
+        return f"{group}/{name}" in self.tracepoint_set
+
+    def tracepoints(self) -> list[str]:
+        return sorted(self.tracepoint_set)

@@ -1,0 +1,146 @@
+"""Reading what the kernel holds for our pin directories (never writes anything)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from functools import cached_property
+from pathlib import Path
+
+from reconciler.kernel import attach, bpf, bpffs, netlink, netns
+from reconciler.kernel.bpffs import LINK, MAPS, PROG
+from reconciler.kernel.types import Installed, KernelError, MapInfo
+
+log = logging.getLogger("bpfman.kernel")
+
+
+class Scan:
+    """One observation pass: caches the (netlink) XDP view of every known namespace."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    @cached_property
+    def xdp(self) -> dict[int, list[attach.XdpAttachment]]:
+        """prog id -> where it is attached as XDP (our namespace and every named one)."""
+        index: dict[int, list[attach.XdpAttachment]] = {}
+        for ns in netns.all_known():
+            try:
+                ifaces = netlink.interfaces(ns)
+            except (KernelError, OSError):
+                continue
+            for i in ifaces:
+                if i.xdp_prog_id:
+                    index.setdefault(i.xdp_prog_id, []).append(attach.XdpAttachment(ns, i))
+        return index
+
+    def all(self) -> list[Installed]:
+        out = []
+        for rel in bpffs.managed_dirs(self.root):
+            found = self.one(rel)
+            if found is not None:
+                out.append(found)
+        return out
+
+    def one(self, rel: str) -> Installed | None:
+        d = bpffs.path_of(self.root, rel)
+        try:
+            with bpf.opened(bpf.obj_get(str(d / PROG))) as fd:
+                prog = bpf.prog_info(fd)
+        except OSError as e:
+            log.warning("skipping %s: its prog pin cannot be read (%s)", d, e.strerror)
+            return None
+        link_id, link_pin, attached, where = self._link(d, prog.id)
+        if link_pin is None and prog.type == bpf.PROG_TYPE_XDP:
+            attached, where = self._xdp(prog.id)
+        return Installed(
+            pin_dir=rel,
+            prog_id=prog.id,
+            prog_name=prog.name,
+            prog_type=prog.type_name,
+            tag=prog.tag,
+            jited_size=prog.jited_size,
+            prog_pin=str(d / PROG),
+            maps=maps_of(d / MAPS),
+            link_id=link_id,
+            link_pin=link_pin,
+            attached=attached,
+            attach=where,
+        )
+
+    def _link(
+        self, d: Path, prog_id: int
+    ) -> tuple[int | None, str | None, bool, dict[str, object]]:
+        path = d / LINK
+        if not path.exists():
+            return None, None, False, {}
+        try:
+            with bpf.opened(bpf.obj_get(str(path))) as fd:
+                info = bpf.link_info(fd)
+        except OSError as e:
+            log.warning("%s: link pin cannot be read (%s)", path, e.strerror)
+            return None, str(path), False, {}
+        where: dict[str, object] = {"link_type": info.type_name, **info.detail}
+        ours = info.prog_id == prog_id
+        if info.type != bpf.LINK_TYPE_TCX:
+            # A perf-event link runs its program for as long as the link exists.
+            return info.id, str(path), ours, where
+        # The kernel zeroes a tcx link's ifindex when its device goes away (the link turns
+        # defunct); otherwise the hook's query lists it, which also gives its position. A link
+        # in a namespace we cannot see (not ours, not named) keeps its ifindex but goes
+        # unconfirmed: it is reported attached without ifname/position.
+        found = attach.tcx_find(info)
+        if found is not None:
+            where |= {"ifname": found.ifname, "position": found.position}
+            if found.ns is not None:
+                where["netns"] = found.ns
+        return info.id, str(path), ours and bool(info.detail.get("ifindex")), where
+
+    def _xdp(self, prog_id: int) -> tuple[bool, dict[str, object]]:
+        places = self.xdp.get(prog_id, [])
+        if not places:
+            return False, {}
+        first = places[0]
+        where: dict[str, object] = {
+            "ifindex": first.iface.ifindex,
+            "ifname": first.iface.ifname,
+            "mode": first.iface.xdp_mode,
+        }
+        if first.ns is not None:
+            where["netns"] = first.ns
+        return True, where
+
+
+def maps_of(maps_dir: Path) -> tuple[MapInfo, ...]:
+    out = []
+    try:
+        names = sorted(os.listdir(maps_dir))
+    except OSError:
+        return ()
+    for name in names:
+        if name.startswith("."):
+            continue
+        path = maps_dir / name
+        try:
+            with bpf.opened(bpf.obj_get(str(path))) as fd:
+                info = bpf.map_info(fd)
+        except OSError:
+            continue
+        out.append(MapInfo(name=name, id=info.id, type=info.type_name, pin=str(path)))
+    return tuple(out)
+
+
+def prog_id_at(pin: Path) -> int | None:
+    try:
+        with bpf.opened(bpf.obj_get(str(pin))) as fd:
+            return bpf.prog_info(fd).id
+    except OSError:
+        return None
+
+
+def owner_of(root: Path, prog_id: int) -> str | None:
+    """The managed pin dir whose program is ``prog_id`` (None: not ours)."""
+    for rel in bpffs.managed_dirs(root):
+        if prog_id_at(bpffs.path_of(root, rel) / PROG) == prog_id:
+            return rel
+    return None

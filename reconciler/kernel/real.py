@@ -1,0 +1,400 @@
+"""RealKernel: the ``Kernel`` protocol over libbpf, bpf(2), bpffs and netlink.
+
+Pin layout of a managed attachment, under ``<root>/<pin_dir>/``::
+
+    prog            the program
+    link            its bpf_link (tcx, tracepoint, uprobe); none for netlink-attached XDP
+    maps/<name>     its maps (global data maps as rodata, data, bss)
+    %next/          staging: the same layout while a new version is loaded and swapped in
+
+('.' is not allowed in bpffs names, so a '.' in a pin dir is stored as ``%2E``: see bpffs.py.)
+
+Everything an attachment holds is pinned, so it outlives this process; nothing about it is
+stored outside bpffs.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from contextlib import ExitStack
+from pathlib import Path
+
+from reconciler.kernel import attach, bpf, bpffs, netlink, netns, tracefs
+from reconciler.kernel.bpffs import LINK, MAPS, PROG, STAGING
+from reconciler.kernel.libbpf import BpfObject
+from reconciler.kernel.observe import Scan, owner_of
+from reconciler.kernel.types import (
+    AttachPoint,
+    Installed,
+    KernelError,
+    Placement,
+    ProgramSpec,
+    ProgType,
+    TcxPoint,
+    TracepointPoint,
+    UprobePoint,
+    XdpPoint,
+)
+
+DEFAULT_ROOT = Path("/sys/fs/bpf/bpfman")
+
+# ProgType -> (kernel program type, attach point class it needs)
+_KINDS: dict[ProgType, tuple[int, type]] = {
+    ProgType.XDP: (bpf.PROG_TYPE_XDP, XdpPoint),
+    ProgType.TCX: (bpf.PROG_TYPE_SCHED_CLS, TcxPoint),
+    ProgType.TRACEPOINT: (bpf.PROG_TYPE_TRACEPOINT, TracepointPoint),
+    ProgType.UPROBE: (bpf.PROG_TYPE_KPROBE, UprobePoint),  # uprobes are kprobe-type programs
+}
+
+
+class RealKernel:
+    def __init__(self, root: Path | str = DEFAULT_ROOT) -> None:
+        self.root = Path(root)
+
+    # --- paths ----------------------------------------------------------------------------------
+
+    def _dir(self, pin_dir: str) -> Path:
+        bpffs.check_pin_dir(pin_dir)
+        return bpffs.path_of(self.root, pin_dir)
+
+    def ensure_root(self) -> None:
+        bpffs.ensure_root(self.root)
+
+    # --- install / replace ----------------------------------------------------------------------
+
+    def install(
+        self,
+        pin_dir: str,
+        spec: ProgramSpec,
+        point: AttachPoint,
+        placement: Placement | None = None,
+    ) -> Installed:
+        d = self._dir(pin_dir)
+        if (d / PROG).exists():
+            raise KernelError(f"{pin_dir} is already installed; replace it, or uninstall it first")
+        self._precheck(spec, point)
+        self.ensure_root()
+        stage = d / STAGING
+        try:
+            self._discard(stage)  # leftovers of an interrupted run
+            with self._load(stage, spec, point) as (obj, prog_fd):
+                self._attach(stage, obj, prog_fd, point, placement)
+        except BaseException:
+            self._discard(stage)
+            bpffs.prune_empty_parents(d, self.root)
+            raise
+        self._commit(d, keep_link=False)
+        return self._observed(pin_dir)
+
+    def replace(
+        self,
+        pin_dir: str,
+        spec: ProgramSpec,
+        point: AttachPoint,
+        placement: Placement | None = None,
+    ) -> Installed:
+        """Make-before-break. With nothing installed at ``pin_dir`` this is ``install``."""
+        d = self._dir(pin_dir)
+        if not (d / PROG).exists():
+            return self.install(pin_dir, spec, point, placement)
+        self._precheck(spec, point)
+        stage = d / STAGING
+        try:
+            self._discard(stage)
+            # The verifier runs here; if it rejects the new program the old one is untouched.
+            with self._load(stage, spec, point) as (obj, prog_fd):
+                keep_link = self._swap(d, obj, prog_fd, point, placement)
+        except BaseException:
+            self._discard(stage)
+            raise
+        self._commit(d, keep_link)
+        return self._observed(pin_dir)
+
+    def _precheck(self, spec: ProgramSpec, point: AttachPoint) -> None:
+        """Fail early, with a clear message, before loading anything."""
+        _, kind = _KINDS[spec.prog_type]
+        if not isinstance(point, kind):
+            raise KernelError(
+                f"a {spec.prog_type.value} program cannot attach to {type(point).__name__}"
+            )
+        if not os.path.isfile(spec.object_path):
+            raise KernelError(f"BPF object {spec.object_path} not found; build it or fix the path")
+        if isinstance(point, XdpPoint | TcxPoint):
+            if isinstance(point, TcxPoint):
+                attach.tcx_attach_type(point.direction)
+            elif point.mode not in ("auto", "native", "generic"):
+                raise KernelError(f"XDP mode must be auto, native or generic, not {point.mode!r}")
+            attach.ifindex(point.ifname, point.netns)
+        elif isinstance(point, TracepointPoint):
+            if not tracefs.exists(point.group, point.name):
+                raise KernelError(
+                    f"tracepoint {point.group}/{point.name} does not exist on this kernel; see "
+                    f"{tracefs.TRACEFS}/available_events for the ones it has"
+                )
+        elif isinstance(point, UprobePoint) and not (
+            os.path.isabs(point.target) and os.path.isfile(point.target)
+        ):
+            raise KernelError(
+                f"uprobe target {point.target} is not an existing file (give an absolute path)"
+            )
+
+    def _load(self, stage: Path, spec: ProgramSpec, point: AttachPoint) -> _Loaded:
+        return _Loaded(stage, spec, point)
+
+    def _attach(
+        self,
+        stage: Path,
+        obj: BpfObject,
+        prog_fd: int,
+        point: AttachPoint,
+        placement: Placement | None,
+    ) -> None:
+        """Attach the staged program at ``point``, pinning its link (if any) in ``stage``."""
+        if isinstance(point, XdpPoint):
+            attach.xdp_attach(point, prog_fd, lambda pid: owner_of(self.root, pid))
+        elif isinstance(point, TcxPoint):
+            with ExitStack() as stack:
+                flags, relative_fd = self._relative(point, placement)
+                if relative_fd:
+                    stack.enter_context(bpf.opened(relative_fd))
+                link_fd = stack.enter_context(
+                    bpf.opened(attach.tcx_create(prog_fd, point, flags, relative_fd))
+                )
+                # If pinning fails, closing the only fd releases (detaches) the new link.
+                bpf.obj_pin(link_fd, str(stage / LINK))
+        else:
+            if isinstance(point, TracepointPoint):
+                link = obj.attach_tracepoint(point.group, point.name)
+            else:
+                assert isinstance(point, UprobePoint)
+                link = obj.attach_uprobe(
+                    point.target, point.func_name, point.offset, point.retprobe, point.pid
+                )
+            try:
+                link.pin(str(stage / LINK))
+            except BaseException:
+                link.destroy()
+                raise
+            link.release()
+
+    def _relative(self, point: TcxPoint, placement: Placement | None) -> tuple[int, int]:
+        """(flags, neighbour link fd) for BPF_LINK_CREATE; (0, 0) appends last."""
+        if placement is None or (placement.before is None and placement.after is None):
+            return 0, 0
+        if placement.before is not None and placement.after is not None:
+            raise KernelError("a placement names a neighbour before or after, not both")
+        word, rel = ("before", placement.before) if placement.before else ("after", placement.after)
+        assert rel is not None
+        path = self._dir(rel) / LINK
+        try:
+            fd = bpf.obj_get(str(path))
+        except OSError:
+            raise KernelError(
+                f"cannot place the tcx program on {point.ifname} {word} {rel}: {rel} is not "
+                f"installed (no link pinned at {path}); install it first"
+            ) from None
+        return (bpf.F_BEFORE if word == "before" else bpf.F_AFTER) | bpf.F_LINK, fd
+
+    def _swap(
+        self,
+        d: Path,
+        obj: BpfObject,
+        new_fd: int,
+        point: AttachPoint,
+        placement: Placement | None,
+    ) -> bool:
+        """Put the staged program in the old one's place; True if the old link was kept (its
+        program swapped atomically), False if the staged link replaces it."""
+        stage = d / STAGING
+        with ExitStack() as stack:
+            old_fd = stack.enter_context(bpf.opened(bpf.obj_get(str(d / PROG))))
+            old = bpf.prog_info(old_fd)
+            if isinstance(point, XdpPoint):
+                self._swap_xdp(point, old_fd, old.id, new_fd)
+                return False
+            old_link = d / LINK
+            if isinstance(point, TcxPoint) and old_link.exists():
+                link_fd = stack.enter_context(bpf.opened(bpf.obj_get(str(old_link))))
+                if placement in (None, Placement()) and self._same_hook(link_fd, old.id, point):
+                    # Same hook, same position: swap the link's program atomically; the kernel
+                    # refuses if the link no longer runs the old program.
+                    bpf.link_update(link_fd, new_fd, old_fd)
+                    return True
+            self._attach(stage, obj, new_fd, point, placement)
+            if isinstance(point, TcxPoint) and old_link.exists():
+                with bpf.opened(bpf.obj_get(str(old_link))) as fd:
+                    attach.link_detach(fd)
+            # A perf-event link cannot be detached: it goes when _commit replaces its pin.
+            return False
+
+    @staticmethod
+    def _same_hook(link_fd: int, old_prog_id: int, point: TcxPoint) -> bool:
+        info = bpf.link_info(link_fd)
+        if info.type != bpf.LINK_TYPE_TCX or info.prog_id != old_prog_id:
+            return False
+        found = attach.tcx_find(info, point.netns)
+        return (
+            found is not None
+            and found.ifname == point.ifname
+            and info.detail.get("attach_type") == f"tcx_{point.direction}"
+            and netns.identity(found.ns) == netns.identity(point.netns)
+        )
+
+    def _swap_xdp(self, point: XdpPoint, old_fd: int, old_id: int, new_fd: int) -> None:
+        current = netlink.require(point.ifname, point.netns)
+        mode = current.xdp_mode or "generic"
+        if current.xdp_prog_id != old_id:
+            # The old program is not on this interface (the point moved, or it was detached):
+            # attach the new one without clobbering anything, then remove the old one.
+            attach.xdp_attach(point, new_fd, lambda pid: owner_of(self.root, pid))
+            attach.xdp_detach(old_fd, old_id, point.netns)
+        elif point.mode in ("auto", mode):
+            try:
+                # Atomic: the kernel swaps only if the attached program is still the old one.
+                netlink.xdp_attach(point.ifname, new_fd, mode, point.netns, replace_fd=old_fd)
+            except netlink.NetlinkFailure as e:
+                raise KernelError(
+                    f"cannot replace the XDP program on {point.ifname}: {e}; someone changed it "
+                    "meanwhile, observe again"
+                ) from e
+        else:
+            # The kernel cannot swap across modes (native and generic are exclusive): the
+            # interface runs without XDP between these two calls.
+            netlink.xdp_detach(point.ifname, old_fd, mode, point.netns)
+            try:
+                attach.xdp_attach(point, new_fd, lambda pid: owner_of(self.root, pid))
+            except BaseException:
+                netlink.xdp_attach(point.ifname, old_fd, mode, point.netns)
+                raise
+
+    def _commit(self, d: Path, keep_link: bool) -> None:
+        """Move the staged pins into place, ``prog`` last: a pin dir counts as installed once it
+        holds a prog, so an interrupted install stays invisible (and is cleaned up by the next
+        one), and an interrupted replace shows as not attached (its link runs another program).
+        rename(2) over an existing pin drops the old pin's reference: an old perf-event link
+        is released (detached) right here."""
+        stage = d / STAGING
+        # A directory cannot be renamed over a non-empty one: park the old maps in the stage.
+        if (d / MAPS).exists():
+            os.rename(d / MAPS, stage / "old-maps")
+        os.rename(stage / MAPS, d / MAPS)
+        if (stage / LINK).exists():
+            os.replace(stage / LINK, d / LINK)
+        elif not keep_link:
+            (d / LINK).unlink(missing_ok=True)
+        os.replace(stage / PROG, d / PROG)
+        bpffs.remove_tree(stage)
+
+    def verify(self, spec: ProgramSpec) -> None:
+        """Load ``spec`` and release it at once: VerifierError if the kernel refuses it. Pins
+        nothing (maps that declare pinning land in a scratch dir under the root, removed)."""
+        if not os.path.isfile(spec.object_path):
+            raise KernelError(f"BPF object {spec.object_path} not found; build it or fix the path")
+        self.ensure_root()
+        scratch = self.root / f"{STAGING}-verify-{os.getpid()}"
+        scratch.mkdir(mode=0o700, exist_ok=True)
+        try:
+            with BpfObject(spec.object_path, pin_root=str(scratch)) as obj:
+                prog_type, _ = _KINDS[spec.prog_type]
+                obj.load(spec.function, prog_type, _expected_attach(spec.prog_type, None))
+        finally:
+            bpffs.remove_tree(scratch)
+
+    # --- uninstall ------------------------------------------------------------------------------
+
+    def uninstall(self, pin_dir: str) -> None:
+        d = self._dir(pin_dir)
+        if not d.exists():
+            return
+        self._discard(d / STAGING)
+        self._discard(d)
+        bpffs.prune_empty_parents(d.parent, self.root)
+
+    def _discard(self, d: Path) -> None:
+        """Detach what the pins in ``d`` attached (only ours), then unpin everything in it."""
+        if not d.exists():
+            return
+        link = d / LINK
+        if link.exists():
+            try:
+                with bpf.opened(bpf.obj_get(str(link))) as fd:
+                    attach.link_detach(fd)
+            except OSError as e:
+                if e.errno != errno.ENOENT:
+                    raise
+        elif (d / PROG).exists():
+            # XDP attached over netlink: the pins do not say where, so look for our program
+            # id on every interface of our namespace and of every named (`ip netns`) one.
+            # Limitation: a namespace that is neither is not searched; the program then stays
+            # attached there (until the interface or namespace goes) although it is unpinned.
+            with bpf.opened(bpf.obj_get(str(d / PROG))) as fd:
+                info = bpf.prog_info(fd)
+                if info.type == bpf.PROG_TYPE_XDP:
+                    attach.xdp_detach(fd, info.id)
+        bpffs.remove_tree(d)
+
+    # --- observe --------------------------------------------------------------------------------
+
+    def observe(self) -> list[Installed]:
+        return Scan(self.root).all()
+
+    def _observed(self, pin_dir: str) -> Installed:
+        found = Scan(self.root).one(pin_dir)
+        if found is None:
+            raise KernelError(f"{pin_dir} vanished right after it was installed")
+        return found
+
+    def xdp_program_on(self, ifname: str, netns: str | None = None) -> int | None:
+        found = netlink.interface(ifname, netns)
+        return found.xdp_prog_id if found is not None else None
+
+    def interface_exists(self, ifname: str, netns: str | None = None) -> bool:
+        try:
+            return attach.interface_exists(ifname, netns)
+        except KernelError:  # the namespace itself does not exist
+            return False
+
+    def tracepoint_exists(self, group: str, name: str) -> bool:
+        return tracefs.exists(group, name)
+
+    def tracepoints(self) -> list[str]:
+        return tracefs.all_tracepoints()
+
+
+def _expected_attach(prog_type: ProgType, point: AttachPoint | None) -> int | None:
+    """expected_attach_type to load with, for an object whose section did not imply the type
+    (the verifier does not depend on a tcx direction: ingress stands in when none is known)."""
+    if prog_type is ProgType.TCX:
+        direction = point.direction if isinstance(point, TcxPoint) else "ingress"
+        return attach.tcx_attach_type(direction)
+    if prog_type is ProgType.XDP:
+        return bpf.ATTACH_XDP
+    return None
+
+
+class _Loaded:
+    """Context manager: open the object, load only the spec's function, pin it and its maps in
+    ``stage``; yields (object, program fd) and closes the object (pins stay) at the end."""
+
+    def __init__(self, stage: Path, spec: ProgramSpec, point: AttachPoint) -> None:
+        self.stage, self.spec, self.point = stage, spec, point
+        self.obj: BpfObject | None = None
+
+    def __enter__(self) -> tuple[BpfObject, int]:
+        (self.stage / MAPS).mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.obj = BpfObject(self.spec.object_path, pin_root=str(self.stage / MAPS))
+        try:
+            prog_type, _ = _KINDS[self.spec.prog_type]
+            expected = _expected_attach(self.spec.prog_type, self.point)
+            fd = self.obj.load(self.spec.function, prog_type, expected)
+            self.obj.pin_program(str(self.stage / PROG))
+            self.obj.pin_maps(str(self.stage / MAPS))
+        except BaseException:
+            self.obj.close()
+            raise
+        return self.obj, fd
+
+    def __exit__(self, *exc: object) -> None:
+        if self.obj is not None:
+            self.obj.close()

@@ -1,0 +1,24 @@
+// SPDX-License-Identifier: GPL-2.0
+// Uprobe test program: counts calls of the probed user-space function.
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+SEC("uprobe")
+int uprobe_count(void *ctx)
+{
+	__u32 slot = 0;
+	__u64 *value = bpf_map_lookup_elem(&counters, &slot);
+
+	if (value)
+		__sync_fetch_and_add(value, 1);
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "GPL";

@@ -1,0 +1,127 @@
+"""RealKernel behaviour the fake cannot show: pins outliving the process, kernel quirks,
+interrupted runs, feature probes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from reconciler.kernel import (
+    KernelError,
+    ProgramSpec,
+    ProgType,
+    RealKernel,
+    TracepointPoint,
+    XdpPoint,
+    probes,
+)
+from tests import support
+from tests.kernel.harness import World, obj, wait_for
+
+pytestmark = pytest.mark.kernel
+
+TP = ProgramSpec(obj("tracepoint_counter"), "tp_count", ProgType.TRACEPOINT)
+XDP = ProgramSpec(obj("xdp_counter"), "xdp_count", ProgType.XDP)
+TCX = ProgramSpec(obj("tcx_counter"), "tcx_count", ProgType.TCX)
+GETPID = TracepointPoint("syscalls", "sys_enter_getpid")
+
+
+# The contract tests' world fixture, with the real kernel only.
+on_real = pytest.mark.parametrize("world", ["real"], indirect=True)
+
+
+@on_real
+def test_attachments_outlive_the_installing_process(world: World) -> None:
+    script = textwrap.dedent(f"""
+        from reconciler.kernel import *
+        k = RealKernel({str(world.root)!r})
+        k.install("TracepointProgram/getpid/x", ProgramSpec({TP.object_path!r}, "tp_count",
+                  ProgType.TRACEPOINT), TracepointPoint("syscalls", "sys_enter_getpid"))
+        k.install("XdpProgram/count/eth0", ProgramSpec({XDP.object_path!r}, "xdp_count",
+                  ProgType.XDP), XdpPoint("eth0", netns={world.netns!r}))
+    """)
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=support.REPO)
+
+    tp, xdp = world.kernel.observe()
+    assert tp.attached and xdp.attached
+    assert world.ip_xdp()[0] == xdp.prog_id
+    world.getpid(5)
+    world.send_frames(4)
+    assert world.counters(tp)[0] >= 5 and world.counters(xdp) == [4, 0]
+    world.kernel.uninstall("TracepointProgram/getpid/x")
+    world.kernel.uninstall("XdpProgram/count/eth0")
+    assert world.pins() == [] and world.ip_xdp() == (None, None)
+
+
+@on_real
+def test_auto_mode_falls_back_to_generic_and_native_failure_leaves_nothing(world: World) -> None:
+    lo = XdpPoint("lo", mode="native", netns=world.netns)  # lo has no native XDP support
+    with pytest.raises(KernelError, match="lo"):
+        world.kernel.install("XdpProgram/count/lo", XDP, lo)
+    assert world.kernel.observe() == [] and world.pins() == []
+
+    inst = world.kernel.install("XdpProgram/count/lo", XDP, XdpPoint("lo", netns=world.netns))
+    assert inst.attach["mode"] == "generic"
+    world.kernel.uninstall("XdpProgram/count/lo")
+
+
+@on_real
+def test_xdp_replace_across_modes(world: World) -> None:
+    old = world.kernel.install("XdpProgram/count/eth0", XDP, world.xdp("generic"))
+    new = world.kernel.replace("XdpProgram/count/eth0", XDP, world.xdp("native"))
+    assert (old.attach["mode"], new.attach["mode"]) == ("generic", "native")
+    assert world.ip_xdp() == (new.prog_id, "native")
+    world.kernel.uninstall("XdpProgram/count/eth0")
+    assert world.ip_xdp() == (None, None)
+
+
+@on_real
+def test_a_vanished_device_shows_as_detached(world: World) -> None:
+    inst = world.kernel.install("TcxProgram/a/eth0", TCX, world.tcx())
+    assert inst.attached
+    assert world._veth is not None
+    support.delete_veth_pair(world._veth)  # the device goes: its tcx link turns defunct
+    world._veth = None
+    (observed,) = world.kernel.observe()
+    assert observed.link_id == inst.link_id and not observed.attached
+    world.kernel.uninstall("TcxProgram/a/eth0")
+    assert world.pins() == []
+
+
+@on_real
+def test_an_interrupted_install_is_cleaned_up(world: World) -> None:
+    # A crash between loading and committing leaves a staging dir with a pinned program.
+    stage = world.root / "TracepointProgram" / "getpid" / "x" / "%next"
+    stage.mkdir(parents=True)
+    support.sh("bpftool", "prog", "load", TP.object_path, str(stage / "prog"))
+    stale = support.bpftool_json("prog", "show", "pinned", str(stage / "prog"))
+    assert world.kernel.observe() == []  # staging is never reported as managed
+
+    inst = world.kernel.install("TracepointProgram/getpid/x", TP, GETPID)
+    assert inst.attached and not stage.exists()
+    wait_for(lambda: not world.prog_exists(stale["id"]), "the stale program to be freed")  # type: ignore[index]
+    world.kernel.uninstall("TracepointProgram/getpid/x")
+
+
+@on_real
+def test_uninstall_never_touches_anything_outside_its_pin_dir(world: World) -> None:
+    world.kernel.install("TracepointProgram/a/x", TP, GETPID)
+    b = world.kernel.install("TracepointProgram/b/x", TP, GETPID)
+    world.kernel.uninstall("TracepointProgram/a/x")
+    assert world.kernel.observe() == [b]
+    world.kernel.uninstall("TracepointProgram/b/x")
+
+
+def test_probes() -> None:
+    assert probes.tcx_supported()
+    assert probes.perf_link_supported()
+    ext = probes.prog_type_supported(28)  # BPF_PROG_TYPE_EXT: EPERM on the project's hosts
+    assert ext.reason and ext.feature == "ext"
+
+
+def test_root_must_be_on_bpffs(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(KernelError, match="not on a bpf file system"):
+        RealKernel(tmp_path / "root").ensure_root()
