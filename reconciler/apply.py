@@ -98,6 +98,24 @@ def _verify(c: ResourceChange, inst: Installed) -> None:
         )
 
 
+def _preflight(plan: Plan, kernel: Kernel, emit: Callable[[str], None]) -> None:
+    """Run every program that the plan loads past the verifier before changing anything, so a
+    rejection anywhere in the plan leaves the whole host as it was."""
+    seen: set[tuple[str, str, str]] = set()
+    for c in plan.actionable:
+        d = c.desired
+        if d is None or c.action not in (Action.CREATE, Action.REPLACE):
+            continue
+        key = (d.bytecode_digest, d.program.function, d.program.prog_type.value)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            kernel.verify(d.program)
+        except KernelError as e:
+            raise ApplyFailed(f"{c.address} ({c.origin}): {e}", []) from e
+
+
 def apply_plan(
     plan: Plan,
     kernel: Kernel,
@@ -111,6 +129,7 @@ def apply_plan(
     stale = [k for k in records if k not in planned]
     for key in stale:
         del records[key]
+    _preflight(plan, kernel, emit)
     order = _TcxOrder(plan)
     outcomes: list[Outcome] = []
 
