@@ -146,7 +146,6 @@ def _execute(args: argparse.Namespace, color: bool, ctx: Any, plan: Plan, verb: 
     from reconciler.apply import ApplyFailed, apply_plan, summary
     from reconciler.lock import ApplyLock, LockTimeout
     from reconciler.plan.jsonout import plan_document
-    from reconciler.plan.render import summary_line
 
     if not args.json:
         _print_plan(plan, color)
@@ -196,10 +195,10 @@ def _execute(args: argparse.Namespace, color: bool, ctx: Any, plan: Plan, verb: 
             }
         )
     if failed:
-        if not args.json:
-            print(summary_line(plan).replace("Plan:", "Planned:"))
+        if not outcomes:
+            raise UserError(f"{failed}\nNothing was changed.")
         raise UserError(
-            f"{failed}\nApply stopped; {add} added, {change} changed, {destroy} destroyed before "
+            f"{failed}\n{verb} stopped; {add} added, {change} changed, {destroy} destroyed before "
             "the error. Run `bpfman plan` to see what remains."
         )
     if not args.json:

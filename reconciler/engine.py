@@ -31,14 +31,18 @@ def observe(ctx: Context) -> tuple[list[Installed], dict[str, Record]]:
 def plan_for(ctx: Context, desired: DesiredState | None) -> Plan:
     """The plan to reach ``desired``; None means "nothing desired" (destroy)."""
     installed, records = observe(ctx)
-    attachments = desired.attachments if desired else []
-    errors = host_check(attachments, ctx.kernel, installed) if desired else []
+    if desired is None:
+        plan = build_plan([], installed, records, bpffs_root=str(ctx.kernel.root))
+        plan.destroy = True
+        for c in plan.changes:
+            c.reason = "bpfman destroy unloads everything it manages"
+        return plan
     return build_plan(
-        attachments,
+        desired.attachments,
         installed,
         records,
-        errors=errors,
-        source=desired.source if desired else "(destroy)",
-        revision=desired.revision if desired else None,
+        errors=host_check(desired.attachments, ctx.kernel, installed),
+        source=desired.source,
+        revision=desired.revision,
         bpffs_root=str(ctx.kernel.root),
     )

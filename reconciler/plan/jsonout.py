@@ -21,6 +21,7 @@ def plan_document(plan: Plan) -> dict[str, Any]:
         "source": plan.source,
         "revision": plan.revision,
         "bpffs_root": plan.bpffs_root,
+        "destroy": plan.destroy,
         "resource_changes": [
             {
                 "address": str(c.address),

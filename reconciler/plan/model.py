@@ -48,6 +48,7 @@ class Plan:
     source: str = ""
     revision: str | None = None
     bpffs_root: str = ""
+    destroy: bool = False  # everything under the root goes, whatever the manifests say
 
     @property
     def actionable(self) -> list[ResourceChange]:

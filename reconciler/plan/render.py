@@ -108,9 +108,12 @@ def render_plan(plan: Plan, style: Style | None = None) -> str:
         return "\n".join(out) + "\n"
     used = [a for a in _SYMBOL if any(c.action is a for c in plan.changes)]
     rev = f" (revision {plan.revision[:12]})" if plan.revision else ""
-    out.append(
-        f"bpfman read the manifests in {plan.source}{rev} and compared them with the kernel."
-    )
+    if plan.destroy:
+        out.append(f"bpfman will unload everything it manages under {plan.bpffs_root}.")
+    else:
+        out.append(
+            f"bpfman read the manifests in {plan.source}{rev} and compared them with the kernel."
+        )
     out.append("Actions are indicated with the following symbols:")
     for a in used:
         out.append(f"{style.paint(_SYMBOL[a].rjust(3), _COLOR[a])} {_LEGEND[a]}")
