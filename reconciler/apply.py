@@ -145,10 +145,12 @@ def apply_plan(
             if c.action is Action.DELETE:
                 kernel.uninstall(pin_dir)
                 records.pop(key, None)
+                store.delete(key)
                 order.live.discard(c.address)
             elif c.action is Action.UPDATE:
                 assert d is not None
                 records[key] = _record(d, None, records.get(key), plan.revision)
+                store.put(records[key])
             else:
                 assert d is not None
                 placement = order.placement(d) if isinstance(d.point, TcxPoint) else None
@@ -163,12 +165,12 @@ def apply_plan(
                     inst = kernel.replace(pin_dir, d.program, d.point, placement if moved else None)
                 _verify(c, inst)
                 records[key] = _record(d, inst, records.get(key), plan.revision)
+                store.put(records[key])
                 order.live.add(c.address)
-            store.save(records)
         except KernelError as e:
             elapsed = time.monotonic() - t0
             outcomes.append(Outcome(c.address, c.action, elapsed, error=str(e)))
-            store.save(records)
+            store.compact(records)
             raise ApplyFailed(f"{c.address}: {e}", outcomes) from e
         elapsed = time.monotonic() - t0
         ids = ""
@@ -186,8 +188,8 @@ def apply_plan(
                 link_id=inst.link_id if inst else None,
             )
         )
-    if stale and not plan.actionable:
-        store.save(records)
+    if stale or plan.actionable:
+        store.compact(records)
     return outcomes
 
 

@@ -1,17 +1,26 @@
-"""The state file: what the kernel cannot hold for us (manifest attributes, bytecode digest,
-source revision), keyed by address. Written atomically (temp + fsync + rename)."""
+"""The state file: what the kernel cannot hold for us (applied attributes, bytecode digest,
+manifest location, source revision), keyed by address.
+
+Two files under the state dir:
+- ``state.json``: the snapshot, written atomically (temp + fsync + rename + fsync of the dir);
+- ``journal.jsonl``: one line appended (and fsynced) per change an apply makes, so recording a
+  step costs O(1) however many programs are managed. Loading replays the journal over the
+  snapshot; ``compact`` folds it in at the end of an apply. A torn last line (a crash while
+  appending) is ignored: that step's kernel change is then seen as drift by the next plan.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 FORMAT_VERSION = 1
 STATE_FILE = "state.json"
+JOURNAL_FILE = "journal.jsonl"
 
 
 class StateError(Exception):
@@ -29,18 +38,36 @@ class Record:
     applied_at: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
 
 def ensure_dir(path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True)
     os.chmod(path, 0o700)  # state reveals what runs where: owner-only
 
 
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class StateStore:
     def __init__(self, directory: Path) -> None:
         self.dir = directory
         self.path = directory / STATE_FILE
+        self.journal_path = directory / JOURNAL_FILE
+        self._journal: IO[str] | None = None
 
     def load(self) -> dict[str, Record]:
+        records = self._load_snapshot()
+        self._replay(records)
+        return records
+
+    def _load_snapshot(self) -> dict[str, Record]:
         try:
             raw = self.path.read_text()
         except FileNotFoundError:
@@ -56,11 +83,62 @@ class StateStore:
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise StateError(f"{self.path} is corrupt ({e}); move it aside to rebuild it") from None
 
+    def _replay(self, records: dict[str, Record]) -> None:
+        try:
+            lines = self.journal_path.read_text().split("\n")
+        except FileNotFoundError:
+            return
+        for n, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+                if entry["op"] == "put":
+                    rec = Record(**entry["record"])
+                    records[rec.address] = rec
+                elif entry["op"] == "del":
+                    records.pop(entry["address"], None)
+                else:
+                    raise KeyError(entry["op"])
+            except (ValueError, KeyError, TypeError) as e:
+                if n >= len(lines) - 1:  # only the last line can be torn by a crash
+                    return
+                raise StateError(
+                    f"{self.journal_path}:{n} is corrupt ({e}); move it aside to rebuild it"
+                ) from None
+
+    # --- writing -------------------------------------------------------------------------------
+
+    def _append(self, entry: dict[str, Any]) -> None:
+        if self._journal is None:
+            ensure_dir(self.dir)
+            self._journal = open(self.journal_path, "a")  # noqa: SIM115 (held across calls)
+        self._journal.write(json.dumps(entry, separators=(",", ":")) + "\n")
+        self._journal.flush()
+        os.fsync(self._journal.fileno())
+
+    def put(self, record: Record) -> None:
+        self._append({"op": "put", "record": record.to_json()})
+
+    def delete(self, address: str) -> None:
+        self._append({"op": "del", "address": address})
+
+    def compact(self, records: dict[str, Record]) -> None:
+        """Write the snapshot and drop the journal it now contains."""
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+        self.save(records)
+        try:
+            os.unlink(self.journal_path)
+        except FileNotFoundError:
+            pass
+
     def save(self, records: dict[str, Record]) -> None:
         ensure_dir(self.dir)
         doc = {
             "format_version": FORMAT_VERSION,
-            "records": [asdict(records[k]) for k in sorted(records)],
+            "records": [records[k].to_json() for k in sorted(records)],
         }
         fd, tmp = tempfile.mkstemp(prefix=".state-", dir=self.dir)
         try:
@@ -70,11 +148,7 @@ class StateStore:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)
-            dfd = os.open(self.dir, os.O_RDONLY)  # make the rename itself durable
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+            _fsync_dir(self.dir)
         except BaseException:
             if os.path.exists(tmp):
                 os.unlink(tmp)

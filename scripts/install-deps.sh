@@ -31,10 +31,16 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.bpfman-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-    .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-    .venv/bin/python -m pip install -q -e '.[dev]'
+    if ! .venv/bin/python -m pip install -q -e '.[dev]' >.venv/pip.log 2>&1; then
+        cat .venv/pip.log >&2
+        exit 1
+    fi
+    .venv/bin/python -m compileall -q .venv/lib >/dev/null 2>&1 || true
     touch "$stamp"
 fi
+# Precompile: an editable install writes no .pyc, and hosts that set PYTHONDONTWRITEBYTECODE would
+# otherwise compile every module on every run of bpfman.
+.venv/bin/python -m compileall -q reconciler >/dev/null
 
 # bpffs and tracefs may be unmounted on a fresh host; bpfman mounts bpffs itself, but the tests'
 # independent tools (bpftool, libbpf tracepoint attach) need both.

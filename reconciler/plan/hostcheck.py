@@ -18,6 +18,10 @@ from reconciler.kernel.types import (
 )
 from reconciler.spec.model import DesiredAttachment
 
+# The kernel runs at most this many programs on one tracepoint (BPF_TRACE_MAX_PROGS); the next
+# attach fails with E2BIG, so the plan refuses before anything is loaded.
+TRACE_MAX_PROGS = 64
+
 
 def _interfaces() -> list[str]:
     import socket
@@ -32,6 +36,7 @@ def check(
     ours = {i.prog_id for i in installed}
     xdp_by_iface: dict[tuple[str | None, str], list[DesiredAttachment]] = defaultdict(list)
     tracepoints: list[str] | None = None
+    per_tracepoint: dict[str, list[DesiredAttachment]] = defaultdict(list)
 
     for d in desired:
         where = f"{d.address} ({d.origin})"
@@ -54,6 +59,7 @@ def check(
                     f"interface"
                 )
         elif isinstance(p, TracepointPoint):
+            per_tracepoint[f"{p.group}/{p.name}"].append(d)
             if not kernel.tracepoint_exists(p.group, p.name):
                 if tracepoints is None:
                     tracepoints = kernel.tracepoints()
@@ -79,5 +85,12 @@ def check(
                 f"interface {ifname!r}: {len(ds)} XdpPrograms want it ({names}), but several XDP "
                 f"programs on one interface need the multi-program dispatcher, which this "
                 f"version does not provide yet; keep one XdpProgram per interface"
+            )
+    for tp, ds in sorted(per_tracepoint.items()):
+        if len(ds) > TRACE_MAX_PROGS:
+            problems.append(
+                f"tracepoint {tp}: {len(ds)} programs want it (first {ds[0].address} at "
+                f"{ds[0].origin}), but the kernel runs at most {TRACE_MAX_PROGS} programs on one "
+                f"tracepoint (BPF_TRACE_MAX_PROGS); spread them over other tracepoints"
             )
     return problems

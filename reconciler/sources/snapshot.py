@@ -68,11 +68,11 @@ def open_source(source: str | None, ref: str | None = None, path: str | None = N
 
 def _dir_revision(root: Path) -> str | None:
     """The commit of a checkout the directory lives in, marked when the work tree differs."""
+    if not any((p / ".git").exists() for p in (root, *root.parents)):
+        return None
     try:
-        import git  # gitpython is slow to import: only when a directory might be a checkout
+        import git  # gitpython is slow to import: only when the directory is in a checkout
 
-        if not any((p / ".git").exists() for p in (root, *root.parents)):
-            return None
         repo = git.Repo(root, search_parent_directories=True)
         rev = repo.head.commit.hexsha
         return f"{rev}+dirty" if repo.is_dirty(untracked_files=True, path=str(root)) else rev

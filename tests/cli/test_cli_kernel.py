@@ -137,7 +137,8 @@ def test_bytecode_change_replaces_make_before_break(no_leaks, in_ns, veth, mdir)
     old = get(b, "XdpProgram/fw[eth0]")["kernel"]["prog_id"]
 
     mdir.write(
-        "xdp.yaml", xdp_manifest("fw", mdir.bytecode(TEST_BPF / "xdp_counter.o"), function="xdp_count")
+        "xdp.yaml",
+        xdp_manifest("fw", mdir.bytecode(TEST_BPF / "xdp_counter.o"), function="xdp_count"),
     )
     plan = b.run("plan", mdir.source).stdout
     assert "# XdpProgram/fw[eth0] must be replaced" in plan

@@ -1,0 +1,38 @@
+from reconciler.kernel import FakeKernel
+from reconciler.plan.hostcheck import TRACE_MAX_PROGS, check
+from tests.unit.factories import tracepoint, xdp
+
+
+def kernel(tmp_path):
+    k = FakeKernel(tmp_path, check_files=False)
+    k.add_interface("eth0")
+    return k
+
+
+def test_missing_interface_names_address_manifest_and_choices(tmp_path):
+    (problem,) = check([xdp("a", "eth9")], kernel(tmp_path), [])
+    assert problem.startswith("XdpProgram/a[eth9] (xdp.yaml:1): interface 'eth9' does not exist")
+
+
+def test_unknown_tracepoint_suggests_near_matches(tmp_path):
+    (problem,) = check([tracepoint("t", "syscalls/sys_enter_getpidd")], kernel(tmp_path), [])
+    assert "does not exist" in problem and "did you mean syscalls/sys_enter_getpid" in problem
+
+
+def test_foreign_xdp_program_is_a_conflict(tmp_path):
+    k = kernel(tmp_path)
+    foreign = k.attach_foreign_xdp("eth0")
+    (problem,) = check([xdp("a")], k, [])
+    assert f"already runs XDP program id {foreign}" in problem
+
+
+def test_two_xdp_programs_on_one_interface_need_a_dispatcher(tmp_path):
+    (problem,) = check([xdp("a"), xdp("b")], kernel(tmp_path), [])
+    assert "2 XdpPrograms want it" in problem and "dispatcher" in problem
+
+
+def test_more_programs_than_a_tracepoint_takes(tmp_path):
+    ds = [tracepoint(f"t{i}") for i in range(TRACE_MAX_PROGS + 1)]
+    (problem,) = check(ds, kernel(tmp_path), [])
+    assert "BPF_TRACE_MAX_PROGS" in problem and f"{TRACE_MAX_PROGS + 1} programs" in problem
+    assert check(ds[:TRACE_MAX_PROGS], kernel(tmp_path), []) == []
