@@ -11,6 +11,7 @@ Two files under the state dir:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -129,10 +130,8 @@ class StateStore:
             self._journal.close()
             self._journal = None
         self.save(records)
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(self.journal_path)
-        except FileNotFoundError:
-            pass
 
     def save(self, records: dict[str, Record]) -> None:
         ensure_dir(self.dir)
