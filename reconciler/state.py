@@ -3,7 +3,7 @@ manifest location, source revision), keyed by address.
 
 Two files under the state dir:
 - ``state.json``: the snapshot, written atomically (temp + fsync + rename + fsync of the dir);
-- ``journal.jsonl``: one line appended (and fsynced) per change an apply makes, so recording a
+- ``journal.jsonl``: one line appended (and flushed) per change an apply makes, so recording a
   step costs O(1) however many programs are managed. Loading replays the journal over the
   snapshot; ``compact`` folds it in at the end of an apply. A torn last line (a crash while
   appending) is ignored: that step's kernel change is then seen as drift by the next plan.
@@ -115,8 +115,9 @@ class StateStore:
             ensure_dir(self.dir)
             self._journal = open(self.journal_path, "a")  # noqa: SIM115 (held across calls)
         self._journal.write(json.dumps(entry, separators=(",", ":")) + "\n")
+        # flush, not fsync: a killed process loses nothing the kernel already has, and a machine
+        # crash loses bpffs itself, so durability past the page cache would buy nothing.
         self._journal.flush()
-        os.fsync(self._journal.fileno())
 
     def put(self, record: Record) -> None:
         self._append({"op": "put", "record": record.to_json()})
