@@ -18,6 +18,7 @@ import ctypes.util
 import os
 from pathlib import Path
 
+from reconciler.kernel import mounts
 from reconciler.kernel.types import KernelError
 
 BPF_FS_MAGIC = 0xCAFE4A11
@@ -27,7 +28,6 @@ _DOT = "%2E"
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _libc.statfs.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
-_libc.mount.argtypes = [ctypes.c_char_p] * 4 + [ctypes.c_ulong, ctypes.c_char_p]
 
 
 def encode(pin_dir_component: str) -> str:
@@ -80,8 +80,8 @@ def mount(target: Path = DEFAULT_MOUNT) -> None:
     if is_bpffs(target):
         return
     target.mkdir(parents=True, exist_ok=True)
-    if _libc.mount(b"bpf", os.fsencode(target), b"bpf", 0, b"mode=0700") != 0:
-        err = ctypes.get_errno()
+    err = mounts.mount("bpf", target, "mode=0700")
+    if err:
         raise KernelError(f"cannot mount bpffs at {target}: {os.strerror(err)} (are you root?)")
 
 

@@ -3,24 +3,20 @@ so on a fresh host (tracefs not mounted) attaching fails with ENOENT until it is
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 from pathlib import Path
 
+from reconciler.kernel import mounts
 from reconciler.kernel.types import KernelError
 
 TRACEFS = Path("/sys/kernel/tracing")
-
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-_libc.mount.argtypes = [ctypes.c_char_p] * 4 + [ctypes.c_ulong, ctypes.c_char_p]
 
 
 def ensure_mounted() -> Path:
     if (TRACEFS / "events").is_dir():
         return TRACEFS
-    if _libc.mount(b"tracefs", os.fsencode(TRACEFS), b"tracefs", 0, None) != 0:
-        err = ctypes.get_errno()
+    err = mounts.mount("tracefs", TRACEFS)
+    if err:
         raise KernelError(
             f"cannot mount tracefs at {TRACEFS}: {os.strerror(err)}; "
             f"mount it (mount -t tracefs tracefs {TRACEFS}) to use tracepoints"
