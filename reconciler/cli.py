@@ -137,11 +137,19 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
     from reconciler import commands
+    from reconciler.kernel.types import KernelError
 
     try:
         code = commands.run(args, color=_use_color(args))
-    except UserError as e:
+    except (UserError, KernelError) as e:
         _error(str(e), args)
+        code = 1
+    except PermissionError as e:
+        _error(
+            f"permission denied: {e.filename or e}; bpfman loads eBPF programs and must run as "
+            "root (or with CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON and CAP_SYS_ADMIN)",
+            args,
+        )
         code = 1
     except KeyboardInterrupt:
         _error("interrupted", args)

@@ -45,3 +45,47 @@ def test_missing_source_directory(tmp_path):
 def test_bad_address_for_get(tmp_path):
     p = run("--state-dir", str(tmp_path), "--bpffs-root", str(tmp_path / "r"), "get", "nonsense")
     assert p.returncode == 1 and "expected KIND/NAME[INDEX]" in p.stderr
+
+
+def test_without_privileges_one_clear_error(tmp_path):
+    import shutil
+
+    import pytest
+
+    if not support.is_root() or not shutil.which("setpriv"):
+        pytest.skip("needs root to drop to an unprivileged user")
+    probe = subprocess.run(
+        [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            support.BPFMAN,
+            "--version",
+        ],
+        capture_output=True,
+    )
+    if probe.returncode != 0:
+        pytest.skip("the checkout is not readable by an unprivileged user")
+    m = ManifestDir(tmp_path / "src")
+    m.write("x.yaml", xdp_manifest("fw", m.bytecode(EXAMPLES / "bytecode" / "xdp_counter.o")))
+    tmp_path.chmod(0o755)
+    p = subprocess.run(
+        [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            support.BPFMAN,
+            "--state-dir",
+            str(tmp_path / "state"),
+            "apply",
+            m.source,
+            "--auto-approve",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert p.returncode == 1
+    assert p.stderr.startswith("Error: ") and "must run as root" in p.stderr
+    assert "Traceback" not in p.stderr
