@@ -178,7 +178,7 @@ def apply_plan(
             ids = f" [prog_id={inst.prog_id}" + (
                 f" link_id={inst.link_id}]" if inst.link_id is not None else "]"
             )
-        emit(f"{c.address}: {done_msg} after {elapsed:.2f}s{ids}")
+        emit(f"{c.address}: {done_msg} after {_duration(elapsed)}{ids}")
         outcomes.append(
             Outcome(
                 c.address,
@@ -191,6 +191,10 @@ def apply_plan(
     if stale or plan.actionable:
         store.compact(records)
     return outcomes
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds * 1000:.0f}ms" if seconds < 1 else f"{seconds:.1f}s"
 
 
 def summary(outcomes: list[Outcome]) -> tuple[int, int, int]:

@@ -327,14 +327,16 @@ def cmd_get(args: argparse.Namespace, color: bool) -> int:
         print_json({"format_version": "1.0", **entry})
         return 0
     print(f"# {entry['address']}  ({_status(entry)})")
-    if entry["origin"]:
-        print(f"manifest    = {entry['origin']}")
-    if entry["revision"]:
-        print(f"revision    = {entry['revision']}")
-    if entry["applied_at"]:
-        print(f"applied_at  = {entry['applied_at']}")
-    for k, v in (entry["attributes"] or {}).items():
-        print(f"{k:<11} = {json_value(v)}")
+    meta = {
+        "manifest": entry["origin"],
+        "revision": entry["revision"],
+        "applied_at": entry["applied_at"],
+    }
+    rows = [(k, str(v)) for k, v in meta.items() if v]
+    rows += [(k, json_value(v)) for k, v in (entry["attributes"] or {}).items()]
+    width = max((len(k) for k, _ in rows), default=0)
+    for key, text in rows:
+        print(f"{key:<{width}} = {text}")
     k = entry["kernel"]
     if k:
         print("kernel:")
