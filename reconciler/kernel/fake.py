@@ -22,6 +22,7 @@ from reconciler.kernel.types import (
     KernelError,
     MapInfo,
     Placement,
+    Probe,
     ProgramSpec,
     ProgType,
     TcxPoint,
@@ -407,3 +408,20 @@ class FakeKernel:
 
     def tracepoints(self) -> list[str]:
         return sorted(self.tracepoint_set)
+
+    # --- issue 3 surface (filled in by the kernel work of issue 3) -------------------------------
+
+    def probe(self, feature: str) -> Probe:
+        raise NotImplementedError(feature)
+
+    def release(self) -> str:
+        return "fake"
+
+    def interfaces(self, netns: str | None = None) -> list[str]:
+        return sorted(name for (ns, name) in self._ifaces if ns == netns)
+
+    def map_dirs(self) -> list[str]:
+        raise NotImplementedError
+
+    def remove_maps(self, maps_dir: str) -> None:
+        raise NotImplementedError

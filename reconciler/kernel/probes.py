@@ -10,24 +10,14 @@ import ctypes
 import errno
 import os
 import struct
-from dataclasses import dataclass
 from functools import cache
 
 from reconciler.kernel import bpf
+from reconciler.kernel.types import Probe
 
 _PROG_LOAD = 5
 # r0 = 0; exit
 _RET0 = bytes([0xB7, 0, 0, 0, 0, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0])
-
-
-@dataclass(frozen=True)
-class Probe:
-    feature: str
-    supported: bool
-    reason: str
-
-    def __bool__(self) -> bool:
-        return self.supported
 
 
 def _load_trivial(prog_type: int, expected_attach_type: int = 0) -> int:

@@ -29,6 +29,7 @@ from reconciler.kernel.types import (
     Installed,
     KernelError,
     Placement,
+    Probe,
     ProgramSpec,
     ProgType,
     TcxPoint,
@@ -360,6 +361,23 @@ class RealKernel:
 
     def tracepoints(self) -> list[str]:
         return tracefs.all_tracepoints()
+
+    # --- issue 3 surface (filled in by the kernel work of issue 3) -------------------------------
+
+    def probe(self, feature: str) -> Probe:
+        raise NotImplementedError(feature)
+
+    def release(self) -> str:
+        return os.uname().release
+
+    def interfaces(self, netns: str | None = None) -> list[str]:
+        raise NotImplementedError
+
+    def map_dirs(self) -> list[str]:
+        raise NotImplementedError
+
+    def remove_maps(self, maps_dir: str) -> None:
+        raise NotImplementedError
 
 
 def _expected_attach(prog_type: ProgType, point: AttachPoint | None) -> int | None:

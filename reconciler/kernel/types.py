@@ -17,6 +17,9 @@ class ProgType(enum.Enum):
     TCX = "tcx"
     TRACEPOINT = "tracepoint"
     UPROBE = "uprobe"
+    KPROBE = "kprobe"
+    FENTRY = "fentry"
+    FEXIT = "fexit"
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,13 @@ class ProgramSpec:
     object_path: str
     function: str
     prog_type: ProgType
+    # Initial values of global variables (in .rodata, .data or .bss), by variable name; the
+    # kernel layer writes them into the object's data sections before load.
+    global_data: tuple[tuple[str, bytes], ...] = ()
+    # Shared maps: a pin directory (relative to the root) whose pinned maps this program reuses;
+    # maps of the object not pinned there yet are created and pinned there. Internal maps
+    # (.rodata/.data/.bss/.kconfig) are never shared. None: all maps private to the attachment.
+    maps_dir: str | None = None
 
 
 @dataclass(frozen=True)
@@ -50,14 +60,48 @@ class TracepointPoint:
 
 @dataclass(frozen=True)
 class UprobePoint:
-    target: str  # absolute path of the binary or library
+    target: str  # absolute path of the binary or library (inside container_pid's mount ns)
     func_name: str | None = None
     offset: int = 0
     retprobe: bool = False
     pid: int | None = None
+    # Attach inside the mount namespace of this running process (a container): the target is
+    # resolved there (through /proc/<pid>/root), not in ours.
+    container_pid: int | None = None
 
 
-AttachPoint = XdpPoint | TcxPoint | TracepointPoint | UprobePoint
+@dataclass(frozen=True)
+class KprobePoint:
+    func_name: str
+    offset: int = 0
+    retprobe: bool = False
+
+
+@dataclass(frozen=True)
+class FentryPoint:
+    func_name: str  # kernel function, resolved through vmlinux BTF
+
+
+@dataclass(frozen=True)
+class FexitPoint:
+    func_name: str
+
+
+AttachPoint = (
+    XdpPoint | TcxPoint | TracepointPoint | UprobePoint | KprobePoint | FentryPoint | FexitPoint
+)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """The answer of a feature probe: truthy when supported, with a reason a plan can print."""
+
+    feature: str
+    supported: bool
+    reason: str
+
+    def __bool__(self) -> bool:
+        return self.supported
 
 
 @dataclass(frozen=True)
@@ -164,3 +208,23 @@ class Kernel(Protocol):
     def tracepoints(self) -> list[str]:
         """All ``group/name`` tracepoints this kernel offers (for near-match suggestions)."""
         ...
+
+    def probe(self, feature: str) -> Probe:
+        """Can this kernel do ``feature``? Names: tcx, perf_link, kprobe, uprobe, tracepoint,
+        fentry, fexit, freplace. Cached per process; never attaches anything."""
+        ...
+
+    def release(self) -> str:
+        """The running kernel's release (uname -r), for messages naming the kernel."""
+        ...
+
+    def interfaces(self, netns: str | None = None) -> list[str]:
+        """Names of the network interfaces (in ``netns``, a namespace path, if given)."""
+        ...
+
+    def map_dirs(self) -> list[str]:
+        """Shared maps directories (relative to the root) that hold pins and no program."""
+        ...
+
+    def remove_maps(self, maps_dir: str) -> None:
+        """Unpin a shared maps directory once no attachment uses it. Idempotent."""

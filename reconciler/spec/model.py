@@ -34,6 +34,9 @@ class DesiredAttachment:
     bytecode_digest: str  # "sha256:<hex>" of the ELF file
     priority: int | None = None
     proceedon: tuple[str, ...] = ()
+    # Attachments whose maps this one uses (its map owner): loaded before it, and not unloaded
+    # or replaced while it remains without it being reloaded too.
+    depends_on: tuple[Address, ...] = ()
     # Everything the plan shows and diffs, as plain JSON-able values. Keys are stable:
     # bytecode, bytecode_digest, function, interface, direction, priority, proceedon,
     # tracepoint, target, func_name, offset, retprobe, pid.
@@ -77,6 +80,9 @@ class DesiredState:
     attachments: list[DesiredAttachment]
     revision: str | None = None  # source revision (git commit) when known
     source: str = ""  # what the user named: a directory or a URL
+    # Manifests whose nodeselector does not match this host, each with the reason (shown by
+    # `bpfman plan --show-unselected`); they contribute no attachments.
+    unselected: list[tuple[Manifest, str]] = field(default_factory=list)
 
     def by_address(self) -> dict[Address, DesiredAttachment]:
         return {a.address: a for a in self.attachments}

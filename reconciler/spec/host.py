@@ -1,0 +1,26 @@
+"""What expanding manifests needs to know about the host, as a protocol: the spec layer asks,
+``reconciler.host`` answers (from /proc, the labels file, netlink), tests pass a stub."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class HostFacts(Protocol):
+    def labels(self) -> dict[str, str]:
+        """This host's labels: built-ins (kubernetes.io/hostname, kubernetes.io/os,
+        kubernetes.io/arch), then the labels file, then --label flags (later ones win)."""
+        ...
+
+    def primary_interface(self) -> str | None:
+        """The interface of the default route, None when there is none."""
+        ...
+
+    def interfaces(self, netns: str | None = None) -> list[str]:
+        """Interface names, in the network namespace at path ``netns`` if given."""
+        ...
+
+    def resolve_library(self, name: str, container_pid: int | None = None) -> str | None:
+        """Where the dynamic loader would find library ``name`` (e.g. ``libc`` or
+        ``libc.so.6``), inside ``container_pid``'s mount namespace if given; None if nowhere."""
+        ...
