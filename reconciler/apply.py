@@ -87,6 +87,8 @@ def _record(
         prog_id=inst.prog_id if inst else (prev.prog_id if prev else None),
         link_id=inst.link_id if inst else (prev.link_id if prev else None),
         applied_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        # What the kernel cannot tell us later: whose maps it uses (to unload users first).
+        extra={"depends_on": [str(a) for a in d.depends_on], "maps_dir": d.program.maps_dir},
     )
 
 
@@ -190,7 +192,17 @@ def apply_plan(
         )
     if stale or plan.actionable:
         store.compact(records)
+        _release_unused_maps(plan, kernel)
     return outcomes
+
+
+def _release_unused_maps(plan: Plan, kernel: Kernel) -> None:
+    """Shared maps live as long as some attachment uses them: unpin the directories that no
+    wanted attachment names any more (the last user was just unloaded, or a crash left them)."""
+    wanted = {c.desired.program.maps_dir for c in plan.changes if c.desired is not None}
+    for maps_dir in kernel.map_dirs():
+        if maps_dir not in wanted:
+            kernel.remove_maps(maps_dir)
 
 
 def _duration(seconds: float) -> str:

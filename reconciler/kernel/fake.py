@@ -412,7 +412,7 @@ class FakeKernel:
     # --- issue 3 surface (filled in by the kernel work of issue 3) -------------------------------
 
     def probe(self, feature: str) -> Probe:
-        raise NotImplementedError(feature)
+        return Probe(feature, True, "the fake kernel supports everything")
 
     def release(self) -> str:
         return "fake"
@@ -421,7 +421,7 @@ class FakeKernel:
         return sorted(name for (ns, name) in self._ifaces if ns == netns)
 
     def map_dirs(self) -> list[str]:
-        raise NotImplementedError
+        return []
 
     def remove_maps(self, maps_dir: str) -> None:
-        raise NotImplementedError
+        pass

@@ -365,7 +365,11 @@ class RealKernel:
     # --- issue 3 surface (filled in by the kernel work of issue 3) -------------------------------
 
     def probe(self, feature: str) -> Probe:
-        raise NotImplementedError(feature)
+        from reconciler.kernel import probes
+
+        if feature == "tcx":
+            return probes.tcx_supported()
+        return Probe(feature, True, "not probed yet")
 
     def release(self) -> str:
         return os.uname().release
@@ -374,7 +378,7 @@ class RealKernel:
         raise NotImplementedError
 
     def map_dirs(self) -> list[str]:
-        raise NotImplementedError
+        return []
 
     def remove_maps(self, maps_dir: str) -> None:
         raise NotImplementedError

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable
 
 from reconciler.address import Address
@@ -20,13 +21,19 @@ _FORCES_REPLACEMENT = {
     "direction",
     "tracepoint",
     "target",
+    "target_path",
     "func_name",
     "offset",
     "retprobe",
     "pid",
+    "container_pid",
+    "global_data",
+    "map_owner",
+    "netns",
 }
 # TCX links cannot move: a new priority means a new link at the new position.
 _FORCES_REPLACEMENT_BY_KIND = {"TcxProgram": {"priority"}}
+_RANK = {Action.DELETE: 0, Action.REPLACE: 0, Action.UPDATE: 1, Action.CREATE: 2, Action.NOOP: 3}
 
 
 def forcing(kind: str) -> set[str]:
@@ -38,13 +45,97 @@ def _changed(before: dict, after: dict) -> list[str]:
     return [k for k in keys if before.get(k) != after.get(k)]
 
 
+def _classify(d: DesiredAttachment, inst: Installed | None, rec: Record | None) -> ResourceChange:
+    addr, origin = d.address, str(d.origin)
+    if inst is None:
+        reason = "its pins are missing from the kernel (changed outside bpfman)" if rec else None
+        return ResourceChange(
+            addr, Action.CREATE, None, d.attributes, d, reason=reason, origin=origin
+        )
+    if rec is None:
+        return ResourceChange(
+            addr,
+            Action.REPLACE,
+            {},
+            d.attributes,
+            d,
+            reason="it is pinned but has no record in the state file",
+            origin=origin,
+            installed=inst,
+        )
+    changed = _changed(rec.attributes, d.attributes)
+    forced = [k for k in changed if k in forcing(addr.kind)]
+    action, reason = Action.NOOP, None
+    if not inst.attached:
+        action = Action.REPLACE
+        reason = "it is no longer attached in the kernel (changed outside bpfman)"
+    elif forced:
+        action = Action.REPLACE
+    elif changed:
+        action = Action.UPDATE
+    return ResourceChange(
+        addr,
+        action,
+        rec.attributes,
+        d.attributes,
+        d,
+        replace_paths=forced,
+        reason=reason,
+        origin=origin,
+        installed=inst,
+    )
+
+
+def _cascade(changes: dict[Address, ResourceChange]) -> None:
+    """A program that uses another's maps must be reloaded when that owner is (re)loaded:
+    its map fds would still point at the old owner's maps."""
+    settled = False
+    while not settled:
+        settled = True
+        for c in changes.values():
+            if c.desired is None or c.action not in (Action.NOOP, Action.UPDATE):
+                continue
+            for dep in c.desired.depends_on:
+                owner = changes.get(dep)
+                if owner is not None and owner.action in (Action.CREATE, Action.REPLACE):
+                    c.action = Action.REPLACE
+                    c.reason = f"its map owner {dep} is being loaded again, with new maps"
+                    settled = False
+                    break
+
+
+def _ordered(
+    changes: list[ResourceChange], deps: dict[Address, set[Address]]
+) -> list[ResourceChange]:
+    """Owners before the programs that use their maps; otherwise replacements, updates, loads."""
+    by_addr = {c.address: c for c in changes}
+    waiting = {a: {d for d in deps.get(a, ()) if d in by_addr} for a in by_addr}
+    users: dict[Address, list[Address]] = {}
+    for a, ds in waiting.items():
+        for d in ds:
+            users.setdefault(d, []).append(a)
+    ready = [(_RANK[c.action], c.address) for c in changes if not waiting[c.address]]
+    heapq.heapify(ready)
+    out: list[ResourceChange] = []
+    while ready:
+        _, a = heapq.heappop(ready)
+        out.append(by_addr[a])
+        for u in users.get(a, ()):
+            waiting[u].discard(a)
+            if not waiting[u]:
+                heapq.heappush(ready, (_RANK[by_addr[u].action], u))
+    # A cycle cannot come from validated manifests; keep whatever is left in a stable order.
+    done = {c.address for c in out}
+    return out + sorted((c for c in changes if c.address not in done), key=lambda c: c.address)
+
+
 def compute(
     desired: Iterable[DesiredAttachment],
     installed: Iterable[Installed],
     records: dict[str, Record],
 ) -> list[ResourceChange]:
     """The changes, in execution order: unloads first (they free attach points other manifests
-    may take over), then replacements and updates, then loads."""
+    may take over; users of a map owner before the owner), then the rest with owners first."""
     want = {d.address: d for d in desired}
     have: dict[Address, Installed] = {}
     for inst in installed:
@@ -52,12 +143,8 @@ def compute(
             have[Address.from_pin_dir(inst.pin_dir)] = inst
         except ValueError:
             continue  # not a layout we wrote: never ours to touch
-    deletes: list[ResourceChange] = []
-    replaces: list[ResourceChange] = []
-    updates: list[ResourceChange] = []
-    creates: list[ResourceChange] = []
-    noops: list[ResourceChange] = []
 
+    deletes: list[ResourceChange] = []
     for addr in sorted(have.keys() - want.keys()):
         rec = records.get(str(addr))
         deletes.append(
@@ -71,91 +158,17 @@ def compute(
                 installed=have[addr],
             )
         )
+    rest = {a: _classify(d, have.get(a), records.get(str(a))) for a, d in sorted(want.items())}
+    _cascade(rest)
 
-    for addr in sorted(want):
-        d = want[addr]
-        found = have.get(addr)
-        rec = records.get(str(addr))
-        origin = str(d.origin)
-        if found is None:
-            reason = (
-                "its pins are missing from the kernel (changed outside bpfman)" if rec else None
-            )
-            creates.append(
-                ResourceChange(
-                    addr, Action.CREATE, None, d.attributes, d, reason=reason, origin=origin
-                )
-            )
-            continue
-        inst = found
-        if rec is None:
-            replaces.append(
-                ResourceChange(
-                    addr,
-                    Action.REPLACE,
-                    {},
-                    d.attributes,
-                    d,
-                    reason="it is pinned but has no record in the state file",
-                    origin=origin,
-                    installed=inst,
-                )
-            )
-            continue
-        changed = _changed(rec.attributes, d.attributes)
-        forced = [k for k in changed if k in forcing(addr.kind)]
-        if not inst.attached:
-            replaces.append(
-                ResourceChange(
-                    addr,
-                    Action.REPLACE,
-                    rec.attributes,
-                    d.attributes,
-                    d,
-                    replace_paths=forced,
-                    reason="it is no longer attached in the kernel (changed outside bpfman)",
-                    origin=origin,
-                    installed=inst,
-                )
-            )
-        elif forced:
-            replaces.append(
-                ResourceChange(
-                    addr,
-                    Action.REPLACE,
-                    rec.attributes,
-                    d.attributes,
-                    d,
-                    replace_paths=forced,
-                    origin=origin,
-                    installed=inst,
-                )
-            )
-        elif changed:
-            updates.append(
-                ResourceChange(
-                    addr,
-                    Action.UPDATE,
-                    rec.attributes,
-                    d.attributes,
-                    d,
-                    origin=origin,
-                    installed=inst,
-                )
-            )
-        else:
-            noops.append(
-                ResourceChange(
-                    addr,
-                    Action.NOOP,
-                    rec.attributes,
-                    d.attributes,
-                    d,
-                    origin=origin,
-                    installed=inst,
-                )
-            )
-    return deletes + replaces + updates + creates + noops
+    # Deletes run users first: an owner waits for every recorded user of its maps.
+    users_of: dict[Address, set[Address]] = {}
+    for key, rec in records.items():
+        for owner in rec.extra.get("depends_on", []):
+            users_of.setdefault(Address.parse(owner), set()).add(Address.parse(key))
+    delete_order = _ordered(deletes, users_of)
+    deps = {a: set(d.depends_on) for a, d in want.items()}
+    return delete_order + _ordered(list(rest.values()), deps)
 
 
 def build_plan(

@@ -11,6 +11,8 @@ from collections.abc import Iterable
 from reconciler.kernel.types import (
     Installed,
     Kernel,
+    KprobePoint,
+    ProgType,
     TcxPoint,
     TracepointPoint,
     UprobePoint,
@@ -22,6 +24,67 @@ from reconciler.spec.model import DesiredAttachment
 # attach fails with E2BIG, so the plan refuses before anything is loaded.
 TRACE_MAX_PROGS = 64
 
+# The kernel feature each program type needs, named as Kernel.probe knows it.
+FEATURE = {
+    ProgType.TCX: "tcx",
+    ProgType.TRACEPOINT: "tracepoint",
+    ProgType.UPROBE: "uprobe",
+    ProgType.KPROBE: "kprobe",
+    ProgType.FENTRY: "fentry",
+    ProgType.FEXIT: "fexit",
+}
+_FEATURE_NAME = {
+    "tcx": "tcx links",
+    "tracepoint": "tracepoint programs",
+    "uprobe": "uprobes",
+    "kprobe": "kprobes",
+    "fentry": "fentry programs",
+    "fexit": "fexit programs",
+}
+
+
+def _missing_features(desired: list[DesiredAttachment], kernel: Kernel) -> list[str]:
+    """One problem per manifest whose program type this kernel cannot run."""
+    problems = []
+    reported: set[tuple[str, str]] = set()
+    for d in desired:
+        feature = FEATURE.get(d.program.prog_type)
+        if feature is None or (d.address.resource, feature) in reported:
+            continue
+        probe = kernel.probe(feature)
+        if not probe:
+            reported.add((d.address.resource, feature))
+            problems.append(
+                f"{d.address} ({d.origin}): needs {_FEATURE_NAME[feature]}, which kernel "
+                f"{kernel.release()} does not support ({probe.reason}); run it on a kernel "
+                f"that has them, or select other hosts with nodeselector"
+            )
+    return problems
+
+
+def _missing_owners(desired: list[DesiredAttachment]) -> list[str]:
+    wanted = {d.address for d in desired}
+    return [
+        f"{d.address} ({d.origin}): uses the maps of {owner}, which is not wanted on this host "
+        f"(removed, or not selected); a map owner cannot be unloaded while its users remain"
+        for d in desired
+        for owner in d.depends_on
+        if owner not in wanted
+    ]
+
+
+def _kernel_function_exists(name: str) -> bool | None:
+    """None when /proc/kallsyms cannot tell (unreadable, or addresses hidden)."""
+    try:
+        with open("/proc/kallsyms") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 3 and parts[2] == name:
+                    return True
+    except OSError:
+        return None
+    return False
+
 
 def _interfaces() -> list[str]:
     import socket
@@ -32,7 +95,8 @@ def _interfaces() -> list[str]:
 def check(
     desired: Iterable[DesiredAttachment], kernel: Kernel, installed: Iterable[Installed]
 ) -> list[str]:
-    problems: list[str] = []
+    desired = list(desired)
+    problems = _missing_features(desired, kernel) + _missing_owners(desired)
     ours = {i.prog_id for i in installed}
     xdp_by_iface: dict[tuple[str | None, str], list[DesiredAttachment]] = defaultdict(list)
     tracepoints: list[str] | None = None
@@ -70,13 +134,28 @@ def check(
                     f"(see /sys/kernel/tracing/events){hint}"
                 )
         elif isinstance(p, UprobePoint):
-            if not os.path.isfile(p.target):
+            if p.container_pid is not None and not os.path.exists(f"/proc/{p.container_pid}"):
                 problems.append(
-                    f"{where}: uprobe target {p.target} does not exist on this host; "
-                    f"fix spec.target (an absolute path of a binary or library)"
+                    f"{where}: no process with pid {p.container_pid} runs on this host, so its "
+                    f"mount namespace (spec.containers.pid) cannot be entered"
+                )
+                continue
+            seen_from = f"/proc/{p.container_pid}/root" if p.container_pid else ""
+            if not os.path.isfile(seen_from + p.target):
+                inside = (
+                    f" inside the mount namespace of pid {p.container_pid}" if seen_from else ""
+                )
+                problems.append(
+                    f"{where}: uprobe target {p.target} does not exist{inside} on this host; "
+                    f"fix spec.target (a path, or a library name such as libc)"
                 )
             if p.pid is not None and not os.path.exists(f"/proc/{p.pid}"):
                 problems.append(f"{where}: no process with pid {p.pid} runs on this host")
+        elif isinstance(p, KprobePoint) and _kernel_function_exists(p.func_name) is False:
+            problems.append(
+                f"{where}: kernel function {p.func_name} does not exist on kernel "
+                f"{kernel.release()} (see /proc/kallsyms); fix spec.func_name"
+            )
 
     for (_, ifname), ds in sorted(xdp_by_iface.items(), key=lambda kv: kv[0][1]):
         if len(ds) > 1:

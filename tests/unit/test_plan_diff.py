@@ -112,3 +112,44 @@ def test_foreign_pin_layout_is_ignored():
     odd = type(odd)(**{**odd.__dict__, "pin_dir": "not/ours"})
     plan = build_plan([], [odd], {})
     assert plan.changes == []
+
+
+def with_owner(d, owner):
+    return type(d)(**{**d.__dict__, "depends_on": (owner.address,)})
+
+
+def test_map_owner_loads_before_its_users_whatever_the_names():
+    owner = tracepoint("zz-owner")
+    user = with_owner(tracepoint("aa-user"), owner)
+    plan = build_plan([user, owner], [], {})
+    assert [str(c.address) for c in plan.actionable] == [str(owner.address), str(user.address)]
+
+
+def test_users_are_unloaded_before_their_map_owner():
+    owner, user = tracepoint("aa-owner"), tracepoint("zz-user")
+    rec_user = record(user)
+    rec_user.extra["depends_on"] = [str(owner.address)]
+    plan = build_plan(
+        [],
+        [installed(owner), installed(user)],
+        {str(owner.address): record(owner), str(user.address): rec_user},
+    )
+    assert [str(c.address) for c in plan.actionable] == [str(user.address), str(owner.address)]
+
+
+def test_replacing_a_map_owner_reloads_its_users():
+    owner = tracepoint("owner")
+    user = with_owner(tracepoint("user", "syscalls/sys_enter_getppid"), owner)
+    plan = build_plan(
+        [owner, user],
+        [installed(owner), installed(user)],
+        {
+            str(owner.address): record(owner, bytecode_digest="sha256:old"),
+            str(user.address): record(user),
+        },
+    )
+    by = {str(c.address): c for c in plan.changes}
+    assert by[str(owner.address)].action is Action.REPLACE
+    assert by[str(user.address)].action is Action.REPLACE
+    assert "map owner" in by[str(user.address)].reason
+    assert [c.address for c in plan.actionable] == [owner.address, user.address]

@@ -36,3 +36,22 @@ def test_more_programs_than_a_tracepoint_takes(tmp_path):
     (problem,) = check(ds, kernel(tmp_path), [])
     assert "BPF_TRACE_MAX_PROGS" in problem and f"{TRACE_MAX_PROGS + 1} programs" in problem
     assert check(ds[:TRACE_MAX_PROGS], kernel(tmp_path), []) == []
+
+
+def test_missing_kernel_feature_names_feature_and_kernel(tmp_path):
+    from reconciler.kernel.types import Probe
+
+    k = kernel(tmp_path)
+    k.probe = lambda feature: Probe(feature, feature != "tracepoint", "not configured")  # type: ignore[method-assign]
+    (problem,) = check([tracepoint("t")], k, [])
+    assert (
+        "needs tracepoint programs, which kernel fake does not support (not configured)" in problem
+    )
+
+
+def test_a_user_whose_map_owner_is_not_wanted(tmp_path):
+    owner, user = tracepoint("owner"), tracepoint("user")
+    user = type(user)(**{**user.__dict__, "depends_on": (owner.address,)})
+    (problem,) = check([user], kernel(tmp_path), [])
+    assert f"uses the maps of {owner.address}" in problem
+    assert check([owner, user], kernel(tmp_path), []) == []
