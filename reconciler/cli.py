@@ -91,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="exit 0 when there are no changes, 2 when there are, 1 on error",
     )
+    p.add_argument(
+        "--show-unselected",
+        action="store_true",
+        help="also list the manifests whose nodeselector does not match this host, and why",
+    )
 
     for name, help_ in (
         ("apply", "make the kernel match the manifests"),

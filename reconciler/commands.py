@@ -110,6 +110,10 @@ def cmd_plan(args: argparse.Namespace, color: bool) -> int:
     if args.json:
         print_json(plan_document(plan))
     else:
+        if args.show_unselected:
+            from reconciler.plan.render import Style, render_unselected
+
+            sys.stdout.write(render_unselected(plan, Style(color)))
         _print_plan(plan, color)
     if plan.errors:
         if args.json:

@@ -45,4 +45,5 @@ def plan_for(ctx: Context, desired: DesiredState | None) -> Plan:
         source=desired.source,
         revision=desired.revision,
         bpffs_root=str(ctx.kernel.root),
+        unselected=[(f"{m.kind}/{m.name}", str(m.origin), why) for m, why in desired.unselected],
     )

@@ -180,6 +180,7 @@ def build_plan(
     source: str = "",
     revision: str | None = None,
     bpffs_root: str = "",
+    unselected: list[tuple[str, str, str]] | None = None,
 ) -> Plan:
     return Plan(
         changes=compute(desired, installed, records),
@@ -187,4 +188,5 @@ def build_plan(
         source=source,
         revision=revision,
         bpffs_root=bpffs_root,
+        unselected=list(unselected or []),
     )

@@ -40,6 +40,9 @@ def plan_document(plan: Plan) -> dict[str, Any]:
             for c in plan.changes
         ],
         "errors": plan.errors,
+        "unselected": [
+            {"resource": r, "origin": o, "reason": why} for r, o, why in plan.unselected
+        ],
         "summary": {"add": add, "change": change, "destroy": destroy},
         "has_changes": plan.has_changes,
     }

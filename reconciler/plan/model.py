@@ -49,6 +49,8 @@ class Plan:
     revision: str | None = None
     bpffs_root: str = ""
     destroy: bool = False  # everything under the root goes, whatever the manifests say
+    # Manifests whose nodeselector does not match this host: (KIND/NAME, file:line, reason).
+    unselected: list[tuple[str, str, str]] = field(default_factory=list)
 
     @property
     def actionable(self) -> list[ResourceChange]:

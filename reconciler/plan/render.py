@@ -95,6 +95,17 @@ def summary_line(plan: Plan) -> str:
     return f"Plan: {add} to add, {change} to change, {destroy} to destroy."
 
 
+def render_unselected(plan: Plan, style: Style | None = None) -> str:
+    """The manifests this host skipped, and why (``plan --show-unselected``)."""
+    style = style or Style(False)
+    if not plan.unselected:
+        return "All manifests are selected for this host.\n\n"
+    out = [style.bold("Manifests not selected for this host:")]
+    for resource, origin, reason in plan.unselected:
+        out.append(f"  {resource} ({origin}): {reason}")
+    return "\n".join(out) + "\n\n"
+
+
 def render_plan(plan: Plan, style: Style | None = None) -> str:
     style = style or Style(False)
     out: list[str] = []

@@ -71,3 +71,17 @@ def test_json_document_shape():
 def test_error_lines_are_shown():
     plan = build_plan([], [], {}, errors=["XdpProgram/a[eth9] (x.yaml:1): interface 'eth9' ..."])
     assert render_plan(plan).startswith("Error: XdpProgram/a[eth9]")
+
+
+def test_unselected_manifests_are_listed_on_request_and_in_json():
+    from reconciler.plan.render import render_unselected
+
+    why = 'label kubernetes.io/hostname is "web1", not in [db1]'
+    plan = build_plan([], [], {}, unselected=[("XdpProgram/db-fw", "db.yaml:1", why)])
+    text = render_unselected(plan)
+    assert "Manifests not selected for this host:" in text
+    assert f"  XdpProgram/db-fw (db.yaml:1): {why}" in text
+    assert plan_document(plan)["unselected"] == [
+        {"resource": "XdpProgram/db-fw", "origin": "db.yaml:1", "reason": why}
+    ]
+    assert "All manifests are selected" in render_unselected(build_plan([], [], {}))
