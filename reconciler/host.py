@@ -107,6 +107,11 @@ class Host:
         from reconciler.kernel import netns as namespaces
         from reconciler.kernel.types import KernelError
 
+        if not os.path.exists(netns):
+            raise HostError(
+                f"network namespace {netns} does not exist; create it first (e.g. `ip netns add "
+                "NAME` for /run/netns/NAME) or fix the path"
+            )
         try:
             with namespaces.enter(netns):
                 return [name for _, name in socket.if_nameindex()]
@@ -273,7 +278,7 @@ def read_ld_so_cache(data: bytes) -> list[CacheEntry]:
     cache order (ldconfig puts the preferred entry for a name first). Malformed data: []."""
     try:
         return list(_cache_entries(data))
-    except (struct.error, UnicodeDecodeError, IndexError):
+    except (struct.error, UnicodeDecodeError, ValueError):  # ValueError: unterminated string
         return []
 
 
