@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from reconciler.address import Address
-from reconciler.kernel.netns import NAMED_NETNS_DIR
 from reconciler.kernel.types import (
     AttachPoint,
     FentryPoint,
@@ -47,6 +46,9 @@ from reconciler.spec.selector import LabelSelector
 from reconciler.spec.semantic import allowed_regex, resolve_bytecode
 
 T = TypeVar("T")
+# Where `ip netns add NAME` bind-mounts named namespaces (as reconciler.kernel.netns knows too; not
+# imported from there, which would load libc through ctypes just to expand manifests).
+NAMED_NETNS_DIR = "/run/netns"
 
 
 @dataclass(frozen=True)
