@@ -16,7 +16,7 @@ from reconciler.kernel.types import (
     UprobePoint,
     XdpPoint,
 )
-from reconciler.spec import ManifestError, load_desired, load_manifests
+from reconciler.spec import HostError, ManifestError, load_desired, load_manifests
 from tests.unit.spec_support import StubHost, problems_of, write_tree
 
 HEAD = """
@@ -540,3 +540,14 @@ def test_interface_discovery_in_a_network_namespace(tmp_path: Path) -> None:
 def test_interface_discovery_problems(tmp_path: Path, config: str, message: str) -> None:
     problems = problems_of(tmp_path, {"a.yaml": discovery(config)})
     assert problems[0].startswith(message), problems
+
+
+def test_interface_discovery_errors_from_the_host(tmp_path: Path) -> None:
+    host = StubHost(interfaces_={None: HostError("cannot list the interfaces: EPERM")})
+    text = discovery("{interfaceAutoDiscovery: true}")
+    with pytest.raises(ManifestError) as info:
+        load_desired(write_tree(tmp_path, {"a.yaml": text}), host)
+    assert info.value.problems == [
+        "a.yaml:12: spec.programs[0].xdp.links[0].interfaceSelector.interfacesDiscoveryConfig: "
+        "cannot list the interfaces: EPERM"
+    ]

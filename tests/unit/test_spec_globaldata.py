@@ -130,3 +130,19 @@ def test_applications_share_global_data(tmp_path: Path) -> None:
         "a.yaml:6: spec.globalData.sample_rate: sample_rate is 4 bytes (in .data) but 1 byte is "
         "given; give exactly 4, in the program's byte order (little-endian)"
     ]
+
+
+def test_an_object_with_broken_btf(tmp_path: Path) -> None:
+    text = xdp(bytecode="{path: ../bytecode/bad.o}", globaldata="{x: [1]}")
+    root = write_tree(tmp_path, {"x.yaml": text})
+    sections = [
+        ("xdp", SHT_PROGBITS, SHF_ALLOC_EXEC, bytes(16)),
+        (".BTF", SHT_PROGBITS, 0, b"\x9f\xeb\x01\x00" + bytes(4)),
+    ]
+    (tmp_path / "bytecode" / "bad.o").write_bytes(build_elf(sections, [("xdp_stats", 2, "xdp")]))
+    with pytest.raises(ManifestError) as info:
+        load_manifests(root)
+    assert info.value.problems == [
+        "x.yaml:11: spec.globaldata: ../bytecode/bad.o: cannot read its BTF: truncated BTF header "
+        "(8 bytes)"
+    ]

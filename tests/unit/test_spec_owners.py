@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.address import Address
-from reconciler.spec import ManifestError, load_desired, load_manifests
+from reconciler.spec import ManifestError, expand, load_desired, load_manifests
 from tests.unit.spec_support import StubHost, problems_of, write_tree, xdp
 
 TP = """
@@ -212,4 +212,19 @@ def test_an_owner_this_host_does_not_select(tmp_path: Path) -> None:
         "u.yaml:10: spec.mapownerselector: map owner TracepointProgram/counter is not selected on "
         'this host (label role is not set (needs "db")), so there are no maps to share; give '
         "this manifest the same node selector as its owner"
+    ]
+
+
+def test_expanding_without_the_owner(tmp_path: Path) -> None:
+    files = {
+        "o.yaml": tp("counter", "{role: maps}"),
+        "u.yaml": tp("reader", owner="{matchLabels: {role: maps}}"),
+    }
+    root = write_tree(tmp_path, files)
+    users = [m for m in load_manifests(root) if m.name == "reader"]
+    with pytest.raises(ManifestError) as info:
+        expand(users, root, StubHost())
+    assert info.value.problems == [
+        "u.yaml:10: spec.mapownerselector: map owner TracepointProgram/counter is not among the "
+        "manifests being expanded"
     ]
