@@ -169,7 +169,7 @@ class _Expander:
                             attributes={
                                 **common,
                                 **point.attributes,
-                                "global_data": global_data,
+                                "global_data": dict(global_data) if global_data else None,
                                 "map_owner": m.map_owner,
                             },
                         )
