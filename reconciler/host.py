@@ -162,6 +162,23 @@ def _label_patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
     return re.compile(defs["labelKey"]["pattern"]), re.compile(defs["labelValue"]["pattern"])
 
 
+def parse_label(text: str) -> tuple[str, str]:
+    """``--label KEY=VALUE`` as (key, value); ValueError with the valid syntax if it is not one
+    (usable as an argparse ``type=``)."""
+    key, sep, value = text.partition("=")
+    key_syntax, value_syntax = _label_patterns()
+    if not sep or not key_syntax.match(key) or len(key) > 317:
+        raise ValueError(
+            f"{text!r} is not KEY=VALUE with a label key, e.g. topology.kubernetes.io/zone=eu-1a"
+        )
+    if not value_syntax.match(value) or len(value) > 63:
+        raise ValueError(
+            f"{value!r} is not a label value: at most 63 letters, digits, '-', '_' or '.', "
+            "starting and ending with a letter or digit"
+        )
+    return key, value
+
+
 def read_labels_file(path: Path) -> dict[str, str]:
     """A flat YAML mapping of label keys to string values. A missing file is no labels; anything
     else that is wrong raises HostError naming ``FILE:LINE``."""

@@ -14,6 +14,7 @@ from reconciler.host import (
     builtin_labels,
     default_route_interface,
     library_dirs,
+    parse_label,
     read_labels_file,
     read_ld_so_cache,
     resolve_library,
@@ -64,6 +65,20 @@ def test_labels_file_then_flags_win(tmp_path: Path) -> None:
     }
     labels["role"] = "changed"
     assert host.labels()["role"] == "db"  # a copy each time
+
+
+def test_label_flags() -> None:
+    assert parse_label("topology.kubernetes.io/zone=eu-1a") == (
+        "topology.kubernetes.io/zone",
+        "eu-1a",
+    )
+    assert parse_label("edge=") == ("edge", "")
+    with pytest.raises(ValueError, match="is not KEY=VALUE"):
+        parse_label("zone")
+    with pytest.raises(ValueError, match="is not KEY=VALUE"):
+        parse_label("bad key=x")
+    with pytest.raises(ValueError, match="'a b' is not a label value"):
+        parse_label("zone=a b")
 
 
 def test_no_labels_file(tmp_path: Path) -> None:
