@@ -1,8 +1,8 @@
 """The manifest layer: YAML files in, a typed, validated desired state out.
 
     manifests = load_manifests(root)          # every host-independent check, all files at once
-    attachments = expand(manifests, root, default_primary_interface)
-    state = load_desired(root)                # both
+    state = expand(manifests, root, host)     # node selection and attach points on this host
+    state = load_desired(root)                # both, with the real host (reconciler.host.Host)
 
 Every user mistake becomes a :class:`ManifestError` whose ``problems`` each read
 ``FILE:LINE: FIELD.PATH: what is wrong and what would be valid``; nothing is returned partially.
@@ -10,9 +10,12 @@ Every user mistake becomes a :class:`ManifestError` whose ``problems`` each read
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
-from reconciler.spec.expand import PrimaryInterface, default_primary_interface, expand_manifests
+from reconciler.spec import globaldata, owners
+from reconciler.spec.expand import expand_manifests
+from reconciler.spec.host import HostError, HostFacts
 from reconciler.spec.loader import (
     Document,
     find_manifest_files,
@@ -28,6 +31,7 @@ from reconciler.spec.model import (
     Origin,
     Problem,
 )
+from reconciler.spec.programs import spec_keys
 from reconciler.spec.schema import API_VERSION, KINDS, validate_document
 from reconciler.spec.semantic import SemanticChecker, check_duplicates
 
@@ -36,11 +40,12 @@ __all__ = [
     "KINDS",
     "DesiredAttachment",
     "DesiredState",
+    "HostError",
+    "HostFacts",
     "Manifest",
     "ManifestError",
     "Origin",
     "Problem",
-    "default_primary_interface",
     "expand",
     "load_desired",
     "load_manifests",
@@ -51,8 +56,9 @@ def load_manifests(root: Path) -> list[Manifest]:
     """Load and check every manifest under ``root`` (a directory, or a single YAML file).
 
     Parses all files, validates each document against its kind's schema (filling in defaults),
-    then checks names, bytecode files and the functions in them. Problems from all files are
-    collected and raised together as one ManifestError, in file and line order.
+    then checks names, bytecode files, the functions and global variables in them, and resolves
+    map owners. None of this depends on the host. Problems from all files are collected and
+    raised together as one ManifestError, in file and line order.
     """
     if not root.exists():
         raise ManifestError([f"{root}: no such file or directory"])
@@ -75,41 +81,64 @@ def load_manifests(root: Path) -> list[Manifest]:
             if not semantic_problems:
                 valid.append(doc)
     problems.extend(check_duplicates(docs))
+    manifests = [_manifest(doc) for doc in valid]
+    map_owners, owner_problems = owners.resolve(manifests, _labels_of_invalid(docs, valid))
+    problems.extend(owner_problems)
     if problems:
         raise ManifestError(_ordered(problems))
-    return [_manifest(doc) for doc in valid]
+    return [dataclasses.replace(m, map_owner=map_owners.get(m.resource)) for m in manifests]
 
 
-def expand(
-    manifests: list[Manifest], root: Path, primary_interface: PrimaryInterface
-) -> list[DesiredAttachment]:
-    """One DesiredAttachment per attach point, in manifest order.
-
-    ``primary_interface`` is asked (once, and only if a manifest says
-    ``primarynodeinterface: true``) for the interface of the default route.
-    """
-    return expand_manifests(manifests, root, primary_interface)
+def expand(manifests: list[Manifest], root: Path, host: HostFacts) -> DesiredState:
+    """The desired state of ``host``: manifests whose node selector does not match its labels go
+    to ``unselected`` (with the reason); the others become one DesiredAttachment per attach point,
+    in manifest order. ``host`` is asked each fact once, and only when a manifest needs it."""
+    return expand_manifests(manifests, root, host)
 
 
-def load_desired(
-    root: Path, primary_interface: PrimaryInterface = default_primary_interface
-) -> DesiredState:
-    """``load_manifests`` then ``expand``: the desired state of this host."""
+def load_desired(root: Path, host: HostFacts | None = None) -> DesiredState:
+    """``load_manifests`` then ``expand``: the desired state of this host (``host`` None: the
+    real one, :class:`reconciler.host.Host` with its default labels file)."""
     manifests = load_manifests(root)
-    return DesiredState(manifests, expand(manifests, root, primary_interface), source=str(root))
+    if host is None:
+        from reconciler.host import Host  # the real host: netlink and /proc, only when needed
+
+        host = Host()
+    return expand(manifests, root, host)
 
 
 def _manifest(doc: Document) -> Manifest:
     metadata = doc.data["metadata"]
+    kind = doc.data["kind"]
+    spec = doc.data["spec"]
     return Manifest(
-        kind=doc.data["kind"],
+        kind=kind,
         name=metadata["name"],
         origin=doc.origin,
-        spec=doc.data["spec"],
+        spec=spec,
         labels=dict(metadata.get("labels") or {}),
         annotations=dict(metadata.get("annotations") or {}),
         lines={format_path(path): line for path, line in doc.lines.items()},
+        namespace=metadata.get("namespace"),
+        global_data=globaldata.decode(spec.get(spec_keys(kind)["globaldata"])),
     )
+
+
+def _labels_of_invalid(docs: list[Document], valid: list[Document]) -> dict[str, dict[str, str]]:
+    """``{KIND/NAME: labels}`` of the manifests with problems whose labels can still be read."""
+    out = {}
+    for doc in docs:
+        metadata = doc.data.get("metadata")
+        if any(doc is v for v in valid) or doc.data.get("kind") not in KINDS:
+            continue
+        if not isinstance(metadata, dict) or not isinstance(metadata.get("name"), str):
+            continue
+        labels = metadata.get("labels") or {}
+        if isinstance(labels, dict) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
+        ):
+            out[f"{doc.data['kind']}/{metadata['name']}"] = labels
+    return out
 
 
 def _ordered(problems: list[Problem]) -> list[str]:

@@ -1,15 +1,16 @@
 """Just enough ELF to check a manifest's bytecode before anything touches the kernel.
 
 Reads the header, the section headers and the symbol table of an ELF64 file (either byte order):
-is it an eBPF object, which functions does it hold and in which sections. Loading, relocation and
-BTF are libbpf's job in ``reconciler.kernel``; this reader only has to be right about names and
-never crash: every malformed input raises :class:`ElfError` with a sentence a user can act on.
+is it an eBPF object, which functions does it hold and in which sections; it also hands out the raw
+``.BTF`` section for :mod:`reconciler.spec.btf`. Loading and relocation are libbpf's job in
+``reconciler.kernel``; this reader only has to be right about names and never crash: every
+malformed input raises :class:`ElfError` with a sentence a user can act on.
 """
 
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -88,6 +89,9 @@ class BpfObject:
     sections: tuple[str, ...]  # executable sections (programs' and .text), in file order
     functions: tuple[ElfFunction, ...]  # STT_FUNC symbols defined in executable sections
     has_symbols: bool  # False when the object was stripped of its symbol table
+    # The raw .BTF section (type information clang -g emits), None when there is none; read by
+    # reconciler.spec.btf to find global variables and their sizes.
+    btf: bytes | None = field(default=None, repr=False)
 
     def program_sections(self) -> list[str]:
         return [s for s in self.sections if s != ".text"]
@@ -173,11 +177,19 @@ class _Reader:
                 (h for h in headers if h.type == _SHT_SYMTAB_SHNDX and h.link == symtab), None
             )
             functions = self._functions(headers, symtab, xindex, executable, names)
+        btf = next(
+            (h for h, name in zip(headers, names, strict=True) if name == ".BTF" and h.size), None
+        )
         return BpfObject(
             byte_order="little" if self.order == "<" else "big",
             sections=sections,
             functions=tuple(functions),
             has_symbols=symtab is not None,
+            btf=(
+                self.data[btf.offset : btf.offset + btf.size]
+                if btf is not None and btf.type != _SHT_NOBITS
+                else None
+            ),
         )
 
     def _functions(

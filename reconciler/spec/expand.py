@@ -1,21 +1,28 @@
-"""Expand validated manifests into one DesiredAttachment per attach point.
+"""Expand validated manifests into one DesiredAttachment per attach point, for one host.
 
-This is the only host-dependent step of the spec layer, and only for
-``interfaceselector.primarynodeinterface``, which asks which interface carries the default route.
+This is the host-dependent step of the spec layer. It asks :class:`HostFacts` (lazily, each fact
+once) for the host's labels (node selection), the interface of the default route
+(``primarynodeinterface``), the interfaces of a network namespace (interface discovery) and where
+a library is (uprobe targets given by name); everything else was settled by ``load_manifests``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from reconciler.address import Address
 from reconciler.kernel.types import (
     AttachPoint,
+    FentryPoint,
+    FexitPoint,
+    KprobePoint,
     ProgramSpec,
     ProgType,
     TcxPoint,
@@ -23,79 +30,98 @@ from reconciler.kernel.types import (
     UprobePoint,
     XdpPoint,
 )
-from reconciler.spec.loader import source_base
-from reconciler.spec.model import DesiredAttachment, Manifest, ManifestError, Problem
-from reconciler.spec.semantic import resolve_bytecode
+from reconciler.spec.host import HostError, HostFacts
+from reconciler.spec.loader import FieldPath, format_path, source_base
+from reconciler.spec.model import (
+    DesiredAttachment,
+    DesiredState,
+    Manifest,
+    ManifestError,
+    Origin,
+    Problem,
+)
+from reconciler.spec.owners import maps_dir_of_application
+from reconciler.spec.programs import Link, Program, is_application, programs_of, spec_keys
+from reconciler.spec.selector import LabelSelector
+from reconciler.spec.semantic import allowed_regex, resolve_bytecode
 
-PrimaryInterface = Callable[[], str | None]
-
-_PROG_TYPES = {
-    "XdpProgram": ProgType.XDP,
-    "TcxProgram": ProgType.TCX,
-    "TracepointProgram": ProgType.TRACEPOINT,
-    "UprobeProgram": ProgType.UPROBE,
-}
-_RTF_UP = 0x0001
-_RTF_REJECT = 0x0200
-
-
-def default_primary_interface(
-    route: Path = Path("/proc/net/route"), ipv6_route: Path = Path("/proc/net/ipv6_route")
-) -> str | None:
-    """The interface of the default route with the lowest metric (IPv4, else IPv6), or None."""
-    best: tuple[int, str] | None = None
-    try:
-        for line in route.read_text().splitlines()[1:]:
-            # Iface Destination Gateway Flags RefCnt Use Metric Mask ...  (hex, host byte order)
-            f = line.split()
-            if len(f) >= 8 and f[1] == "00000000" and f[7] == "00000000":
-                flags, metric = int(f[3], 16), int(f[6])
-                if (
-                    flags & _RTF_UP
-                    and not flags & _RTF_REJECT
-                    and (best is None or metric < best[0])
-                ):
-                    best = (metric, f[0])
-    except (OSError, ValueError):
-        pass
-    if best is not None:
-        return best[1]
-    try:
-        for line in ipv6_route.read_text().splitlines():
-            # dest dest_len src src_len next_hop metric refcnt use flags iface
-            f = line.split()
-            if len(f) >= 10 and int(f[1], 16) == 0 and f[9] != "lo":
-                flags, metric = int(f[8], 16), int(f[5], 16)
-                if (
-                    flags & _RTF_UP
-                    and not flags & _RTF_REJECT
-                    and (best is None or metric < best[0])
-                ):
-                    best = (metric, f[9])
-    except (OSError, ValueError):
-        pass
-    return best[1] if best is not None else None
+T = TypeVar("T")
+# Where `ip netns add NAME` bind-mounts named namespaces (as reconciler.kernel.netns knows too; not
+# imported from there, which would load libc through ctypes just to expand manifests).
+NAMED_NETNS_DIR = "/run/netns"
 
 
 @dataclass(frozen=True)
 class _Point:
-    index: str  # the address index: interface, group/name, or uprobe location
+    index: str  # the address index within the program: interface, group/name, uprobe location
     point: AttachPoint
     attributes: dict[str, Any]
 
 
+def uprobe_index(
+    target: str, func_name: str | None, offset: int, container_pid: int | None = None
+) -> str:
+    """``/usr/bin/bash:readline``, ``...:readline+16`` or, without a function, ``...+0x1a2b``;
+    the target as written (``libc:malloc``), with ``@PID`` appended inside a container."""
+    if func_name:
+        index = f"{target}:{func_name}" + (f"+{offset}" if offset else "")
+    else:
+        index = f"{target}+{offset:#x}"
+    return index + (f"@{container_pid}" if container_pid else "")
+
+
+def netns_index(netns: str | None, ifname: str) -> str:
+    """``eth0``; in a namespace ``ip netns`` named, ``blue:eth0`` (for /run/netns/blue); in any
+    other namespace, its path: ``/proc/42/ns/net:eth0``. Interface names never hold ':' or '/',
+    so the index is unambiguous."""
+    if netns is None:
+        return ifname
+    parent, name = os.path.split(netns)
+    return f"{name if parent == NAMED_NETNS_DIR else netns}:{ifname}"
+
+
+def kprobe_index(func_name: str, offset: int) -> str:
+    return func_name + (f"+{offset}" if offset else "")
+
+
 class _Expander:
-    def __init__(self, root: Path, primary_interface: PrimaryInterface) -> None:
+    def __init__(self, root: Path, host: HostFacts) -> None:
         self.base = source_base(root)
-        self.primary_interface = primary_interface
-        self._primary: list[str | None] = []  # asked once, lazily
+        self.host = host
+        self._cache: dict[tuple[Any, ...], Any] = {}
         self._digests: dict[Path, str] = {}
         self.problems: list[Problem] = []
 
-    def primary(self) -> str | None:
-        if not self._primary:
-            self._primary.append(self.primary_interface())
-        return self._primary[0]
+    # --- host facts, each asked once
+
+    def _ask(self, key: tuple[Any, ...], question: Callable[[], T]) -> T | HostError:
+        if key not in self._cache:
+            try:
+                self._cache[key] = question()
+            except HostError as e:
+                self._cache[key] = e
+        return self._cache[key]
+
+    def labels(self) -> dict[str, str]:
+        labels = self._ask(("labels",), self.host.labels)
+        if isinstance(labels, HostError):  # not about one manifest: nothing can be selected
+            raise ManifestError([str(labels)])
+        return labels
+
+    def _problem(self, m: Manifest, path: FieldPath, message: str) -> None:
+        text = format_path(path)
+        self.problems.append(Problem(m.origin_of(text), text, message))
+
+    # --- selection
+
+    def unselected_reason(self, m: Manifest) -> str | None:
+        selector = LabelSelector.parse(m.spec.get(spec_keys(m.kind)["nodeselector"]))
+        if selector.empty:
+            return None
+        failures = selector.failures(self.labels())
+        return "; ".join(failures) if failures else None
+
+    # --- expansion
 
     def digest(self, path: Path) -> str:
         if path not in self._digests:
@@ -106,108 +132,180 @@ class _Expander:
             self._digests[path] = f"sha256:{h.hexdigest()}"
         return self._digests[path]
 
-    def interfaces(self, m: Manifest) -> list[str]:
-        selector = m.spec["interfaceselector"]
-        if "interfaces" in selector:
-            return list(selector["interfaces"])
-        ifname = self.primary()
-        if ifname is None:
-            self.problems.append(
-                Problem(
-                    m.origin_of("spec.interfaceselector.primarynodeinterface"),
-                    "spec.interfaceselector.primarynodeinterface",
-                    "no default route on this host, so there is no primary interface to attach "
-                    "to; name the interfaces instead: interfaceselector: {interfaces: [eth0]}",
-                )
-            )
-            return []
-        return [ifname]
-
     def expand(self, m: Manifest) -> list[DesiredAttachment]:
-        spec = m.spec
-        written: str = spec["bytecode"]["path"]
+        field = spec_keys(m.kind)["bytecode"]
+        written: str = m.spec[field]["path"]
         located = resolve_bytecode(self.base / m.origin.file, written)
         try:
             resolved = located.resolve(strict=True)
             digest = self.digest(resolved)
         except OSError as e:  # removed or made unreadable since load_manifests() checked it
-            self.problems.append(
-                Problem(
-                    m.origin_of("spec.bytecode.path"),
-                    "spec.bytecode.path",
-                    f"cannot read bytecode file {located}: {e.strerror or e}",
-                )
+            self._problem(
+                m,
+                ("spec", field, "path"),
+                f"cannot read bytecode file {located}: {e.strerror or e}",
             )
             return []
         shown = written if Path(written).is_absolute() else _relative(located, self.base)
-        program = ProgramSpec(str(resolved), spec["bpffunctionname"], _PROG_TYPES[m.kind])
-        common = {"bytecode": shown, "bytecode_digest": digest, "function": spec["bpffunctionname"]}
-        return [
-            DesiredAttachment(
-                address=Address(m.kind, m.name, point.index),
-                origin=m.origin,
-                program=program,
-                point=point.point,
-                bytecode_digest=digest,
-                priority=spec.get("priority"),
-                proceedon=tuple(spec.get("proceedon", ())),
-                attributes={**common, **point.attributes},
+        global_data = {name: value.hex() for name, value in m.global_data} or None
+        out = []
+        for program in programs_of(m.kind, m.spec):
+            spec = ProgramSpec(
+                str(resolved), program.function, program.prog_type, global_data=m.global_data
             )
-            for point in self.points(m)
-        ]
+            common = {"bytecode": shown, "bytecode_digest": digest, "function": program.function}
+            for link in program.links:
+                origin = m.origin_of(format_path(link.path)) if program.in_application else m.origin
+                for point in self.points(m, program, link):
+                    out.append(
+                        DesiredAttachment(
+                            address=Address(m.kind, m.name, program.index_prefix + point.index),
+                            origin=origin,
+                            program=spec,
+                            point=point.point,
+                            bytecode_digest=digest,
+                            priority=link.values.get("priority"),
+                            proceedon=tuple(link.values.get("proceedon", ())),
+                            attributes={
+                                **common,
+                                **point.attributes,
+                                "global_data": dict(global_data) if global_data else None,
+                                "map_owner": m.map_owner,
+                            },
+                        )
+                    )
+        return out
 
-    def points(self, m: Manifest) -> list[_Point]:
-        spec = m.spec
-        if m.kind == "XdpProgram":
-            return [
-                _Point(
-                    ifname,
-                    XdpPoint(ifname),
-                    {
+    def points(self, m: Manifest, program: Program, link: Link) -> list[_Point]:
+        v = link.values
+        kind = program.prog_type
+        if kind in (ProgType.XDP, ProgType.TCX):
+            netns = os.path.normpath(v["netns"]) if v["netns"] else None
+            out = []
+            for ifname in self.interfaces(m, link, netns):
+                index = netns_index(netns, ifname)
+                if kind is ProgType.XDP:
+                    attributes = {
                         "interface": ifname,
-                        "priority": spec["priority"],
-                        "proceedon": list(spec["proceedon"]),
-                    },
-                )
-                for ifname in self.interfaces(m)
-            ]
-        if m.kind == "TcxProgram":
-            direction = spec["direction"]
-            return [
-                _Point(
-                    ifname,
-                    TcxPoint(ifname, direction),
-                    {"interface": ifname, "direction": direction, "priority": spec["priority"]},
-                )
-                for ifname in self.interfaces(m)
-            ]
-        if m.kind == "TracepointProgram":
+                        "netns": netns,
+                        "priority": v["priority"],
+                        "proceedon": list(v["proceedon"]),
+                    }
+                    out.append(_Point(index, XdpPoint(ifname, netns=netns), attributes))
+                else:
+                    attributes = {
+                        "interface": ifname,
+                        "netns": netns,
+                        "direction": v["direction"],
+                        "priority": v["priority"],
+                    }
+                    point = TcxPoint(ifname, v["direction"], netns=netns)
+                    out.append(_Point(index, point, attributes))
+            return out
+        if kind is ProgType.TRACEPOINT:
             return [
                 _Point(name, TracepointPoint(*name.split("/", 1)), {"tracepoint": name})
-                for name in spec["names"]
+                for name in v["names"]
             ]
-        if m.kind == "UprobeProgram":
-            target: str = spec["target"]
-            func_name: str | None = spec.get("func_name")
-            offset: int = spec["offset"]
-            pid: int | None = spec.get("pid") or None  # 0, like omitted, means every process
+        if kind is ProgType.UPROBE:
+            target: str = v["target"]
+            container_pid: int | None = v["container_pid"]
+            target_path = target if target.startswith("/") else self.library(m, link)
+            if target_path is None:
+                return []
             attributes = {
                 "target": target,
-                "func_name": func_name,
-                "offset": offset,
-                "retprobe": spec["retprobe"],
-                "pid": pid,
+                "target_path": target_path,
+                "func_name": v["func_name"],
+                "offset": v["offset"],
+                "retprobe": v["retprobe"],
+                "pid": v["pid"],
+                "container_pid": container_pid,
             }
-            probe = UprobePoint(target, func_name, offset, spec["retprobe"], pid)
-            return [_Point(uprobe_index(target, func_name, offset), probe, attributes)]
-        raise ValueError(f"unexpected kind {m.kind!r}")  # load_manifests only returns KINDS
+            probe = UprobePoint(
+                target_path, v["func_name"], v["offset"], v["retprobe"], v["pid"], container_pid
+            )
+            index = uprobe_index(target, v["func_name"], v["offset"], container_pid)
+            return [_Point(index, probe, attributes)]
+        if kind is ProgType.KPROBE:
+            attributes = {
+                "func_name": v["func_name"],
+                "offset": v["offset"],
+                "retprobe": v["retprobe"],
+            }
+            kprobe = KprobePoint(v["func_name"], v["offset"], v["retprobe"])
+            return [_Point(kprobe_index(v["func_name"], v["offset"]), kprobe, attributes)]
+        ftrace = (
+            FentryPoint(v["func_name"]) if kind is ProgType.FENTRY else FexitPoint(v["func_name"])
+        )
+        return [_Point(v["func_name"], ftrace, {"func_name": v["func_name"]})]
+
+    def interfaces(self, m: Manifest, link: Link, netns: str | None) -> list[str]:
+        v = link.values
+        if v["interfaces"] is not None:
+            return list(v["interfaces"])
+        if v["primary"]:
+            primary = self._ask(("primary",), self.host.primary_interface)
+            if isinstance(primary, HostError):
+                self._problem(m, link.where("primary"), str(primary))
+                return []
+            if primary is None:
+                example = (
+                    "interfaceSelector: {interfaces: [eth0]}"
+                    if is_application(m.kind)
+                    else "interfaceselector: {interfaces: [eth0]}"
+                )
+                self._problem(
+                    m,
+                    link.where("primary"),
+                    "no default route on this host, so there is no primary interface to attach "
+                    f"to; name the interfaces instead: {example}",
+                )
+                return []
+            return [primary]
+        found = self._ask(("interfaces", netns), lambda: self.host.interfaces(netns))
+        if isinstance(found, HostError):
+            self._problem(m, link.where("netns" if netns else "discovery"), str(found))
+            return []
+        return discover(found, v["discovery"]["allowed"], v["discovery"]["exclude"])
+
+    def library(self, m: Manifest, link: Link) -> str | None:
+        name: str = link.values["target"]
+        pid: int | None = link.values["container_pid"]
+        found = self._ask(("library", name, pid), lambda: self.host.resolve_library(name, pid))
+        where = f"in the mount namespace of process {pid}" if pid else "on this host"
+        if isinstance(found, HostError):
+            self._problem(m, link.where("target"), str(found))
+            return None
+        if found is None:
+            self._problem(
+                m,
+                link.where("target"),
+                f"library {name!r} is not found {where}: the dynamic loader's cache "
+                "(ld.so.cache) and library directories have no such library; install it, or give "
+                "target as an absolute path",
+            )
+        return found
 
 
-def uprobe_index(target: str, func_name: str | None, offset: int) -> str:
-    """``/usr/bin/bash:readline``, ``...:readline+16`` or, without a function, ``...+0x1a2b``."""
-    if func_name:
-        return f"{target}:{func_name}" + (f"+{offset}" if offset else "")
-    return f"{target}+{offset:#x}"
+def discover(found: list[str], allowed: list[str], exclude: list[str]) -> list[str]:
+    """Interface discovery as bpfman-operator does it: every interface except the excluded
+    (exact names), and, when ``allowed`` is not empty, only those matching one of its entries
+    (an exact name, or ``/REGEX/`` searched anywhere in the name)."""
+    exact: set[str] = set()
+    patterns: list[re.Pattern[str]] = []
+    for entry in allowed:
+        regex = allowed_regex(entry)
+        if regex is None:
+            exact.add(entry.strip(" "))
+        elif not isinstance(regex, str):  # invalid ones were refused by load_manifests
+            patterns.append(regex)
+    return [
+        name
+        for name in found
+        if name not in exclude
+        and (not allowed or name in exact or any(p.search(name) for p in patterns))
+    ]
 
 
 def _relative(path: Path, base: Path) -> str:
@@ -215,11 +313,97 @@ def _relative(path: Path, base: Path) -> str:
     return os.path.relpath(os.path.normpath(os.path.abspath(path)), os.path.abspath(base))
 
 
-def expand_manifests(
-    manifests: list[Manifest], root: Path, primary_interface: PrimaryInterface
-) -> list[DesiredAttachment]:
-    expander = _Expander(root, primary_interface)
-    attachments = [a for m in manifests for a in expander.expand(m)]
+def expand_manifests(manifests: list[Manifest], root: Path, host: HostFacts) -> DesiredState:
+    expander = _Expander(root, host)
+    selected: list[Manifest] = []
+    unselected: list[tuple[Manifest, str]] = []
+    for m in manifests:
+        reason = expander.unselected_reason(m)
+        if reason is None:
+            selected.append(m)
+        else:
+            unselected.append((m, reason))
+    by_manifest = {m.resource: expander.expand(m) for m in selected}
+    attachments = _share_maps(selected, manifests, unselected, by_manifest, expander)
+    _check_unique(attachments, expander)
     if expander.problems:
-        raise ManifestError([str(p) for p in expander.problems])
-    return attachments
+        ordered = sorted(expander.problems, key=lambda p: (p.origin.file, p.origin.line))
+        raise ManifestError(list(dict.fromkeys(str(p) for p in ordered)))
+    return DesiredState(manifests, attachments, source=str(root), unselected=unselected)
+
+
+def _share_maps(
+    selected: list[Manifest],
+    manifests: list[Manifest],
+    unselected: list[tuple[Manifest, str]],
+    by_manifest: dict[str, list[DesiredAttachment]],
+    expander: _Expander,
+) -> list[DesiredAttachment]:
+    """Set ``maps_dir`` and ``depends_on``: an application's programs share its maps directory, a
+    map owner pins its maps where its users find them, and a user loads after its owner."""
+    by_resource = {m.resource: m for m in manifests}
+    why_not = {m.resource: reason for m, reason in unselected}
+    owners = {m.map_owner for m in manifests if m.map_owner}
+
+    def own_dir(m: Manifest) -> str | None:
+        if is_application(m.kind):
+            return maps_dir_of_application(m)
+        attachments = by_manifest.get(m.resource, [])
+        if m.resource in owners and len(attachments) == 1:
+            return f"{attachments[0].address.pin_dir()}/maps"
+        return None
+
+    def maps_dir(m: Manifest, seen: tuple[str, ...] = ()) -> str | None:
+        owner = by_resource.get(m.map_owner) if m.map_owner else None
+        if owner is None or owner.resource in seen:  # cycles are refused by load_manifests
+            return own_dir(m)
+        return maps_dir(owner, (*seen, m.resource))
+
+    out = []
+    for m in selected:
+        attachments = by_manifest[m.resource]
+        depends_on: tuple[Address, ...] = ()
+        if m.map_owner:
+            field = f"spec.{spec_keys(m.kind)['mapownerselector']}"
+            if m.map_owner in why_not:
+                expander.problems.append(
+                    Problem(
+                        m.origin_of(field),
+                        field,
+                        f"map owner {m.map_owner} is not selected on this host "
+                        f"({why_not[m.map_owner]}), so there are no maps to share; give this "
+                        "manifest the same node selector as its owner",
+                    )
+                )
+                continue
+            if m.map_owner not in by_resource:
+                expander.problems.append(
+                    Problem(
+                        m.origin_of(field),
+                        field,
+                        f"map owner {m.map_owner} is not among the manifests being expanded",
+                    )
+                )
+                continue
+            depends_on = tuple(a.address for a in by_manifest.get(m.map_owner, []))
+        directory = maps_dir(m)
+        for a in attachments:
+            program = dataclasses.replace(a.program, maps_dir=directory)
+            out.append(dataclasses.replace(a, program=program, depends_on=depends_on))
+    return out
+
+
+def _check_unique(attachments: list[DesiredAttachment], expander: _Expander) -> None:
+    first: dict[Address, Origin] = {}
+    for a in attachments:
+        if a.address in first:
+            expander.problems.append(
+                Problem(
+                    a.origin,
+                    "",
+                    f"{a.address} is asked for twice (also at {first[a.address]}); a program "
+                    "attaches to each attach point once, so remove one of the links",
+                )
+            )
+        else:
+            first[a.address] = a.origin

@@ -6,7 +6,15 @@ from __future__ import annotations
 from typing import Protocol
 
 
+class HostError(Exception):
+    """A host fact cannot be learned (an unreadable labels file, a network namespace that cannot
+    be entered). The message is one sentence naming what and why; expansion reports it as a
+    problem of the manifest field that needed the fact."""
+
+
 class HostFacts(Protocol):
+    """Every method may raise :class:`HostError`."""
+
     def labels(self) -> dict[str, str]:
         """This host's labels: built-ins (kubernetes.io/hostname, kubernetes.io/os,
         kubernetes.io/arch), then the labels file, then --label flags (later ones win)."""

@@ -37,9 +37,14 @@ class DesiredAttachment:
     # Attachments whose maps this one uses (its map owner): loaded before it, and not unloaded
     # or replaced while it remains without it being reloaded too.
     depends_on: tuple[Address, ...] = ()
-    # Everything the plan shows and diffs, as plain JSON-able values. Keys are stable:
-    # bytecode, bytecode_digest, function, interface, direction, priority, proceedon,
-    # tracepoint, target, func_name, offset, retprobe, pid.
+    # Everything the plan shows and diffs, as plain JSON-able values. Keys are stable per program
+    # type (a key that does not apply is absent; one that applies but is unset is null):
+    #   every type: bytecode, bytecode_digest, function, then the type's keys, then
+    #     global_data ({name: hex} or null), map_owner (KIND/NAME or null)
+    #   xdp: interface, netns, priority, proceedon      tcx: interface, netns, direction, priority
+    #   tracepoint: tracepoint                          kprobe: func_name, offset, retprobe
+    #   uprobe: target, target_path, func_name, offset, retprobe, pid, container_pid
+    #   fentry, fexit: func_name
     attributes: dict[str, Any] = field(default_factory=dict)
 
 
@@ -56,6 +61,12 @@ class Manifest:
     # Line of every field, keyed by field path ("spec.bytecode.path"), so that problems found
     # after loading (expansion, plan-time host checks) can still point at file:line.
     lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+    # metadata.namespace of a BpfApplication: kept and shown, not part of the name on a host.
+    namespace: str | None = None
+    # Resolved by load_manifests: the map owner's resource (KIND/NAME), if the manifest selects
+    # one, and the decoded globaldata, sorted by variable name.
+    map_owner: str | None = None
+    global_data: tuple[tuple[str, bytes], ...] = ()
 
     @property
     def resource(self) -> str:
@@ -80,8 +91,8 @@ class DesiredState:
     attachments: list[DesiredAttachment]
     revision: str | None = None  # source revision (git commit) when known
     source: str = ""  # what the user named: a directory or a URL
-    # Manifests whose nodeselector does not match this host, each with the reason (shown by
-    # `bpfman plan --show-unselected`); they contribute no attachments.
+    # Manifests whose node selector does not match this host's labels, each with the reason
+    # (shown by `bpfman plan --show-unselected`); they contribute no attachments.
     unselected: list[tuple[Manifest, str]] = field(default_factory=list)
 
     def by_address(self) -> dict[Address, DesiredAttachment]:

@@ -24,15 +24,23 @@ from reconciler.spec.loader import Document, FieldPath, format_path
 from reconciler.spec.model import Problem
 
 API_VERSION = "bpfman.io/v1alpha1"
-KINDS: tuple[str, ...] = ("XdpProgram", "TcxProgram", "TracepointProgram", "UprobeProgram")
+# The program kinds of bpfman-operator v0.5.x (lowercase field names), then the applications of
+# current bpfman-operator (camelCase field names).
+PROGRAM_KINDS: tuple[str, ...] = (
+    "XdpProgram",
+    "TcxProgram",
+    "TracepointProgram",
+    "UprobeProgram",
+    "KprobeProgram",
+    "FentryProgram",
+    "FexitProgram",
+)
+APPLICATION_KINDS: tuple[str, ...] = ("BpfApplication", "ClusterBpfApplication")
+KINDS: tuple[str, ...] = PROGRAM_KINDS + APPLICATION_KINDS
 # bpfman-operator kinds this release does not implement yet: named so the message says "not yet"
 # rather than "unknown".
 LATER_KINDS: tuple[str, ...] = (
     "TcProgram",
-    "KprobeProgram",
-    "FentryProgram",
-    "FexitProgram",
-    "BpfApplication",
     "XdpNsProgram",
     "TcNsProgram",
     "TcxNsProgram",
@@ -50,24 +58,30 @@ def schema_path(kind: str) -> Path:
 
 @functools.cache
 def kind_schema(kind: str) -> dict[str, Any]:
-    """The schema of ``kind`` with every ``$ref`` into ``common.json`` inlined."""
-    common = json.loads((SCHEMA_DIR / "common.json").read_text())
+    """The schema of ``kind`` with every ``$ref`` (into ``common.json`` or its own ``$defs``)
+    inlined."""
+    common = json.loads((SCHEMA_DIR / "common.json").read_text())["$defs"]
     schema = json.loads(schema_path(kind).read_text())
-    return _inline(schema, common["$defs"])
+    inlined = _inline(schema, schema.get("$defs", {}), common)
+    inlined.pop("$defs", None)
+    return inlined
 
 
-def _inline(node: Any, defs: dict[str, Any]) -> Any:
+def _inline(node: Any, local: dict[str, Any], common: dict[str, Any]) -> Any:
+    """``#/$defs/NAME`` refers to the document being inlined (``local``), and
+    ``common.json#/$defs/NAME`` to common.json, whose own refs are then local to it."""
     if isinstance(node, list):
-        return [_inline(item, defs) for item in node]
+        return [_inline(item, local, common) for item in node]
     if not isinstance(node, dict):
         return node
-    out = {key: _inline(value, defs) for key, value in node.items() if key != "$ref"}
+    out = {key: _inline(value, local, common) for key, value in node.items() if key != "$ref"}
     if "$ref" in node:
         ref: str = node["$ref"]
-        _, _, pointer = ref.partition("#")
-        if not pointer.startswith("/$defs/"):
-            raise ValueError(f"unsupported $ref {ref!r} (only common.json#/$defs/NAME)")
-        target = _inline(defs[pointer.removeprefix("/$defs/")], defs)
+        document, _, pointer = ref.partition("#")
+        if document not in ("", "common.json") or not pointer.startswith("/$defs/"):
+            raise ValueError(f"unsupported $ref {ref!r} (only [common.json]#/$defs/NAME)")
+        defs = common if document else local
+        target = _inline(defs[pointer.removeprefix("/$defs/")], defs, common)
         out = {**target, **out}  # keywords beside $ref (e.g. a description) win
     return out
 
@@ -178,7 +192,9 @@ def _message(check: str, limit: Any, value: Any, schema: dict[str, Any], fallbac
             message += "; put it in quotes to make it a string"
         return message
     if check in ("enum", "const", "pattern"):
-        suggestion = _did_you_mean(value, schema.get("enum", ()))
+        # A hint that names the value already says what to do about it.
+        named = isinstance(value, str) and value in str(schema.get(HINT, ""))
+        suggestion = "" if named else _did_you_mean(value, schema.get("enum", ()))
         return f"must be {_expect(schema)} (got {got}{'; ' + suggestion if suggestion else ''})"
     if check == "minimum":
         return f"must be >= {limit} (got {value})"
@@ -190,6 +206,9 @@ def _message(check: str, limit: Any, value: Any, schema: dict[str, Any], fallbac
         return f"must be at most {limit} characters long (got {len(value)})"
     if check == "minItems":
         return "must not be empty" if limit == 1 else f"must have at least {limit} items"
+    if check == "maxItems" and limit == 0:
+        hint = f"; {schema[HINT]}" if HINT in schema else ""
+        return f"must be empty (got {len(value)} item{'s' if len(value) != 1 else ''}){hint}"
     if check == "maxItems":
         return f"must have at most {limit} items (got {len(value)})"
     if check in ("minProperties", "maxProperties") and isinstance(value, dict):

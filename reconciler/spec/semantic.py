@@ -1,20 +1,34 @@
-"""Checks a schema cannot express: unique names, the bytecode file and what is inside it.
+"""Checks a schema cannot express: unique names, the bytecode file and what is inside it
+(functions and their sections, global variables and their sizes), and rules across fields.
 
 Everything here is host-independent (it reads only the manifest tree and the bytecode it names):
 whether an interface, a tracepoint or a uprobe target exists on this host is decided at plan time.
+Map owners, which relate manifests to each other, are resolved in :mod:`reconciler.spec.owners`.
 """
 
 from __future__ import annotations
 
 import difflib
 import os
+import re
 from pathlib import Path
 from typing import Any
 
+from reconciler.kernel.types import ProgType
+from reconciler.spec import globaldata
 from reconciler.spec.elf import BpfObject, ElfError, read_bpf_object
-from reconciler.spec.loader import Document
+from reconciler.spec.loader import Document, FieldPath, format_path
 from reconciler.spec.model import Origin, Problem
-from reconciler.spec.schema import KINDS
+from reconciler.spec.programs import (
+    APP_TYPES,
+    KIND_OF_TYPE,
+    Link,
+    Program,
+    is_application,
+    programs_of,
+    spec_keys,
+)
+from reconciler.spec.schema import KINDS, PROGRAM_KINDS
 
 # What each kind accepts, in words, and how a fitting SEC() annotation looks.
 _EXPECTED = {
@@ -25,6 +39,12 @@ _EXPECTED = {
         'SEC("tracepoint/syscalls/sys_enter_openat")',
     ),
     "UprobeProgram": ("a section named uprobe... or uretprobe...", 'SEC("uprobe")'),
+    "KprobeProgram": (
+        "a section named kprobe, kprobe/..., kretprobe or kretprobe/...",
+        'SEC("kprobe/do_unlinkat")',
+    ),
+    "FentryProgram": ("a section named fentry or fentry/...", 'SEC("fentry/do_unlinkat")'),
+    "FexitProgram": ("a section named fexit or fexit/...", 'SEC("fexit/do_unlinkat")'),
 }
 _DEVMAP = "an XDP program for a devmap (it runs on redirected frames, not on an interface)"
 _CPUMAP = "an XDP program for a cpumap (it runs on redirected frames, not on an interface)"
@@ -50,6 +70,9 @@ _SECTION_TYPES = {
     "uretprobe.multi": "a multi-uprobe program (bpfman does not attach uprobe.multi links yet)",
     "usdt": "a USDT program",
     "kprobe": "a kprobe program",
+    "kprobe.multi": "a multi-kprobe program (bpfman does not attach kprobe.multi links yet)",
+    "kretprobe.multi": "a multi-kprobe program (bpfman does not attach kprobe.multi links yet)",
+    "kprobe.session": "a kprobe session program (bpfman does not attach them yet)",
     "kretprobe": "a kretprobe program",
     "ksyscall": "a kprobe program",
     "kretsyscall": "a kretprobe program",
@@ -74,7 +97,7 @@ _LIST_LIMIT = 12
 
 
 def section_fits(kind: str, section: str) -> bool:
-    """Whether a program in ``section`` can be loaded as ``kind`` asks."""
+    """Whether a program in ``section`` can be loaded as the program kind ``kind`` asks."""
     if kind == "XdpProgram":
         return section.startswith("xdp") and not section.endswith(("/devmap", "/cpumap"))
     if kind == "TcxProgram":
@@ -83,6 +106,12 @@ def section_fits(kind: str, section: str) -> bool:
         return section in ("tracepoint", "tp") or section.startswith(("tracepoint/", "tp/"))
     if kind == "UprobeProgram":
         return section.startswith(("uprobe", "uretprobe")) and ".multi" not in section
+    if kind == "KprobeProgram":
+        return section in ("kprobe", "kretprobe") or section.startswith(("kprobe/", "kretprobe/"))
+    if kind == "FentryProgram":
+        return section == "fentry" or section.startswith("fentry/")
+    if kind == "FexitProgram":
+        return section == "fexit" or section.startswith("fexit/")
     return False
 
 
@@ -101,8 +130,9 @@ def resolve_bytecode(manifest_file: Path, path: str) -> Path:
 
 
 def check_duplicates(docs: list[Document]) -> list[Problem]:
-    """Two manifests of the same kind with the same name would fight over the same addresses."""
-    first: dict[tuple[str, str], Origin] = {}
+    """Two manifests of the same kind with the same name would fight over the same addresses.
+    On a host there are no namespaces, so a BpfApplication's namespace does not tell them apart."""
+    first: dict[tuple[str, str], tuple[Origin, object]] = {}
     problems = []
     for doc in docs:
         kind = doc.data.get("kind")
@@ -110,18 +140,25 @@ def check_duplicates(docs: list[Document]) -> list[Problem]:
         name = metadata.get("name") if isinstance(metadata, dict) else None
         if kind not in KINDS or not isinstance(name, str):
             continue
+        namespace = metadata.get("namespace") if isinstance(metadata, dict) else None
         origin = doc.origin_of(("metadata", "name"))
         if (kind, name) in first:
+            where, other_namespace = first[(kind, name)]
+            why = "names must be unique per kind, so rename or remove one"
+            if namespace != other_namespace:
+                why = (
+                    f"namespaces ({namespace or 'none'} here, {other_namespace or 'none'} there) "
+                    f"do not tell them apart on a host, so {why}"
+                )
             problems.append(
                 Problem(
                     origin,
                     "metadata.name",
-                    f"{kind}/{name} is defined twice: here and at {first[(kind, name)]}; "
-                    f"names must be unique per kind, so rename or remove one",
+                    f"{kind}/{name} is defined twice: here and at {where}; {why}",
                 )
             )
         else:
-            first[(kind, name)] = origin
+            first[(kind, name)] = (origin, namespace)
     return problems
 
 
@@ -134,15 +171,24 @@ class SemanticChecker:
     def check(self, doc: Document) -> list[Problem]:
         kind: str = doc.data["kind"]
         spec: dict[str, Any] = doc.data["spec"]
-        problems = self._check_bytecode(doc, kind, spec)
-        if kind == "UprobeProgram" and "func_name" not in spec and spec.get("offset", 0) == 0:
-            problems.append(
-                doc.problem(
-                    ("spec",),
-                    "set func_name (a function in target) or a non-zero offset (a byte offset "
-                    "in target); with neither, the uprobe has nowhere to attach",
-                )
-            )
+        keys = spec_keys(kind)
+        programs = programs_of(kind, spec)
+        problems: list[Problem] = []
+        obj, written = self._bytecode(doc, spec, keys["bytecode"], problems)
+        if is_application(kind):
+            problems.extend(_duplicate_programs(doc, spec["programs"]))
+        for program in programs:
+            if obj is not None:
+                message = _function_problem(program, written, obj)
+                if message:
+                    problems.append(doc.problem(program.function_path, message))
+            for link in program.links:
+                problems.extend(_link_problems(doc, program, link))
+        data = spec.get(keys["globaldata"])
+        if data and obj is not None:
+            for name, message in globaldata.problems(data, obj, written):
+                path = ("spec", keys["globaldata"]) + ((name,) if name is not None else ())
+                problems.append(doc.problem(path, message))
         return problems
 
     def _object(self, path: Path) -> BpfObject | ElfError:
@@ -154,26 +200,112 @@ class SemanticChecker:
                 self._objects[key] = e
         return self._objects[key]
 
-    def _check_bytecode(self, doc: Document, kind: str, spec: dict[str, Any]) -> list[Problem]:
-        written: str = spec["bytecode"]["path"]
+    def _bytecode(
+        self, doc: Document, spec: dict[str, Any], field: str, problems: list[Problem]
+    ) -> tuple[BpfObject | None, str]:
+        written: str = spec[field]["path"]
         path = Path(os.path.abspath(resolve_bytecode(doc.path, written)))
-        where = ("spec", "bytecode", "path")
+        where = ("spec", field, "path")
         if not path.exists():
             hint = (
                 "" if Path(written).is_absolute() else f" (relative to the directory of {doc.file})"
             )
-            return [doc.problem(where, f"bytecode file not found: {path}{hint}")]
+            problems.append(doc.problem(where, f"bytecode file not found: {path}{hint}"))
+            return None, written
         if path.is_dir():
-            return [doc.problem(where, f"{written} is a directory, not an eBPF object file")]
+            problems.append(
+                doc.problem(where, f"{written} is a directory, not an eBPF object file")
+            )
+            return None, written
         obj = self._object(path)
         if isinstance(obj, ElfError):
-            return [doc.problem(where, f"{written}: {obj}")]
-        message = _function_problem(kind, spec["bpffunctionname"], written, obj)
-        return [doc.problem(("spec", "bpffunctionname"), message)] if message else []
+            problems.append(doc.problem(where, f"{written}: {obj}"))
+            return None, written
+        return obj, written
 
 
-def _function_problem(kind: str, name: str, written: str, obj: BpfObject) -> str | None:
-    expected, example = _EXPECTED[kind]
+def _duplicate_programs(doc: Document, programs: list[dict[str, Any]]) -> list[Problem]:
+    first: dict[str, int] = {}
+    out = []
+    for i, program in enumerate(programs):
+        name = program["name"]
+        if name in first:
+            also = format_path(("spec", "programs", first[name], "name"))
+            out.append(
+                doc.problem(
+                    ("spec", "programs", i, "name"),
+                    f"program {name!r} is listed twice (also at {also}); each program is one "
+                    "function of the bytecode, so list it once (with several links if needed)",
+                )
+            )
+        else:
+            first[name] = i
+    return out
+
+
+def _link_problems(doc: Document, program: Program, link: Link) -> list[Problem]:
+    values = link.values
+    out = []
+    if program.prog_type is ProgType.UPROBE and not values["func_name"] and not values["offset"]:
+        function = "function" if program.in_application else "func_name"
+        out.append(
+            doc.problem(
+                link.path,
+                f"set {function} (a function in target) or a non-zero offset (a byte offset in "
+                "target); with neither, the uprobe has nowhere to attach",
+            )
+        )
+    if program.prog_type is ProgType.KPROBE and values["retprobe"] and values["offset"]:
+        out.append(
+            doc.problem(
+                link.where("offset"),
+                f"a kretprobe runs when {values['func_name']} returns, so it takes no offset (got "
+                f"{values['offset']}); remove offset, or set retprobe: false for a kprobe",
+            )
+        )
+    if values.get("primary") and values.get("netns"):
+        netns = "netnsPath" if program.in_application else "netns"
+        out.append(
+            doc.problem(
+                link.where("primary"),
+                f"the primary interface is the host's default route interface, which is not in "
+                f"the network namespace {values['netns']}; with {netns}, name the interfaces",
+            )
+        )
+    discovery = values.get("discovery")
+    if discovery is not None:
+        at: FieldPath = (*link.where("discovery"), "allowedInterfaces")
+        for i, pattern in enumerate(discovery["allowed"]):
+            regex = allowed_regex(pattern)
+            if isinstance(regex, str):
+                out.append(
+                    doc.problem(
+                        (*at, i),
+                        f"{pattern!r} is not a valid regular expression ({regex}); write an exact "
+                        "interface name, or a regular expression between slashes, e.g. /^veth/",
+                    )
+                )
+    return out
+
+
+def allowed_regex(pattern: str) -> re.Pattern[str] | str | None:
+    """An ``allowedInterfaces`` entry as bpfman-operator reads it: ``/REGEX/`` is a regular
+    expression searched anywhere in the name; anything else (surrounding spaces trimmed) is an
+    exact name (None). A string is the reason the regular expression is invalid."""
+    text = pattern.strip(" ")
+    if len(text) >= 2 and text.startswith("/") and text.endswith("/"):
+        try:
+            return re.compile(text[1:-1])
+        except re.error as e:
+            return str(e)
+    return None
+
+
+def _function_problem(program: Program, written: str, obj: BpfObject) -> str | None:
+    section_kind = KIND_OF_TYPE[program.prog_type]
+    expected, example = _EXPECTED[section_kind]
+    who = f"a program of type {program.type_name}" if program.in_application else _a(section_kind)
+    name = program.function
     if not obj.has_symbols:
         return (
             f"{written} has no symbol table (was it stripped?), so no function can be found by "
@@ -182,12 +314,12 @@ def _function_problem(kind: str, name: str, written: str, obj: BpfObject) -> str
     function = obj.function(name)
     if function is None:
         programs = obj.programs()
-        fitting = [f.name for f in programs if section_fits(kind, f.section)]
+        fitting = [f.name for f in programs if section_fits(section_kind, f.section)]
         hint = _did_you_mean(name, fitting or [f.name for f in programs])
         if fitting:
             return (
                 f"function {name!r} is not in {written}{hint}; functions there that "
-                f"{_a(kind)} can use: {_listing(fitting)}"
+                f"{who} can use: {_listing(fitting)}"
             )
         others = [f"{f.name} ({f.section})" for f in programs]
         return (
@@ -199,21 +331,23 @@ def _function_problem(kind: str, name: str, written: str, obj: BpfObject) -> str
             f"function {name!r} is a subprogram in .text, not a program entry point; "
             f"put it in its own section, e.g. {example}"
         )
-    if not section_fits(kind, function.section):
+    if not section_fits(section_kind, function.section):
         what = describe_section(function.section)
         message = (
-            f"function {name!r} is in section {function.section!r}, {what}; "
-            f"{_a(kind)} needs {expected}"
+            f"function {name!r} is in section {function.section!r}, {what}; {who} needs {expected}"
         )
-        other = next((k for k in KINDS if section_fits(k, function.section)), None)
-        if other:
+        other = next((k for k in PROGRAM_KINDS if section_fits(k, function.section)), None)
+        if other and program.in_application:
+            app_type = next(t for t, (_, pt, _) in APP_TYPES.items() if KIND_OF_TYPE[pt] == other)
+            message += f" (for this section, use type: {app_type})"
+        elif other:
             message += f" (for this section, use kind {other})"
         return message
     return None
 
 
 def _a(kind: str) -> str:
-    return f"an {kind}" if kind.startswith("Xdp") else f"a {kind}"
+    return f"an {kind}" if kind.startswith(("Xdp", "Fentry", "Fexit")) else f"a {kind}"
 
 
 def _listing(names: list[str]) -> str:

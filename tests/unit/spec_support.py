@@ -14,11 +14,13 @@ import struct
 import subprocess
 import tempfile
 import textwrap
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
-from reconciler.spec import ManifestError, load_manifests
+from reconciler.spec import HostError, ManifestError, load_manifests
 
 HERE = Path(__file__).resolve().parent
 BPF_DIR = HERE / "bpf"
@@ -192,3 +194,59 @@ def build_elf(
     )
     out[:64] = ident + header
     return bytes(out)
+
+
+@dataclass
+class StubHost:
+    """HostFacts for tests: fixed answers, and a log of every question asked.
+
+    ``interfaces`` maps a network namespace path (None: the host's) to its interfaces;
+    ``libraries`` maps (name, container pid) to a path. A fact given as a HostError is raised."""
+
+    labels_: dict[str, str] | HostError = field(
+        default_factory=lambda: {
+            "kubernetes.io/hostname": "web1",
+            "kubernetes.io/os": "linux",
+            "kubernetes.io/arch": "amd64",
+        }
+    )
+    primary: str | None | HostError = "ens3"
+    interfaces_: dict[str | None, list[str] | HostError] = field(
+        default_factory=lambda: {None: ["lo", "eth0", "eth1", "veth1a2b", "docker0"]}
+    )
+    libraries: dict[tuple[str, int | None], str | HostError] = field(
+        default_factory=lambda: {
+            ("libc", None): "/usr/lib/x86_64-linux-gnu/libc.so.6",
+            ("libc.so.6", None): "/usr/lib/x86_64-linux-gnu/libc.so.6",
+            ("libc", 4242): "/lib/ld-musl-x86_64.so.1",
+        }
+    )
+    asked: list[tuple[Any, ...]] = field(default_factory=list)
+
+    def labels(self) -> dict[str, str]:
+        self.asked.append(("labels",))
+        return dict(_answer(self.labels_))
+
+    def primary_interface(self) -> str | None:
+        self.asked.append(("primary_interface",))
+        return _answer(self.primary)
+
+    def interfaces(self, netns: str | None = None) -> list[str]:
+        self.asked.append(("interfaces", netns))
+        if netns not in self.interfaces_:
+            raise HostError(f"network namespace {netns} cannot be opened (No such file)")
+        return list(_answer(self.interfaces_[netns]))
+
+    def resolve_library(self, name: str, container_pid: int | None = None) -> str | None:
+        self.asked.append(("resolve_library", name, container_pid))
+        found = self.libraries.get((name, container_pid))
+        return _answer(found) if found is not None else None
+
+
+T = TypeVar("T")
+
+
+def _answer(value: T | HostError) -> T:
+    if isinstance(value, HostError):
+        raise value
+    return value

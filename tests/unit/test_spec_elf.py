@@ -41,6 +41,11 @@ def test_reads_programs_and_sections_of_a_real_object() -> None:
         "uprobe.multi",
         "kprobe/do_sys_openat2",
         "raw_tp/sched_switch",
+        "kretprobe/do_sys_openat2",
+        "kprobe.multi/do_sys_*",
+        "fentry/do_unlinkat",
+        "fexit/do_unlinkat",
+        "fmod_ret/do_unlinkat",
     ]
     assert obj.function("xdp_stats") == ElfFunction("xdp_stats", "xdp")
     assert obj.function("tp_openat") == ElfFunction(

@@ -9,6 +9,9 @@ import pytest
 
 from reconciler.address import Address
 from reconciler.kernel.types import (
+    FentryPoint,
+    FexitPoint,
+    KprobePoint,
     ProgramSpec,
     ProgType,
     TcxPoint,
@@ -19,13 +22,12 @@ from reconciler.kernel.types import (
 from reconciler.spec import (
     DesiredState,
     ManifestError,
-    default_primary_interface,
     expand,
     load_desired,
     load_manifests,
 )
-from reconciler.spec.expand import uprobe_index
-from tests.unit.spec_support import copy_valid_tree, write_tree, xdp
+from reconciler.spec.expand import kprobe_index, netns_index, uprobe_index
+from tests.unit.spec_support import StubHost, copy_valid_tree, write_tree, xdp
 
 
 def _digest(path: Path) -> str:
@@ -34,13 +36,23 @@ def _digest(path: Path) -> str:
 
 def test_valid_tree_expands_to_one_attachment_per_attach_point(tmp_path: Path) -> None:
     root = copy_valid_tree(tmp_path)
-    state = load_desired(root, primary_interface=lambda: "ens3")
+    state = load_desired(root, StubHost(primary="ens3"))
     obj = (tmp_path / "bytecode" / "spec_progs.o").resolve()
     digest = _digest(obj)
 
     assert isinstance(state, DesiredState)
     assert state.source == str(root)
+    assert state.unselected == []
     assert [str(a.address) for a in state.attachments] == [
+        "ClusterBpfApplication/observer[xdp_stats:eth0]",
+        "ClusterBpfApplication/observer[tp_openat:syscalls/sys_enter_openat]",
+        "ClusterBpfApplication/observer[uretprobe_malloc:libc:malloc]",
+        "ClusterBpfApplication/observer[fentry_unlink:do_unlinkat]",
+        "BpfApplication/web-probe[tcx_ingress:ens3]",
+        "KprobeProgram/openat2[do_sys_openat2+16]",
+        "KprobeProgram/openat2-return[do_sys_openat2]",
+        "FentryProgram/unlink-entry[do_unlinkat]",
+        "FexitProgram/unlink-exit[do_unlinkat]",
         "TcxProgram/tcx-ingress[eth0]",
         "XdpProgram/xdp-counter[eth0]",
         "XdpProgram/xdp-counter[eth1]",
@@ -62,8 +74,11 @@ def test_valid_tree_expands_to_one_attachment_per_attach_point(tmp_path: Path) -
         "bytecode_digest": digest,
         "function": "tcx_ingress",
         "interface": "eth0",
+        "netns": None,
         "direction": "ingress",
         "priority": 1000,
+        "global_data": None,
+        "map_owner": None,
     }
 
     xdp1 = by[Address("XdpProgram", "xdp-counter", "eth1")]
@@ -75,8 +90,11 @@ def test_valid_tree_expands_to_one_attachment_per_attach_point(tmp_path: Path) -
         "bytecode_digest": digest,
         "function": "xdp_stats",
         "interface": "eth1",
+        "netns": None,
         "priority": 55,
         "proceedon": ["pass", "dispatcher_return"],
+        "global_data": None,
+        "map_owner": None,
     }
     assert by[Address("XdpProgram", "xdp-primary", "ens3")].proceedon == ("drop", "pass")
 
@@ -89,6 +107,8 @@ def test_valid_tree_expands_to_one_attachment_per_attach_point(tmp_path: Path) -
         "bytecode_digest": digest,
         "function": "tp_openat",
         "tracepoint": "syscalls/sys_enter_open",
+        "global_data": None,
+        "map_owner": None,
     }
 
     malloc = by[Address("UprobeProgram", "malloc", "/usr/lib/x86_64-linux-gnu/libc.so.6:malloc")]
@@ -101,14 +121,51 @@ def test_valid_tree_expands_to_one_attachment_per_attach_point(tmp_path: Path) -
         "bytecode_digest": digest,
         "function": "uprobe_malloc",
         "target": "/usr/lib/x86_64-linux-gnu/libc.so.6",
+        "target_path": "/usr/lib/x86_64-linux-gnu/libc.so.6",
         "func_name": "malloc",
         "offset": 0,
         "retprobe": False,
         "pid": None,
+        "container_pid": None,
+        "global_data": None,
+        "map_owner": None,
     }
     readline = by[Address("UprobeProgram", "readline-return", "/usr/bin/bash+0x1a2b")]
     assert readline.point == UprobePoint("/usr/bin/bash", None, 0x1A2B, True, 4242)
     assert (readline.attributes["func_name"], readline.attributes["pid"]) == (None, 4242)
+
+    kprobe = by[Address("KprobeProgram", "openat2", "do_sys_openat2+16")]
+    assert kprobe.program == ProgramSpec(str(obj), "kprobe_open", ProgType.KPROBE)
+    assert kprobe.point == KprobePoint("do_sys_openat2", 16, False)
+    assert kprobe.attributes == {
+        "bytecode": "../bytecode/spec_progs.o",
+        "bytecode_digest": digest,
+        "function": "kprobe_open",
+        "func_name": "do_sys_openat2",
+        "offset": 16,
+        "retprobe": False,
+        "global_data": None,
+        "map_owner": None,
+    }
+    kretprobe = by[Address("KprobeProgram", "openat2-return", "do_sys_openat2")]
+    assert kretprobe.point == KprobePoint("do_sys_openat2", 0, True)
+    fentry = by[Address("FentryProgram", "unlink-entry", "do_unlinkat")]
+    assert fentry.program == ProgramSpec(str(obj), "fentry_unlink", ProgType.FENTRY)
+    assert fentry.point == FentryPoint("do_unlinkat")
+    assert fentry.attributes == {
+        "bytecode": "../bytecode/spec_progs.o",
+        "bytecode_digest": digest,
+        "function": "fentry_unlink",
+        "func_name": "do_unlinkat",
+        "global_data": None,
+        "map_owner": None,
+    }
+    fexit = by[Address("FexitProgram", "unlink-exit", "do_unlinkat")]
+    assert (fexit.program.prog_type, fexit.point) == (ProgType.FEXIT, FexitPoint("do_unlinkat"))
+    # Program kinds have no maps to share unless they are a map owner.
+    assert {
+        a.program.maps_dir for a in state.attachments if "Application" not in a.address.kind
+    } == {None}
 
 
 def test_bytecode_attribute_is_relative_to_the_source_root(tmp_path: Path) -> None:
@@ -124,7 +181,7 @@ def test_bytecode_attribute_is_relative_to_the_source_root(tmp_path: Path) -> No
     (root / "inside" / "obj" / "z.o").write_bytes(
         (tmp_path / "bytecode" / "spec_progs.o").read_bytes()
     )
-    attachments = expand(load_manifests(root), root, lambda: None)
+    attachments = expand(load_manifests(root), root, StubHost()).attachments
     assert [a.attributes["bytecode"] for a in attachments] == [
         "inside/obj/z.o",
         "../bytecode/spec_progs.o",
@@ -136,14 +193,14 @@ def test_bytecode_attribute_is_relative_to_the_source_root(tmp_path: Path) -> No
 def test_absolute_bytecode_path_is_shown_as_written(tmp_path: Path) -> None:
     absolute = (tmp_path / "bytecode" / "spec_progs.o").resolve()
     root = write_tree(tmp_path, {"x.yaml": xdp(bytecode=f"{{path: {absolute}}}")})
-    [attachment] = expand(load_manifests(root), root, lambda: None)
+    [attachment] = expand(load_manifests(root), root, StubHost()).attachments
     assert attachment.attributes["bytecode"] == str(absolute)
 
 
 def test_symlinked_bytecode_loads_the_resolved_file(tmp_path: Path) -> None:
     root = write_tree(tmp_path, {"x.yaml": xdp(bytecode="{path: ../bytecode/current.o}")})
     (tmp_path / "bytecode" / "current.o").symlink_to("spec_progs.o")
-    [attachment] = expand(load_manifests(root), root, lambda: None)
+    [attachment] = expand(load_manifests(root), root, StubHost()).attachments
     assert attachment.attributes["bytecode"] == "../bytecode/current.o"  # as the user wrote it
     assert attachment.program.object_path == str((tmp_path / "bytecode" / "spec_progs.o").resolve())
 
@@ -151,35 +208,34 @@ def test_symlinked_bytecode_loads_the_resolved_file(tmp_path: Path) -> None:
 def test_no_default_route_is_an_error_at_the_selector(tmp_path: Path) -> None:
     root = copy_valid_tree(tmp_path)
     with pytest.raises(ManifestError) as info:
-        load_desired(root, primary_interface=lambda: None)
+        load_desired(root, StubHost(primary=None))
     assert info.value.problems == [
+        "apps/apps.yaml:58: spec.programs[0].tcx.links[0].interfaceSelector.primaryNodeInterface: "
+        "no default route on this host, so there is no primary interface to attach to; name the "
+        "interfaces instead: interfaceSelector: {interfaces: [eth0]}",
         "net/xdp.yaml:24: spec.interfaceselector.primarynodeinterface: no default route on this "
         "host, so there is no primary interface to attach to; name the interfaces instead: "
-        "interfaceselector: {interfaces: [eth0]}"
+        "interfaceselector: {interfaces: [eth0]}",
     ]
 
 
-def test_primary_interface_is_asked_once_and_only_when_needed(tmp_path: Path) -> None:
-    calls: list[int] = []
-
-    def primary() -> str:
-        calls.append(1)
-        return "ens3"
-
+def test_host_facts_are_asked_once_and_only_when_needed(tmp_path: Path) -> None:
+    host = StubHost()
     two = "---\n".join(
         xdp(interfaceselector="{primarynodeinterface: true}").replace("xdp-counter", n)
         for n in "ab"
     )
     root = write_tree(tmp_path, {"p.yaml": two})
-    assert [str(a.address) for a in load_desired(root, primary).attachments] == [
+    assert [str(a.address) for a in load_desired(root, host).attachments] == [
         "XdpProgram/a[ens3]",
         "XdpProgram/b[ens3]",
     ]
-    assert calls == [1]
+    assert host.asked == [("primary_interface",)]
 
     (tmp_path / "other").mkdir()
-    load_desired(write_tree(tmp_path / "other", {"x.yaml": xdp()}), primary)
-    assert calls == [1]
+    host.asked.clear()
+    load_desired(write_tree(tmp_path / "other", {"x.yaml": xdp()}), host)
+    assert host.asked == []  # no selector, no primary interface, no discovery, no library
 
 
 def test_bytecode_removed_after_loading(tmp_path: Path) -> None:
@@ -190,7 +246,7 @@ def test_bytecode_removed_after_loading(tmp_path: Path) -> None:
         ManifestError,
         match=r"^x.yaml:8: spec.bytecode.path: cannot read bytecode file .*: No such file",
     ):
-        expand(manifests, root, lambda: None)
+        expand(manifests, root, StubHost())
 
 
 def test_relative_root_gives_absolute_object_paths(
@@ -198,60 +254,50 @@ def test_relative_root_gives_absolute_object_paths(
 ) -> None:
     write_tree(tmp_path, {"x.yaml": xdp()})
     monkeypatch.chdir(tmp_path)
-    [attachment] = load_desired(Path("manifests"), lambda: None).attachments
+    [attachment] = load_desired(Path("manifests"), StubHost()).attachments
     assert attachment.program.object_path == str((tmp_path / "bytecode" / "spec_progs.o").resolve())
     assert attachment.attributes["bytecode"] == "../bytecode/spec_progs.o"
 
 
 @pytest.mark.parametrize(
-    ("target", "func_name", "offset", "index"),
+    ("target", "func_name", "offset", "container_pid", "index"),
     [
-        ("/usr/bin/bash", "readline", 0, "/usr/bin/bash:readline"),
-        ("/usr/bin/bash", "readline", 16, "/usr/bin/bash:readline+16"),
-        ("/usr/bin/bash", None, 0x1A2B, "/usr/bin/bash+0x1a2b"),
+        ("/usr/bin/bash", "readline", 0, None, "/usr/bin/bash:readline"),
+        ("/usr/bin/bash", "readline", 16, None, "/usr/bin/bash:readline+16"),
+        ("/usr/bin/bash", None, 0x1A2B, None, "/usr/bin/bash+0x1a2b"),
+        ("libc", "malloc", 0, None, "libc:malloc"),
+        ("libc", "malloc", 0, 4242, "libc:malloc@4242"),
+        ("/usr/bin/bash", None, 0x10, 7, "/usr/bin/bash+0x10@7"),
     ],
 )
-def test_uprobe_index(target: str, func_name: str | None, offset: int, index: str) -> None:
-    assert uprobe_index(target, func_name, offset) == index
-    address = Address("UprobeProgram", "p", index)
+def test_uprobe_index(
+    target: str, func_name: str | None, offset: int, container_pid: int | None, index: str
+) -> None:
+    assert uprobe_index(target, func_name, offset, container_pid) == index
+    _round_trips(Address("UprobeProgram", "p", index))
+
+
+@pytest.mark.parametrize(
+    ("netns", "ifname", "index"),
+    [
+        (None, "eth0", "eth0"),
+        ("/run/netns/blue", "eth0", "blue:eth0"),
+        ("/var/run/netns/blue", "eth0", "/var/run/netns/blue:eth0"),
+        ("/proc/42/ns/net", "veth0", "/proc/42/ns/net:veth0"),
+    ],
+)
+def test_netns_index(netns: str | None, ifname: str, index: str) -> None:
+    assert netns_index(netns, ifname) == index
+    _round_trips(Address("XdpProgram", "p", index))
+    _round_trips(Address("ClusterBpfApplication", "p", f"xdp_stats:{index}"))
+
+
+def test_kprobe_index() -> None:
+    assert kprobe_index("do_unlinkat", 0) == "do_unlinkat"
+    assert kprobe_index("do_unlinkat", 8) == "do_unlinkat+8"
+    _round_trips(Address("KprobeProgram", "p", "do_unlinkat.isra.0+8"))
+
+
+def _round_trips(address: Address) -> None:
     assert Address.parse(str(address)) == address
     assert Address.from_pin_dir(address.pin_dir()) == address
-
-
-ROUTE_HEADER = (
-    "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
-)
-
-
-def test_default_primary_interface_picks_the_lowest_metric_default_route(tmp_path: Path) -> None:
-    route = tmp_path / "route"
-    route.write_text(
-        ROUTE_HEADER
-        + "wlan0\t00000000\t0101A8C0\t0003\t0\t0\t600\t00000000\t0\t0\t0\n"
-        + "eth0\t00000000\t0100000A\t0003\t0\t0\t100\t00000000\t0\t0\t0\n"
-        + "eth1\t0000000A\t00000000\t0001\t0\t0\t0\t000000FF\t0\t0\t0\n"
-        + "down0\t00000000\t0100000A\t0002\t0\t0\t0\t00000000\t0\t0\t0\n"
-    )
-    assert default_primary_interface(route, tmp_path / "none") == "eth0"
-
-
-def test_default_primary_interface_falls_back_to_ipv6(tmp_path: Path) -> None:
-    route = tmp_path / "route"
-    route.write_text(ROUTE_HEADER)
-    ipv6 = tmp_path / "ipv6_route"
-    z = "0" * 32
-    gateway = "fe80" + "0" * 27 + "1"
-    ipv6.write_text(
-        # dest dest_len src src_len next_hop metric refcnt use flags iface
-        f"{z} 00 {z} 00 {gateway} 00000400 00000001 00000000 00450003 ens5\n"
-        f"{z} 00 {z} 00 {z} ffffffff 00000001 00000000 00200200       lo\n"
-        f"fd00{z[4:]} 40 {z} 00 {z} 00000100 00000001 00000000 00000001 ens6\n"
-    )
-    assert default_primary_interface(route, ipv6) == "ens5"
-
-
-def test_default_primary_interface_without_default_route(tmp_path: Path) -> None:
-    assert default_primary_interface(tmp_path / "missing", tmp_path / "missing6") is None
-    garbage = tmp_path / "garbage"
-    garbage.write_text("header\nnot a route table at all zz zz zz zz zz\n")
-    assert default_primary_interface(garbage, garbage) is None

@@ -22,6 +22,12 @@ def test_valid_manifest_of_each_kind_loads_with_defaults(tmp_path: Path) -> None
     manifests = {(m.kind, m.name): m for m in load_manifests(copy_valid_tree(tmp_path))}
 
     assert sorted(manifests) == [
+        ("BpfApplication", "web-probe"),
+        ("ClusterBpfApplication", "observer"),
+        ("FentryProgram", "unlink-entry"),
+        ("FexitProgram", "unlink-exit"),
+        ("KprobeProgram", "openat2"),
+        ("KprobeProgram", "openat2-return"),
         ("TcxProgram", "tcx-ingress"),
         ("TracepointProgram", "openat"),
         ("UprobeProgram", "malloc"),
@@ -36,6 +42,20 @@ def test_valid_manifest_of_each_kind_loads_with_defaults(tmp_path: Path) -> None
     assert (malloc["offset"], malloc["retprobe"], "pid" in malloc) == (0, False, False)
     readline = manifests["UprobeProgram", "readline-return"].spec
     assert (readline["offset"], readline["retprobe"], readline["pid"]) == (0x1A2B, True, 4242)
+    kretprobe = manifests["KprobeProgram", "openat2-return"].spec
+    assert (kretprobe["offset"], kretprobe["retprobe"]) == (0, True)
+    # Applications: bpfman-operator's defaults, in its spelling.
+    observer = manifests["ClusterBpfApplication", "observer"]
+    [xdp_link] = observer.spec["programs"][0]["xdp"]["links"]
+    assert xdp_link["proceedOn"] == ["Pass", "DispatcherReturn"]
+    assert observer.spec["programs"][2]["uretprobe"]["links"][0]["offset"] == 0
+    assert observer.global_data == (
+        ("GLOBAL_u32", bytes.fromhex("0d0c0b0a")),
+        ("GLOBAL_u8", b"\x01"),
+    )
+    web = manifests["BpfApplication", "web-probe"]
+    assert web.namespace == "web"
+    assert web.spec["programs"][0]["tcx"]["links"][0]["priority"] == 1000
 
 
 def test_labels_and_annotations_are_kept(tmp_path: Path) -> None:
@@ -63,7 +83,8 @@ def test_unknown_fields_are_rejected_with_suggestion_and_allowed_fields(tmp_path
     assert problems_of(tmp_path, {"x.yaml": text}) == [
         "x.yaml:5: spec.priority: required field is missing; expected an integer from 0 to 1000",
         "x.yaml:11: spec.priorty: unknown field 'priorty' (did you mean 'priority'?); allowed "
-        "fields here: bpffunctionname, bytecode, interfaceselector, priority, proceedon",
+        "fields here: bpffunctionname, bytecode, interfaceselector, priority, proceedon, netns, "
+        "nodeselector, globaldata, mapownerselector",
     ]
 
 
@@ -87,7 +108,8 @@ def test_unknown_fields_anywhere(tmp_path: Path) -> None:
         "letters, digits and '_', not starting with a digit, e.g. xdp_stats",
         "x.yaml:5: spec.bpfFunctionName: unknown field 'bpfFunctionName' (did you mean "
         "'bpffunctionname'?); allowed fields here: bpffunctionname, bytecode, "
-        "interfaceselector, priority, proceedon",
+        "interfaceselector, priority, proceedon, netns, nodeselector, globaldata, "
+        "mapownerselector",
         "x.yaml:6: spec.bytecode.sha: unknown field 'sha'; allowed fields here: path",
         "x.yaml:7: spec.interfaceselector.iface: unknown field 'iface' (did you mean "
         "'interfaces'?); allowed fields here: interfaces, primarynodeinterface",
@@ -97,20 +119,25 @@ def test_unknown_fields_anywhere(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("field", "value", "says"),
+    ("field", "value"),
     [
-        ("nodeselector", "{}", "node selection is not supported yet"),
-        ("globaldata", "{GLOBAL_u8: [1]}", "setting global variables is not supported yet"),
-        ("mapownerselector", "{matchLabels: {a: b}}", "map sharing is not supported yet"),
-        ("containers", "{pods: {}}", "container selection is not supported yet"),
+        ("nodeselector", "{}"),
+        ("nodeselector", "{matchLabels: {kubernetes.io/os: linux}}"),
+        ("globaldata", "{GLOBAL_u8: [1]}"),
+        ("netns", "/run/netns/blue"),
     ],
 )
-def test_not_yet_implemented_spec_fields_are_rejected(
-    tmp_path: Path, field: str, value: str, says: str
-) -> None:
-    [problem] = problems_of(tmp_path, {"x.yaml": xdp(**{field: value})})
-    assert problem.startswith(f"x.yaml:12: spec.{field}: {says}")
-    assert problem.endswith(f"remove {field}")
+def test_fields_of_issue_3_are_accepted(tmp_path: Path, field: str, value: str) -> None:
+    [manifest] = load_manifests(write_tree(tmp_path, {"x.yaml": xdp(**{field: value})}))
+    assert field in manifest.spec
+
+
+def test_network_containers_need_kubernetes(tmp_path: Path) -> None:
+    assert problems_of(tmp_path, {"x.yaml": xdp(containers="{pods: {}}")}) == [
+        "x.yaml:12: spec.containers: selecting containers by pod labels needs Kubernetes "
+        "(bpfman-operator); on a host, name the network namespace instead: netns: "
+        "/run/netns/NAME (a host extension)"
+    ]
 
 
 def test_bytecode_image_is_rejected(tmp_path: Path) -> None:
@@ -123,13 +150,22 @@ def test_bytecode_image_is_rejected(tmp_path: Path) -> None:
     ]
 
 
-def test_uprobe_containers_are_rejected(tmp_path: Path) -> None:
+def test_uprobe_containers_by_pod_labels_need_kubernetes(tmp_path: Path) -> None:
     text = (DATA_DIR / "valid" / "uprobe.yaml").read_text().split("---")[0]
-    text += "  containers:\n    pods: {matchLabels: {app: web}}\n"
-    problems = problems_of(tmp_path, {"u.yaml": text})
-    assert problems == [
-        "u.yaml:11: spec.containers: container selection is not supported yet: programs attach "
-        "in the host's namespaces; remove containers"
+    text += "  containers:\n    namespace: web\n    pods: {matchLabels: {app: web}}\n"
+    message = (
+        "selecting containers by Kubernetes namespace, pods and container names needs "
+        "Kubernetes (bpfman-operator); on a host, name a process running in the container "
+        "instead: containers: {pid: 1234} (a host extension)"
+    )
+    assert problems_of(tmp_path, {"u.yaml": text}) == [
+        f"u.yaml:12: spec.containers.namespace: {message}",
+        f"u.yaml:13: spec.containers.pods: {message}",
+    ]
+    empty = text.split("  containers:")[0] + "  containers: {}\n"
+    assert problems_of(tmp_path, {"u.yaml": empty}) == [
+        "u.yaml:11: spec.containers: set pid, a process running in the container (a host "
+        "extension), e.g. containers: {pid: 1234} (got: none)"
     ]
 
 
@@ -311,11 +347,12 @@ spec:
     ("extra", "message"),
     [
         (
-            "libc\n  func_name: malloc",
+            "lib/libc.so.6\n  func_name: malloc",
             "u.yaml:7: spec.target: must be an absolute path of a binary or library, e.g. "
-            "/usr/lib/x86_64-linux-gnu/libc.so.6; library names such as 'libc' are not resolved "
-            "yet (got 'libc')",
+            "/usr/bin/bash, or a library name, e.g. libc or libc.so.6 (got 'lib/libc.so.6')",
         ),
+        ("'lib c'\n  func_name: malloc", "u.yaml:7: spec.target: must be an absolute path"),
+        ("/bin/bash\n  offset: 1\n  containers: {pid: 0}", "u.yaml:9: spec.containers.pid: must"),
         ("/bin/bash\n  offset: -1", "u.yaml:8: spec.offset: must be >= 0 (got -1)"),
         ("/bin/bash\n  offset: 1\n  pid: -5", "u.yaml:9: spec.pid: must be >= 0 (got -5)"),
         (
@@ -332,34 +369,36 @@ def test_uprobe_fields(tmp_path: Path, extra: str, message: str) -> None:
 
 # --- apiVersion and kind ----------------------------------------------------------------------
 
+ALL_KINDS = (
+    "BpfApplication, ClusterBpfApplication, FentryProgram, FexitProgram, KprobeProgram, "
+    "TcxProgram, TracepointProgram, UprobeProgram, XdpProgram"
+)
+
 
 def test_unknown_kind_lists_valid_kinds(tmp_path: Path) -> None:
     assert problems_of(tmp_path, {"x.yaml": xdp().replace("XdpProgram", "XdpProgam")}) == [
         "x.yaml:2: kind: unknown kind 'XdpProgam' (did you mean 'XdpProgram'?); valid kinds: "
-        "TcxProgram, TracepointProgram, UprobeProgram, XdpProgram"
+        f"{ALL_KINDS}"
     ]
 
 
 def test_foreign_manifest_is_called_out(tmp_path: Path) -> None:
     text = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\n"
     assert problems_of(tmp_path, {"d.yaml": text}) == [
-        "d.yaml:2: kind: unknown kind 'Deployment'; valid kinds: TcxProgram, TracepointProgram, "
-        "UprobeProgram, XdpProgram (apiVersion 'apps/v1' is not bpfman.io/v1alpha1: is this a "
-        "bpfman manifest?)"
+        f"d.yaml:2: kind: unknown kind 'Deployment'; valid kinds: {ALL_KINDS} (apiVersion "
+        "'apps/v1' is not bpfman.io/v1alpha1: is this a bpfman manifest?)"
     ]
 
 
 def test_later_bpfman_kinds_are_not_supported_yet(tmp_path: Path) -> None:
-    assert problems_of(tmp_path, {"x.yaml": xdp().replace("XdpProgram", "KprobeProgram")}) == [
-        "x.yaml:2: kind: kind KprobeProgram is not supported yet; supported kinds: TcxProgram, "
-        "TracepointProgram, UprobeProgram, XdpProgram"
+    assert problems_of(tmp_path, {"x.yaml": xdp().replace("XdpProgram", "TcProgram")}) == [
+        f"x.yaml:2: kind: kind TcProgram is not supported yet; supported kinds: {ALL_KINDS}"
     ]
 
 
 def test_missing_kind(tmp_path: Path) -> None:
     assert problems_of(tmp_path, {"x.yaml": xdp().replace("kind: XdpProgram\n", "")}) == [
-        "x.yaml:1: kind: required field is missing; expected one of: TcxProgram, "
-        "TracepointProgram, UprobeProgram, XdpProgram"
+        f"x.yaml:1: kind: required field is missing; expected one of: {ALL_KINDS}"
     ]
 
 
@@ -394,7 +433,12 @@ def _schemas() -> dict[str, Any]:
 def test_schema_files_are_valid_draft_2020_12() -> None:
     schemas = _schemas()
     assert sorted(schemas) == [
+        "bpfapplication.json",
+        "clusterbpfapplication.json",
         "common.json",
+        "fentryprogram.json",
+        "fexitprogram.json",
+        "kprobeprogram.json",
         "tcxprogram.json",
         "tracepointprogram.json",
         "uprobeprogram.json",
@@ -457,6 +501,7 @@ def test_schemas_work_unchanged_with_a_standard_validator(tmp_path: Path) -> Non
             assert valid(doc), path
     good = yaml.safe_load(xdp())
     assert valid(good)
-    for field, value in [("priority", 1001), ("nodeselector", {}), ("priorty", 1)]:
+    bad_selector = {"matchExpressions": [{"key": "a", "operator": "In"}]}
+    for field, value in [("priority", 1001), ("nodeselector", bad_selector), ("priorty", 1)]:
         assert not valid({**good, "spec": {**good["spec"], field: value}})
     assert set(KINDS) == {json.loads(schema_path(k).read_text())["title"] for k in KINDS}

@@ -161,7 +161,8 @@ def test_subprogram_is_not_an_entry_point(tmp_path: Path) -> None:
             "UprobeProgram",
             "kprobe_open",
             "function 'kprobe_open' is in section 'kprobe/do_sys_openat2', a kprobe program; a "
-            "UprobeProgram needs a section named uprobe... or uretprobe...",
+            "UprobeProgram needs a section named uprobe... or uretprobe... (for this section, use "
+            "kind KprobeProgram)",
         ),
         (
             "UprobeProgram",
