@@ -41,6 +41,20 @@ def _add_globals(p: argparse.ArgumentParser, suppress: bool) -> None:
         f"default {DEFAULT_STATE_DIR})",
     )
     p.add_argument(
+        "--label",
+        action="append",
+        default=d if suppress else [],
+        metavar="KEY=VALUE",
+        help="a label of this host for nodeselector (repeatable; wins over the labels file)",
+    )
+    p.add_argument(
+        "--labels-file",
+        default=d if suppress else os.environ.get("BPFMAN_LABELS_FILE"),
+        metavar="PATH",
+        help="YAML mapping of this host's labels (env BPFMAN_LABELS_FILE; "
+        "default /etc/bpfman/labels.yaml)",
+    )
+    p.add_argument(
         "--no-color", action="store_true", default=d if suppress else False, help="plain output"
     )
     p.add_argument(

@@ -48,12 +48,28 @@ def _desired(args: argparse.Namespace) -> Iterator[DesiredState]:
         raise UserError(str(e)) from None
     with snap:
         try:
-            state = load_desired(snap.root)
+            state = load_desired(snap.root, _host(args))
         except ManifestError as e:
             raise _manifest_error(e) from None
         state.source = snap.description
         state.revision = snap.revision
         yield state
+
+
+def _host(args: argparse.Namespace):  # -> reconciler.host.Host
+    from pathlib import Path
+
+    from reconciler.host import DEFAULT_LABELS_FILE, Host, parse_label
+
+    extra = {}
+    for text in args.label:
+        try:
+            key, value = parse_label(text)
+        except ValueError as e:
+            raise UserError(f"--label: {e}") from None
+        extra[key] = value
+    labels_file = Path(args.labels_file) if args.labels_file else DEFAULT_LABELS_FILE
+    return Host(labels_file=labels_file, extra_labels=extra)
 
 
 def _context(args: argparse.Namespace):  # -> engine.Context
