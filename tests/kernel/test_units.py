@@ -15,7 +15,8 @@ from reconciler.kernel import (
     XdpPoint,
     bpffs,
 )
-from reconciler.kernel.libbpf import _pin_name, verifier_summary
+from reconciler.kernel.bpfobject import _pin_name
+from reconciler.kernel.libbpf import verifier_summary
 from reconciler.kernel.real import RealKernel
 
 
