@@ -51,6 +51,7 @@ _PROG_TYPE = {
 _FEATURE = {ProgType.KPROBE: "kprobe", ProgType.FENTRY: "fentry", ProgType.FEXIT: "fexit"}
 DEFAULT_TRACEPOINTS = (
     "syscalls/sys_enter_getpid",
+    "syscalls/sys_enter_getppid",
     "syscalls/sys_enter_openat",
     "syscalls/sys_exit_openat",
     "sched/sched_process_exec",

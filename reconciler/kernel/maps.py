@@ -154,7 +154,8 @@ def map_dirs(root: Path) -> list[str]:
             dirnames[:] = []  # an attachment (or an interrupted one): its maps/ are its own
             continue
         here = Path(dirpath)
-        if here != root and any(not (here / f).is_symlink() for f in filenames):
+        pins = [f for f in filenames if not bpffs.skipped(f) and not (here / f).is_symlink()]
+        if here != root and pins:
             found.append("/".join(bpffs.decode(p) for p in here.relative_to(root).parts))
     return sorted(found)
 
