@@ -291,8 +291,9 @@ class RealKernel:
         nothing (maps that declare pinning land in a scratch dir under the root, removed).
 
         Maps already pinned in ``spec.maps_dir`` are reused (and so checked for fit). A fentry
-        or fexit program is verified against its kernel function: ``point`` names it (without
-        it, only a program whose section names its target, e.g. SEC("fentry/f"), loads)."""
+        or fexit program is verified against its kernel function's prototype, which ``point``
+        names: without it only what can be checked without loading is (the function, global
+        data, shared maps), and the verifier runs at install."""
         if not os.path.isfile(spec.object_path):
             raise KernelError(f"BPF object {spec.object_path} not found; build it or fix the path")
         points.require_feature(spec)
@@ -305,6 +306,8 @@ class RealKernel:
                 _prepare(obj, spec, point)
                 if shared is not None:
                     maps.share(obj, shared, create=False)
+                if points.KINDS[spec.prog_type].prog_type == bpf.PROG_TYPE_TRACING and not point:
+                    return
                 obj.load()
         finally:
             bpffs.remove_tree(scratch)

@@ -141,6 +141,7 @@ def test_fentry_fexit_install_replace_uninstall(
     assert inst.attach["attach_type"] == f"trace_{feature}"
     assert isinstance(inst.attach["target_btf_id"], int) and inst.attach["target_btf_id"] > 0
     world.kernel.verify(spec, point)
+    world.kernel.verify(spec)  # without the point: checks what it can without loading
     new = world.kernel.replace(pin_dir, spec, point)
     assert new.prog_id != inst.prog_id and new.link_pin == inst.link_pin
     assert new.attach["target_btf_id"] == inst.attach["target_btf_id"]

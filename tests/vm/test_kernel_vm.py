@@ -1,0 +1,194 @@
+"""RealKernel on a distribution kernel (the VM tier: tests/vmtier.py boots Debian's kernel and runs
+these inside it, as root): kprobe, kretprobe, fentry and fexit programs installed, observed,
+replaced and uninstalled on the kernel function getpid(2) enters, seen counting through bpftool,
+and the feature probes saying yes where the host's kernel says no.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+from reconciler.kernel import (
+    FentryPoint,
+    FexitPoint,
+    Installed,
+    KernelError,
+    KprobePoint,
+    ProgramSpec,
+    ProgType,
+    RealKernel,
+)
+from reconciler.kernel.points import kallsyms_has
+from tests import support
+from tests.kernel.harness import VM_BPF, World, wait_for
+
+pytestmark = [
+    pytest.mark.vm,
+    # The VM tier's plugin runs vm tests only in the guest (BPFMAN_IN_VM=1); without it (or
+    # with BPFMAN_SKIP_VM) this keeps them off a host kernel that lacks kprobes and fentry.
+    pytest.mark.skipif(os.environ.get("BPFMAN_IN_VM") != "1", reason="runs in the VM tier"),
+]
+
+CALLS = 20
+SOURCE = VM_BPF / "kernel_probes.bpf.c"
+CLANG = [
+    "clang",
+    "-g",
+    "-O2",
+    "-Wall",
+    "-target",
+    "bpf",
+    "-D__TARGET_ARCH_x86",
+    "-I/usr/include/x86_64-linux-gnu",
+]  # fmt: skip  (the Makefile's BPF_CFLAGS)
+
+
+@pytest.fixture(scope="module")
+def kernel_probes() -> str:
+    """tests/vm/bpf/kernel_probes.o (`make bytecode` builds it on the host first)."""
+    out = SOURCE.with_name("kernel_probes.o")
+    if not out.exists() or out.stat().st_mtime < SOURCE.stat().st_mtime:
+        subprocess.run([*CLANG, "-c", str(SOURCE), "-o", str(out)], check=True)
+    return str(out)
+
+
+@cache
+def vmlinux_func_ids() -> dict[str, int]:
+    """Kernel function name -> BTF type id, as bpftool reads /sys/kernel/btf/vmlinux."""
+    out = support.sh("bpftool", "btf", "dump", "file", "/sys/kernel/btf/vmlinux").stdout
+    return {m[2]: int(m[1]) for m in re.finditer(r"^\[(\d+)\] FUNC '([^']+)'", out, re.M)}
+
+
+@pytest.fixture(scope="module")
+def getpid_function() -> str:
+    """The kernel function getpid(2) enters: in kallsyms (for kprobes) and in BTF (fentry)."""
+    for name in ("__x64_sys_getpid", "__arm64_sys_getpid"):
+        if kallsyms_has(name) and name in vmlinux_func_ids():
+            return name
+    pytest.skip("no getpid(2) entry function in this kernel's kallsyms and BTF")
+
+
+@pytest.fixture
+def kernel(no_leaks: None, bpffs_root: Path) -> Iterator[RealKernel]:
+    """A RealKernel with a private root; everything it installed is uninstalled after the test
+    (and no_leaks then checks that no program, link or map is left)."""
+    k = RealKernel(bpffs_root)
+    try:
+        yield k
+    finally:
+        for inst in k.observe():
+            k.uninstall(inst.pin_dir)
+
+
+def counters(inst: Installed) -> list[int]:
+    (m,) = [m for m in inst.maps if m.name == "counters"]
+    return support.bpftool_map_values(m.id)
+
+
+def bpftool_prog(prog_id: int) -> dict:
+    return support.bpftool_json("prog", "show", "id", str(prog_id))  # type: ignore[return-value]
+
+
+def bpftool_link(link_id: int) -> dict | None:
+    p = support.sh("bpftool", "-j", "link", "show", "id", str(link_id), check=False)
+    return json.loads(p.stdout) if p.returncode == 0 else None
+
+
+def assert_gone(kernel: RealKernel, old: Installed) -> None:
+    wait_for(lambda: bpftool_link(old.link_id or 0) is None, "the old link to be released")
+    wait_for(lambda: not World.prog_exists(old.prog_id), "the old program to be freed")
+
+
+def test_probes_say_this_kernel_can() -> None:
+    kernel = RealKernel("/sys/fs/bpf/unused")
+    for feature in ("kprobe", "uprobe", "tracepoint", "perf_link", "fentry", "fexit", "freplace"):
+        found = kernel.probe(feature)
+        assert found, f"{feature} on {kernel.release()}: {found.reason}"
+
+
+def test_kprobe_then_kretprobe(
+    kernel: RealKernel, kernel_probes: str, getpid_function: str
+) -> None:
+    fn, pin = getpid_function, "KprobeProgram/getpid/x"
+    inst = kernel.install(pin, ProgramSpec(kernel_probes, "kprobe_count", ProgType.KPROBE),
+                          KprobePoint(fn))  # fmt: skip
+    assert inst.attached and inst.prog_type == "kprobe" and inst.link_id is not None
+    assert inst.attach["link_type"] == "perf_event"
+    if inst.attach["perf_event_type"] != "unspec":  # Linux 6.6+ describes perf-event links
+        assert (inst.attach["func"], inst.attach["offset"], inst.attach["retprobe"]) == (
+            fn,
+            0,
+            False,
+        )
+    prog = bpftool_prog(inst.prog_id)
+    assert (prog["type"], prog["name"]) == ("kprobe", "kprobe_count")
+    link = bpftool_link(inst.link_id)
+    assert link is not None and (link["type"], link["prog_id"]) == ("perf_event", inst.prog_id)
+    World.getpid(CALLS)
+    assert counters(inst)[0] >= CALLS
+
+    new = kernel.replace(pin, ProgramSpec(kernel_probes, "kretprobe_count", ProgType.KPROBE),
+                         KprobePoint(fn, retprobe=True))  # fmt: skip
+    assert new.link_pin == inst.link_pin and new.link_id != inst.link_id and new.attached
+    if new.attach["perf_event_type"] != "unspec":
+        assert new.attach["perf_event_type"] == "kretprobe" and new.attach["retprobe"] is True
+    assert kernel.observe() == [new]
+    assert_gone(kernel, inst)
+    World.getpid(CALLS)
+    assert counters(new)[0] >= CALLS  # a new program with a new map, counting returns
+
+    kernel.uninstall(pin)
+    assert kernel.observe() == [] and not kernel.root.joinpath("KprobeProgram").exists()
+    wait_for(lambda: bpftool_link(new.link_id or 0) is None, "the kretprobe link to go")
+
+
+@pytest.mark.parametrize("kind", ["fentry", "fexit"])
+def test_fentry_and_fexit(
+    kernel: RealKernel, kernel_probes: str, getpid_function: str, kind: str
+) -> None:
+    fn, pin = getpid_function, f"{kind.title()}Program/getpid/x"
+    spec = ProgramSpec(kernel_probes, f"{kind}_count", ProgType(kind))
+    point = FentryPoint(fn) if kind == "fentry" else FexitPoint(fn)
+    kernel.verify(spec, point)
+    with pytest.raises(KernelError, match="kernel function bpfman_no_such_function has no BTF"):
+        kernel.verify(spec, type(point)("bpfman_no_such_function"))
+
+    inst = kernel.install(pin, spec, point)
+    assert inst.attached and inst.prog_type == "tracing" and inst.link_id is not None
+    assert inst.attach["link_type"] == "tracing"
+    assert inst.attach["attach_type"] == f"trace_{kind}"
+    assert inst.attach["target_btf_id"] == vmlinux_func_ids()[fn]  # bpftool's id of fn
+    prog = bpftool_prog(inst.prog_id)
+    assert (prog["type"], prog["name"]) == ("tracing", f"{kind}_count")
+    link = bpftool_link(inst.link_id)
+    assert link is not None and (link["type"], link["prog_id"]) == ("tracing", inst.prog_id)
+    if "target_btf_id" in link:  # bpftool prints it from v7.2
+        assert link["target_btf_id"] == inst.attach["target_btf_id"]
+    World.getpid(CALLS)
+    assert counters(inst)[0] >= CALLS
+    if kind == "fexit":  # it sees the return value: the pid of the (last) caller
+        for _ in range(10):
+            World.getpid(1)
+            if counters(inst)[1] == os.getpid():
+                break
+        assert counters(inst)[1] == os.getpid()
+
+    new = kernel.replace(pin, spec, point)
+    assert new.prog_id != inst.prog_id and new.link_pin == inst.link_pin and new.attached
+    assert new.attach["target_btf_id"] == inst.attach["target_btf_id"]
+    assert kernel.observe() == [new]
+    assert_gone(kernel, inst)
+    World.getpid(CALLS)
+    assert counters(new)[0] >= CALLS
+
+    kernel.uninstall(pin)
+    assert kernel.observe() == []
+    wait_for(lambda: bpftool_link(new.link_id or 0) is None, f"the {kind} link to go")
