@@ -19,6 +19,8 @@ bytecode: install $(BPF_OBJS)
 %.o: %.bpf.c
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 
+$(filter tests/vm/bpf/%,$(BPF_OBJS)): $(wildcard tests/vm/bpf/*.h)
+
 test: bytecode
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
 
