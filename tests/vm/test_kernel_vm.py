@@ -1,13 +1,13 @@
 """RealKernel on a distribution kernel (the VM tier: tests/vmtier.py boots Debian's kernel and runs
 these inside it, as root): kprobe, kretprobe, fentry and fexit programs installed, observed,
 replaced and uninstalled on the kernel function getpid(2) enters, seen counting through bpftool,
-and the feature probes saying yes where the host's kernel says no.
+the feature probes saying yes where the host's kernel says no, and global data and shared maps
+on this older kernel too.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 from collections.abc import Iterator
@@ -25,39 +25,22 @@ from reconciler.kernel import (
     ProgramSpec,
     ProgType,
     RealKernel,
+    TracepointPoint,
 )
 from reconciler.kernel.points import kallsyms_has
 from tests import support
-from tests.kernel.harness import VM_BPF, World, wait_for
+from tests.kernel.conftest import CLANG_FLAGS
+from tests.kernel.harness import BPF, World, wait_for
 
-pytestmark = [
-    pytest.mark.vm,
-    # The VM tier's plugin runs vm tests only in the guest (BPFMAN_IN_VM=1); without it (or
-    # with BPFMAN_SKIP_VM) this keeps them off a host kernel that lacks kprobes and fentry.
-    pytest.mark.skipif(os.environ.get("BPFMAN_IN_VM") != "1", reason="runs in the VM tier"),
-]
+pytestmark = pytest.mark.vm
 
 CALLS = 20
-SOURCE = VM_BPF / "kernel_probes.bpf.c"
-CLANG = [
-    "clang",
-    "-g",
-    "-O2",
-    "-Wall",
-    "-target",
-    "bpf",
-    "-D__TARGET_ARCH_x86",
-    "-I/usr/include/x86_64-linux-gnu",
-]  # fmt: skip  (the Makefile's BPF_CFLAGS)
 
 
 @pytest.fixture(scope="module")
-def kernel_probes() -> str:
+def kernel_probes(vm_bytecode: Path) -> str:
     """tests/vm/bpf/kernel_probes.o (`make bytecode` builds it on the host first)."""
-    out = SOURCE.with_name("kernel_probes.o")
-    if not out.exists() or out.stat().st_mtime < SOURCE.stat().st_mtime:
-        subprocess.run([*CLANG, "-c", str(SOURCE), "-o", str(out)], check=True)
-    return str(out)
+    return str(vm_bytecode / "kernel_probes.o")
 
 
 @cache
@@ -113,6 +96,9 @@ def test_probes_say_this_kernel_can() -> None:
     for feature in ("kprobe", "uprobe", "tracepoint", "perf_link", "fentry", "fexit", "freplace"):
         found = kernel.probe(feature)
         assert found, f"{feature} on {kernel.release()}: {found.reason}"
+    major, minor = (int(n) for n in re.findall(r"\d+", kernel.release())[:2])
+    tcx = kernel.probe("tcx")
+    assert bool(tcx) is ((major, minor) >= (6, 6)), tcx.reason  # tcx links came with 6.6
 
 
 def test_kprobe_then_kretprobe(
@@ -186,3 +172,42 @@ def test_fentry_and_fexit(
     kernel.uninstall(pin)
     assert kernel.observe() == []
     wait_for(lambda: bpftool_link(new.link_id or 0) is None, f"the {kind} link to go")
+
+
+@pytest.fixture(scope="module")
+def host_objects() -> Path:
+    """tests/bpf's global data and shared maps objects (`make bytecode` builds them)."""
+    for name in ("global_data", "shared_maps"):
+        src = BPF / f"{name}.bpf.c"
+        out = BPF / f"{name}.o"
+        if not out.exists() or out.stat().st_mtime < src.stat().st_mtime:
+            subprocess.run(["clang", *CLANG_FLAGS, "-c", str(src), "-o", str(out)], check=True)
+    return BPF
+
+
+def test_global_data_and_shared_maps_on_this_kernel(kernel: RealKernel, host_objects: Path) -> None:
+    getpid = TracepointPoint("syscalls", "sys_enter_getpid")
+    getppid = TracepointPoint("syscalls", "sys_enter_getppid")
+    data = host_objects / "global_data.o"
+    three = (("step", (3).to_bytes(8, "little")),)
+    step = ProgramSpec(str(data), "tp_step", ProgType.TRACEPOINT, global_data=three)
+    inst = kernel.install("TracepointProgram/step/x", step, getpid)
+    World.getpid(CALLS)
+    assert counters(inst)[0] >= 3 * CALLS and counters(inst)[0] % 3 == 0
+
+    def shared(function: str) -> ProgramSpec:
+        obj = str(host_objects / "shared_maps.o")
+        return ProgramSpec(obj, function, ProgType.TRACEPOINT, maps_dir="maps/app")
+
+    writer = kernel.install("TracepointProgram/writer/x", shared("tp_writer"), getpid)
+    reader = kernel.install("TracepointProgram/reader/x", shared("tp_reader"), getppid)
+    (w,), (r,) = ([m for m in i.maps if m.name == "shared"] for i in (writer, reader))
+    assert w == r and kernel.map_dirs() == ["maps/app"]
+    World.getpid(CALLS)
+    World.getppid()
+    (bss,) = [m for m in reader.maps if m.name == "bss"]
+    assert support.bpftool_map_values(bss.id)[0] >= CALLS  # the reader saw the writer's count
+    for installed in kernel.observe():
+        kernel.uninstall(installed.pin_dir)
+    kernel.remove_maps("maps/app")
+    assert kernel.map_dirs() == [] and list(kernel.root.iterdir()) == []
