@@ -100,12 +100,17 @@ def describe(point: AttachPoint) -> dict[str, object] | None:
     """RealKernel's view (link info) of a kprobe, fentry or fexit attachment; None otherwise."""
     if isinstance(point, KprobePoint):
         kind = "kretprobe" if point.retprobe else "kprobe"
-        return {"link_type": "perf_event", "perf_event_type": kind, "func": point.func_name,
-                "offset": point.offset, "retprobe": point.retprobe, "addr": 0}  # fmt: skip
+        where: dict[str, object] = {"link_type": "perf_event", "perf_event_type": kind}
+        return where | {
+            "func": point.func_name,
+            "offset": point.offset,
+            "retprobe": point.retprobe,
+            "addr": 0,
+        }
     if isinstance(point, FentryPoint | FexitPoint):
         kind = "trace_fentry" if isinstance(point, FentryPoint) else "trace_fexit"
-        return {"link_type": "tracing", "attach_type": kind, "target_obj_id": 1,
-                "target_btf_id": btf_id(point.func_name)}  # fmt: skip
+        where = {"link_type": "tracing", "attach_type": kind, "target_obj_id": 1}
+        return where | {"target_btf_id": btf_id(point.func_name)}
     return None
 
 

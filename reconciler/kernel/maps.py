@@ -13,6 +13,7 @@ directory once no attachment uses it (the caller decides when).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,8 +89,7 @@ def _check_compatible(decl: MapDecl, pin: Path, path: str) -> None:
     pinned = MapShape(info.type, info.key_size, info.value_size, info.max_entries, info.flags)
     wanted = decl.shape
     if wanted.type == _PERF_EVENT_ARRAY and wanted.max_entries == 0:
-        wanted = MapShape(wanted.type, wanted.key_size, wanted.value_size, pinned.max_entries,
-                          wanted.flags)  # fmt: skip
+        wanted = dataclasses.replace(wanted, max_entries=pinned.max_entries)
     if pinned != wanted:
         have, want = _describe(pinned), _describe(wanted)
         diff = ", ".join(f"{k} {have[k]} (wanted {want[k]})" for k in have if have[k] != want[k])

@@ -226,8 +226,8 @@ def tracing_supported(feature: str) -> Probe:
     from reconciler.kernel import btf
 
     if not btf.has_kernel_btf():
-        return Probe(feature, False, "this kernel has no BTF (/sys/kernel/btf/vmlinux; "
-                     "CONFIG_DEBUG_INFO_BTF), which fentry/fexit need")  # fmt: skip
+        why = "this kernel has no BTF (/sys/kernel/btf/vmlinux, CONFIG_DEBUG_INFO_BTF)"
+        return Probe(feature, False, f"{why}, which fentry/fexit need")
     target = _fentry_target()
     if target is None:
         names = ", ".join(_FENTRY_TARGETS)
@@ -273,7 +273,7 @@ def freplace_supported() -> Probe:
         try:
             fds.append(_prog_load(bpf.PROG_TYPE_XDP, btf_fd=fds[0], func_type_id=3))
         except OSError as e:
-            return _refused("freplace", "the XDP program an extension would replace into", e)
+            return _refused("freplace", "an XDP program with BTF (the extension's target)", e)
         try:
             fds.append(
                 _prog_load(
