@@ -201,6 +201,9 @@ class HostSide:
             report = self.config.hook.pytest_report_from_serializable(
                 config=self.config, data=json.loads(line)
             )
+            if isinstance(report.longrepr, list):
+                # A skip's (path, line, reason): JSON made the tuple a list; pytest wants a tuple.
+                report.longrepr = tuple(report.longrepr)
             if isinstance(report, TestReport):
                 self.reports.setdefault(report.nodeid, []).append(report)
             else:
