@@ -131,13 +131,12 @@ def test_guest_outcomes_come_back_to_the_outer_items(tmp_path: Path) -> None:
 
 
 def test_one_guest_run_takes_every_selected_vm_test_and_nothing_else(tmp_path: Path) -> None:
-    out = _run(tmp_path, "-m", "vm", "-k", "not fails", "-v", **{"BPFMAN_VM_KEEP": "1"})
+    keep = {"BPFMAN_VM_KEEP": "1", "TMPDIR": str(tmp_path)}  # results dir inside tmp_path
+    out = _run(tmp_path, "-m", "vm", "-k", "not fails", "-v", **keep)
     assert out.returncode == 0, out.stdout
     kept = out.stdout.split("console log and reports kept in ")[1].split()[0]
-    try:
-        argv = (Path(kept) / "guest-argv").read_text()
-    finally:
-        subprocess.run(["rm", "-rf", kept], check=True)
+    assert Path(kept).parent == tmp_path
+    argv = (Path(kept) / "guest-argv").read_text()
     nodeids = [a for a in eval(argv) if a.startswith("test_tier.py")]
     assert nodeids == [
         "test_tier.py::test_vm_passes",
@@ -167,7 +166,9 @@ def test_a_vm_that_does_not_boot_fails_with_the_console_tail(tmp_path: Path) -> 
     out = _run(tmp_path, **{"FAKE_NO_BOOT": "1"})
     assert out.returncode == 1
     assert "reported no exit status" in out.stdout
-    assert "Unable to mount root fs" in out.stdout
+    summary = out.stdout.split("vm tier -")[1]
+    assert "guest console, last lines:\nKernel panic" in summary
+    assert out.stdout.count("Unable to mount root fs") == 1  # once, not once per test
     assert "5 failed, 1 passed" in out.stdout
 
 
