@@ -112,6 +112,7 @@ class HostSide:
         self.reports: dict[str, list[TestReport]] = {}
         self.collect_errors: list[str] = []
         self.error: str | None = None  # why the guest produced no (complete) results
+        self.console_tail = ""
         self.release: str | None = None
         self.package: str | None = None
         self.seconds = 0.0
@@ -187,12 +188,14 @@ class HostSide:
                 if result.timed_out
                 else "reported no exit status (it did not boot, or crashed)"
             )
-            self.error = f"the VM {why}; console tail:\n{result.console_tail()}"
+            self.error = f"the VM {why} (console tail in the vm tier summary)"
+            self.console_tail = result.console_tail()
         elif any(i.nodeid not in self.reports for i in items):
             self.error = (
-                f"the guest pytest exited {result.status} without results for every test; "
-                f"console tail:\n{result.console_tail()}"
+                f"the guest pytest exited {result.status} without results for every test "
+                "(console tail in the vm tier summary)"
             )
+            self.console_tail = result.console_tail()
 
     def _read_reports(self, path: Path) -> None:
         if not path.exists():
@@ -201,6 +204,9 @@ class HostSide:
             report = self.config.hook.pytest_report_from_serializable(
                 config=self.config, data=json.loads(line)
             )
+            if isinstance(report.longrepr, list):
+                # A skip's (path, line, reason): JSON made the tuple a list; pytest wants a tuple.
+                report.longrepr = tuple(report.longrepr)
             if isinstance(report, TestReport):
                 self.reports.setdefault(report.nodeid, []).append(report)
             else:
@@ -243,6 +249,9 @@ class HostSide:
             )
         if self.error:
             terminalreporter.write_line(f"VM tier failed: {self.error}", red=True)
+        if self.console_tail:
+            terminalreporter.write_line("guest console, last lines:")
+            terminalreporter.write_line(self.console_tail)
         if self.results is not None and os.environ.get("BPFMAN_VM_KEEP"):
             terminalreporter.write_line(f"console log and reports kept in {self.results}")
 
