@@ -8,7 +8,7 @@ BPF_CFLAGS := -g -O2 -Wall -target bpf -D__TARGET_ARCH_x86 -I$(ARCH_INC)
 BPF_SRCS := $(shell find manifests tests bench -name '*.bpf.c' 2>/dev/null)
 BPF_OBJS := $(BPF_SRCS:.bpf.c=.o)
 
-.PHONY: install bytecode test demo lint bench clean
+.PHONY: install bytecode test vm demo lint bench clean
 
 install: $(VENV)/.bpfman-installed
 $(VENV)/.bpfman-installed: pyproject.toml scripts/install-deps.sh
@@ -19,8 +19,14 @@ bytecode: install $(BPF_OBJS)
 %.o: %.bpf.c
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 
+$(filter tests/vm/bpf/%,$(BPF_OBJS)): $(wildcard tests/vm/bpf/*.h)
+
 test: bytecode
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+
+# Only prepare the VM tier's kernel and initramfs (cached; `make test` does it when needed).
+vm: install
+	$(VENV)/bin/python scripts/vm/vm.py prepare
 
 demo: bytecode
 	@scripts/demo.sh

@@ -12,7 +12,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from reconciler.address import Address
-from reconciler.kernel.types import Installed, Kernel, KernelError, Placement, TcxPoint
+from reconciler.kernel.types import (
+    Installed,
+    Kernel,
+    KernelError,
+    Placement,
+    ProgType,
+    TcxPoint,
+)
 from reconciler.plan.model import Action, Plan, ResourceChange
 from reconciler.spec.model import DesiredAttachment
 from reconciler.state import Record, StateStore
@@ -108,12 +115,15 @@ def _preflight(plan: Plan, kernel: Kernel, emit: Callable[[str], None]) -> None:
         d = c.desired
         if d is None or c.action not in (Action.CREATE, Action.REPLACE):
             continue
-        key = (d.bytecode_digest, d.program.function, d.program.prog_type.value)
+        # The verifier's verdict depends on the program, its global data (constants it may prune
+        # on) and, for fentry/fexit, the function it is verified against: not on other points.
+        tracing = d.program.prog_type in (ProgType.FENTRY, ProgType.FEXIT)
+        key = (d.bytecode_digest, repr(d.program), str(d.point) if tracing else "")
         if key in seen:
             continue
         seen.add(key)
         try:
-            kernel.verify(d.program)
+            kernel.verify(d.program, d.point)
         except KernelError as e:
             raise ApplyFailed(f"{c.address} ({c.origin}): {e}", []) from e
 

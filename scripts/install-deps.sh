@@ -16,6 +16,12 @@ have nsenter || need_pkgs+=(util-linux)
 have git || need_pkgs+=(git)
 have make || need_pkgs+=(make)
 have gcc || need_pkgs+=(gcc)
+# The VM tier (scripts/vm/vm.py, which downloads the kernel itself): qemu under TCG, a static
+# busybox for the initramfs, kmod for depmod on the host and modprobe in the guest.
+have qemu-system-x86_64 || need_pkgs+=(qemu-system-x86)
+dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' ||
+    need_pkgs+=(busybox-static)
+have depmod || need_pkgs+=(kmod)
 [ -f /usr/include/bpf/bpf_helpers.h ] || need_pkgs+=(libbpf-dev)
 ldconfig -p 2>/dev/null | grep -q 'libbpf.so.1 ' || need_pkgs+=(libbpf1)
 if [ ${#need_pkgs[@]} -gt 0 ]; then

@@ -9,6 +9,8 @@ import pytest
 
 from tests import support
 
+pytest_plugins = ["tests.vmtier"]
+
 
 def pytest_collection_modifyitems(config, items):
     if support.is_root():

@@ -21,18 +21,22 @@ from dataclasses import dataclass, field
 _NR_BPF = {"x86_64": 321, "aarch64": 280, "armv7l": 386, "ppc64le": 361, "s390x": 351}
 
 # enum bpf_cmd
+PROG_LOAD = 5
 OBJ_PIN = 6
 OBJ_GET = 7
 PROG_GET_FD_BY_ID = 13
 MAP_GET_FD_BY_ID = 14
 OBJ_GET_INFO_BY_FD = 15
 PROG_QUERY = 16
+BTF_LOAD = 18
 LINK_CREATE = 28
 LINK_UPDATE = 29
 LINK_GET_FD_BY_ID = 30
 LINK_DETACH = 34
 
 # enum bpf_attach_type (the ones we use)
+TRACE_FENTRY = 24
+TRACE_FEXIT = 25
 ATTACH_XDP = 37
 ATTACH_PERF_EVENT = 41
 TCX_INGRESS = 46
@@ -64,6 +68,8 @@ PROG_TYPE_KPROBE = 2
 PROG_TYPE_SCHED_CLS = 3
 PROG_TYPE_TRACEPOINT = 5
 PROG_TYPE_XDP = 6
+PROG_TYPE_TRACING = 26
+PROG_TYPE_EXT = 28
 
 # In enum order: index = the kernel's number.
 MAP_TYPES = _words(
@@ -79,12 +85,14 @@ LINK_TYPES = _words(
     "unspec raw_tracepoint tracing cgroup iter netns xdp perf_event kprobe_multi struct_ops "
     "netfilter tcx uprobe_multi netkit sockmap"
 )
+LINK_TYPE_TRACING = 2
 LINK_TYPE_PERF_EVENT = 7
 LINK_TYPE_TCX = 11
 
 PERF_EVENT_TYPES = _words("unspec uprobe uretprobe kprobe kretprobe tracepoint event")
 
 ATTACH_TYPE_NAMES = {ATTACH_XDP: "xdp", ATTACH_PERF_EVENT: "perf_event"}
+ATTACH_TYPE_NAMES |= {TRACE_FENTRY: "trace_fentry", TRACE_FEXIT: "trace_fexit"}
 ATTACH_TYPE_NAMES |= {TCX_INGRESS: "tcx_ingress", TCX_EGRESS: "tcx_egress"}
 
 
@@ -227,6 +235,7 @@ class MapInfo:
     key_size: int
     value_size: int
     max_entries: int
+    flags: int = 0
 
     @property
     def type_name(self) -> str:
@@ -234,11 +243,12 @@ class MapInfo:
 
 
 def map_info(fd: int) -> MapInfo:
-    """struct bpf_map_info: type@0 id@4 key_size@8 value_size@12 max_entries@16 name[16]@24."""
+    """struct bpf_map_info: type@0 id@4 key_size@8 value_size@12 max_entries@16 map_flags@20
+    name[16]@24."""
     buf = ctypes.create_string_buffer(128)
     _info(fd, buf)
-    mtype, mid, ksz, vsz, maxe = struct.unpack_from("=IIIII", buf, 0)
-    return MapInfo(mid, mtype, _cstr(buf.raw[24:40]), ksz, vsz, maxe)
+    mtype, mid, ksz, vsz, maxe, flags = struct.unpack_from("=IIIIII", buf, 0)
+    return MapInfo(mid, mtype, _cstr(buf.raw[24:40]), ksz, vsz, maxe, flags)
 
 
 @dataclass(frozen=True)
@@ -254,13 +264,16 @@ class LinkInfo:
 
 
 def link_info(fd: int) -> LinkInfo:
-    """struct bpf_link_info: type@0 id@4 prog_id@8, then a per-type union at 16 (8-aligned)."""
+    """struct bpf_link_info: type@0 id@4 prog_id@8, then a per-type union at 16 (8-aligned).
+
+    Kernels before 6.6 say nothing about perf-event links beyond type/id/prog_id (the detail
+    then has ``perf_event_type`` "unspec")."""
     name = ctypes.create_string_buffer(4096)
     buf = ctypes.create_string_buffer(128)
     ltype = _peek_link_type(fd)
     if ltype == LINK_TYPE_PERF_EVENT:
-        # perf_event.{uprobe.file_name | tracepoint.tp_name}@24 and name_len@32 are in/out:
-        # both set (or both zero) or the kernel answers EINVAL.
+        # perf_event.{uprobe.file_name | kprobe.func_name | tracepoint.tp_name}@24 and
+        # name_len@32 are in/out: both set (or both zero) or the kernel answers EINVAL.
         struct.pack_into("=QI", buf, 24, ctypes.addressof(name), ctypes.sizeof(name))
     _info(fd, buf)
     ltype, lid, prog_id = struct.unpack_from("=III", buf, 0)
@@ -269,17 +282,41 @@ def link_info(fd: int) -> LinkInfo:
         ifindex, atype = struct.unpack_from("=II", buf, 16)
         detail = {"ifindex": ifindex, "attach_type": ATTACH_TYPE_NAMES.get(atype, str(atype))}
     elif ltype == LINK_TYPE_PERF_EVENT:
-        etype = struct.unpack_from("=I", buf, 16)[0]
-        ename = _name(PERF_EVENT_TYPES, etype)
-        detail = {"perf_event_type": ename}
-        if ename == "tracepoint":
-            detail["tracepoint"] = name.value.decode(errors="replace")
-        elif ename in ("uprobe", "uretprobe"):
-            detail["file"] = name.value.decode(errors="replace")
-            detail["offset"] = struct.unpack_from("=I", buf, 36)[0]
+        detail = _perf_event_detail(buf, name)
+    elif ltype == LINK_TYPE_TRACING:
+        # tracing: attach_type@16 target_obj_id@20 (the BTF object: vmlinux or a module, or the
+        # target program for freplace) target_btf_id@24 (the function's BTF type id).
+        atype, obj_id, btf_id = struct.unpack_from("=III", buf, 16)
+        detail = {
+            "attach_type": ATTACH_TYPE_NAMES.get(atype, str(atype)),
+            "target_obj_id": obj_id,
+            "target_btf_id": btf_id,
+        }
     elif ltype == 6:  # xdp link: ifindex@16
         detail = {"ifindex": struct.unpack_from("=I", buf, 16)[0]}
     return LinkInfo(lid, ltype, prog_id, detail)
+
+
+def _perf_event_detail(
+    buf: ctypes.Array[ctypes.c_char], name: ctypes.Array[ctypes.c_char]
+) -> dict[str, object]:
+    """perf_event: type@16, then uprobe {file_name@24 name_len@32 offset@36} | kprobe
+    {func_name@24 name_len@32 offset@36 addr@40} | tracepoint {tp_name@24 name_len@32}."""
+    ename = _name(PERF_EVENT_TYPES, struct.unpack_from("=I", buf, 16)[0])
+    detail: dict[str, object] = {"perf_event_type": ename}
+    text = name.value.decode(errors="replace")
+    if ename == "tracepoint":
+        detail["tracepoint"] = text
+    elif ename in ("uprobe", "uretprobe"):
+        detail["file"] = text
+        detail["offset"] = struct.unpack_from("=I", buf, 36)[0]
+    elif ename in ("kprobe", "kretprobe"):
+        detail["func"] = text
+        detail["offset"] = struct.unpack_from("=I", buf, 36)[0]
+        detail["retprobe"] = ename == "kretprobe"
+        # addr is 0 unless kallsyms shows addresses to this caller (kptr_restrict).
+        detail["addr"] = struct.unpack_from("=Q", buf, 40)[0]
+    return detail
 
 
 def _peek_link_type(fd: int) -> int:

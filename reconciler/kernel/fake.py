@@ -3,8 +3,9 @@
 It passes the same contract tests as RealKernel (tests/kernel/test_contract.py). Knobs a test
 can turn: interfaces (``add_interface``/``remove_interface``), tracepoints, foreign XDP
 programs (``attach_foreign_xdp``), verifier rejection (any function whose name contains
-"reject", or listed in ``reject``), known functions/maps per object, and one-shot failures
-(``fail_next``).
+"reject", or listed in ``reject``), known functions/maps/global variables per object, kernel
+functions, feature probes (``features``), container processes and their files (``containers``),
+and one-shot failures (``fail_next``).
 """
 
 from __future__ import annotations
@@ -14,12 +15,17 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reconciler.kernel import bpffs
+from reconciler.kernel import bpffs, fakeparts
+from reconciler.kernel.fakeparts import SharedMaps
+from reconciler.kernel.probes import FEATURES
 from reconciler.kernel.types import (
     AttachConflict,
     AttachPoint,
+    FentryPoint,
+    FexitPoint,
     Installed,
     KernelError,
+    KprobePoint,
     MapInfo,
     Placement,
     Probe,
@@ -37,9 +43,15 @@ _PROG_TYPE = {
     ProgType.TCX: ("sched_cls", TcxPoint),
     ProgType.TRACEPOINT: ("tracepoint", TracepointPoint),
     ProgType.UPROBE: ("kprobe", UprobePoint),
+    ProgType.KPROBE: ("kprobe", KprobePoint),
+    ProgType.FENTRY: ("tracing", FentryPoint),
+    ProgType.FEXIT: ("tracing", FexitPoint),
 }
+# The probe a program type needs (RealKernel refuses to load it when the probe fails).
+_FEATURE = {ProgType.KPROBE: "kprobe", ProgType.FENTRY: "fentry", ProgType.FEXIT: "fexit"}
 DEFAULT_TRACEPOINTS = (
     "syscalls/sys_enter_getpid",
+    "syscalls/sys_enter_getppid",
     "syscalls/sys_enter_openat",
     "syscalls/sys_exit_openat",
     "sched/sched_process_exec",
@@ -62,7 +74,7 @@ class _Entry:
     spec: ProgramSpec
     point: AttachPoint
     prog_id: int
-    maps: tuple[tuple[str, int, str], ...]  # (name, id, type)
+    maps: tuple[MapInfo, ...]
     link_id: int | None = None
 
 
@@ -79,6 +91,11 @@ class FakeKernel:
         self.reject: set[str] = set()  # functions the "verifier" rejects (besides *reject*)
         self.functions: dict[str, set[str]] = {}  # object path -> its functions (unset: any)
         self.object_maps: dict[str, list[tuple[str, str]]] = {}  # object -> [(name, type)]
+        self.globals: dict[str, dict[str, int]] = {}  # object -> {variable: size} (unset: any)
+        self.kernel_functions: set[str] = set(fakeparts.DEFAULT_KERNEL_FUNCTIONS)
+        self.features: dict[str, bool] = dict.fromkeys(FEATURES, True)
+        self.containers: dict[int, set[str]] = {}  # pid -> files in its mount namespace
+        self.release_name = "6.18.0-fake"
         self.tracepoint_set: set[str] = set(DEFAULT_TRACEPOINTS)
         self.fail_next: dict[str, Exception] = {}  # "load" | "attach" | "swap" -> raise once
         self.root_ready = False
@@ -87,6 +104,7 @@ class FakeKernel:
         self._hooks: dict[tuple[str | None, str, str], _Hook] = {}
         self._link_prog: dict[int, int] = {}  # link id -> prog id
         self._names: dict[int, str] = {}  # prog id -> name (ours and foreign)
+        self._shared = SharedMaps(self.root)
         self._next = {"prog": 100, "map": 100, "link": 100, "ifindex": 1}
         self.add_interface("lo")
 
@@ -167,19 +185,40 @@ class FakeKernel:
         elif isinstance(point, TracepointPoint):
             if not self.tracepoint_exists(point.group, point.name):
                 raise KernelError(f"tracepoint {point.group}/{point.name} does not exist")
-        elif isinstance(point, UprobePoint) and not (
-            os.path.isabs(point.target) and (not self.check_files or os.path.isfile(point.target))
-        ):
+        elif isinstance(point, UprobePoint):
+            fakeparts.check_uprobe_container(point, self.containers)
+            if not os.path.isabs(point.target) or (
+                point.container_pid is None
+                and self.check_files
+                and not os.path.isfile(point.target)
+            ):
+                raise KernelError(
+                    f"uprobe target {point.target} is not an existing file (give an absolute path)"
+                )
+        self._require_feature(spec)
+        fakeparts.check_kernel_point(point, self.kernel_functions)
+        if spec.maps_dir is not None:
+            self._shared.directory(spec.maps_dir, list(self._entries))
+
+    def _require_feature(self, spec: ProgramSpec) -> None:
+        feature = _FEATURE.get(spec.prog_type)
+        if feature is not None and not self.features.get(feature, True):
             raise KernelError(
-                f"uprobe target {point.target} is not an existing file (give an absolute path)"
+                f"this kernel ({self.release_name}) cannot run {feature} programs "
+                f"({spec.function} from {spec.object_path}): {self.probe(feature).reason}"
             )
 
     def _load(
-        self, spec: ProgramSpec, keep: bool = True
-    ) -> tuple[int, tuple[tuple[str, int, str], ...]]:
+        self, pin_dir: str, spec: ProgramSpec, keep: bool = True
+    ) -> tuple[int, tuple[MapInfo, ...], list[str]]:
+        """(prog id, its maps, the shared maps this load created)."""
         known = self.functions.get(spec.object_path)
         if known is not None and spec.function not in known:
             raise KernelError(f"function {spec.function!r} not found in {spec.object_path}")
+        fakeparts.check_global_data(spec, self.globals.get(spec.object_path))
+        declared = self.object_maps.get(spec.object_path, [])
+        if spec.maps_dir is not None:
+            self._shared.check(spec.maps_dir, declared, spec.object_path)
         if "reject" in spec.function or spec.function in self.reject:
             log = "0: R1=ctx() R10=fp0\ninvalid access to packet, off=0 size=4\n"
             raise VerifierError(
@@ -189,14 +228,24 @@ class FakeKernel:
             )
         self._inject("load")
         if not keep:
-            return 0, ()
+            return 0, (), []
         prog_id = self._new("prog")
         self._names[prog_id] = spec.function[:15]  # BPF_OBJ_NAME_LEN - 1
-        maps = tuple(
-            (name, self._new("map"), mtype)
-            for name, mtype in self.object_maps.get(spec.object_path, [])
-        )
-        return prog_id, maps
+        maps, created = [], []
+        own = bpffs.path_of(self.root, pin_dir) / bpffs.MAPS
+        for name, mtype in declared:
+            if spec.maps_dir is None or fakeparts.is_internal(name):
+                maps.append(MapInfo(name, self._new("map"), mtype, str(own / name)))
+                continue
+            if name not in self._shared.dirs.get(spec.maps_dir, {}):
+                created.append(name)
+            map_id, pin = self._shared.use(spec.maps_dir, name, mtype, self._new("map"))
+            maps.append(MapInfo(name, map_id, mtype, pin))
+        return prog_id, tuple(sorted(maps, key=lambda m: m.name)), created
+
+    def _undo(self, spec: ProgramSpec, created: list[str]) -> None:
+        if spec.maps_dir is not None:
+            self._shared.forget_unused(spec.maps_dir, created)
 
     def _xdp_attach(self, point: XdpPoint, prog_id: int) -> None:
         iface = self._iface(point.ifname, point.netns)
@@ -282,8 +331,12 @@ class FakeKernel:
             raise KernelError(f"{pin_dir} is already installed; replace it, or uninstall it first")
         self._check(pin_dir, spec, point)
         self.ensure_root()
-        prog_id, maps = self._load(spec)
-        link_id = self._attach(point, prog_id, placement)
+        prog_id, maps, created = self._load(pin_dir, spec)
+        try:
+            link_id = self._attach(point, prog_id, placement)
+        except BaseException:
+            self._undo(spec, created)
+            raise
         self._entries[pin_dir] = _Entry(spec, point, prog_id, maps, link_id)
         return self._installed(pin_dir)
 
@@ -298,7 +351,18 @@ class FakeKernel:
         if old is None:
             return self.install(pin_dir, spec, point, placement)
         self._check(pin_dir, spec, point)
-        prog_id, maps = self._load(spec)  # a rejection leaves the old program untouched
+        prog_id, maps, created = self._load(pin_dir, spec)  # a rejection changes nothing
+        try:
+            link_id = self._swap(old, point, prog_id, placement)
+        except BaseException:
+            self._undo(spec, created)
+            raise
+        self._entries[pin_dir] = _Entry(spec, point, prog_id, maps, link_id)
+        return self._installed(pin_dir)
+
+    def _swap(
+        self, old: _Entry, point: AttachPoint, prog_id: int, placement: Placement | None
+    ) -> int | None:
         self._inject("swap")
         link_id: int | None
         if isinstance(point, XdpPoint):
@@ -327,13 +391,17 @@ class FakeKernel:
         else:
             link_id = self._attach(point, prog_id, placement)
             self._unlink(old.link_id)
-        self._entries[pin_dir] = _Entry(spec, point, prog_id, maps, link_id)
-        return self._installed(pin_dir)
+        return link_id
 
-    def verify(self, spec: ProgramSpec) -> None:
+    def verify(self, spec: ProgramSpec, point: AttachPoint | None = None) -> None:
         if self.check_files and not os.path.isfile(spec.object_path):
             raise KernelError(f"BPF object {spec.object_path} not found; build it or fix the path")
-        self._load(spec, keep=False)
+        self._require_feature(spec)
+        if point is not None:
+            fakeparts.check_kernel_point(point, self.kernel_functions)
+        if spec.maps_dir is not None:
+            self._shared.directory(spec.maps_dir, list(self._entries))
+        self._load("", spec, keep=False)
 
     def uninstall(self, pin_dir: str) -> None:
         bpffs.check_pin_dir(pin_dir)
@@ -375,7 +443,10 @@ class FakeKernel:
             attached = True
             kind = "uretprobe" if e.point.retprobe else "uprobe"
             where = {"link_type": "perf_event", "perf_event_type": kind}
-            where |= {"file": e.point.target, "offset": e.point.offset}
+            where |= {"file": fakeparts.uprobe_path(e.point), "offset": e.point.offset}
+        else:
+            attached = True
+            where = fakeparts.describe(e.point) or {}
         return Installed(
             pin_dir=pin_dir,
             prog_id=e.prog_id,
@@ -384,9 +455,7 @@ class FakeKernel:
             tag=hashlib.sha256(f"{e.spec.object_path}:{e.spec.function}".encode()).hexdigest()[:16],
             jited_size=64 + 8 * len(e.spec.function),
             prog_pin=str(d / bpffs.PROG),
-            maps=tuple(
-                MapInfo(name, mid, mtype, str(d / bpffs.MAPS / name)) for name, mid, mtype in e.maps
-            ),
+            maps=e.maps,
             link_id=e.link_id,
             link_pin=str(d / bpffs.LINK) if e.link_id is not None else None,
             attached=attached,
@@ -409,19 +478,23 @@ class FakeKernel:
     def tracepoints(self) -> list[str]:
         return sorted(self.tracepoint_set)
 
-    # --- issue 3 surface (filled in by the kernel work of issue 3) -------------------------------
+    # --- features, interfaces, shared maps --------------------------------------------------
 
     def probe(self, feature: str) -> Probe:
-        return Probe(feature, True, "the fake kernel supports everything")
+        if feature not in FEATURES:
+            raise ValueError(f"no probe for feature {feature!r}; known: {', '.join(FEATURES)}")
+        if self.features.get(feature, True):
+            return Probe(feature, True, f"{feature} is supported (fake kernel)")
+        return Probe(feature, False, f"{feature} is turned off in this fake kernel (features)")
 
     def release(self) -> str:
-        return "fake"
+        return self.release_name
 
     def interfaces(self, netns: str | None = None) -> list[str]:
         return sorted(name for (ns, name) in self._ifaces if ns == netns)
 
     def map_dirs(self) -> list[str]:
-        return []
+        return self._shared.map_dirs()
 
     def remove_maps(self, maps_dir: str) -> None:
-        pass
+        self._shared.remove(maps_dir, list(self._entries))

@@ -1,4 +1,5 @@
-"""ctypes binding over libbpf.so.1 (Debian's libbpf1, 1.1.x): open, load, pin and attach objects.
+"""ctypes binding over libbpf.so.1 (Debian's libbpf1, 1.1.x): the library and its signatures,
+its log, and links. Objects (open, load, pin, attach) are ``bpfobject.BpfObject``.
 
 libbpf does the ELF work (relocations, CO-RE, BTF, maps, global data); everything it lacks in 1.1
 (tcx links, link update, queries) lives in ``bpf.py``. libbpf 1.x reports errors as ``-errno``
@@ -15,14 +16,13 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from typing import Any
 
-from reconciler.kernel.types import KernelError, VerifierError
+from reconciler.kernel.types import KernelError
 
 log = logging.getLogger("bpfman.libbpf")
 
-_LOG_BUF_SIZE = 1 << 20  # per-program verifier log; kernels >= 6.4 keep its tail if it overflows
+LOG_BUF_SIZE = 1 << 20  # per-program verifier log; kernels >= 6.4 keep its tail if it overflows
 _c = ctypes
 _P = _c.c_void_p
 
@@ -34,7 +34,7 @@ def _load() -> ctypes.CDLL:
         raise KernelError("libbpf.so.1 not found: install libbpf1 (apt-get install libbpf1)") from e
 
 
-_lib = _load()
+lib = _load()
 _libc = _c.CDLL(_c.util.find_library("c") or "libc.so.6", use_errno=True)
 _libc.vsnprintf.argtypes = [_c.c_char_p, _c.c_size_t, _c.c_char_p, _P]
 _libc.vsnprintf.restype = _c.c_int
@@ -52,13 +52,25 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "bpf_program__type": (_c.c_int, [_P]),
     "bpf_program__set_type": (_c.c_int, [_P, _c.c_int]),
     "bpf_program__set_expected_attach_type": (_c.c_int, [_P, _c.c_int]),
+    "bpf_program__expected_attach_type": (_c.c_int, [_P]),
+    "bpf_program__set_attach_target": (_c.c_int, [_P, _c.c_int, _c.c_char_p]),
     "bpf_program__set_autoload": (_c.c_int, [_P, _c.c_bool]),
     "bpf_program__set_log_buf": (_c.c_int, [_P, _P, _c.c_size_t]),
     "bpf_program__fd": (_c.c_int, [_P]),
     "bpf_program__pin": (_c.c_int, [_P, _c.c_char_p]),
     "bpf_program__attach_tracepoint": (_P, [_P, _c.c_char_p, _c.c_char_p]),
     "bpf_program__attach_uprobe_opts": (_P, [_P, _c.c_int, _c.c_char_p, _c.c_size_t, _P]),
+    "bpf_program__attach_kprobe_opts": (_P, [_P, _c.c_char_p, _P]),
+    "bpf_program__attach_trace": (_P, [_P]),
     "bpf_map__name": (_c.c_char_p, [_P]),
+    "bpf_map__type": (_c.c_int, [_P]),
+    "bpf_map__key_size": (_c.c_uint32, [_P]),
+    "bpf_map__value_size": (_c.c_uint32, [_P]),
+    "bpf_map__max_entries": (_c.c_uint32, [_P]),
+    "bpf_map__map_flags": (_c.c_uint32, [_P]),
+    "bpf_map__set_pin_path": (_c.c_int, [_P, _c.c_char_p]),
+    "bpf_map__initial_value": (_P, [_P, _c.POINTER(_c.c_size_t)]),
+    "bpf_map__set_initial_value": (_c.c_int, [_P, _P, _c.c_size_t]),
     "bpf_map__fd": (_c.c_int, [_P]),
     "bpf_map__pin": (_c.c_int, [_P, _c.c_char_p]),
     "bpf_map__is_internal": (_c.c_bool, [_P]),
@@ -66,34 +78,17 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "bpf_link__fd": (_c.c_int, [_P]),
     "bpf_link__disconnect": (None, [_P]),
     "bpf_link__destroy": (_c.c_int, [_P]),
+    "bpf_object__btf": (_P, [_P]),
+    "btf__load_vmlinux_btf": (_P, []),
+    "btf__free": (None, [_P]),
+    "btf__type_cnt": (_c.c_uint32, [_P]),
+    "btf__find_by_name_kind": (_c.c_int, [_P, _c.c_char_p, _c.c_uint32]),
+    "btf__type_by_id": (_P, [_P, _c.c_uint32]),
+    "btf__name_by_offset": (_c.c_char_p, [_P, _c.c_uint32]),
 }
 for _name, (_res, _args) in _SIGNATURES.items():
-    _fn = getattr(_lib, _name)
+    _fn = getattr(lib, _name)
     _fn.restype, _fn.argtypes = _res, _args
-
-
-class _OpenOpts(ctypes.Structure):
-    """Head of struct bpf_object_open_opts; ``sz`` tells libbpf where our copy ends."""
-
-    _fields_ = [
-        ("sz", _c.c_size_t),
-        ("object_name", _c.c_char_p),
-        ("relaxed_maps", _c.c_bool),
-        ("pin_root_path", _c.c_char_p),
-    ]
-
-
-class _UprobeOpts(ctypes.Structure):
-    """struct bpf_uprobe_opts as of libbpf 1.1 (sz, ref_ctr_offset, bpf_cookie, retprobe,
-    func_name): 40 bytes on 64-bit."""
-
-    _fields_ = [
-        ("sz", _c.c_size_t),
-        ("ref_ctr_offset", _c.c_size_t),
-        ("bpf_cookie", _c.c_uint64),
-        ("retprobe", _c.c_bool),
-        ("func_name", _c.c_char_p),
-    ]
 
 
 # --- libbpf's log ---------------------------------------------------------------------------------
@@ -117,13 +112,13 @@ def _on_print(level: int, fmt: bytes, ap: int | None) -> int:
 
 
 _print_callback = _PRINT_FN(_on_print)  # referenced for the life of the process
-_lib.libbpf_set_print.restype = _P
-_lib.libbpf_set_print.argtypes = [_PRINT_FN]
-_lib.libbpf_set_print(_print_callback)
+lib.libbpf_set_print.restype = _P
+lib.libbpf_set_print.argtypes = [_PRINT_FN]
+lib.libbpf_set_print(_print_callback)
 
 
 @contextmanager
-def _capture() -> Iterator[collections.deque[str]]:
+def capture() -> Iterator[collections.deque[str]]:
     """Collect libbpf's messages printed by this thread during the block."""
     previous = getattr(_tls, "sink", None)
     sink: collections.deque[str] = collections.deque(maxlen=100)
@@ -134,7 +129,7 @@ def _capture() -> Iterator[collections.deque[str]]:
         _tls.sink = previous
 
 
-def _fail(what: str, err: int, messages: collections.deque[str] | None = None) -> KernelError:
+def fail(what: str, err: int, messages: collections.deque[str] | None = None) -> KernelError:
     detail = ""
     if messages:
         lines = [m.removeprefix("libbpf: ") for m in list(messages)[-5:]]
@@ -149,166 +144,8 @@ def verifier_summary(log_text: str, max_lines: int = 20) -> str:
     return "\n".join(lines[-max_lines:])
 
 
-# --- objects ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LoadedMap:
-    name: str  # file-system safe: internal maps ("obj.rodata") become "rodata"
-    kernel_name: str
-    fd: int
-    internal: bool
-
-
-def _pin_name(name: str, internal: bool) -> str:
-    if internal and "." in name:
-        # libbpf names global-data maps "<obj prefix>.rodata" (.data, .bss, .rodata.str1.1, ...)
-        name = name[name.index(".") + 1 :]
-    return name.replace("/", "_").replace(".", "_").lstrip("_") or "map"
-
-
-class BpfObject:
-    """One opened ELF object. Use as a context manager; closing frees every fd libbpf holds
-    (pinned and attached objects live on in the kernel)."""
-
-    def __init__(self, path: str, pin_root: str | None = None) -> None:
-        self.path = path
-        self._obj: int | None = None
-        root = os.fsencode(pin_root) if pin_root else None
-        # Maps declaring `pinning = LIBBPF_PIN_BY_NAME` are auto-pinned at load into pin_root
-        # (default /sys/fs/bpf): point it at our own maps directory so nothing lands outside.
-        opts = _OpenOpts(sz=_c.sizeof(_OpenOpts), pin_root_path=root)
-        with _capture() as messages:
-            obj = _lib.bpf_object__open_file(os.fsencode(path), _c.byref(opts))
-            err = _c.get_errno() or 5  # NULL + errno; EIO if libbpf left errno unset
-        if not obj:
-            raise _fail(f"cannot open BPF object {path}", err, messages)
-        self._obj = obj
-        self._prog: int | None = None
-        self._log_buf: ctypes.Array[ctypes.c_char] | None = None
-
-    def __enter__(self) -> BpfObject:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self._obj:
-            _lib.bpf_object__close(self._obj)
-            self._obj = None
-
-    def _programs(self) -> Iterator[int]:
-        prog = _lib.bpf_object__next_program(self._obj, None)
-        while prog:
-            yield prog
-            prog = _lib.bpf_object__next_program(self._obj, prog)
-
-    def program_names(self) -> list[str]:
-        return [_lib.bpf_program__name(p).decode() for p in self._programs()]
-
-    def load(self, function: str, prog_type: int, expected_attach_type: int | None = None) -> int:
-        """Load only ``function`` (every other program is left out) as ``prog_type``; return its
-        fd. Raises VerifierError with the verifier's log when the kernel rejects it."""
-        prog = _lib.bpf_object__find_program_by_name(self._obj, function.encode())
-        if not prog:
-            names = ", ".join(self.program_names()) or "none"
-            raise KernelError(
-                f"function {function!r} not found in {self.path} (programs in it: {names}); "
-                "fix the function name or rebuild the object"
-            )
-        for other in self._programs():
-            _lib.bpf_program__set_autoload(other, other == prog)
-        if _lib.bpf_program__type(prog) != prog_type:
-            _lib.bpf_program__set_type(prog, prog_type)
-            if expected_attach_type is not None:
-                _lib.bpf_program__set_expected_attach_type(prog, expected_attach_type)
-        # With a log buffer but log_level 0, libbpf loads without a log first and reloads with
-        # log_level 1 into this buffer only if the kernel rejects the program.
-        self._log_buf = _c.create_string_buffer(_LOG_BUF_SIZE)
-        _lib.bpf_program__set_log_buf(prog, self._log_buf, _LOG_BUF_SIZE)
-        with _capture() as messages:
-            ret = _lib.bpf_object__load(self._obj)
-        if ret < 0:
-            verifier_log = self._log_buf.value.decode(errors="replace")
-            where = f"{function} from {self.path}"
-            if verifier_log.strip():
-                raise VerifierError(
-                    f"the verifier rejected {where} ({os.strerror(-ret)}); fix the program and "
-                    "rebuild it. Last lines of the verifier log:\n"
-                    + verifier_summary(verifier_log),
-                    verifier_log,
-                )
-            raise _fail(f"cannot load {where}", -ret, messages)
-        self._prog = prog
-        return int(_lib.bpf_program__fd(prog))
-
-    def pin_program(self, path: str) -> None:
-        with _capture() as messages:
-            ret = _lib.bpf_program__pin(self._prog, os.fsencode(path))
-        if ret < 0:
-            raise _fail(f"cannot pin program at {path}", -ret, messages)
-
-    def _maps(self) -> Iterator[tuple[int, LoadedMap]]:
-        m = _lib.bpf_object__next_map(self._obj, None)
-        while m:
-            fd = _lib.bpf_map__fd(m)
-            if fd >= 0:  # a map libbpf did not create (e.g. .kconfig unused) has no fd
-                name = _lib.bpf_map__name(m).decode()
-                internal = bool(_lib.bpf_map__is_internal(m))
-                yield m, LoadedMap(_pin_name(name, internal), name, fd, internal)
-            m = _lib.bpf_object__next_map(self._obj, m)
-
-    def maps(self) -> list[LoadedMap]:
-        return [info for _, info in self._maps()]
-
-    def pin_maps(self, directory: str) -> list[str]:
-        """Pin every map of the loaded object as ``directory/<name>``; return the paths."""
-        paths = []
-        for m, info in self._maps():
-            path = os.path.join(directory, info.name)
-            with _capture() as messages:
-                # A map auto-pinned at this very path (pinning = BY_NAME) reports success.
-                ret = _lib.bpf_map__pin(m, os.fsencode(path))
-            if ret < 0:
-                raise _fail(f"cannot pin map {info.kernel_name} at {path}", -ret, messages)
-            paths.append(path)
-        return paths
-
-    def attach_tracepoint(self, group: str, name: str) -> Link:
-        with _capture() as messages, _new_perf_fds() as perf_fds:
-            link = _lib.bpf_program__attach_tracepoint(self._prog, group.encode(), name.encode())
-            err = _c.get_errno()
-        if not link:
-            raise _fail(f"cannot attach to tracepoint {group}/{name}", err or 5, messages)
-        return Link(link, perf_fds)
-
-    def attach_uprobe(
-        self,
-        target: str,
-        func_name: str | None,
-        offset: int,
-        retprobe: bool,
-        pid: int | None,
-    ) -> Link:
-        opts = _UprobeOpts(
-            sz=_c.sizeof(_UprobeOpts),
-            retprobe=retprobe,
-            func_name=func_name.encode() if func_name else None,
-        )
-        what = f"{'uretprobe' if retprobe else 'uprobe'} {target}:{func_name or hex(offset)}"
-        with _capture() as messages, _new_perf_fds() as perf_fds:
-            link = _lib.bpf_program__attach_uprobe_opts(
-                self._prog, -1 if pid is None else pid, os.fsencode(target), offset, _c.byref(opts)
-            )
-            err = _c.get_errno()
-        if not link:
-            raise _fail(f"cannot attach {what}", err or 5, messages)
-        return Link(link, perf_fds)
-
-
 @contextmanager
-def _new_perf_fds() -> Iterator[list[int]]:
+def new_perf_fds() -> Iterator[list[int]]:
     """Which perf-event fds the block opened (libbpf keeps them inside the link object and
     offers no getter). Assumes no other thread of this process opens perf events meanwhile."""
     # Compare targets, not just numbers: listdir's own directory fd shows up in the listing
@@ -333,7 +170,7 @@ def _perf_event_fds() -> set[int]:
 
 
 class Link:
-    """A libbpf perf-event link (tracepoint or uprobe)."""
+    """A libbpf link: perf-event (tracepoint, uprobe, kprobe) or tracing (fentry, fexit)."""
 
     def __init__(self, ptr: int, perf_fds: list[int]) -> None:
         self._ptr: int | None = ptr
@@ -341,13 +178,13 @@ class Link:
 
     @property
     def fd(self) -> int:
-        return int(_lib.bpf_link__fd(self._ptr))
+        return int(lib.bpf_link__fd(self._ptr))
 
     def pin(self, path: str) -> None:
-        with _capture() as messages:
-            ret = _lib.bpf_link__pin(self._ptr, os.fsencode(path))
+        with capture() as messages:
+            ret = lib.bpf_link__pin(self._ptr, os.fsencode(path))
         if ret < 0:
-            raise _fail(f"cannot pin link at {path}", -ret, messages)
+            raise fail(f"cannot pin link at {path}", -ret, messages)
 
     def release(self) -> None:
         """Drop our handles but keep the (pinned) attachment: bpf_link__destroy() would issue
@@ -355,8 +192,8 @@ class Link:
         if self._ptr is None:
             return
         fd = self.fd
-        _lib.bpf_link__disconnect(self._ptr)
-        _lib.bpf_link__destroy(self._ptr)  # after disconnect: frees memory only
+        lib.bpf_link__disconnect(self._ptr)
+        lib.bpf_link__destroy(self._ptr)  # after disconnect: frees memory only
         self._ptr = None
         for f in {fd, *self._perf_fds}:
             with suppress(OSError):
@@ -365,5 +202,5 @@ class Link:
     def destroy(self) -> None:
         """Detach now (if unpinned) and free."""
         if self._ptr is not None:
-            _lib.bpf_link__destroy(self._ptr)
+            lib.bpf_link__destroy(self._ptr)
             self._ptr = None

@@ -41,7 +41,10 @@ def identity(path: str | None = None) -> tuple[int, int]:
 
 
 def is_current(path: str | None) -> bool:
-    return path is None or identity(path) == identity()
+    try:
+        return path is None or identity(path) == identity()
+    except FileNotFoundError:
+        return False  # no such namespace: entering it says so
 
 
 @contextmanager

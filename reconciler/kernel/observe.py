@@ -7,7 +7,7 @@ import os
 from functools import cached_property
 from pathlib import Path
 
-from reconciler.kernel import attach, bpf, bpffs, netlink, netns
+from reconciler.kernel import attach, bpf, bpffs, maps, netlink, netns
 from reconciler.kernel.bpffs import LINK, MAPS, PROG
 from reconciler.kernel.types import Installed, KernelError, MapInfo
 
@@ -83,7 +83,7 @@ class Scan:
         where: dict[str, object] = {"link_type": info.type_name, **info.detail}
         ours = info.prog_id == prog_id
         if info.type != bpf.LINK_TYPE_TCX:
-            # A perf-event link runs its program for as long as the link exists.
+            # A perf-event or tracing link runs its program for as long as the link exists.
             return info.id, str(path), ours, where
         # The kernel zeroes a tcx link's ifindex when its device goes away (the link turns
         # defunct); otherwise the hook's query lists it, which also gives its position. A link
@@ -112,6 +112,8 @@ class Scan:
 
 
 def maps_of(maps_dir: Path) -> tuple[MapInfo, ...]:
+    """The maps in an attachment's maps directory; a shared map (a symlink) is reported with
+    the path of its pin in the shared maps directory."""
     out = []
     try:
         names = sorted(os.listdir(maps_dir))
@@ -126,7 +128,8 @@ def maps_of(maps_dir: Path) -> tuple[MapInfo, ...]:
                 info = bpf.map_info(fd)
         except OSError:
             continue
-        out.append(MapInfo(name=name, id=info.id, type=info.type_name, pin=str(path)))
+        pin = maps.pin_of(path) if path.is_symlink() else path
+        out.append(MapInfo(name=name, id=info.id, type=info.type_name, pin=str(pin)))
     return tuple(out)
 
 

@@ -3,8 +3,10 @@
 Pin layout of a managed attachment, under ``<root>/<pin_dir>/``::
 
     prog            the program
-    link            its bpf_link (tcx, tracepoint, uprobe); none for netlink-attached XDP
-    maps/<name>     its maps (global data maps as rodata, data, bss)
+    link            its bpf_link (tcx, tracepoint, uprobe, kprobe, fentry, fexit); none for
+                    netlink-attached XDP
+    maps/<name>     its maps (global data maps as rodata, data, bss); a map shared through
+                    ``ProgramSpec.maps_dir`` is a symlink to its pin there (see maps.py)
     %next/          staging: the same layout while a new version is loaded and swapped in
 
 ('.' is not allowed in bpffs names, so a '.' in a pin dir is stored as ``%2E``: see bpffs.py.)
@@ -20,18 +22,31 @@ import os
 from contextlib import ExitStack
 from pathlib import Path
 
-from reconciler.kernel import attach, bpf, bpffs, netlink, netns, tracefs
+from reconciler.kernel import (
+    attach,
+    bpf,
+    bpffs,
+    btf,
+    maps,
+    netlink,
+    netns,
+    points,
+    probes,
+    tracefs,
+)
 from reconciler.kernel.bpffs import LINK, MAPS, PROG, STAGING
-from reconciler.kernel.libbpf import BpfObject
+from reconciler.kernel.bpfobject import BpfObject
 from reconciler.kernel.observe import Scan, owner_of
 from reconciler.kernel.types import (
     AttachPoint,
+    FentryPoint,
+    FexitPoint,
     Installed,
     KernelError,
+    KprobePoint,
     Placement,
     Probe,
     ProgramSpec,
-    ProgType,
     TcxPoint,
     TracepointPoint,
     UprobePoint,
@@ -39,14 +54,6 @@ from reconciler.kernel.types import (
 )
 
 DEFAULT_ROOT = Path("/sys/fs/bpf/bpfman")
-
-# ProgType -> (kernel program type, attach point class it needs)
-_KINDS: dict[ProgType, tuple[int, type]] = {
-    ProgType.XDP: (bpf.PROG_TYPE_XDP, XdpPoint),
-    ProgType.TCX: (bpf.PROG_TYPE_SCHED_CLS, TcxPoint),
-    ProgType.TRACEPOINT: (bpf.PROG_TYPE_TRACEPOINT, TracepointPoint),
-    ProgType.UPROBE: (bpf.PROG_TYPE_KPROBE, UprobePoint),  # uprobes are kprobe-type programs
-}
 
 
 class RealKernel:
@@ -77,12 +84,14 @@ class RealKernel:
         self._precheck(spec, point)
         self.ensure_root()
         stage = d / STAGING
+        loaded = self._load(d, spec, point)
         try:
             self._discard(stage)  # leftovers of an interrupted run
-            with self._load(stage, spec, point) as (obj, prog_fd):
+            with loaded as (obj, prog_fd):
                 self._attach(stage, obj, prog_fd, point, placement)
         except BaseException:
             self._discard(stage)
+            loaded.undo()
             bpffs.prune_empty_parents(d, self.root)
             raise
         self._commit(d, keep_link=False)
@@ -101,47 +110,28 @@ class RealKernel:
             return self.install(pin_dir, spec, point, placement)
         self._precheck(spec, point)
         stage = d / STAGING
+        loaded = self._load(d, spec, point)
         try:
             self._discard(stage)
             # The verifier runs here; if it rejects the new program the old one is untouched.
-            with self._load(stage, spec, point) as (obj, prog_fd):
+            with loaded as (obj, prog_fd):
                 keep_link = self._swap(d, obj, prog_fd, point, placement)
         except BaseException:
             self._discard(stage)
+            loaded.undo()
             raise
         self._commit(d, keep_link)
         return self._observed(pin_dir)
 
     def _precheck(self, spec: ProgramSpec, point: AttachPoint) -> None:
         """Fail early, with a clear message, before loading anything."""
-        _, kind = _KINDS[spec.prog_type]
-        if not isinstance(point, kind):
-            raise KernelError(
-                f"a {spec.prog_type.value} program cannot attach to {type(point).__name__}"
-            )
-        if not os.path.isfile(spec.object_path):
-            raise KernelError(f"BPF object {spec.object_path} not found; build it or fix the path")
-        if isinstance(point, XdpPoint | TcxPoint):
-            if isinstance(point, TcxPoint):
-                attach.tcx_attach_type(point.direction)
-            elif point.mode not in ("auto", "native", "generic"):
-                raise KernelError(f"XDP mode must be auto, native or generic, not {point.mode!r}")
-            attach.ifindex(point.ifname, point.netns)
-        elif isinstance(point, TracepointPoint):
-            if not tracefs.exists(point.group, point.name):
-                raise KernelError(
-                    f"tracepoint {point.group}/{point.name} does not exist on this kernel; see "
-                    f"{tracefs.TRACEFS}/available_events for the ones it has"
-                )
-        elif isinstance(point, UprobePoint) and not (
-            os.path.isabs(point.target) and os.path.isfile(point.target)
-        ):
-            raise KernelError(
-                f"uprobe target {point.target} is not an existing file (give an absolute path)"
-            )
+        points.check(spec, point)
+        if spec.maps_dir is not None:
+            maps.directory(self.root, spec.maps_dir)
 
-    def _load(self, stage: Path, spec: ProgramSpec, point: AttachPoint) -> _Loaded:
-        return _Loaded(stage, spec, point)
+    def _load(self, d: Path, spec: ProgramSpec, point: AttachPoint) -> _Loaded:
+        shared = maps.directory(self.root, spec.maps_dir) if spec.maps_dir is not None else None
+        return _Loaded(d, spec, point, shared, self.root)
 
     def _attach(
         self,
@@ -167,11 +157,19 @@ class RealKernel:
         else:
             if isinstance(point, TracepointPoint):
                 link = obj.attach_tracepoint(point.group, point.name)
-            else:
-                assert isinstance(point, UprobePoint)
+            elif isinstance(point, UprobePoint):
                 link = obj.attach_uprobe(
-                    point.target, point.func_name, point.offset, point.retprobe, point.pid
+                    points.uprobe_path(point),
+                    point.func_name,
+                    point.offset,
+                    point.retprobe,
+                    point.pid,
                 )
+            elif isinstance(point, KprobePoint):
+                link = obj.attach_kprobe(point.func_name, point.offset, point.retprobe)
+            else:
+                assert isinstance(point, FentryPoint | FexitPoint)
+                link = obj.attach_trace(point.func_name)
             try:
                 link.pin(str(stage / LINK))
             except BaseException:
@@ -226,7 +224,8 @@ class RealKernel:
             if isinstance(point, TcxPoint) and old_link.exists():
                 with bpf.opened(bpf.obj_get(str(old_link))) as fd:
                     attach.link_detach(fd)
-            # A perf-event link cannot be detached: it goes when _commit replaces its pin.
+            # A perf-event or tracing link cannot be detached: it goes when _commit replaces
+            # its pin (the old and the new program both run for that moment).
             return False
 
     @staticmethod
@@ -287,18 +286,29 @@ class RealKernel:
         os.replace(stage / PROG, d / PROG)
         bpffs.remove_tree(stage)
 
-    def verify(self, spec: ProgramSpec) -> None:
+    def verify(self, spec: ProgramSpec, point: AttachPoint | None = None) -> None:
         """Load ``spec`` and release it at once: VerifierError if the kernel refuses it. Pins
-        nothing (maps that declare pinning land in a scratch dir under the root, removed)."""
+        nothing (maps that declare pinning land in a scratch dir under the root, removed).
+
+        Maps already pinned in ``spec.maps_dir`` are reused (and so checked for fit). A fentry
+        or fexit program is verified against its kernel function's prototype, which ``point``
+        names: without it only what can be checked without loading is (the function, global
+        data, shared maps), and the verifier runs at install."""
         if not os.path.isfile(spec.object_path):
             raise KernelError(f"BPF object {spec.object_path} not found; build it or fix the path")
+        points.require_feature(spec)
+        shared = maps.directory(self.root, spec.maps_dir) if spec.maps_dir is not None else None
         self.ensure_root()
         scratch = self.root / f"{STAGING}-verify-{os.getpid()}"
         scratch.mkdir(mode=0o700, exist_ok=True)
         try:
             with BpfObject(spec.object_path, pin_root=str(scratch)) as obj:
-                prog_type, _ = _KINDS[spec.prog_type]
-                obj.load(spec.function, prog_type, _expected_attach(spec.prog_type, None))
+                _prepare(obj, spec, point)
+                if shared is not None:
+                    maps.share(obj, shared, create=False)
+                if points.KINDS[spec.prog_type].prog_type == bpf.PROG_TYPE_TRACING and not point:
+                    return
+                obj.load()
         finally:
             bpffs.remove_tree(scratch)
 
@@ -362,56 +372,60 @@ class RealKernel:
     def tracepoints(self) -> list[str]:
         return tracefs.all_tracepoints()
 
-    # --- issue 3 surface (filled in by the kernel work of issue 3) -------------------------------
+    # --- features, interfaces, shared maps --------------------------------------------------
 
     def probe(self, feature: str) -> Probe:
-        from reconciler.kernel import probes
-
-        if feature == "tcx":
-            return probes.tcx_supported()
-        return Probe(feature, True, "not probed yet")
+        return probes.probe(feature)
 
     def release(self) -> str:
         return os.uname().release
 
     def interfaces(self, netns: str | None = None) -> list[str]:
-        raise NotImplementedError
+        return sorted(i.ifname for i in netlink.interfaces(netns))
 
     def map_dirs(self) -> list[str]:
-        return []
+        return maps.map_dirs(self.root)
 
     def remove_maps(self, maps_dir: str) -> None:
-        raise NotImplementedError
+        maps.remove(self.root, maps_dir)
 
 
-def _expected_attach(prog_type: ProgType, point: AttachPoint | None) -> int | None:
-    """expected_attach_type to load with, for an object whose section did not imply the type
-    (the verifier does not depend on a tcx direction: ingress stands in when none is known)."""
-    if prog_type is ProgType.TCX:
-        direction = point.direction if isinstance(point, TcxPoint) else "ingress"
-        return attach.tcx_attach_type(direction)
-    if prog_type is ProgType.XDP:
-        return bpf.ATTACH_XDP
-    return None
+def _prepare(obj: BpfObject, spec: ProgramSpec, point: AttachPoint | None) -> None:
+    """Everything set on the opened object before load: which program, as what type (and for
+    which kernel function), and the initial values of its global variables."""
+    kind = points.KINDS[spec.prog_type]
+    expected = points.expected_attach(spec.prog_type, point)
+    obj.select(spec.function, kind.prog_type, expected, points.attach_target(point))
+    btf.set_global_data(obj, spec.global_data)
 
 
 class _Loaded:
     """Context manager: open the object, load only the spec's function, pin it and its maps in
-    ``stage``; yields (object, program fd) and closes the object (pins stay) at the end."""
+    the staging dir of ``d``; yields (object, program fd) and closes the object (pins stay) at
+    the end. ``undo()`` after a failure unpins the shared maps this load created."""
 
-    def __init__(self, stage: Path, spec: ProgramSpec, point: AttachPoint) -> None:
-        self.stage, self.spec, self.point = stage, spec, point
+    def __init__(
+        self, d: Path, spec: ProgramSpec, point: AttachPoint, shared: Path | None, root: Path
+    ) -> None:
+        self.d, self.spec, self.point, self.shared, self.root = d, spec, point, shared, root
         self.obj: BpfObject | None = None
+        self.sharing: maps.Sharing | None = None
 
     def __enter__(self) -> tuple[BpfObject, int]:
-        (self.stage / MAPS).mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.obj = BpfObject(self.spec.object_path, pin_root=str(self.stage / MAPS))
+        stage = self.d / STAGING
+        (stage / MAPS).mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.obj = BpfObject(self.spec.object_path, pin_root=str(stage / MAPS))
         try:
-            prog_type, _ = _KINDS[self.spec.prog_type]
-            expected = _expected_attach(self.spec.prog_type, self.point)
-            fd = self.obj.load(self.spec.function, prog_type, expected)
-            self.obj.pin_program(str(self.stage / PROG))
-            self.obj.pin_maps(str(self.stage / MAPS))
+            _prepare(self.obj, self.spec, self.point)
+            skip: frozenset[str] = frozenset()
+            if self.shared is not None:
+                self.sharing = maps.share(self.obj, self.shared)
+                skip = self.sharing.names
+            fd = self.obj.load()
+            self.obj.pin_program(str(stage / PROG))
+            self.obj.pin_maps(str(stage / MAPS), skip)
+            if self.sharing is not None:
+                maps.link_into(self.sharing, stage / MAPS, self.d / MAPS)
         except BaseException:
             self.obj.close()
             raise
@@ -420,3 +434,7 @@ class _Loaded:
     def __exit__(self, *exc: object) -> None:
         if self.obj is not None:
             self.obj.close()
+
+    def undo(self) -> None:
+        if self.sharing is not None:
+            maps.undo(self.sharing, self.root)

@@ -186,9 +186,10 @@ class Kernel(Protocol):
         running if anything fails. Pins end up at the same paths as after ``install``."""
         ...
 
-    def verify(self, spec: ProgramSpec) -> None:
+    def verify(self, spec: ProgramSpec, point: AttachPoint | None = None) -> None:
         """Load the program and release it at once: raises VerifierError if the kernel would
-        refuse it. Pins nothing; leaves nothing behind."""
+        refuse it. Pins nothing; leaves nothing behind. fentry/fexit programs are checked against
+        their kernel function's prototype, so they need the ``point`` to be verified fully."""
 
     def uninstall(self, pin_dir: str) -> None:
         """Detach (only what is ours), unpin everything under pin_dir. Idempotent."""

@@ -350,7 +350,9 @@ def _share_maps(
             return maps_dir_of_application(m)
         attachments = by_manifest.get(m.resource, [])
         if m.resource in owners and len(attachments) == 1:
-            return f"{attachments[0].address.pin_dir()}/maps"
+            # Beside the attachment, not inside it: the owner's pins can then be replaced or
+            # removed without touching the maps its users hold.
+            return maps_dir_of_application(m)
         return None
 
     def maps_dir(m: Manifest, seen: tuple[str, ...] = ()) -> str | None:

@@ -8,8 +8,8 @@ exactly one manifest. Resolving it needs only the manifests, never the host, so 
 Where the shared maps live (relative to the bpffs root):
 
 - an application's programs always share ``<Kind>/<name>/maps``;
-- a program kind shares the maps of its one attachment, ``<that attachment's pin dir>/maps``, so a
-  program kind can be a map owner only if it has exactly one attachment;
+- a program kind that is a map owner pins the maps of its one attachment in ``<Kind>/<name>/maps``
+  as well, so a program kind can be a map owner only if it has exactly one attachment;
 - a manifest that has a map owner uses its owner's maps directory (following the owner's own map
   owner, if it has one).
 """
@@ -144,4 +144,5 @@ def _cycles(owners: dict[str, str], by_resource: dict[str, Manifest]) -> list[Pr
 
 
 def maps_dir_of_application(m: Manifest) -> str:
+    """The shared maps directory of a manifest: of an application, or of a map owner."""
     return f"{m.kind}/{m.name}/maps"

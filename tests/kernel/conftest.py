@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests import support
-from tests.kernel.harness import BPF, World, make_kernel
+from tests.kernel.harness import BPF, VM_BPF, World, make_kernel
 
 CLANG_FLAGS = [
     "-g",
@@ -29,8 +29,9 @@ def _stale(src: Path, out: Path) -> bool:
 
 @pytest.fixture(scope="session")
 def bytecode() -> Path:
-    """tests/bpf/*.bpf.c compiled to .o beside them (what `make bytecode` does)."""
-    for src in sorted(BPF.glob("*.bpf.c")):
+    """tests/bpf/*.bpf.c (and the kernel layer's VM-tier objects, tests/vm/bpf/kernel_*.bpf.c,
+    which the contract tests load too) compiled to .o beside them (what `make bytecode` does)."""
+    for src in sorted([*BPF.glob("*.bpf.c"), *VM_BPF.glob("kernel_*.bpf.c")]):
         out = src.with_name(src.name.removesuffix(".bpf.c") + ".o")
         if _stale(src, out):
             if shutil.which("clang") is None:

@@ -11,8 +11,10 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import json
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,7 +24,9 @@ from reconciler.kernel import FakeKernel, Installed, Kernel, RealKernel, TcxPoin
 from tests import support
 
 BPF = support.REPO / "tests" / "bpf"
+VM_BPF = support.REPO / "tests" / "vm" / "bpf"
 IFNAME = "eth0"
+SYS_GETPID, SYS_GETPPID = 39, 110  # x86-64 syscall numbers
 
 _SENDER = r"""
 import socket, sys
@@ -36,6 +40,34 @@ for _ in range(int(sys.argv[2])):
 
 def obj(name: str) -> str:
     return str(BPF / f"{name}.o")
+
+
+def vm_obj(name: str) -> str:
+    """An object of the VM tier (tests/vm/bpf), e.g. the kprobe/fentry programs."""
+    return str(VM_BPF / f"{name}.o")
+
+
+# What the fake kernel knows about the test objects (the real one reads it from the ELF files).
+FAKE_OBJECTS: dict[str, tuple[list[tuple[str, str]], dict[str, int]]] = {
+    # object: ([(map pin name, type)], {global variable: size})
+    obj("global_data"): (
+        [("bss", "array"), ("counters", "array"), ("data", "array"), ("rodata", "array")],
+        {"step": 8, "tag": 4, "calls": 8},
+    ),
+    obj("shared_maps"): ([("bss", "array"), ("shared", "array")], {"seen": 8}),
+    obj("uprobe_counter"): ([("counters", "array")], {}),
+    vm_obj("kernel_probes"): ([("counters", "array")], {}),
+}
+
+
+@dataclass
+class Container:
+    """A process in a mount namespace of its own, holding a copy of the uprobe target at a path
+    that does not exist in ours."""
+
+    pid: int
+    target: str  # the copy's path inside the container
+    run: Callable[[int], None]  # make the container call bpfman_probe_me() n times
 
 
 def wait_for(check: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
@@ -113,16 +145,67 @@ class World:
     def getpid(count: int) -> None:
         libc = ctypes.CDLL(None, use_errno=True)
         for _ in range(count):
-            libc.syscall(39)  # getpid(2) itself, never a cached value
+            libc.syscall(SYS_GETPID)  # getpid(2) itself, never a cached value
+
+    @staticmethod
+    def getppid(count: int = 1) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        for _ in range(count):
+            libc.syscall(SYS_GETPPID)
+
+    def container(self) -> Container:
+        """Start a "container" (stopped with the world): a shell in its own mount namespace with
+        a tmpfs over an empty directory of ours, holding a copy of the uprobe target."""
+        if not self.real:
+            assert isinstance(self.kernel, FakeKernel)
+            pid, target = 4242, "/opt/app/bin/uprobe_target"
+            self.kernel.containers[pid] = {target}
+            return Container(pid, target, lambda n: None)
+        mnt = tempfile.mkdtemp(prefix="bpfman-ctr-")
+        self._cleanups.append(lambda: shutil.rmtree(mnt, ignore_errors=True))
+        target = f"{mnt}/bin/uprobe_target"
+        script = (
+            f"mount -t tmpfs tmpfs {mnt} && mkdir {mnt}/bin && cp {self.uprobe_target} {target} "
+            f"&& echo ready && while read n; do {target} $n; echo done; done"
+        )
+        proc = subprocess.Popen(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+        def stop() -> None:
+            assert proc.stdin is not None
+            proc.stdin.close()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+        self._cleanups.append(stop)
+        assert proc.stdout is not None and proc.stdin is not None
+        if proc.stdout.readline().strip() != "ready":
+            raise AssertionError("the container did not start (unshare/mount failed)")
+
+        def run(count: int) -> None:
+            assert proc.stdin is not None and proc.stdout is not None
+            proc.stdin.write(f"{count}\n")
+            proc.stdin.flush()
+            assert proc.stdout.readline().strip() == "done"
+
+        return Container(proc.pid, target, run)
 
     def run_uprobe_target(self, count: int) -> None:
         subprocess.run([self.uprobe_target, str(count)], check=True)
 
     # --- independent observers (real kernel only) -------------------------------------------
 
-    def counters(self, inst: Installed) -> list[int]:
-        """Values of the installed program's ``counters`` map, read by bpftool by map id."""
-        (m,) = [m for m in inst.maps if m.name == "counters"]
+    def counters(self, inst: Installed, name: str = "counters") -> list[int]:
+        """Values of the installed program's ``counters`` map (or another array of u64s, e.g.
+        "bss"), read by bpftool by map id."""
+        (m,) = [m for m in inst.maps if m.name == name]
         return support.bpftool_map_values(m.id)
 
     def ip_xdp(self) -> tuple[int | None, str | None]:
@@ -166,4 +249,8 @@ class World:
 def make_kernel(kind: str, root: Path) -> Kernel:
     if kind == "real":
         return RealKernel(root)
-    return FakeKernel(root)
+    fake = FakeKernel(root)
+    for path, (maps, variables) in FAKE_OBJECTS.items():
+        fake.object_maps[path] = maps
+        fake.globals[path] = variables
+    return fake

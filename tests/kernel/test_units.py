@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import pytest
 
 from reconciler.kernel import (
     FakeKernel,
+    FentryPoint,
+    FexitPoint,
     KernelError,
     ProgramSpec,
     ProgType,
     TcxPoint,
+    TracepointPoint,
+    UprobePoint,
     XdpPoint,
     bpffs,
+    maps,
+    probes,
 )
-from reconciler.kernel.libbpf import _pin_name, verifier_summary
+from reconciler.kernel.bpfobject import _pin_name
+from reconciler.kernel.libbpf import verifier_summary
 from reconciler.kernel.real import RealKernel
 
 
@@ -108,3 +116,102 @@ def test_fake_device_removal_detaches() -> None:
     assert k.tcx_order("eth0", "egress") == [tcx.link_id]
     k.remove_interface("eth0")
     assert [i.attached for i in k.observe()] == [False, False]
+
+
+# --- issue 3: fake knobs, maps directories, BTF helpers -------------------------------------------
+
+KPROBES = "/tests/kernel_probes.o"
+
+
+def test_fake_features_can_be_turned_off() -> None:
+    k = FakeKernel(check_files=False)
+    k.features["fentry"] = False
+    assert not k.probe("fentry") and k.probe("fexit") and k.probe("kprobe")
+    spec = ProgramSpec(KPROBES, "fentry_count", ProgType.FENTRY)
+    with pytest.raises(KernelError, match=r"6.18.0-fake\) cannot run fentry programs") as err:
+        k.install("FentryProgram/a/x", spec, FentryPoint("vfs_read"))
+    assert "turned off" in str(err.value)
+    with pytest.raises(KernelError, match="cannot run fentry programs"):
+        k.verify(spec, FentryPoint("vfs_read"))
+    assert k.observe() == []
+
+
+def test_fake_kernel_functions_and_containers() -> None:
+    k = FakeKernel(check_files=False)
+    fexit = ProgramSpec(KPROBES, "fexit_count", ProgType.FEXIT)
+    with pytest.raises(KernelError, match="kernel function my_func has no BTF"):
+        k.install("FexitProgram/a/x", fexit, FexitPoint("my_func"))
+    k.kernel_functions.add("my_func")
+    inst = k.install("FexitProgram/a/x", fexit, FexitPoint("my_func"))
+    assert inst.attach["attach_type"] == "trace_fexit" and inst.prog_type == "tracing"
+
+    uprobe = ProgramSpec("/tests/u.o", "uprobe_count", ProgType.UPROBE)
+    k.containers[77] = {"/app/bin"}
+    inst = k.install("UprobeProgram/a/x", uprobe, UprobePoint("/app/bin", "f", container_pid=77))
+    assert inst.attach["file"] == "/proc/77/root/app/bin"
+
+
+def test_fake_shared_maps() -> None:
+    k = FakeKernel("/r", check_files=False)
+    k.object_maps["/a.o"] = [("bss", "array"), ("events", "ringbuf")]
+    k.object_maps["/b.o"] = [("bss", "array"), ("events", "hash")]
+    a = k.install("T/a/x", ProgramSpec("/a.o", "f", ProgType.TRACEPOINT, maps_dir="m"),
+                  TracepointPoint("sched", "sched_switch"))  # fmt: skip
+    assert [m.pin for m in a.maps] == ["/r/T/a/x/maps/bss", "/r/m/events"]
+    with pytest.raises(KernelError, match="shared map events pinned at /r/m/events does not fit"):
+        k.install("T/b/x", ProgramSpec("/b.o", "f", ProgType.TRACEPOINT, maps_dir="m"),
+                  TracepointPoint("sched", "sched_switch"))  # fmt: skip
+    k.uninstall("T/a/x")
+    assert k.map_dirs() == ["m"]
+    k.remove_maps("m")
+    assert k.map_dirs() == []
+
+
+def test_fake_global_data_is_checked_only_when_known() -> None:
+    k = FakeKernel(check_files=False)
+    spec = ProgramSpec("/g.o", "f", ProgType.TRACEPOINT, global_data=(("anything", b"\0"),))
+    k.verify(spec)  # the fake knows nothing about /g.o: anything goes
+    k.globals["/g.o"] = {"limit": 4}
+    with pytest.raises(KernelError, match="global variable anything not found in /g.o"):
+        k.verify(spec)
+
+
+def test_map_dirs_are_the_directories_of_pins_outside_attachments(tmp_path: Path) -> None:
+    for f in [
+        "shared/app/events",  # a maps directory
+        "shared/empty/.keep",  # hidden: not a pin
+        "XdpProgram/a/eth0/prog",
+        "XdpProgram/a/eth0/maps/counters",  # an attachment's own maps
+        "TcxProgram/b/eth0/link",  # an install interrupted before its prog was committed
+        "TcxProgram/b/eth0/maps/counters",
+        "TcxProgram/c/eth0/%next/maps/counters",  # staging
+        "odd%2Ename/events",
+    ]:
+        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f).touch()
+    (tmp_path / "XdpProgram/a/eth0/maps/shared").symlink_to("../../../../shared/app/events")
+    assert maps.map_dirs(tmp_path) == ["odd.name", "shared/app"]
+    assert maps.pin_of(tmp_path / "XdpProgram/a/eth0/maps/shared") == tmp_path / "shared/app/events"
+    maps.remove(tmp_path, "shared/app")
+    maps.remove(tmp_path, "shared/app")
+    assert not (tmp_path / "shared" / "app").exists() and (tmp_path / "shared" / "empty").exists()
+    with pytest.raises(KernelError, match="inside the pin directory of attachment XdpProgram/a"):
+        maps.remove(tmp_path, "XdpProgram/a/eth0/maps")
+
+
+def test_btf_blob_of_the_freplace_probe() -> None:
+    blob = probes._btf_blob()
+    magic, version, _, hdr_len, type_off, type_len, str_off, str_len = struct.unpack_from(
+        "=HBBIIIII", blob
+    )
+    assert (magic, version, hdr_len, type_off) == (0xEB9F, 1, 24, 0)
+    assert len(blob) == hdr_len + type_len + str_len and str_off == type_len
+    assert blob.endswith(b"\0int\0bpfman_probe\0")
+
+
+def test_data_section_of_an_internal_map() -> None:
+    from reconciler.kernel.btf import _section_of
+
+    assert _section_of("global_d.rodata") == ".rodata"
+    assert _section_of("x.bss") == ".bss"
+    assert _section_of(".data.custom_long_name") == ".data.custom_long_name"

@@ -45,7 +45,8 @@ def test_missing_kernel_feature_names_feature_and_kernel(tmp_path):
     k.probe = lambda feature: Probe(feature, feature != "tracepoint", "not configured")  # type: ignore[method-assign]
     (problem,) = check([tracepoint("t")], k, [])
     assert (
-        "needs tracepoint programs, which kernel fake does not support (not configured)" in problem
+        "needs tracepoint programs, which kernel 6.18.0-fake does not support (not configured)"
+        in problem
     )
 
 

@@ -54,7 +54,7 @@ def test_a_program_kind_uses_the_maps_of_its_owner(tmp_path: Path) -> None:
         None,
     )
     by = {a.address.name: a for a in load_desired(root, StubHost()).attachments}
-    shared = "TracepointProgram/counter/syscalls%2Fsys_enter_openat/maps"
+    shared = "TracepointProgram/counter/maps"
     owner_address = Address("TracepointProgram", "counter", "syscalls/sys_enter_openat")
     assert (by["counter"].program.maps_dir, by["counter"].depends_on) == (shared, ())
     assert (by["reader"].program.maps_dir, by["reader"].depends_on) == (shared, (owner_address,))
@@ -62,15 +62,13 @@ def test_a_program_kind_uses_the_maps_of_its_owner(tmp_path: Path) -> None:
     assert (by["alone"].program.maps_dir, by["alone"].attributes["map_owner"]) == (None, None)
 
 
-def test_the_owner_maps_directory_follows_the_host(tmp_path: Path) -> None:
+def test_the_owner_maps_directory_is_beside_its_attachment(tmp_path: Path) -> None:
     owner = xdp(interfaceselector="{primarynodeinterface: true}").replace(
         "name: xdp-counter", "name: xdp-counter\n  labels: {role: maps}"
     )
     files = {"o.yaml": owner, "u.yaml": tp("reader", owner="{matchLabels: {role: maps}}")}
     state = load_desired(write_tree(tmp_path, files), StubHost(primary="ens5"))
-    assert [a.program.maps_dir for a in state.attachments] == [
-        "XdpProgram/xdp-counter/ens5/maps"
-    ] * 2
+    assert [a.program.maps_dir for a in state.attachments] == ["XdpProgram/xdp-counter/maps"] * 2
 
 
 def test_an_application_owner_shares_its_maps_directory(tmp_path: Path) -> None:
@@ -97,7 +95,7 @@ def test_an_application_can_use_another_manifests_maps(tmp_path: Path) -> None:
     )
     files = {"app.yaml": app, "owner.yaml": tp("counter", "{role: maps}")}
     state = load_desired(write_tree(tmp_path, files), StubHost())
-    shared = "TracepointProgram/counter/syscalls%2Fsys_enter_openat/maps"
+    shared = "TracepointProgram/counter/maps"
     assert {a.program.maps_dir for a in state.attachments} == {shared}
     assert {
         a.attributes["map_owner"]
@@ -115,7 +113,7 @@ def test_owners_of_owners_share_one_directory(tmp_path: Path) -> None:
     by = {
         a.address.name: a for a in load_desired(write_tree(tmp_path, files), StubHost()).attachments
     }
-    shared = "TracepointProgram/c/syscalls%2Fsys_enter_openat/maps"
+    shared = "TracepointProgram/c/maps"
     assert {a.program.maps_dir for a in by.values()} == {shared}
     assert by["a"].depends_on == (by["b"].address,)
     assert by["b"].depends_on == (by["c"].address,)
