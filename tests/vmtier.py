@@ -104,9 +104,13 @@ class HostSide:
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
-        self.skip_reason = (
-            "BPFMAN_SKIP_VM=1: the VM tier is skipped" if os.environ.get("BPFMAN_SKIP_VM") else None
-        )
+        self.skip_reason: str | None = None
+        if os.environ.get("BPFMAN_SKIP_VM"):
+            self.skip_reason = "BPFMAN_SKIP_VM=1: the VM tier is skipped"
+        elif os.geteuid() != 0:
+            # Like the kernel tier: installing qemu, caching the kernel under /var/cache and
+            # sharing the whole root file system with a guest that runs as root all need root.
+            self.skip_reason = "the VM tier needs root"
         self.ran = False
         self.count = 0
         self.reports: dict[str, list[TestReport]] = {}
