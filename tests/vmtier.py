@@ -120,6 +120,8 @@ class HostSide:
         self.release: str | None = None
         self.package: str | None = None
         self.seconds = 0.0
+        self.boot_seconds: float | None = None
+        self.status: int | None = None  # the guest pytest's exit status
         self.results: Path | None = None
 
     # -- collection ---------------------------------------------------------------------------
@@ -185,6 +187,8 @@ class HostSide:
             return
         self.seconds = time.monotonic() - started
         self.release = result.release
+        self.boot_seconds = result.boot_seconds
+        self.status = result.status
         self._read_reports(self.results / REPORTS)
         if result.status is None:
             why = (
@@ -246,10 +250,11 @@ class HostSide:
             return
         terminalreporter.write_sep("-", "vm tier")
         if self.release:
+            boot = f"boot {self.boot_seconds:.1f} s, " if self.boot_seconds else ""
             terminalreporter.write_line(
                 f"ran {self.count} tests in one VM on kernel {self.release} "
                 f"({self.package}, qemu TCG), host kernel {os.uname().release}: "
-                f"{self.seconds:.1f} s in all"
+                f"{boot}{self.seconds:.1f} s in all, guest pytest exit {self.status}"
             )
         if self.error:
             terminalreporter.write_line(f"VM tier failed: {self.error}", red=True)
