@@ -38,10 +38,12 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, BinaryIO
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -444,9 +446,11 @@ def boot(
     console: Path | None = None,
     cpus: int | None = None,
     memory_mb: int | None = None,
+    echo: BinaryIO | None = None,
 ) -> Result:
     """Boot the VM, run ``command`` in ``cwd`` and power off. ``results`` is a host directory the
-    guest sees, writable, at /run/bpfman-vm (the command's own results go there too). qemu is
+    guest sees, writable, at /run/bpfman-vm (the command's own results go there too). The console
+    goes to ``console`` (default results/console.log) and, live, to ``echo`` if given. qemu is
     killed on timeout, on any exception (KeyboardInterrupt included) and if this process dies."""
     results.mkdir(parents=True, exist_ok=True)
     for stale in ("status", "release", "boot-seconds"):
@@ -465,12 +469,16 @@ def boot(
             proc = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
-                stdout=out,
+                stdout=subprocess.PIPE if echo else out,
                 stderr=subprocess.STDOUT,
                 preexec_fn=_die_with_parent,
             )
         except FileNotFoundError as e:
             raise VMError("qemu-system-x86_64 is not installed (Debian qemu-system-x86)") from e
+        tee = None
+        if echo is not None:
+            tee = threading.Thread(target=_tee, args=(proc.stdout, out, echo), daemon=True)
+            tee.start()
         try:
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -479,6 +487,8 @@ def boot(
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+            if tee is not None:
+                tee.join(timeout=5)
     status, release, boot_seconds = (
         _read(results / name) for name in ("status", "release", "boot-seconds")
     )
@@ -490,6 +500,13 @@ def boot(
         console=console,
         boot_seconds=float(boot_seconds) if boot_seconds else None,
     )
+
+
+def _tee(source: IO[bytes], *sinks: BinaryIO) -> None:
+    while chunk := source.read1(65536):  # type: ignore[attr-defined]
+        for sink in sinks:
+            sink.write(chunk)
+            sink.flush()
 
 
 def _read(path: Path) -> str | None:
@@ -513,8 +530,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{assets.package}: {assets.vmlinux}, {assets.initramfs}")
             return 0
         with tempfile.TemporaryDirectory(prefix="bpfman-vm-") as tmp:
-            res = boot(assets, args.command, Path(tmp), cwd=Path.cwd(), timeout=args.timeout)
-            sys.stdout.write(res.console.read_text(errors="replace"))
+            res = boot(
+                assets,
+                args.command,
+                Path(tmp),
+                cwd=Path.cwd(),
+                timeout=args.timeout,
+                echo=sys.stdout.buffer,
+            )
             _stderr(
                 f"guest {res.release}: exit {res.status} after {res.seconds:.1f} s "
                 f"(booted in {res.boot_seconds} s)"
