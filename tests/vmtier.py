@@ -104,9 +104,13 @@ class HostSide:
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
-        self.skip_reason = (
-            "BPFMAN_SKIP_VM=1: the VM tier is skipped" if os.environ.get("BPFMAN_SKIP_VM") else None
-        )
+        self.skip_reason: str | None = None
+        if os.environ.get("BPFMAN_SKIP_VM"):
+            self.skip_reason = "BPFMAN_SKIP_VM=1: the VM tier is skipped"
+        elif os.geteuid() != 0:
+            # Like the kernel tier: installing qemu, caching the kernel under /var/cache and
+            # sharing the whole root file system with a guest that runs as root all need root.
+            self.skip_reason = "the VM tier needs root"
         self.ran = False
         self.count = 0
         self.reports: dict[str, list[TestReport]] = {}
@@ -116,6 +120,8 @@ class HostSide:
         self.release: str | None = None
         self.package: str | None = None
         self.seconds = 0.0
+        self.boot_seconds: float | None = None
+        self.status: int | None = None  # the guest pytest's exit status
         self.results: Path | None = None
 
     # -- collection ---------------------------------------------------------------------------
@@ -181,6 +187,8 @@ class HostSide:
             return
         self.seconds = time.monotonic() - started
         self.release = result.release
+        self.boot_seconds = result.boot_seconds
+        self.status = result.status
         self._read_reports(self.results / REPORTS)
         if result.status is None:
             why = (
@@ -242,10 +250,11 @@ class HostSide:
             return
         terminalreporter.write_sep("-", "vm tier")
         if self.release:
+            boot = f"boot {self.boot_seconds:.1f} s, " if self.boot_seconds else ""
             terminalreporter.write_line(
                 f"ran {self.count} tests in one VM on kernel {self.release} "
                 f"({self.package}, qemu TCG), host kernel {os.uname().release}: "
-                f"{self.seconds:.1f} s in all"
+                f"{boot}{self.seconds:.1f} s in all, guest pytest exit {self.status}"
             )
         if self.error:
             terminalreporter.write_line(f"VM tier failed: {self.error}", red=True)

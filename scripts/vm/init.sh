@@ -72,6 +72,8 @@ if [ -n "$moddir" ]; then
 fi
 hostname bpfman-vm
 
+read -r up _ </proc/uptime
+echo "$up" >$R/run/bpfman-vm/boot-seconds
 chroot $R /bin/sh /run/bpfman-vm/run.sh </dev/console >/dev/console 2>&1
 status=$?
 echo "$status" >$R/run/bpfman-vm/status

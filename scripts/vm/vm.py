@@ -38,10 +38,12 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, BinaryIO
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -59,6 +61,7 @@ TOOLS = {
 }
 XZ_MAGIC = b"\xfd7zXZ\x00"
 DEFAULT_TIMEOUT = 600.0
+PRUNE_AFTER = 7 * 24 * 3600.0  # seconds unused after which a cached kernel or initramfs goes
 
 Log = Callable[[str], None]
 
@@ -252,6 +255,7 @@ def build_initramfs(kdir: Path, release: str) -> Path:
     digest = hashlib.sha256(init + hashlib.sha256(busybox).digest() + "\n".join(modules).encode())
     out = kdir / f"initramfs-{digest.hexdigest()[:16]}.cpio"
     if out.exists():
+        os.utime(out)  # in use: see _prune()
         return out
     dirs = ["bin", "dev", "proc", "sys", "modules", "host", "rw", "newroot"]
     entries: list[tuple[str, int, bytes, int]] = [(d, stat.S_IFDIR | 0o755, b"", 0) for d in dirs]
@@ -269,10 +273,19 @@ def build_initramfs(kdir: Path, release: str) -> Path:
     tmp = out.with_suffix(f".tmp{os.getpid()}")
     tmp.write_bytes(cpio_newc(entries))
     tmp.rename(out)
-    for old in kdir.glob("initramfs-*.cpio"):
-        if old != out:
-            old.unlink(missing_ok=True)
     return out
+
+
+def _prune(keep: list[Path]) -> None:
+    """Remove kernels and initramfs images no run has used for a week. Not sooner: another
+    checkout (another version of init.sh) or a pinned older kernel may share this cache."""
+    horizon = time.time() - PRUNE_AFTER
+    for path in [*CACHE.glob("*/ready"), *CACHE.glob("*/initramfs-*.cpio")]:
+        if path not in keep and path.stat().st_mtime < horizon:
+            if path.name == "ready":
+                shutil.rmtree(path.parent, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -333,11 +346,9 @@ def prepare(log: Log = _stderr) -> Assets:
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
             log(f"kernel {release} ready in {kdir} ({time.monotonic() - started:.1f} s)")
-            # Older releases are no longer wanted (each takes ~400 MB).
-            for other in CACHE.glob("*/ready"):
-                if other.parent != kdir:
-                    shutil.rmtree(other.parent, ignore_errors=True)
+        os.utime(kdir / "ready")  # in use: see _prune()
         initramfs = build_initramfs(kdir, release)
+        _prune(keep=[kdir / "ready", initramfs])
     return Assets(
         package=package,
         release=release,
@@ -358,6 +369,7 @@ class Result:
     seconds: float
     timed_out: bool
     console: Path
+    boot_seconds: float | None = None  # guest uptime when the command started (boot time)
 
     def console_tail(self, lines: int = 40) -> str:
         try:
@@ -434,12 +446,14 @@ def boot(
     console: Path | None = None,
     cpus: int | None = None,
     memory_mb: int | None = None,
+    echo: BinaryIO | None = None,
 ) -> Result:
     """Boot the VM, run ``command`` in ``cwd`` and power off. ``results`` is a host directory the
-    guest sees, writable, at /run/bpfman-vm (the command's own results go there too). qemu is
+    guest sees, writable, at /run/bpfman-vm (the command's own results go there too). The console
+    goes to ``console`` (default results/console.log) and, live, to ``echo`` if given. qemu is
     killed on timeout, on any exception (KeyboardInterrupt included) and if this process dies."""
     results.mkdir(parents=True, exist_ok=True)
-    for stale in ("status", "release"):
+    for stale in ("status", "release", "boot-seconds"):
         (results / stale).unlink(missing_ok=True)
     (results / "run.sh").write_text(run_script(command, cwd, env or {}))
     console = console or results / "console.log"
@@ -455,12 +469,16 @@ def boot(
             proc = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
-                stdout=out,
+                stdout=subprocess.PIPE if echo else out,
                 stderr=subprocess.STDOUT,
                 preexec_fn=_die_with_parent,
             )
         except FileNotFoundError as e:
             raise VMError("qemu-system-x86_64 is not installed (Debian qemu-system-x86)") from e
+        tee = None
+        if echo is not None:
+            tee = threading.Thread(target=_tee, args=(proc.stdout, out, echo), daemon=True)
+            tee.start()
         try:
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -469,10 +487,33 @@ def boot(
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    status_file, release_file = results / "status", results / "release"
-    status = int(status_file.read_text()) if status_file.exists() else None
-    release = release_file.read_text().strip() if release_file.exists() else None
-    return Result(status, release, time.monotonic() - started, timed_out, console)
+            if tee is not None:
+                tee.join(timeout=5)
+    status, release, boot_seconds = (
+        _read(results / name) for name in ("status", "release", "boot-seconds")
+    )
+    return Result(
+        status=int(status) if status else None,
+        release=release,
+        seconds=time.monotonic() - started,
+        timed_out=timed_out,
+        console=console,
+        boot_seconds=float(boot_seconds) if boot_seconds else None,
+    )
+
+
+def _tee(source: IO[bytes], *sinks: BinaryIO) -> None:
+    while chunk := source.read1(65536):  # type: ignore[attr-defined]
+        for sink in sinks:
+            sink.write(chunk)
+            sink.flush()
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip() or None
+    except FileNotFoundError:
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -489,9 +530,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{assets.package}: {assets.vmlinux}, {assets.initramfs}")
             return 0
         with tempfile.TemporaryDirectory(prefix="bpfman-vm-") as tmp:
-            res = boot(assets, args.command, Path(tmp), cwd=Path.cwd(), timeout=args.timeout)
-            sys.stdout.write(res.console.read_text(errors="replace"))
-            _stderr(f"guest {res.release}: exit {res.status} after {res.seconds:.1f} s")
+            res = boot(
+                assets,
+                args.command,
+                Path(tmp),
+                cwd=Path.cwd(),
+                timeout=args.timeout,
+                echo=sys.stdout.buffer,
+            )
+            _stderr(
+                f"guest {res.release}: exit {res.status} after {res.seconds:.1f} s "
+                f"(booted in {res.boot_seconds} s)"
+            )
             if res.status is None:
                 _stderr("timed out" if res.timed_out else "the guest reported no exit status")
                 return 125

@@ -37,6 +37,7 @@ class Assets:
 class Result:
     def __init__(self, status, release, console):
         self.status, self.release, self.timed_out, self.console = status, release, False, console
+        self.boot_seconds = 1.5
 
     def console_tail(self, lines=40):
         return self.console.read_text()[-2000:]
