@@ -156,9 +156,12 @@ def compute(
                 reason="it is no longer in the manifests",
                 origin=rec.origin if rec else None,
                 installed=have[addr],
+                uses_maps_of=list(rec.extra.get("depends_on", [])) if rec else [],
             )
         )
     rest = {a: _classify(d, have.get(a), records.get(str(a))) for a, d in sorted(want.items())}
+    for a, c in rest.items():
+        c.uses_maps_of = [str(owner) for owner in want[a].depends_on]
     _cascade(rest)
 
     # Deletes run users first: an owner waits for every recorded user of its maps.

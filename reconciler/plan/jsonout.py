@@ -35,6 +35,7 @@ def plan_document(plan: Plan) -> dict[str, Any]:
                     "after": c.after,
                     "replace_paths": c.replace_paths,
                     "reason": c.reason,
+                    "uses_maps_of": c.uses_maps_of,
                 },
             }
             for c in plan.changes

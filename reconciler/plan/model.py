@@ -39,6 +39,7 @@ class ResourceChange:
     reason: str | None = None  # why a delete or replace happens, for people
     origin: str | None = None  # manifest file:line
     installed: Installed | None = None  # what the kernel held when planned
+    uses_maps_of: list[str] = field(default_factory=list)  # map owners: ordered around them
 
 
 @dataclass

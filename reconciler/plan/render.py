@@ -82,6 +82,10 @@ def render_change(c: ResourceChange, style: Style) -> list[str]:
         out.append(f"  # (because {', '.join(c.replace_paths)} changed)")
     if c.reason:
         out.append(f"  # (because {c.reason})")
+    if c.uses_maps_of:
+        owners = ", ".join(c.uses_maps_of)
+        when = "unloaded before" if c.action is Action.DELETE else "loaded after"
+        out.append(f"  # (uses the maps of {owners}, so it is {when} it)")
     if c.origin and c.action is not Action.DELETE:
         out.append(f"  # (from {c.origin})")
     out.append(f"{style.paint(sym.rjust(3), _COLOR[c.action])} {c.address} {{")

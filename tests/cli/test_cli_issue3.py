@@ -43,7 +43,7 @@ def counter(prog_id: int) -> tuple[int, int]:
     raise AssertionError(f"program {prog_id} has no shared_hits map")
 
 
-def test_application_programs_share_maps_and_global_data(no_leaks, bpfman, mdir):
+def test_application_programs_share_maps_and_global_data(no_leaks, bpfman, veth, mdir):
     bc = mdir.bytecode(SHARED)
     mdir.write(
         "app.yaml",
@@ -63,10 +63,20 @@ spec:
       type: TracePoint
       tracepoint:
         links: [{{name: syscalls/sys_enter_getppid}}]
+    - name: xdp_count
+      type: XDP
+      xdp:
+        links:
+          - interfaceSelector:
+              interfacesDiscoveryConfig:
+                interfaceAutoDiscovery: true
+                allowedInterfaces: ["/^eth/"]
+            netnsPath: {veth.netns_a}
+            priority: 10
 """,
     )
     out = bpfman.run("apply", mdir.source, "--auto-approve").stdout
-    assert "Resources: 2 added" in out
+    assert "Resources: 3 added" in out
     a = get(bpfman, "ClusterBpfApplication/counters[count_getpid:syscalls/sys_enter_getpid]")
     b = get(bpfman, "ClusterBpfApplication/counters[count_getppid:syscalls/sys_enter_getppid]")
     map_a, _ = counter(a["kernel"]["prog_id"])
@@ -76,6 +86,16 @@ spec:
     map_a, after = counter(a["kernel"]["prog_id"])  # ... read through the first program's map
     assert after - before >= 3 * BIG
     assert after % BIG == 0  # global data reached the program: every event added BIG
+    # The XDP program, found by interface discovery inside the test's namespace (lo excluded),
+    # adds frames to the same map.
+    x = get(bpfman, f"ClusterBpfApplication/counters[xdp_count:{veth.ns_a}:eth0]")
+    assert counter(x["kernel"]["prog_id"])[0] == map_a
+    (link,) = json.loads(
+        support.sh("ip", "-n", veth.ns_a, "-d", "-j", "link", "show", "eth0").stdout
+    )
+    assert link["xdp"]["prog"]["id"] == x["kernel"]["prog_id"]
+    support.send_frames(veth.netns_b, veth.if_b, 5)
+    assert counter(a["kernel"]["prog_id"])[1] - after >= 5 * BIG
     # Unloading the application releases its shared maps too (no_leaks counts them).
     bpfman.run("destroy", "--auto-approve")
     assert not any(bpfman.root.rglob("shared_hits"))
@@ -105,6 +125,9 @@ spec:
 """
     mdir.write("owner.yaml", owner)
     mdir.write("user.yaml", user)
+    plan = bpfman.run("plan", mdir.source).stdout
+    owner_addr = "TracepointProgram/zz-owner[syscalls/sys_enter_getpid]"
+    assert f"# (uses the maps of {owner_addr}, so it is loaded after it)" in plan
     out = bpfman.run("apply", mdir.source, "--auto-approve").stdout
     # The owner loads first although its name sorts last.
     assert out.index("TracepointProgram/zz-owner[") < out.index("TracepointProgram/aa-user[")
@@ -123,6 +146,7 @@ spec:
     assert "mapownerselector" in p.stderr or "map owner" in (p.stdout + p.stderr)
     # Both going: the user is unloaded first.
     mdir.remove("user.yaml")
+    assert "so it is unloaded before it" in bpfman.run("plan", mdir.source).stdout
     out = bpfman.run("apply", mdir.source, "--auto-approve").stdout
     assert out.index("TracepointProgram/aa-user[") < out.index("TracepointProgram/zz-owner[")
 

@@ -85,3 +85,16 @@ def test_unselected_manifests_are_listed_on_request_and_in_json():
         {"resource": "XdpProgram/db-fw", "origin": "db.yaml:1", "reason": why}
     ]
     assert "All manifests are selected" in render_unselected(build_plan([], [], {}))
+
+
+def test_the_plan_says_why_a_map_user_waits_for_its_owner():
+    from tests.unit.factories import tracepoint
+
+    owner = tracepoint("owner")
+    user = tracepoint("user")
+    user = type(user)(**{**user.__dict__, "depends_on": (owner.address,)})
+    text = render_plan(build_plan([owner, user], [], {}))
+    assert f"# (uses the maps of {owner.address}, so it is loaded after it)" in text
+    doc = plan_document(build_plan([owner, user], [], {}))
+    by = {c["address"]: c["change"] for c in doc["resource_changes"]}
+    assert by[str(user.address)]["uses_maps_of"] == [str(owner.address)]
