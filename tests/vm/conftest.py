@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
 
 import pytest
 
+from reconciler.kernel.points import kallsyms_has
 from tests import support
 
 VM_BPF = Path(__file__).resolve().parent / "bpf"
@@ -40,3 +43,20 @@ def pin_dir() -> Iterator[Path]:
         yield path
     finally:
         support.remove_tree(path)
+
+
+@cache
+def vmlinux_func_ids() -> dict[str, int]:
+    """Kernel function name -> BTF type id, as bpftool reads /sys/kernel/btf/vmlinux."""
+    out = support.sh("bpftool", "btf", "dump", "file", "/sys/kernel/btf/vmlinux").stdout
+    return {m[2]: int(m[1]) for m in re.finditer(r"^\[(\d+)\] FUNC '([^']+)'", out, re.M)}
+
+
+@pytest.fixture(scope="session")
+def getpid_function() -> str:
+    """A kernel function getpid(2) runs, in kallsyms (for kprobes) and in BTF (for fentry): the
+    syscall's entry point, or the function behind it (some kernels' BTF lacks the wrapper)."""
+    for name in ("__x64_sys_getpid", "__arm64_sys_getpid", "__do_sys_getpid"):
+        if kallsyms_has(name) and name in vmlinux_func_ids():
+            return name
+    pytest.skip("no getpid(2) entry function in this kernel's kallsyms and BTF")

@@ -11,7 +11,6 @@ import json
 import re
 import subprocess
 from collections.abc import Iterator
-from functools import cache
 from pathlib import Path
 
 import pytest
@@ -27,10 +26,10 @@ from reconciler.kernel import (
     RealKernel,
     TracepointPoint,
 )
-from reconciler.kernel.points import kallsyms_has
 from tests import support
 from tests.kernel.conftest import CLANG_FLAGS
 from tests.kernel.harness import BPF, World, wait_for
+from tests.vm.conftest import vmlinux_func_ids
 
 pytestmark = pytest.mark.vm
 
@@ -41,23 +40,6 @@ CALLS = 20
 def kernel_probes(vm_bytecode: Path) -> str:
     """tests/vm/bpf/kernel_probes.o (`make bytecode` builds it on the host first)."""
     return str(vm_bytecode / "kernel_probes.o")
-
-
-@cache
-def vmlinux_func_ids() -> dict[str, int]:
-    """Kernel function name -> BTF type id, as bpftool reads /sys/kernel/btf/vmlinux."""
-    out = support.sh("bpftool", "btf", "dump", "file", "/sys/kernel/btf/vmlinux").stdout
-    return {m[2]: int(m[1]) for m in re.finditer(r"^\[(\d+)\] FUNC '([^']+)'", out, re.M)}
-
-
-@pytest.fixture(scope="module")
-def getpid_function() -> str:
-    """A kernel function getpid(2) runs, in kallsyms (for kprobes) and in BTF (for fentry): the
-    syscall's entry point, or the function behind it (some kernels' BTF lacks the wrapper)."""
-    for name in ("__x64_sys_getpid", "__arm64_sys_getpid", "__do_sys_getpid"):
-        if kallsyms_has(name) and name in vmlinux_func_ids():
-            return name
-    pytest.skip("no getpid(2) entry function in this kernel's kallsyms and BTF")
 
 
 @pytest.fixture
