@@ -253,3 +253,50 @@ spec:
     assert f"needs kprobes, which kernel {release} does not support" in p.stdout + p.stderr
     bpfman.run("apply", mdir.source, "--auto-approve", expect=1)
     assert not bpfman.root.exists() or not any(bpfman.root.rglob("prog"))
+
+
+def test_uprobe_pid_filter_counts_only_that_process(no_leaks, bpfman, mdir):
+    bc = mdir.bytecode(EXAMPLES / "bytecode" / "uprobe_counter.o")
+    # A process that calls libc's getpid() 7 times each time it reads a line.
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import ctypes, sys\nlibc = ctypes.CDLL(None)\n"
+            "for _ in sys.stdin:\n    [libc.getpid() for _ in range(7)]\n"
+            "    print('done', flush=True)\n",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        mdir.write(
+            "up.yaml",
+            f"""apiVersion: bpfman.io/v1alpha1
+kind: UprobeProgram
+metadata: {{name: one-process}}
+spec:
+  bpffunctionname: uprobe_hits
+  bytecode: {{path: {bc}}}
+  target: libc
+  func_name: getpid
+  pid: {child.pid}
+""",
+        )
+        bpfman.run("apply", mdir.source, "--auto-approve")
+        e = get(bpfman, "UprobeProgram/one-process[libc:getpid]")
+        assert e["attributes"]["pid"] == child.pid
+        (m,) = [m for m in e["kernel"]["maps"] if m["name"] == "uprobe_hits_map"]
+        libc = __import__("ctypes").CDLL(None)
+        for _ in range(1000):  # calls from any other process are not counted
+            libc.getpid()
+        call("getpid", 100)
+        assert child.stdin and child.stdout
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        assert child.stdout.readline().strip() == "done"
+        assert 7 <= support.map_u64(f"id {m['id']}") < 500
+    finally:
+        child.kill()
+        child.wait()
