@@ -21,8 +21,11 @@ from reconciler.kernel.probes import FEATURES
 from reconciler.kernel.types import (
     AttachConflict,
     AttachPoint,
+    DispatchSlot,
     FentryPoint,
     FexitPoint,
+    Hook,
+    HookState,
     Installed,
     KernelError,
     KprobePoint,
@@ -486,6 +489,12 @@ class FakeKernel:
         if self.features.get(feature, True):
             return Probe(feature, True, f"{feature} is supported (fake kernel)")
         return Probe(feature, False, f"{feature} is turned off in this fake kernel (features)")
+
+    def dispatch(self, hook: Hook, slots: list[DispatchSlot]) -> list[Installed]:
+        raise NotImplementedError("fake dispatcher: issue 4")
+
+    def hook_state(self, hook: Hook) -> HookState:
+        raise NotImplementedError("fake dispatcher: issue 4")
 
     def release(self) -> str:
         return self.release_name

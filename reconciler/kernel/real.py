@@ -32,15 +32,20 @@ from reconciler.kernel import (
     netns,
     points,
     probes,
+    tcdispatch,
     tracefs,
+    xdpdispatch,
 )
 from reconciler.kernel.bpffs import LINK, MAPS, PROG, STAGING
 from reconciler.kernel.bpfobject import BpfObject
 from reconciler.kernel.observe import Scan, owner_of
 from reconciler.kernel.types import (
     AttachPoint,
+    DispatchSlot,
     FentryPoint,
     FexitPoint,
+    Hook,
+    HookState,
     Installed,
     KernelError,
     KprobePoint,
@@ -50,6 +55,7 @@ from reconciler.kernel.types import (
     TcxPoint,
     TracepointPoint,
     UprobePoint,
+    XdpHook,
     XdpPoint,
 )
 
@@ -371,6 +377,18 @@ class RealKernel:
 
     def tracepoints(self) -> list[str]:
         return tracefs.all_tracepoints()
+
+    # --- multi-program hooks ----------------------------------------------------------------
+
+    def dispatch(self, hook: Hook, slots: list[DispatchSlot]) -> list[Installed]:
+        if isinstance(hook, XdpHook):
+            return xdpdispatch.dispatch(self, hook, slots)
+        return tcdispatch.dispatch(self, hook, slots)
+
+    def hook_state(self, hook: Hook) -> HookState:
+        if isinstance(hook, XdpHook):
+            return xdpdispatch.hook_state(self, hook)
+        return tcdispatch.hook_state(self, hook)
 
     # --- features, interfaces, shared maps --------------------------------------------------
 

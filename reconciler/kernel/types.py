@@ -105,6 +105,62 @@ class Probe:
 
 
 @dataclass(frozen=True)
+class XdpHook:
+    """An interface's XDP hook, shared by several programs through a dispatcher."""
+
+    ifname: str
+    netns: str | None = None
+    mode: str = "auto"  # auto | native | generic
+
+
+@dataclass(frozen=True)
+class TcHook:
+    """An interface's TC hook (clsact, cls_bpf), shared through a TC dispatcher."""
+
+    ifname: str
+    direction: str  # ingress | egress
+    netns: str | None = None
+
+
+Hook = XdpHook | TcHook
+
+# Maximum programs one dispatcher runs (libxdp's MAX_DISPATCHER_ACTIONS).
+MAX_DISPATCHER_SLOTS = 10
+
+
+@dataclass(frozen=True)
+class DispatchSlot:
+    """One of our programs on a multi-program hook."""
+
+    pin_dir: str  # the attachment's pin dir: its program and maps (no link of its own)
+    spec: ProgramSpec
+    priority: int  # lower runs first; ties by pin_dir
+    # Return values after which the next program runs. XDP: aborted, drop, pass, tx, redirect;
+    # TC: unspec, ok, reclassify, shot, pipe, stolen, queued, repeat, redirect, trap. Both:
+    # dispatcher_return (the program's "I am done, go on" value).
+    proceed_on: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SlotState:
+    """A program a dispatcher runs, as the kernel and the dispatcher's config say."""
+
+    prog_id: int
+    name: str
+    priority: int
+    proceed_on: tuple[str, ...]
+    pin_dir: str | None  # ours (relative to the root), or None for a foreign program
+
+
+@dataclass(frozen=True)
+class HookState:
+    hook: Hook
+    dispatcher_id: int | None  # None: no dispatcher (nothing, or a single directly attached prog)
+    slots: tuple[SlotState, ...] = ()  # in run order
+    direct_prog_id: int | None = None  # a program attached without a dispatcher
+
+
+@dataclass(frozen=True)
 class Placement:
     """Where a new TCX link goes among our own links on the same hook.
 
@@ -190,6 +246,21 @@ class Kernel(Protocol):
         """Load the program and release it at once: raises VerifierError if the kernel would
         refuse it. Pins nothing; leaves nothing behind. fentry/fexit programs are checked against
         their kernel function's prototype, so they need the ``point`` to be verified fully."""
+
+    def dispatch(self, hook: Hook, slots: list[DispatchSlot]) -> list[Installed]:
+        """Make ``hook`` run exactly ``slots`` (plus any foreign programs already on its
+        dispatcher, kept at their priorities) in one atomic swap to a new dispatcher.
+
+        A slot whose pin_dir already holds a program loaded from the same spec keeps it (same
+        program id); new or changed ones are loaded first (a verifier rejection changes nothing).
+        Our programs no longer listed are unloaded after the swap. An empty list removes all of
+        ours (and the dispatcher when nothing foreign remains). Returns one Installed per slot.
+        """
+        ...
+
+    def hook_state(self, hook: Hook) -> HookState:
+        """What runs on ``hook`` now: the dispatcher and its programs (ours and foreign)."""
+        ...
 
     def uninstall(self, pin_dir: str) -> None:
         """Detach (only what is ours), unpin everything under pin_dir. Idempotent."""
