@@ -7,8 +7,9 @@ from pathlib import Path
 
 from reconciler.kernel.types import Installed, Kernel
 from reconciler.plan import Plan, build_plan
+from reconciler.plan.hooks import assign_hooks, hook_of_point
 from reconciler.plan.hostcheck import check as host_check
-from reconciler.spec.model import DesiredState
+from reconciler.spec.model import DesiredAttachment, DesiredState
 from reconciler.state import Record, StateStore
 
 
@@ -34,16 +35,29 @@ def plan_for(ctx: Context, desired: DesiredState | None) -> Plan:
     if desired is None:
         plan = build_plan([], installed, records, bpffs_root=str(ctx.kernel.root))
         plan.destroy = True
+        plan.dispatching = any(r.extra.get("hook") for r in records.values())
+        assign_hooks(plan, records)
         for c in plan.changes:
             c.reason = "bpfman destroy unloads everything it manages"
         return plan
-    return build_plan(
+    dispatching = dispatchers_supported(ctx.kernel, desired.attachments)
+    plan = build_plan(
         desired.attachments,
         installed,
         records,
-        errors=host_check(desired.attachments, ctx.kernel, installed),
+        errors=host_check(desired.attachments, ctx.kernel, installed, dispatching),
         source=desired.source,
         revision=desired.revision,
         bpffs_root=str(ctx.kernel.root),
         unselected=[(f"{m.kind}/{m.name}", str(m.origin), why) for m, why in desired.unselected],
     )
+    plan.dispatching = dispatching
+    assign_hooks(plan, records)
+    return plan
+
+
+def dispatchers_supported(kernel: Kernel, attachments: list[DesiredAttachment]) -> bool:
+    """Dispatchers need freplace; probe only when some XDP or TC program is wanted."""
+    if not any(hook_of_point(d.point) for d in attachments):
+        return False
+    return bool(kernel.probe("freplace"))

@@ -9,6 +9,8 @@ from collections import defaultdict
 from collections.abc import Iterable
 
 from reconciler.kernel.types import (
+    MAX_DISPATCHER_SLOTS,
+    Hook,
     Installed,
     Kernel,
     KprobePoint,
@@ -18,6 +20,7 @@ from reconciler.kernel.types import (
     UprobePoint,
     XdpPoint,
 )
+from reconciler.plan.hooks import hook_label, hook_of_point
 from reconciler.spec.model import DesiredAttachment
 
 # The kernel runs at most this many programs on one tracepoint (BPF_TRACE_MAX_PROGS); the next
@@ -73,6 +76,30 @@ def _missing_owners(desired: list[DesiredAttachment]) -> list[str]:
     ]
 
 
+def _crowded_hooks(
+    per_hook: dict[Hook, list[DesiredAttachment]], kernel: Kernel, dispatching: bool
+) -> list[str]:
+    """Several programs on one XDP or TC hook need a dispatcher (and so freplace); a
+    dispatcher runs at most MAX_DISPATCHER_SLOTS."""
+    problems = []
+    for hook, ds in sorted(per_hook.items(), key=lambda kv: hook_label(kv[0])):
+        names = ", ".join(f"{d.address} ({d.origin})" for d in ds)
+        if dispatching and len(ds) > MAX_DISPATCHER_SLOTS:
+            problems.append(
+                f"{hook_label(hook)}: {len(ds)} programs want it ({names}), but a dispatcher runs "
+                f"at most {MAX_DISPATCHER_SLOTS}; move some to another interface or direction"
+            )
+        elif not dispatching and len(ds) > 1:
+            probe = kernel.probe("freplace")
+            problems.append(
+                f"{hook_label(hook)}: {len(ds)} programs want it ({names}); several programs on "
+                f"one hook run through a dispatcher, which needs freplace (BPF_PROG_TYPE_EXT), "
+                f"and kernel {kernel.release()} does not support it ({probe.reason}); keep one "
+                f"program per hook on this kernel"
+            )
+    return problems
+
+
 def _kernel_function_exists(name: str) -> bool | None:
     """None when /proc/kallsyms cannot tell (unreadable, or addresses hidden)."""
     try:
@@ -93,12 +120,15 @@ def _interfaces() -> list[str]:
 
 
 def check(
-    desired: Iterable[DesiredAttachment], kernel: Kernel, installed: Iterable[Installed]
+    desired: Iterable[DesiredAttachment],
+    kernel: Kernel,
+    installed: Iterable[Installed],
+    dispatching: bool = False,
 ) -> list[str]:
     desired = list(desired)
     problems = _missing_features(desired, kernel) + _missing_owners(desired)
     ours = {i.prog_id for i in installed}
-    xdp_by_iface: dict[tuple[str | None, str], list[DesiredAttachment]] = defaultdict(list)
+    per_hook: dict[Hook, list[DesiredAttachment]] = defaultdict(list)
     tracepoints: list[str] | None = None
     per_tracepoint: dict[str, list[DesiredAttachment]] = defaultdict(list)
 
@@ -112,10 +142,12 @@ def check(
                 f"(interfaces: {names}); fix spec.interfaceselector or create the interface"
             )
             continue
+        hook = hook_of_point(p)
+        if hook is not None:
+            per_hook[hook].append(d)
         if isinstance(p, XdpPoint):
-            xdp_by_iface[(p.netns, p.ifname)].append(d)
             current = kernel.xdp_program_on(p.ifname, p.netns)
-            if current is not None and current not in ours:
+            if current is not None and current not in ours and not dispatching:
                 problems.append(
                     f"{where}: interface {p.ifname!r} already runs XDP program id {current}, "
                     f"which bpfman does not manage; bpfman never replaces a foreign program: "
@@ -157,14 +189,7 @@ def check(
                 f"{kernel.release()} (see /proc/kallsyms); fix spec.func_name"
             )
 
-    for (_, ifname), ds in sorted(xdp_by_iface.items(), key=lambda kv: kv[0][1]):
-        if len(ds) > 1:
-            names = ", ".join(f"{d.address} ({d.origin})" for d in ds)
-            problems.append(
-                f"interface {ifname!r}: {len(ds)} XdpPrograms want it ({names}), but several XDP "
-                f"programs on one interface need the multi-program dispatcher, which this "
-                f"version does not provide yet; keep one XdpProgram per interface"
-            )
+    problems += _crowded_hooks(per_hook, kernel, dispatching)
     for tp, ds in sorted(per_tracepoint.items()):
         if len(ds) > TRACE_MAX_PROGS:
             problems.append(

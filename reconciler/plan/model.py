@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.address import Address
-from reconciler.kernel.types import Installed
+from reconciler.kernel.types import Hook, Installed
 from reconciler.spec.model import DesiredAttachment
 
 
@@ -40,6 +40,9 @@ class ResourceChange:
     origin: str | None = None  # manifest file:line
     installed: Installed | None = None  # what the kernel held when planned
     uses_maps_of: list[str] = field(default_factory=list)  # map owners: ordered around them
+    # The multi-program hook (XDP or TC dispatcher) this attachment runs on, when it runs through
+    # a dispatcher: apply then swaps each such hook once, for all its changes together.
+    hook: Hook | None = None
 
 
 @dataclass
@@ -50,6 +53,8 @@ class Plan:
     revision: str | None = None
     bpffs_root: str = ""
     destroy: bool = False  # everything under the root goes, whatever the manifests say
+    # Whether XDP and TC programs go through dispatchers (the kernel supports freplace).
+    dispatching: bool = False
     # Manifests whose nodeselector does not match this host: (KIND/NAME, file:line, reason).
     unselected: list[tuple[str, str, str]] = field(default_factory=list)
 

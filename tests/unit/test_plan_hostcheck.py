@@ -26,9 +26,19 @@ def test_foreign_xdp_program_is_a_conflict(tmp_path):
     assert f"already runs XDP program id {foreign}" in problem
 
 
-def test_two_xdp_programs_on_one_interface_need_a_dispatcher(tmp_path):
-    (problem,) = check([xdp("a"), xdp("b")], kernel(tmp_path), [])
-    assert "2 XdpPrograms want it" in problem and "dispatcher" in problem
+def test_two_xdp_programs_on_one_interface_need_freplace_for_a_dispatcher(tmp_path):
+    k = kernel(tmp_path)
+    k.features["freplace"] = False
+    (problem,) = check([xdp("a"), xdp("b")], k, [], dispatching=False)
+    assert problem.startswith("XDP on eth0: 2 programs want it")
+    assert "needs freplace (BPF_PROG_TYPE_EXT), and kernel" in problem
+    assert check([xdp("a"), xdp("b")], kernel(tmp_path), [], dispatching=True) == []
+
+
+def test_a_dispatcher_runs_at_most_ten_programs(tmp_path):
+    ds = [xdp(f"p{i}") for i in range(11)]
+    (problem,) = check(ds, kernel(tmp_path), [], dispatching=True)
+    assert "11 programs want it" in problem and "at most 10" in problem
 
 
 def test_more_programs_than_a_tracepoint_takes(tmp_path):

@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from reconciler.address import Address
+from reconciler.apply import hooks
+from reconciler.apply.tcx import TcxOrder
 from reconciler.kernel.types import (
+    Hook,
     Installed,
     Kernel,
     KernelError,
-    Placement,
     ProgType,
     TcxPoint,
 )
@@ -46,41 +48,6 @@ class ApplyFailed(Exception):
     def __init__(self, message: str, outcomes: list[Outcome]) -> None:
         super().__init__(message)
         self.outcomes = outcomes
-
-
-def _hook(p: TcxPoint) -> tuple[str | None, str, str]:
-    return (p.netns, p.ifname, p.direction)
-
-
-class _TcxOrder:
-    """Places TCX links among our own links on a hook: lower priority first, ties by name, as
-    the manifests want; foreign links keep whatever place their owners gave them."""
-
-    def __init__(self, plan: Plan) -> None:
-        self.live: set[Address] = set()
-        self.wanted: dict[tuple[str | None, str, str], list[DesiredAttachment]] = {}
-        for c in plan.changes:
-            if c.installed is not None and c.installed.attached:
-                self.live.add(c.address)
-            d = c.desired
-            if d is not None and isinstance(d.point, TcxPoint):
-                self.wanted.setdefault(_hook(d.point), []).append(d)
-        for ds in self.wanted.values():
-            ds.sort(key=lambda d: (d.priority or 0, d.address.name, d.address.index))
-
-    def placement(self, d: DesiredAttachment) -> Placement:
-        assert isinstance(d.point, TcxPoint)
-        order = [x for x in self.wanted[_hook(d.point)] if x.address != d.address]
-        key = (d.priority or 0, d.address.name, d.address.index)
-        after = [x for x in order if (x.priority or 0, x.address.name, x.address.index) > key]
-        before = [x for x in order if (x.priority or 0, x.address.name, x.address.index) < key]
-        for x in after:
-            if x.address in self.live:
-                return Placement(before=x.address.pin_dir())
-        for x in reversed(before):
-            if x.address in self.live:
-                return Placement(after=x.address.pin_dir())
-        return Placement()
 
 
 def _record(
@@ -142,10 +109,16 @@ def apply_plan(
     for key in stale:
         del records[key]
     _preflight(plan, kernel, emit)
-    order = _TcxOrder(plan)
+    order = TcxOrder(plan)
     outcomes: list[Outcome] = []
 
+    swapped: set[Hook] = set()
     for c in plan.actionable:
+        if c.hook is not None:
+            if c.hook not in swapped:
+                swapped.add(c.hook)
+                outcomes += _apply_hook(plan, c.hook, kernel, store, records, emit)
+            continue
         start_msg, done_msg = _VERBS[c.action]
         emit(f"{c.address}: {start_msg}")
         t0 = time.monotonic()
@@ -203,6 +176,48 @@ def apply_plan(
     if stale or plan.actionable:
         store.compact(records)
         _release_unused_maps(plan, kernel)
+    return outcomes
+
+
+def _apply_hook(
+    plan: Plan,
+    hook: Hook,
+    kernel: Kernel,
+    store: StateStore,
+    records: dict[str, Record],
+    emit: Callable[[str], None],
+) -> list[Outcome]:
+    """All the changes of one dispatcher hook, carried out by one atomic swap."""
+    changes = hooks.changes_of(plan, hook)
+    for c in changes:
+        emit(f"{c.address}: {_VERBS[c.action][0]}")
+    t0 = time.monotonic()
+    try:
+        by_pin = hooks.swap(kernel, plan, hook)
+    except KernelError as e:
+        elapsed = time.monotonic() - t0
+        failed = [Outcome(c.address, c.action, elapsed, error=str(e)) for c in changes]
+        store.compact(records)
+        raise ApplyFailed(f"{hooks.hook_label(hook)}: {e}", failed) from e
+    elapsed = time.monotonic() - t0
+    outcomes = []
+    for c in changes:
+        key = str(c.address)
+        inst = by_pin.get(c.address.pin_dir())
+        if hooks.is_unload(c):
+            records.pop(key, None)
+            store.delete(key)
+        else:
+            assert c.desired is not None and inst is not None
+            _verify(c, inst)
+            records[key] = _record(c.desired, inst, records.get(key), plan.revision)
+            records[key].extra.update(hooks.hook_extra(hook))
+            store.put(records[key])
+        ids = f" [prog_id={inst.prog_id}]" if inst is not None else ""
+        emit(f"{c.address}: {_VERBS[c.action][1]} after {_duration(elapsed)}{ids}")
+        outcomes.append(
+            Outcome(c.address, c.action, elapsed, prog_id=inst.prog_id if inst else None)
+        )
     return outcomes
 
 
