@@ -1,18 +1,371 @@
-"""Multi-program TC (clsact + cls_bpf) through a dispatcher swapped atomically in place."""
+"""Multi-program TC (clsact + cls_bpf) through a dispatcher swapped atomically in place.
+
+One direct-action cls_bpf filter of ours per hook, at pref ``PREF`` and handle ``HANDLE``, runs
+the dispatcher (dispatchers/tc_dispatcher.bpf.c); each component is an EXT (freplace) program
+attached to one slot function ``progN``. A change builds a new dispatcher (its config in .rodata),
+attaches every component to it with new freplace links (programs keep their ids), and swaps it in
+by replacing our filter's program in place (RTM_NEWTFILTER + NLM_F_REPLACE): never two filters.
+
+Pins (see docs/dispatchers-tc.md)::
+
+    <root>/<pin_dir>/prog, maps/...      a component (no link of its own)
+    <root>/<pin_dir>/%spec-<digest>/     empty dir: what the component was loaded from
+    <root>/%tc/<netns inode>-<ifindex>-<direction>/dispatcher, link<N>, %qdisc/
+"""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import hashlib
+import os
+import socket
+import struct
+from contextlib import ExitStack
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from reconciler.kernel.types import DispatchSlot, HookState, Installed, TcHook
+from reconciler.kernel import bpf, bpffs, maps, netns, tcbpf, tcnetlink
+from reconciler.kernel import btf as kbtf
+from reconciler.kernel.bpffs import MAPS, PROG, STAGING
+from reconciler.kernel.bpfobject import BpfObject
+from reconciler.kernel.observe import owner_of
+from reconciler.kernel.types import (
+    MAX_DISPATCHER_SLOTS,
+    AttachConflict,
+    DispatchSlot,
+    HookState,
+    Installed,
+    KernelError,
+    SlotState,
+    TcHook,
+)
 
 if TYPE_CHECKING:
     from reconciler.kernel.real import RealKernel
 
+PREF = 50  # our filter's priority on the clsact hook (tc "pref")
+HANDLE = 0xB7F  # our filter's handle
+FILTER_NAME = "bpfman_tc_dispatcher"
+DISPATCHER_OBJECT = Path(__file__).resolve().parent / "dispatchers" / "tc_dispatcher.o"
+TC_DISPATCHER_RETURN = 30
+MAGIC, VERSION = 0xBF, 1
+HOOKS_DIR = "%tc"
+QDISC_MARK = "%qdisc"  # we created the clsact qdisc of this hook
+# Proceed-on names -> TC return values (TC_ACT_*; dispatcher_return is bpfman's 30).
+ACTIONS = {
+    "unspec": -1,
+    "ok": 0,
+    "reclassify": 1,
+    "shot": 2,
+    "pipe": 3,
+    "stolen": 4,
+    "queued": 5,
+    "repeat": 6,
+    "redirect": 7,
+    "trap": 8,
+    "dispatcher_return": TC_DISPATCHER_RETURN,
+}
 
-def dispatch(kernel: RealKernel, hook: TcHook, slots: list[DispatchSlot]) -> list[Installed]:
-    raise NotImplementedError("TC dispatcher: issue 4")
+
+def mask_of(proceed_on: tuple[str, ...]) -> int:
+    """chain_call_actions bitmask: bit (value + 1) per return value that continues the chain."""
+    out = 0
+    for name in proceed_on:
+        if name not in ACTIONS:
+            raise KernelError(f"unknown TC proceed-on value {name!r}; valid: {', '.join(ACTIONS)}")
+        out |= 1 << (ACTIONS[name] + 1)
+    return out
+
+
+def proceed_on_of(mask: int) -> tuple[str, ...]:
+    return tuple(n for n, v in ACTIONS.items() if mask & (1 << (v + 1)))
+
+
+def config_bytes(entries: list[tuple[int, tuple[str, ...]]]) -> bytes:
+    """struct tc_dispatcher_config for (priority, proceed_on) per slot, in run order."""
+    actions = [mask_of(p) for _, p in entries] + [0] * (MAX_DISPATCHER_SLOTS - len(entries))
+    prios = [prio for prio, _ in entries] + [0] * (MAX_DISPATCHER_SLOTS - len(entries))
+    return struct.pack("=BBBx10I10I", MAGIC, VERSION, len(entries), *actions, *prios)
+
+
+def _hook_dir(kernel: RealKernel, hook: TcHook, ifindex: int) -> Path:
+    ino = netns.identity(hook.netns)[1]
+    return kernel.root / HOOKS_DIR / f"{ino}-{ifindex}-{hook.direction}"
+
+
+def _ifindex(hook: TcHook) -> int:
+    if hook.direction not in tcnetlink.PARENTS:
+        raise KernelError(f"TC direction must be ingress or egress, not {hook.direction!r}")
+    with netns.enter(hook.netns):
+        try:
+            return socket.if_nametoindex(hook.ifname)
+        except OSError:
+            where = f" in network namespace {hook.netns}" if hook.netns else ""
+            raise KernelError(
+                f"interface {hook.ifname} does not exist{where}; fix the interface name or "
+                "create it first"
+            ) from None
+
+
+def _ours(hook: TcHook, ifindex: int) -> tcnetlink.Filter | None:
+    with netns.enter(hook.netns):
+        found = tcnetlink.filters(ifindex, hook.direction)
+    return next((f for f in found if f.pref == PREF and f.handle == HANDLE), None)
+
+
+def _pinned_id(path: Path) -> int | None:
+    try:
+        with bpf.opened(bpf.obj_get(str(path))) as fd:
+            return bpf.prog_info(fd).id
+    except OSError:
+        return None
+
+
+def _current_dispatcher(kernel: RealKernel, hook: TcHook, ifindex: int) -> int | None:
+    """Our dispatcher's program id, None when the hook has no filter of ours. A filter at our
+    pref and handle running anything but our pinned dispatcher is someone else's: refused."""
+    found = _ours(hook, ifindex)
+    if found is None:
+        return None
+    pinned = _pinned_id(_hook_dir(kernel, hook, ifindex) / "dispatcher")
+    if found.kind != "bpf" or found.prog_id is None or found.prog_id != pinned:
+        raise AttachConflict(
+            f"the {hook.direction} TC hook of {hook.ifname} has a filter at pref {PREF} handle "
+            f"{HANDLE:#x} that bpfman did not put there (program id {found.prog_id}); delete it "
+            f"(tc filter del dev {hook.ifname} {hook.direction} pref {PREF}) or move it"
+        )
+    return found.prog_id
+
+
+def _slots_of(dispatcher_id: int) -> list[tuple[int, int, int, int]]:
+    """(slot index, prog id, priority, proceed mask) of every program attached to the dispatcher,
+    in slot order, read from the kernel: freplace links and the dispatcher's .rodata."""
+    with bpf.opened(bpf.prog_fd_by_id(dispatcher_id)) as fd:
+        info = bpf.prog_info(fd)
+        names = tcbpf.func_names(tcbpf.prog_btf_id(fd))
+    config = b""
+    for map_id in info.map_ids:
+        with bpf.opened(bpf.map_fd_by_id(map_id)) as mfd:
+            m = bpf.map_info(mfd)
+            if m.name.endswith(".rodata") or m.value_size == struct.calcsize("=BBBx10I10I"):
+                config = tcbpf.map_lookup(mfd, b"\0\0\0\0", m.value_size)
+                break
+    if len(config) < 84:
+        return []
+    actions = struct.unpack_from("=10I", config, 4)
+    prios = struct.unpack_from("=10I", config, 44)
+    out = []
+    for link in tcbpf.freplace_links_to(dispatcher_id):
+        name = names.get(int(link.detail.get("target_btf_id", 0) or 0), "")  # type: ignore[call-overload]
+        if name.startswith("prog") and name[4:].isdigit():
+            i = int(name[4:])
+            out.append((i, link.prog_id, prios[i], actions[i]))
+    return sorted(set(out))
 
 
 def hook_state(kernel: RealKernel, hook: TcHook) -> HookState:
-    raise NotImplementedError("TC dispatcher: issue 4")
+    ifindex = _ifindex(hook)
+    disp = _current_dispatcher(kernel, hook, ifindex)
+    if disp is None:
+        return HookState(hook, None)
+    slots = []
+    for _i, prog_id, prio, mask in _slots_of(disp):
+        owner = owner_of(kernel.root, prog_id)
+        name = "?"
+        with contextlib.suppress(OSError), bpf.opened(bpf.prog_fd_by_id(prog_id)) as fd:
+            name = bpf.prog_info(fd).name
+        slots.append(SlotState(prog_id, name, prio, proceed_on_of(mask), owner))
+    return HookState(hook, disp, tuple(slots))
+
+
+def _fingerprint(kernel: RealKernel, slot: DispatchSlot) -> str:
+    h = hashlib.sha256()
+    with open(slot.spec.object_path, "rb") as f:
+        h.update(f.read())
+    h.update(repr((slot.spec.function, slot.spec.global_data, slot.spec.maps_dir)).encode())
+    return "%spec-" + h.hexdigest()[:16]
+
+
+def _unchanged(d: Path, mark: str) -> bool:
+    return (d / PROG).exists() and (d / mark).is_dir()
+
+
+def dispatch(kernel: RealKernel, hook: TcHook, slots: list[DispatchSlot]) -> list[Installed]:
+    ifindex = _ifindex(hook)
+    kernel.ensure_root()
+    hdir = _hook_dir(kernel, hook, ifindex)
+    old = _current_dispatcher(kernel, hook, ifindex)
+    wanted = {s.pin_dir for s in slots}
+    if len(wanted) != len(slots):
+        raise KernelError("a pin directory is given twice in one dispatch")
+    previous: list[str] = []  # our pin dirs on the old dispatcher
+    foreign: list[tuple[int, int, int]] = []  # (prog id, priority, mask)
+    if old is not None:
+        for _i, prog_id, prio, mask in _slots_of(old):
+            owner = owner_of(kernel.root, prog_id)
+            if owner is None:
+                foreign.append((prog_id, prio, mask))
+            elif owner not in wanted:
+                previous.append(owner)
+    if not slots and not foreign:
+        _remove(kernel, hook, ifindex, hdir, old)
+        for rel in previous:
+            kernel.uninstall(rel)
+        return []
+    if len(slots) + len(foreign) > MAX_DISPATCHER_SLOTS:
+        raise KernelError(
+            f"the {hook.direction} TC hook of {hook.ifname} can run at most "
+            f"{MAX_DISPATCHER_SLOTS} programs ({len(slots)} of ours + {len(foreign)} foreign)"
+        )
+    # Run order: ours by (priority, pin dir), foreign ones kept at their priority.
+    order: list[tuple[int, str, DispatchSlot | tuple[int, int, int]]] = [
+        (s.priority, s.pin_dir, s) for s in slots
+    ] + [(p, "", f) for f in foreign for p in [f[1]]]
+    order.sort(key=lambda e: (e[0], e[1]))
+    entries: list[tuple[int, tuple[str, ...]]] = []
+    for prio, _, item in order:
+        names = item.proceed_on if isinstance(item, DispatchSlot) else proceed_on_of(item[2])
+        entries.append((prio, names))
+    stage = hdir / STAGING
+    loaded: list[Path] = []  # component dirs with a staged (new or changed) program
+    with ExitStack() as stack:
+        try:
+            bpffs.remove_tree(stage)
+            stage.mkdir(mode=0o700, parents=True)
+            disp = stack.enter_context(BpfObject(str(DISPATCHER_OBJECT)))
+            disp.select("tc_dispatcher", bpf.PROG_TYPE_SCHED_CLS)
+            kbtf.set_global_data(disp, (("CONFIG", config_bytes(entries)),))
+            disp_fd = disp.load()
+            disp.pin_program(str(stage / "dispatcher"))
+            obj_btf = disp.btf()
+            for n, (_, _, item) in enumerate(order):
+                slot_name = f"prog{n}"
+                btf_id = _lib_find_func(obj_btf, slot_name)
+                if isinstance(item, DispatchSlot):
+                    d = kernel._dir(item.pin_dir)
+                    mark = _fingerprint(kernel, item)
+                    if _unchanged(d, mark):
+                        prog_fd = stack.enter_context(bpf.opened(bpf.obj_get(str(d / PROG))))
+                    else:
+                        loaded.append(d)
+                        prog_fd = _load_component(kernel, stack, d, item, disp_fd, slot_name)
+                else:
+                    prog_fd = stack.enter_context(bpf.opened(bpf.prog_fd_by_id(item[0])))
+                try:
+                    link_fd = tcbpf.link_create_freplace(prog_fd, disp_fd, btf_id)
+                except OSError as e:
+                    raise KernelError(
+                        f"cannot attach a program to slot {slot_name} of the TC dispatcher of "
+                        f"{hook.ifname}: {e.strerror} (this kernel may lack freplace)"
+                    ) from e
+                with bpf.opened(link_fd):
+                    bpf.obj_pin(link_fd, str(stage / f"link{n}"))
+            with netns.enter(hook.netns):
+                created = tcnetlink.add_clsact(ifindex)
+                if created:
+                    (stage / QDISC_MARK).mkdir()
+                # The swap: our filter's program replaced in place (or the filter created).
+                tcnetlink.replace_bpf_filter(
+                    ifindex, hook.direction, PREF, HANDLE, disp_fd, FILTER_NAME
+                )
+        except BaseException:
+            bpffs.remove_tree(stage)
+            for d in loaded:
+                bpffs.remove_tree(d / STAGING)
+                if not (d / PROG).exists():
+                    kernel.uninstall(_rel(kernel, d))
+            raise
+    # Committed: the old dispatcher's pins (and so its links) go, the new ones move in.
+    had_qdisc_mark = (hdir / QDISC_MARK).exists()
+    for entry in list(hdir.iterdir()):
+        if entry.name != STAGING and entry.name != QDISC_MARK:
+            bpffs.remove_tree(entry)
+    for entry in list(stage.iterdir()):
+        if entry.name == QDISC_MARK and had_qdisc_mark:
+            continue
+        os.rename(entry, hdir / entry.name)
+    bpffs.remove_tree(stage)
+    for d in loaded:
+        kernel._commit(d, keep_link=False)
+    for s in slots:
+        d = kernel._dir(s.pin_dir)
+        mark = _fingerprint(kernel, s)
+        for other in d.iterdir():
+            if other.name.startswith("%spec-") and other.name != mark:
+                other.rmdir()
+        (d / mark).mkdir(exist_ok=True)
+    for rel in previous:
+        kernel.uninstall(rel)
+    return [_installed(kernel, hook, s.pin_dir) for s in slots]
+
+
+def _rel(kernel: RealKernel, d: Path) -> str:
+    return "/".join(bpffs.decode(p) for p in d.relative_to(kernel.root).parts)
+
+
+def _lib_find_func(obj_btf: int | None, name: str) -> int:
+    if obj_btf is None:
+        raise KernelError(f"{DISPATCHER_OBJECT} has no BTF; rebuild it with clang -g")
+    type_id = int(kbtf._lib.btf__find_by_name_kind(obj_btf, name.encode(), kbtf.KIND_FUNC))
+    if type_id <= 0:
+        raise KernelError(f"slot function {name} not found in {DISPATCHER_OBJECT}")
+    return type_id
+
+
+def _load_component(
+    kernel: RealKernel, stack: ExitStack, d: Path, slot: DispatchSlot, disp_fd: int, target: str
+) -> int:
+    """Load ``slot``'s program as EXT replacing ``target`` of the new dispatcher, pinned (prog,
+    maps) in ``d/%next``; returns its fd. A verifier rejection raises before any change."""
+    if not os.path.isfile(slot.spec.object_path):
+        raise KernelError(f"BPF object {slot.spec.object_path} not found; build it or fix the path")
+    shared = maps.directory(kernel.root, slot.spec.maps_dir) if slot.spec.maps_dir else None
+    stage = d / STAGING
+    bpffs.remove_tree(stage)
+    (stage / MAPS).mkdir(mode=0o700, parents=True)
+    obj = stack.enter_context(BpfObject(slot.spec.object_path, pin_root=str(stage / MAPS)))
+    obj.select(slot.spec.function, bpf.PROG_TYPE_EXT)
+    ret = kbtf._lib.bpf_program__set_attach_target(obj._prog, disp_fd, target.encode())
+    if ret < 0:
+        raise KernelError(f"cannot target slot {target} of the TC dispatcher: {os.strerror(-ret)}")
+    kbtf.set_global_data(obj, slot.spec.global_data)
+    skip: frozenset[str] = frozenset()
+    sharing = None
+    if shared is not None:
+        sharing = maps.share(obj, shared)
+        skip = sharing.names
+    fd = obj.load()
+    obj.pin_program(str(stage / PROG))
+    obj.pin_maps(str(stage / MAPS), skip)
+    if sharing is not None:
+        maps.link_into(sharing, stage / MAPS, d / MAPS)
+    return fd
+
+
+def _installed(kernel: RealKernel, hook: TcHook, pin_dir: str) -> Installed:
+    found = kernel._observed(pin_dir)
+    where: dict[str, object] = {"ifname": hook.ifname, "direction": hook.direction}
+    if hook.netns:
+        where["netns"] = hook.netns
+    return dataclasses.replace(found, attached=True, attach=where | {"dispatcher": "tc"})
+
+
+def _remove(kernel: RealKernel, hook: TcHook, ifindex: int, hdir: Path, old: int | None) -> None:
+    """Delete our filter (only ours), the qdisc if we created it and it is now empty, and the
+    hook's pins."""
+    with netns.enter(hook.netns):
+        if old is not None:
+            tcnetlink.del_filter(ifindex, hook.direction, PREF, HANDLE)
+        if (hdir / QDISC_MARK).exists():
+            rest = tcnetlink.filters(ifindex, "ingress") + tcnetlink.filters(ifindex, "egress")
+            other_dir = hdir.with_name(hdir.name.rsplit("-", 1)[0] + "-" + _other(hook.direction))
+            if not rest and not other_dir.exists():
+                with contextlib.suppress(OSError):
+                    tcnetlink.del_clsact(ifindex)
+    bpffs.remove_tree(hdir)
+    bpffs.prune_empty_parents(hdir.parent, kernel.root)
+
+
+def _other(direction: str) -> str:
+    return "egress" if direction == "ingress" else "ingress"

@@ -15,6 +15,7 @@ from typing import Protocol
 class ProgType(enum.Enum):
     XDP = "xdp"
     TCX = "tcx"
+    TC = "tc"  # behind the TC dispatcher (cls_bpf), loaded as freplace (EXT) components
     TRACEPOINT = "tracepoint"
     UPROBE = "uprobe"
     KPROBE = "kprobe"

@@ -25,6 +25,7 @@ from reconciler.kernel.types import (
     KprobePoint,
     ProgramSpec,
     ProgType,
+    TcHook,
     TcxPoint,
     TracepointPoint,
     UprobePoint,
@@ -54,7 +55,7 @@ NAMED_NETNS_DIR = "/run/netns"
 @dataclass(frozen=True)
 class _Point:
     index: str  # the address index within the program: interface, group/name, uprobe location
-    point: AttachPoint
+    point: AttachPoint | TcHook  # a TC program's point is the hook its dispatcher runs it on
     attributes: dict[str, Any]
 
 
@@ -179,7 +180,7 @@ class _Expander:
     def points(self, m: Manifest, program: Program, link: Link) -> list[_Point]:
         v = link.values
         kind = program.prog_type
-        if kind in (ProgType.XDP, ProgType.TCX):
+        if kind in (ProgType.XDP, ProgType.TCX, ProgType.TC):
             netns = os.path.normpath(v["netns"]) if v["netns"] else None
             out = []
             for ifname in self.interfaces(m, link, netns):
@@ -192,7 +193,7 @@ class _Expander:
                         "proceedon": list(v["proceedon"]),
                     }
                     out.append(_Point(index, XdpPoint(ifname, netns=netns), attributes))
-                else:
+                elif kind is ProgType.TCX:
                     attributes = {
                         "interface": ifname,
                         "netns": netns,
@@ -201,6 +202,16 @@ class _Expander:
                     }
                     point = TcxPoint(ifname, v["direction"], netns=netns)
                     out.append(_Point(index, point, attributes))
+                else:
+                    attributes = {
+                        "interface": ifname,
+                        "netns": netns,
+                        "direction": v["direction"],
+                        "priority": v["priority"],
+                        "proceedon": list(v["proceedon"]),
+                    }
+                    hook = TcHook(ifname, v["direction"], netns=netns)
+                    out.append(_Point(index, hook, attributes))
             return out
         if kind is ProgType.TRACEPOINT:
             return [

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.address import Address
-from reconciler.kernel.types import AttachPoint, ProgramSpec
+from reconciler.kernel.types import AttachPoint, ProgramSpec, TcHook
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,9 @@ class DesiredAttachment:
     address: Address
     origin: Origin
     program: ProgramSpec  # object_path is absolute and resolved
-    point: AttachPoint
+    # A TC program (TcProgram, type TC) runs behind the hook's TC dispatcher: its point is the
+    # TcHook, and the planner hands all of a hook's attachments to ``Kernel.dispatch`` at once.
+    point: AttachPoint | TcHook
     bytecode_digest: str  # "sha256:<hex>" of the ELF file
     priority: int | None = None
     proceedon: tuple[str, ...] = ()
@@ -42,6 +44,7 @@ class DesiredAttachment:
     #   every type: bytecode, bytecode_digest, function, then the type's keys, then
     #     global_data ({name: hex} or null), map_owner (KIND/NAME or null)
     #   xdp: interface, netns, priority, proceedon      tcx: interface, netns, direction, priority
+    #   tc: interface, netns, direction, priority, proceedon
     #   tracepoint: tracepoint                          kprobe: func_name, offset, retprobe
     #   uprobe: target, target_path, func_name, offset, retprobe, pid, container_pid
     #   fentry, fexit: func_name

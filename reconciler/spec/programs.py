@@ -11,6 +11,7 @@ Normalised link values, by program type:
 - XDP: ``interfaces`` (list or None), ``primary`` (bool), ``discovery`` (None or
   ``{"allowed": [...], "exclude": [...]}``), ``netns``, ``priority``, ``proceedon`` (lowercase)
 - TCX: the same without ``proceedon``, with ``direction`` (``ingress``/``egress``)
+- TC: the same as TCX, with ``proceedon`` (lowercase TC return codes or ``dispatcher_return``)
 - TRACEPOINT: ``names`` (list of ``group/name``)
 - UPROBE: ``target``, ``func_name``, ``offset``, ``retprobe``, ``pid``, ``container_pid``
 - KPROBE: ``func_name``, ``offset``, ``retprobe``
@@ -29,6 +30,7 @@ from reconciler.spec.schema import APPLICATION_KINDS
 LEGACY_TYPES = {
     "XdpProgram": ProgType.XDP,
     "TcxProgram": ProgType.TCX,
+    "TcProgram": ProgType.TC,
     "TracepointProgram": ProgType.TRACEPOINT,
     "UprobeProgram": ProgType.UPROBE,
     "KprobeProgram": ProgType.KPROBE,
@@ -38,6 +40,7 @@ LEGACY_TYPES = {
 # Application program types (bpfman-operator's spelling) -> (member field, type, retprobe).
 APP_TYPES: dict[str, tuple[str, ProgType, bool]] = {
     "XDP": ("xdp", ProgType.XDP, False),
+    "TC": ("tc", ProgType.TC, False),
     "TCX": ("tcx", ProgType.TCX, False),
     "TracePoint": ("tracepoint", ProgType.TRACEPOINT, False),
     "UProbe": ("uprobe", ProgType.UPROBE, False),
@@ -57,6 +60,21 @@ _PROCEED_ON = {
     "ReDirect": "redirect",
     "DispatcherReturn": "dispatcher_return",
 }
+# bpfman-operator's TC proceedOn spelling -> the legacy kind's (and the kernel layer's).
+_TC_PROCEED_ON = {
+    "UnSpec": "unspec",
+    "OK": "ok",
+    "ReClassify": "reclassify",
+    "Shot": "shot",
+    "Pipe": "pipe",
+    "Stolen": "stolen",
+    "Queued": "queued",
+    "Repeat": "repeat",
+    "ReDirect": "redirect",
+    "Trap": "trap",
+    "DispatcherReturn": "dispatcher_return",
+}
+_NETWORK = (ProgType.XDP, ProgType.TCX, ProgType.TC)
 
 
 @dataclass(frozen=True)
@@ -126,8 +144,6 @@ def programs_of(kind: str, spec: dict[str, Any]) -> list[Program]:
         ]
     out = []
     for i, program in enumerate(spec["programs"]):
-        if program["type"] not in APP_TYPES:  # TC: rejected by the schema
-            continue
         member, prog_type, retprobe = APP_TYPES[program["type"]]
         path: FieldPath = ("spec", "programs", i)
         info = program[member]
@@ -147,7 +163,7 @@ def programs_of(kind: str, spec: dict[str, Any]) -> list[Program]:
 
 def _legacy_link(prog_type: ProgType, spec: dict[str, Any]) -> Link:
     at: FieldPath = ("spec",)
-    if prog_type in (ProgType.XDP, ProgType.TCX):
+    if prog_type in _NETWORK:
         selector = spec["interfaceselector"]
         values: dict[str, Any] = {
             "interfaces": selector.get("interfaces"),
@@ -156,9 +172,9 @@ def _legacy_link(prog_type: ProgType, spec: dict[str, Any]) -> Link:
             "netns": spec.get("netns"),
             "priority": spec["priority"],
         }
-        if prog_type is ProgType.XDP:
+        if prog_type is not ProgType.TCX:
             values["proceedon"] = list(spec["proceedon"])
-        else:
+        if prog_type is not ProgType.XDP:
             values["direction"] = spec["direction"]
         fields = {
             "selector": (*at, "interfaceselector"),
@@ -202,7 +218,7 @@ def _app_links(
     out = []
     for j, link in enumerate(links):
         path: FieldPath = (*at, "links", j)
-        if prog_type in (ProgType.XDP, ProgType.TCX):
+        if prog_type in _NETWORK:
             selector = link["interfaceSelector"]
             discovery = selector.get("interfacesDiscoveryConfig")
             values: dict[str, Any] = {
@@ -221,7 +237,9 @@ def _app_links(
             }
             if prog_type is ProgType.XDP:
                 values["proceedon"] = [_PROCEED_ON[v] for v in link["proceedOn"]]
-            else:
+            elif prog_type is ProgType.TC:
+                values["proceedon"] = [_TC_PROCEED_ON[v] for v in link["proceedOn"]]
+            if prog_type is not ProgType.XDP:
                 values["direction"] = link["direction"].lower()
             fields = {
                 "selector": (*path, "interfaceSelector"),
@@ -270,7 +288,7 @@ def static_attachment_count(program: Program) -> int | None:
     total = 0
     for link in program.links:
         values = link.values
-        if program.prog_type in (ProgType.XDP, ProgType.TCX):
+        if program.prog_type in _NETWORK:
             if values["discovery"] is not None:
                 return None
             total += len(values["interfaces"]) if values["interfaces"] is not None else 1

@@ -29,6 +29,7 @@ API_VERSION = "bpfman.io/v1alpha1"
 PROGRAM_KINDS: tuple[str, ...] = (
     "XdpProgram",
     "TcxProgram",
+    "TcProgram",
     "TracepointProgram",
     "UprobeProgram",
     "KprobeProgram",
@@ -40,7 +41,6 @@ KINDS: tuple[str, ...] = PROGRAM_KINDS + APPLICATION_KINDS
 # bpfman-operator kinds this release does not implement yet: named so the message says "not yet"
 # rather than "unknown".
 LATER_KINDS: tuple[str, ...] = (
-    "TcProgram",
     "XdpNsProgram",
     "TcNsProgram",
     "TcxNsProgram",

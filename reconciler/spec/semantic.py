@@ -34,6 +34,7 @@ from reconciler.spec.schema import KINDS, PROGRAM_KINDS
 _EXPECTED = {
     "XdpProgram": ("a section named xdp, xdp/... or xdp.frags", 'SEC("xdp")'),
     "TcxProgram": ("a section named tc, tc/..., tcx/... or classifier", 'SEC("tcx/ingress")'),
+    "TcProgram": ("a section named tc, tc/..., classifier or classifier/...", 'SEC("tc")'),
     "TracepointProgram": (
         "a section named tracepoint/... or tp/...",
         'SEC("tracepoint/syscalls/sys_enter_openat")',
@@ -102,6 +103,9 @@ def section_fits(kind: str, section: str) -> bool:
         return section.startswith("xdp") and not section.endswith(("/devmap", "/cpumap"))
     if kind == "TcxProgram":
         return section in ("tc", "classifier") or section.startswith(("tc/", "tcx/"))
+    if kind == "TcProgram":
+        # Behind the TC dispatcher: a cls_bpf (sched_cls) program, loaded as its freplace.
+        return section in ("tc", "classifier") or section.startswith(("tc/", "classifier/"))
     if kind == "TracepointProgram":
         return section in ("tracepoint", "tp") or section.startswith(("tracepoint/", "tp/"))
     if kind == "UprobeProgram":

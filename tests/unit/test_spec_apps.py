@@ -195,15 +195,6 @@ def test_cluster_application_has_no_namespace(tmp_path: Path) -> None:
 PROBLEMS = [
     (
         """
-    - name: tc_count
-      type: TC
-      tc: {links: []}
-""",
-        "a.yaml:8: spec.programs[0].type: type TC (programs behind the TC dispatcher) is not "
-        "supported yet; use type: TCX (tcx links, Linux 6.6+) with a tcx member instead",
-    ),
-    (
-        """
     - name: xdp_stats
       type: Xdp
       xdp: {}

@@ -371,7 +371,7 @@ def test_uprobe_fields(tmp_path: Path, extra: str, message: str) -> None:
 
 ALL_KINDS = (
     "BpfApplication, ClusterBpfApplication, FentryProgram, FexitProgram, KprobeProgram, "
-    "TcxProgram, TracepointProgram, UprobeProgram, XdpProgram"
+    "TcProgram, TcxProgram, TracepointProgram, UprobeProgram, XdpProgram"
 )
 
 
@@ -391,8 +391,8 @@ def test_foreign_manifest_is_called_out(tmp_path: Path) -> None:
 
 
 def test_later_bpfman_kinds_are_not_supported_yet(tmp_path: Path) -> None:
-    assert problems_of(tmp_path, {"x.yaml": xdp().replace("XdpProgram", "TcProgram")}) == [
-        f"x.yaml:2: kind: kind TcProgram is not supported yet; supported kinds: {ALL_KINDS}"
+    assert problems_of(tmp_path, {"x.yaml": xdp().replace("XdpProgram", "TcNsProgram")}) == [
+        f"x.yaml:2: kind: kind TcNsProgram is not supported yet; supported kinds: {ALL_KINDS}"
     ]
 
 
@@ -439,6 +439,7 @@ def test_schema_files_are_valid_draft_2020_12() -> None:
         "fentryprogram.json",
         "fexitprogram.json",
         "kprobeprogram.json",
+        "tcprogram.json",
         "tcxprogram.json",
         "tracepointprogram.json",
         "uprobeprogram.json",
