@@ -59,8 +59,10 @@ def path_of(root: Path, pin_dir: str) -> Path:
 
 
 def skipped(name: str) -> bool:
-    """Staging/scratch and hidden entries, never part of the managed state."""
-    return name == STAGING or name.startswith((STAGING + "-", "."))
+    """bpfman's own bookkeeping (``%next`` staging, ``%tc``/``%xdp`` hooks, ``%spec-…`` marks:
+    ``%`` and a letter, which no encoded pin-dir component starts with — those start ``%2``) and
+    hidden entries: never part of the managed state."""
+    return name.startswith(".") or (len(name) > 1 and name[0] == "%" and name[1].isalpha())
 
 
 def fs_type(path: Path) -> int | None:

@@ -7,7 +7,7 @@ import os
 from functools import cached_property
 from pathlib import Path
 
-from reconciler.kernel import attach, bpf, bpffs, maps, netlink, netns
+from reconciler.kernel import attach, bpf, bpffs, maps, netlink, netns, tcdirect
 from reconciler.kernel.bpffs import LINK, MAPS, PROG
 from reconciler.kernel.types import Installed, KernelError, MapInfo
 
@@ -53,6 +53,8 @@ class Scan:
         link_id, link_pin, attached, where = self._link(d, prog.id)
         if link_pin is None and prog.type == bpf.PROG_TYPE_XDP:
             attached, where = self._xdp(prog.id)
+        elif link_pin is None and prog.type == bpf.PROG_TYPE_SCHED_CLS:
+            attached, where = tcdirect.where(prog.id)  # a TC program alone on its hook
         return Installed(
             pin_dir=rel,
             prog_id=prog.id,

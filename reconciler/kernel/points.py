@@ -16,6 +16,7 @@ from reconciler.kernel.types import (
     KprobePoint,
     ProgramSpec,
     ProgType,
+    TcHook,
     TcxPoint,
     TracepointPoint,
     UprobePoint,
@@ -33,6 +34,8 @@ class Kind:
 KINDS: dict[ProgType, Kind] = {
     ProgType.XDP: Kind(bpf.PROG_TYPE_XDP, XdpPoint),
     ProgType.TCX: Kind(bpf.PROG_TYPE_SCHED_CLS, TcxPoint),
+    # A TC program alone on its hook, attached directly (with freplace, dispatch() takes TC).
+    ProgType.TC: Kind(bpf.PROG_TYPE_SCHED_CLS, TcHook),
     ProgType.TRACEPOINT: Kind(bpf.PROG_TYPE_TRACEPOINT, TracepointPoint),
     ProgType.UPROBE: Kind(bpf.PROG_TYPE_KPROBE, UprobePoint),  # uprobes are kprobe programs
     ProgType.KPROBE: Kind(bpf.PROG_TYPE_KPROBE, KprobePoint, "kprobe"),

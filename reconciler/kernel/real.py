@@ -32,6 +32,7 @@ from reconciler.kernel import (
     netns,
     points,
     probes,
+    tcdirect,
     tcdispatch,
     tracefs,
     xdpdispatch,
@@ -52,6 +53,7 @@ from reconciler.kernel.types import (
     Placement,
     Probe,
     ProgramSpec,
+    TcHook,
     TcxPoint,
     TracepointPoint,
     UprobePoint,
@@ -150,6 +152,9 @@ class RealKernel:
         """Attach the staged program at ``point``, pinning its link (if any) in ``stage``."""
         if isinstance(point, XdpPoint):
             attach.xdp_attach(point, prog_fd, lambda pid: owner_of(self.root, pid))
+        elif isinstance(point, TcHook):
+            name = bpf.prog_info(prog_fd).name
+            tcdirect.attach_prog(point, prog_fd, name, lambda pid: owner_of(self.root, pid))
         elif isinstance(point, TcxPoint):
             with ExitStack() as stack:
                 flags, relative_fd = self._relative(point, placement)
@@ -217,6 +222,10 @@ class RealKernel:
             old = bpf.prog_info(old_fd)
             if isinstance(point, XdpPoint):
                 self._swap_xdp(point, old_fd, old.id, new_fd)
+                return False
+            if isinstance(point, TcHook):
+                name = bpf.prog_info(new_fd).name
+                tcdirect.swap(point, old.id, new_fd, name, lambda pid: owner_of(self.root, pid))
                 return False
             old_link = d / LINK
             if isinstance(point, TcxPoint) and old_link.exists():
@@ -349,6 +358,8 @@ class RealKernel:
                 info = bpf.prog_info(fd)
                 if info.type == bpf.PROG_TYPE_XDP:
                     attach.xdp_detach(fd, info.id)
+                elif info.type == bpf.PROG_TYPE_SCHED_CLS:  # a TC program attached directly
+                    tcdirect.detach(info.id)
         bpffs.remove_tree(d)
 
     # --- observe --------------------------------------------------------------------------------

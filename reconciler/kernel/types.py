@@ -88,11 +88,6 @@ class FexitPoint:
     func_name: str
 
 
-AttachPoint = (
-    XdpPoint | TcxPoint | TracepointPoint | UprobePoint | KprobePoint | FentryPoint | FexitPoint
-)
-
-
 @dataclass(frozen=True)
 class Probe:
     """The answer of a feature probe: truthy when supported, with a reason a plan can print."""
@@ -122,6 +117,17 @@ class TcHook:
     direction: str  # ingress | egress
     netns: str | None = None
 
+
+AttachPoint = (
+    XdpPoint
+    | TcxPoint
+    | TracepointPoint
+    | UprobePoint
+    | KprobePoint
+    | FentryPoint
+    | FexitPoint
+    | TcHook  # a single TC program attached directly (kernels without freplace)
+)
 
 Hook = XdpHook | TcHook
 
