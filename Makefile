@@ -5,7 +5,7 @@ CLANG ?= clang
 ARCH_INC := /usr/include/$(shell uname -m)-linux-gnu
 BPF_CFLAGS := -g -O2 -Wall -target bpf -D__TARGET_ARCH_x86 -I$(ARCH_INC)
 
-BPF_SRCS := $(shell find manifests tests bench -name '*.bpf.c' 2>/dev/null)
+BPF_SRCS := $(shell find manifests tests bench reconciler -name '*.bpf.c' 2>/dev/null)
 BPF_OBJS := $(BPF_SRCS:.bpf.c=.o)
 
 .PHONY: install bytecode test vm demo lint bench clean

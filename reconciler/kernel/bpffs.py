@@ -59,8 +59,10 @@ def path_of(root: Path, pin_dir: str) -> Path:
 
 
 def skipped(name: str) -> bool:
-    """Staging/scratch and hidden entries, never part of the managed state."""
-    return name == STAGING or name.startswith((STAGING + "-", "."))
+    """Staging/scratch, hidden and internal entries (``%xdp``, ``%spec-...``: a '%' not starting
+    an escape like ``%2E``, so no address yields one), never part of the managed state."""
+    internal = name.startswith("%") and not name.startswith("%2")
+    return internal or name == STAGING or name.startswith((STAGING + "-", "."))
 
 
 def fs_type(path: Path) -> int | None:

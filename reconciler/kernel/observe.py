@@ -34,6 +34,13 @@ class Scan:
                     index.setdefault(i.xdp_prog_id, []).append(attach.XdpAttachment(ns, i))
         return index
 
+    @cached_property
+    def dispatched(self) -> dict[int, dict[str, object]]:
+        """prog id -> its slot on an XDP dispatcher (extension programs run as slots)."""
+        from reconciler.kernel import xdpdispatch  # it imports this module
+
+        return xdpdispatch.where(self.root, self.xdp)
+
     def all(self) -> list[Installed]:
         out = []
         for rel in bpffs.managed_dirs(self.root):
@@ -53,6 +60,9 @@ class Scan:
         link_id, link_pin, attached, where = self._link(d, prog.id)
         if link_pin is None and prog.type == bpf.PROG_TYPE_XDP:
             attached, where = self._xdp(prog.id)
+        elif link_pin is None and prog.type == bpf.PROG_TYPE_EXT:
+            where = self.dispatched.get(prog.id, {})
+            attached = bool(where)
         return Installed(
             pin_dir=rel,
             prog_id=prog.id,
