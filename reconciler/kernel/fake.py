@@ -2,7 +2,8 @@
 
 It passes the same contract tests as RealKernel (tests/kernel/test_contract.py). Knobs a test
 can turn: interfaces (``add_interface``/``remove_interface``), tracepoints, foreign XDP
-programs (``attach_foreign_xdp``), verifier rejection (any function whose name contains
+programs (``attach_foreign_xdp``; on a hook's dispatcher ``add_foreign_program``, and
+``dispatch_swaps`` counts dispatcher swaps), verifier rejection (any function whose name contains
 "reject", or listed in ``reject``), known functions/maps/global variables per object, kernel
 functions, feature probes (``features``), container processes and their files (``containers``),
 and one-shot failures (``fail_next``).
@@ -15,10 +16,12 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reconciler.kernel import bpffs, fakeparts
+from reconciler.kernel import bpffs, fakedispatch, fakeparts
+from reconciler.kernel.fakedispatch import FakeDispatchers, FakeSlot, hook_key
 from reconciler.kernel.fakeparts import SharedMaps
 from reconciler.kernel.probes import FEATURES
 from reconciler.kernel.types import (
+    MAX_DISPATCHER_SLOTS,
     AttachConflict,
     AttachPoint,
     DispatchSlot,
@@ -38,6 +41,7 @@ from reconciler.kernel.types import (
     TracepointPoint,
     UprobePoint,
     VerifierError,
+    XdpHook,
     XdpPoint,
 )
 
@@ -79,6 +83,7 @@ class _Entry:
     prog_id: int
     maps: tuple[MapInfo, ...]
     link_id: int | None = None
+    hook: Hook | None = None  # set: the program runs on this hook's dispatcher
 
 
 @dataclass
@@ -109,6 +114,7 @@ class FakeKernel:
         self._names: dict[int, str] = {}  # prog id -> name (ours and foreign)
         self._shared = SharedMaps(self.root)
         self._next = {"prog": 100, "map": 100, "link": 100, "ifindex": 1}
+        self._dispatch = FakeDispatchers(lambda: self._new("prog"), self._names)
         self.add_interface("lo")
 
     # --- knobs ----------------------------------------------------------------------------------
@@ -127,6 +133,7 @@ class FakeKernel:
         self._ifaces.pop((netns, ifname), None)
         for key in [k for k in self._hooks if k[:2] == (netns, ifname)]:
             del self._hooks[key]
+        self._dispatch.remove_interface(netns, ifname)
 
     def add_tracepoint(self, group: str, name: str) -> None:
         self.tracepoint_set.add(f"{group}/{name}")
@@ -147,6 +154,38 @@ class FakeKernel:
         """Remove whatever XDP program is on the interface (like `ip link set dev X xdp off`)."""
         iface = self._iface(ifname, netns)
         iface.xdp_prog = iface.xdp_mode = None
+        self._dispatch.hooks.pop(hook_key(XdpHook(ifname, netns)), None)
+
+    @property
+    def dispatch_swaps(self) -> int:
+        """How many dispatcher swaps ``dispatch`` made (all hooks)."""
+        return self._dispatch.swaps
+
+    def hook_swaps(self, hook: Hook) -> int:
+        return self._dispatch.swaps_by_hook.get(hook_key(hook), 0)
+
+    def add_foreign_program(
+        self,
+        hook: Hook,
+        name: str = "foreign",
+        priority: int = 50,
+        proceed_on: tuple[str, ...] = ("pass",),
+    ) -> int:
+        """Add a program bpfman does not own to the hook's dispatcher, the way `xdp-loader load`
+        extends libxdp's dispatcher (a new dispatcher revision). Returns its program id."""
+        if isinstance(hook, XdpHook):
+            iface = self._iface(hook.ifname, hook.netns)
+            current = self._dispatch.hooks.get(hook_key(hook))
+            if iface.xdp_prog is not None and (
+                current is None or current.dispatcher_id != iface.xdp_prog
+            ):
+                raise KernelError(f"{hook.ifname} runs an XDP program that is not a dispatcher")
+            prog_id = self._dispatch.add_foreign(hook, name, priority, proceed_on)
+            new = self._dispatch.hooks[hook_key(hook)]
+            iface.xdp_prog, iface.xdp_mode = new.dispatcher_id, new.mode
+            return prog_id
+        self._iface(hook.ifname, hook.netns)
+        return self._dispatch.add_foreign(hook, name, priority, proceed_on)
 
     def tcx_order(self, ifname: str, direction: str, netns: str | None = None) -> list[int]:
         """Link ids on a tcx hook, in run order (what BPF_PROG_QUERY reports)."""
@@ -411,6 +450,13 @@ class FakeKernel:
         entry = self._entries.pop(pin_dir, None)
         if entry is None:
             return
+        if entry.hook is not None:
+            # Like unpinning a dispatched program: its dispatcher link keeps it running (now
+            # unowned, so shown as foreign) until the hook's next dispatch.
+            found = self._dispatch.find(entry.prog_id)
+            if found is not None:
+                found[1].slots[found[2]].pin_dir = None
+            return
         self._xdp_detach(entry.prog_id)
         self._unlink(entry.link_id)
 
@@ -418,7 +464,11 @@ class FakeKernel:
         e = self._entries[pin_dir]
         d = bpffs.path_of(self.root, pin_dir)
         attached, where = False, dict[str, object]()
-        if isinstance(e.point, XdpPoint):
+        prog_type = _PROG_TYPE[e.spec.prog_type][0]
+        if e.hook is not None:
+            prog_type = "ext"  # freplace: the program runs as a function of the dispatcher
+            attached, where = self._dispatched(e.hook, e.prog_id)
+        elif isinstance(e.point, XdpPoint):
             for (ns, name), iface in self._ifaces.items():
                 if iface.xdp_prog == e.prog_id:
                     attached = True
@@ -454,7 +504,7 @@ class FakeKernel:
             pin_dir=pin_dir,
             prog_id=e.prog_id,
             prog_name=self._names[e.prog_id],
-            prog_type=_PROG_TYPE[e.spec.prog_type][0],
+            prog_type=prog_type,
             tag=hashlib.sha256(f"{e.spec.object_path}:{e.spec.function}".encode()).hexdigest()[:16],
             jited_size=64 + 8 * len(e.spec.function),
             prog_pin=str(d / bpffs.PROG),
@@ -464,6 +514,30 @@ class FakeKernel:
             attached=attached,
             attach=where,
         )
+
+    def _dispatched(self, hook: Hook, prog_id: int) -> tuple[bool, dict[str, object]]:
+        found = self._dispatch.find(prog_id)
+        if found is None:
+            return False, {}
+        _, disp, position = found
+        slot = disp.slots[position]
+        where: dict[str, object] = {
+            "dispatcher_id": disp.dispatcher_id,
+            "position": position,
+            "priority": slot.priority,
+            "proceed_on": list(slot.proceed_on),
+            "ifname": hook.ifname,
+        }
+        iface = self._ifaces.get((hook.netns, hook.ifname))
+        if iface is not None:
+            where["ifindex"] = iface.ifindex
+        if isinstance(hook, XdpHook):
+            where["mode"] = disp.mode
+        else:
+            where["direction"] = hook.direction
+        if hook.netns is not None:
+            where["netns"] = hook.netns
+        return True, where
 
     def observe(self) -> list[Installed]:
         return [self._installed(d) for d in sorted(self._entries)]
@@ -491,10 +565,96 @@ class FakeKernel:
         return Probe(feature, False, f"{feature} is turned off in this fake kernel (features)")
 
     def dispatch(self, hook: Hook, slots: list[DispatchSlot]) -> list[Installed]:
-        raise NotImplementedError("fake dispatcher: issue 4")
+        fakedispatch.check_hook(hook, slots)
+        iface = self._iface(hook.ifname, hook.netns)
+        key = hook_key(hook)
+        point: AttachPoint = (
+            XdpPoint(hook.ifname, hook.mode, hook.netns)
+            if isinstance(hook, XdpHook)
+            else TcxPoint(hook.ifname, hook.direction, hook.netns)
+        )
+        current = self._dispatch.hooks.get(key)
+        on_iface = iface.xdp_prog if isinstance(hook, XdpHook) else None
+        if on_iface is not None and (current is None or current.dispatcher_id != on_iface):
+            raise self._hook_conflict(hook, on_iface)
+        kept = [s for s in current.slots if s.pin_dir is None] if current else []
+        if len(slots) + len(kept) > MAX_DISPATCHER_SLOTS:
+            raise fakedispatch.too_many(hook, len(slots) + len(kept))
+        for slot in slots:
+            old = self._entries.get(slot.pin_dir)
+            if old is not None and (old.hook is None or hook_key(old.hook) != key):
+                where = "attached directly" if old.hook is None else "on another hook"
+                raise KernelError(
+                    f"{slot.pin_dir} is already installed ({where}); uninstall it first"
+                )
+            self._check(slot.pin_dir, slot.spec, point)
+        mode = current.mode if current else None
+        if isinstance(hook, XdpHook):
+            mode = self._dispatch_mode(hook, iface, mode)
+        # Load the new and changed programs first: a rejection changes nothing.
+        loaded: dict[str, _Entry] = {}
+        undo: list[tuple[ProgramSpec, list[str]]] = []
+        try:
+            for slot in slots:
+                old = self._entries.get(slot.pin_dir)
+                if old is not None and old.spec == slot.spec:
+                    continue
+                prog_id, maps, created = self._load(slot.pin_dir, slot.spec)
+                undo.append((slot.spec, created))
+                loaded[slot.pin_dir] = _Entry(slot.spec, point, prog_id, maps, None, hook)
+            self._inject("swap")
+        except BaseException:
+            for spec, created in undo:
+                self._undo(spec, created)
+            raise
+        entries = {s.pin_dir: loaded.get(s.pin_dir) or self._entries[s.pin_dir] for s in slots}
+        new = kept + [
+            FakeSlot(
+                entries[s.pin_dir].prog_id,
+                self._names[entries[s.pin_dir].prog_id],
+                s.priority,
+                tuple(s.proceed_on),
+                s.pin_dir,
+            )
+            for s in slots
+        ]
+        new.sort(key=lambda s: s.order)
+        unchanged = current is not None and current.mode == mode and current.slots == new
+        if not unchanged and (current is not None or new):
+            disp = self._dispatch.swap(hook, new, mode)
+            if isinstance(hook, XdpHook):
+                iface.xdp_prog = disp.dispatcher_id if disp else None
+                iface.xdp_mode = mode if disp else None
+        listed = {s.pin_dir for s in slots}
+        for pin_dir in [d for d, e in self._entries.items() if e.hook and hook_key(e.hook) == key]:
+            if pin_dir not in listed:
+                del self._entries[pin_dir]
+        for pin_dir, entry in entries.items():
+            self._entries[pin_dir] = entry
+        return [self._installed(s.pin_dir) for s in slots]
+
+    def _hook_conflict(self, hook: Hook, prog_id: int) -> AttachConflict:
+        owner = next((d for d, e in self._entries.items() if e.prog_id == prog_id), None)
+        if owner is not None:
+            return AttachConflict(
+                f"interface {hook.ifname} runs bpfman's {owner} attached directly; "
+                "uninstall it before dispatching several programs there"
+            )
+        return fakedispatch.conflict(hook, prog_id, self._names.get(prog_id, "?"))
+
+    def _dispatch_mode(self, hook: XdpHook, iface: _Iface, current: str | None) -> str:
+        if hook.mode == "native" and not iface.native_xdp:
+            raise KernelError(f"cannot attach XDP to {hook.ifname} in native mode")
+        if hook.mode != "auto":
+            return hook.mode
+        return current or ("native" if iface.native_xdp else "generic")
 
     def hook_state(self, hook: Hook) -> HookState:
-        raise NotImplementedError("fake dispatcher: issue 4")
+        iface = self._iface(hook.ifname, hook.netns)
+        state = self._dispatch.state(hook)
+        if isinstance(hook, XdpHook) and iface.xdp_prog is not None and state.dispatcher_id is None:
+            return HookState(hook, None, (), direct_prog_id=iface.xdp_prog)
+        return state
 
     def release(self) -> str:
         return self.release_name

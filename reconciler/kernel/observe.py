@@ -34,6 +34,13 @@ class Scan:
                     index.setdefault(i.xdp_prog_id, []).append(attach.XdpAttachment(ns, i))
         return index
 
+    @cached_property
+    def dispatched(self) -> dict[int, dict[str, object]]:
+        """prog id -> its slot on an XDP or TC dispatcher (extension programs run as slots)."""
+        from reconciler.kernel import tcdispatch, xdpdispatch  # they import this module
+
+        return tcdispatch.where(self.root) | xdpdispatch.where(self.root, self.xdp)
+
     def all(self) -> list[Installed]:
         out = []
         for rel in bpffs.managed_dirs(self.root):
@@ -55,6 +62,9 @@ class Scan:
             attached, where = self._xdp(prog.id)
         elif link_pin is None and prog.type == bpf.PROG_TYPE_SCHED_CLS:
             attached, where = tcdirect.where(prog.id)  # a TC program alone on its hook
+        elif link_pin is None and prog.type == bpf.PROG_TYPE_EXT:
+            where = self.dispatched.get(prog.id, {})  # a component of one of our dispatchers
+            attached = bool(where)
         return Installed(
             pin_dir=rel,
             prog_id=prog.id,

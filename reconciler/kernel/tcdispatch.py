@@ -369,3 +369,45 @@ def _remove(kernel: RealKernel, hook: TcHook, ifindex: int, hdir: Path, old: int
 
 def _other(direction: str) -> str:
     return "egress" if direction == "ingress" else "ingress"
+
+
+def where(root: Path) -> dict[int, dict[str, object]]:
+    """For observe: component prog id -> its place on one of our TC dispatchers, for every hook
+    directory whose dispatcher is the program our filter runs right now."""
+    out: dict[int, dict[str, object]] = {}
+    hooks = root / HOOKS_DIR
+    if not hooks.is_dir():
+        return out
+    namespaces: dict[int, str | None] = {}
+    for ns in [None, *netns.named_namespaces()]:
+        with contextlib.suppress(OSError):
+            namespaces.setdefault(netns.identity(ns)[1], ns)
+    for hdir in sorted(hooks.iterdir()):
+        try:
+            ino, ifindex, direction = hdir.name.split("-")
+            ns = namespaces[int(ino)]
+            disp = _pinned_id(hdir / "dispatcher")
+            with netns.enter(ns):
+                found = tcnetlink.filters(int(ifindex), direction)
+            running = next((f for f in found if f.pref == PREF and f.handle == HANDLE), None)
+            if disp is None or running is None or running.prog_id != disp:
+                continue  # the hook lost our dispatcher (changed outside bpfman)
+            with netns.enter(ns):
+                ifname = socket.if_indextoname(int(ifindex))
+            for position, (_slot, prog_id, prio, mask) in enumerate(_slots_of(disp)):
+                w: dict[str, object] = {
+                    "dispatcher": "tc",
+                    "dispatcher_id": disp,
+                    "position": position,
+                    "priority": prio,
+                    "proceed_on": list(proceed_on_of(mask)),
+                    "ifindex": int(ifindex),
+                    "ifname": ifname,
+                    "direction": direction,
+                }
+                if ns is not None:
+                    w["netns"] = ns
+                out.setdefault(prog_id, w)
+        except (ValueError, KeyError, OSError, KernelError):
+            continue  # a hook directory of another namespace, or one torn down meanwhile
+    return out

@@ -1,18 +1,418 @@
-"""Multi-program XDP through a dispatcher speaking libxdp's protocol (version 2)."""
+"""Multi-program XDP through a dispatcher speaking libxdp's protocol (version 2).
+
+``dispatch`` makes an interface run exactly the given programs (plus foreign ones found on its
+dispatcher) with one atomic netlink swap to a new dispatcher revision. Component programs are
+extension (freplace) programs: a program whose spec did not change is linked into the new
+dispatcher as it is, so its id survives reorders and priority changes.
+
+Pins (see docs/dispatchers.md)::
+
+    <root>/<pin_dir>/prog, maps/        our component program, as install pins it
+    <root>/<pin_dir>/%spec-<digest>     the same program again: which spec it was loaded from
+    <root>/%xdp/<netns inode>-<ifindex>/dispatch-<id>/dispatcher, prog<N>-link
+    <bpffs>/xdp/dispatch-<ifindex>-<id>/prog<N>-prog, prog<N>-link     libxdp's layout
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from reconciler.kernel.types import DispatchSlot, HookState, Installed, XdpHook
+from reconciler.kernel import attach, bpf, bpffs, btf, libbpf, maps, netlink, netns, xdpproto
+from reconciler.kernel.bpffs import MAPS, PROG, STAGING
+from reconciler.kernel.bpfobject import BpfObject
+from reconciler.kernel.fakedispatch import check_hook, too_many
+from reconciler.kernel.observe import prog_id_at
+from reconciler.kernel.types import (
+    AttachConflict,
+    DispatchSlot,
+    HookState,
+    Installed,
+    KernelError,
+    ProgramSpec,
+    SlotState,
+    XdpHook,
+    XdpPoint,
+)
+from reconciler.kernel.xdpproto import Config
 
 if TYPE_CHECKING:
     from reconciler.kernel.real import RealKernel
 
+HOOKS = "%xdp"
+SPEC = "%spec-"
+DISPATCHER = "dispatcher"
 
-def dispatch(kernel: RealKernel, hook: XdpHook, slots: list[DispatchSlot]) -> list[Installed]:
-    raise NotImplementedError("XDP dispatcher: issue 4")
+
+@dataclass
+class Component:
+    prog_id: int
+    name: str
+    priority: int
+    bits: int  # chain_call_actions
+    flags: int
+    pin_dir: str | None  # ours, or None: foreign
+
+    def order(self) -> tuple[int, str]:
+        return (self.priority, self.pin_dir if self.pin_dir is not None else self.name)
+
+
+@dataclass
+class Current:
+    iface: netlink.Interface
+    dispatcher_id: int | None = None
+    components: tuple[Component, ...] = ()
+    direct: int | None = None  # a program that is not a dispatcher
+
+
+def hook_dir(root: Path, ns: str | None, ifindex: int) -> Path:
+    return root / HOOKS / f"{netns.identity(ns)[1]}-{ifindex}"
+
+
+def owners(root: Path) -> dict[int, str]:
+    """prog id -> our pin dir, for every managed pin dir."""
+    out: dict[int, str] = {}
+    for rel in bpffs.managed_dirs(root):
+        pid = prog_id_at(bpffs.path_of(root, rel) / PROG)
+        if pid is not None:
+            out[pid] = rel
+    return out
+
+
+def components(
+    root: Path, ns: str | None, ifindex: int, dispatcher_id: int, config: Config
+) -> list[int]:
+    """Program ids of a dispatcher's slots, from libxdp's pins (or, if those are gone, ours)."""
+    libxdp = xdpproto.libxdp_pins(ifindex, dispatcher_id)
+    ours = hook_dir(root, ns, ifindex) / f"dispatch-{dispatcher_id}"
+    out = []
+    for i in range(config.num_progs_enabled):
+        pid = prog_id_at(libxdp / f"prog{i}-prog")
+        if pid is None:
+            link = str(ours / f"prog{i}-link")
+            with contextlib.suppress(OSError), bpf.opened(bpf.obj_get(link)) as fd:
+                pid = bpf.link_info(fd).prog_id
+        if pid is None:
+            raise KernelError(
+                f"slot {i} of the XDP dispatcher id {dispatcher_id} (ifindex {ifindex}) has no "
+                f"pins in {libxdp} nor {ours}: its programs cannot be found"
+            )
+        out.append(pid)
+    return out
+
+
+def _read(root: Path, hook: XdpHook, owned: dict[int, str]) -> Current:
+    iface = netlink.require(hook.ifname, hook.netns)
+    if not iface.xdp_prog_id:
+        return Current(iface)
+    try:
+        with bpf.opened(bpf.prog_fd_by_id(iface.xdp_prog_id)) as fd:
+            config = xdpproto.read_config(fd)
+    except OSError as e:
+        raise KernelError(f"cannot read the XDP program on {hook.ifname}: {e.strerror}") from e
+    if config is None:
+        return Current(iface, direct=iface.xdp_prog_id)
+    ids = components(root, hook.netns, iface.ifindex, iface.xdp_prog_id, config)
+    comps = tuple(
+        Component(
+            pid,
+            attach.prog_name(pid),
+            config.run_prios[i],
+            config.chain_call_actions[i],
+            config.program_flags[i],
+            owned.get(pid),
+        )
+        for i, pid in enumerate(ids)
+    )
+    return Current(iface, iface.xdp_prog_id, comps)
 
 
 def hook_state(kernel: RealKernel, hook: XdpHook) -> HookState:
-    raise NotImplementedError("XDP dispatcher: issue 4")
+    cur = _read(kernel.root, hook, owners(kernel.root))
+    slots = tuple(
+        SlotState(c.prog_id, c.name, c.priority, xdpproto.action_names(c.bits), c.pin_dir)
+        for c in cur.components
+    )
+    return HookState(hook, cur.dispatcher_id, slots, cur.direct)
+
+
+def spec_digest(spec: ProgramSpec) -> str:
+    h = hashlib.sha256()
+    with open(spec.object_path, "rb") as f:
+        h.update(hashlib.sha256(f.read()).digest())
+    h.update(repr((spec.function, spec.prog_type.value, spec.global_data, spec.maps_dir)).encode())
+    return h.hexdigest()[:32]
+
+
+@dataclass
+class _Want:
+    """One slot of the new dispatcher."""
+
+    priority: int
+    bits: int
+    name: str
+    pin_dir: str | None
+    prog_id: int | None = None  # an already loaded program (kept, or foreign)
+    flags: int = 0
+    slot: DispatchSlot | None = None  # ours
+    digest: str = ""
+
+    def order(self) -> tuple[int, str]:
+        return (self.priority, self.pin_dir if self.pin_dir is not None else self.name)
+
+
+def dispatch(kernel: RealKernel, hook: XdpHook, slots: list[DispatchSlot]) -> list[Installed]:
+    check_hook(hook, slots)
+    root = kernel.root
+    point = XdpPoint(hook.ifname, hook.mode, hook.netns)
+    for s in slots:
+        kernel._precheck(s.spec, point)
+        if not os.path.isfile(s.spec.object_path):
+            raise KernelError(
+                f"BPF object {s.spec.object_path} not found; build it or fix the path"
+            )
+    kernel.ensure_root()
+    with xdpproto.libxdp_lock():
+        owned = owners(root)
+        cur = _read(root, hook, owned)
+        if cur.direct is not None:
+            owner = owned.get(cur.direct)
+            if owner is not None:
+                raise AttachConflict(
+                    f"interface {hook.ifname} runs bpfman's {owner} attached directly; "
+                    "uninstall it before dispatching several programs there"
+                )
+            raise attach.xdp_conflict(point, cur.direct, None)
+        foreign = [c for c in cur.components if c.pin_dir is None]
+        if len(slots) + len(foreign) > xdpproto.MAX_DISPATCHER_SLOTS:
+            raise too_many(hook, len(slots) + len(foreign))
+        on_hook = {c.pin_dir: c for c in cur.components if c.pin_dir is not None}
+        wants = [_Want(c.priority, c.bits, c.name, None, c.prog_id, c.flags) for c in foreign]
+        for s in slots:
+            d = bpffs.path_of(root, s.pin_dir)
+            digest = spec_digest(s.spec)
+            keep = on_hook.get(s.pin_dir)
+            if keep is None and (d / PROG).exists():
+                raise KernelError(
+                    f"{s.pin_dir} is already installed (not on the XDP dispatcher of "
+                    f"{hook.ifname}); uninstall it first"
+                )
+            same = keep is not None and (d / f"{SPEC}{digest}").exists()
+            bits = xdpproto.action_bits(s.proceed_on)
+            wants.append(
+                _Want(
+                    s.priority,
+                    bits,
+                    "",
+                    s.pin_dir,
+                    keep.prog_id if same and keep else None,
+                    slot=s,
+                    digest=digest,
+                )  # fmt: skip
+            )
+        wants.sort(key=_Want.order)
+        if _unchanged(cur, wants, hook):
+            return [kernel._observed(s.pin_dir) for s in slots]
+        _swap(kernel, hook, cur, wants)
+        listed = {s.pin_dir for s in slots}
+        for pin_dir in on_hook:
+            if pin_dir not in listed:
+                d = bpffs.path_of(root, pin_dir)
+                bpffs.remove_tree(d)
+                bpffs.prune_empty_parents(d.parent, root)
+    return [kernel._observed(s.pin_dir) for s in slots]
+
+
+def _unchanged(cur: Current, wants: list[_Want], hook: XdpHook) -> bool:
+    if cur.dispatcher_id is None or hook.mode not in ("auto", cur.iface.xdp_mode):
+        return not wants and cur.dispatcher_id is None
+    now = [(c.prog_id, c.priority, c.bits) for c in cur.components]
+    return now == [(w.prog_id, w.priority, w.bits) for w in wants]
+
+
+def _swap(kernel: RealKernel, hook: XdpHook, cur: Current, wants: list[_Want]) -> None:
+    """Build the new dispatcher revision, swap it in, release the old one."""
+    root, ifindex = kernel.root, cur.iface.ifindex
+    mine = hook_dir(root, hook.netns, ifindex)
+    old_fd = bpf.prog_fd_by_id(cur.dispatcher_id) if cur.dispatcher_id else None
+    new_pins: list[Path] = []
+    staged: list[tuple[Path, str, maps.Sharing | None]] = []
+    try:
+        if not wants:
+            assert old_fd is not None and cur.iface.xdp_mode is not None
+            netlink.xdp_detach(hook.ifname, old_fd, cur.iface.xdp_mode, hook.netns)
+        else:
+            with contextlib.ExitStack() as stack:
+                disp = stack.enter_context(BpfObject(str(xdpproto.OBJECT)))
+                disp.select(xdpproto.DISPATCHER_NAME, bpf.PROG_TYPE_XDP)
+                config = Config(
+                    len(wants),
+                    tuple(w.bits for w in wants),
+                    tuple(w.priority for w in wants),
+                    tuple(w.flags for w in wants),
+                )
+                btf.set_global_data(disp, [("conf", config.pack())])
+                disp_fd = disp.load()
+                disp_id = bpf.prog_info(disp_fd).id
+                btf_ids = xdpproto.slot_btf_ids(disp_fd)
+                link_fds = []
+                for i, w in enumerate(wants):
+                    if w.prog_id is not None:
+                        fd = stack.enter_context(bpf.opened(bpf.prog_fd_by_id(w.prog_id)))
+                    else:
+                        assert w.slot is not None and w.pin_dir is not None
+                        d = bpffs.path_of(root, w.pin_dir)
+                        fd, sharing = _load_component(stack, d, w, disp_fd, f"prog{i}", root)
+                        staged.append((d, w.digest, sharing))
+                    link_fds.append(
+                        (fd, stack.enter_context(
+                            bpf.opened(xdpproto.link_create_freplace(fd, disp_fd, btf_ids[i]))
+                        ))
+                    )  # fmt: skip
+                # Pins first (so nothing unravels if we die after the swap), then the swap.
+                lib = xdpproto.libxdp_pins(ifindex, disp_id)
+                lib.mkdir(mode=0o700, parents=True, exist_ok=True)
+                new_pins.append(lib)
+                ours = mine / f"dispatch-{disp_id}"
+                if any(w.pin_dir is not None for w in wants):
+                    ours.mkdir(mode=0o700, parents=True, exist_ok=True)
+                    new_pins.append(ours)
+                    bpf.obj_pin(disp_fd, str(ours / DISPATCHER))
+                for i, (fd, link_fd) in enumerate(link_fds):
+                    bpf.obj_pin(fd, str(lib / f"prog{i}-prog"))
+                    bpf.obj_pin(link_fd, str(lib / f"prog{i}-link"))
+                    if ours in new_pins:
+                        bpf.obj_pin(link_fd, str(ours / f"prog{i}-link"))
+                _attach(hook, cur, disp_fd, old_fd)
+    except BaseException:
+        for p in new_pins:
+            bpffs.remove_tree(p)
+        for d, _, sharing in staged:
+            bpffs.remove_tree(d / STAGING)
+            if sharing is not None:
+                maps.undo(sharing, root)
+            bpffs.prune_empty_parents(d, root)
+        with contextlib.suppress(OSError):
+            mine.rmdir()
+        raise
+    finally:
+        if old_fd is not None:
+            os.close(old_fd)
+    for d, digest, _ in staged:
+        _commit(d, digest)
+    if cur.dispatcher_id is not None:
+        bpffs.remove_tree(xdpproto.libxdp_pins(ifindex, cur.dispatcher_id))
+    if mine.is_dir():
+        keep = {p.name for p in new_pins}
+        for old in mine.iterdir():
+            if old.name not in keep:
+                bpffs.remove_tree(old)
+        bpffs.prune_empty_parents(mine, root)
+
+
+def _attach(hook: XdpHook, cur: Current, disp_fd: int, old_fd: int | None) -> None:
+    """The swap: atomic (XDP_FLAGS_REPLACE with the expected old fd), or a first attach that
+    never clobbers a program attached meanwhile (UPDATE_IF_NOEXIST)."""
+    mode = cur.iface.xdp_mode or "generic"
+    try:
+        if old_fd is None:
+            netlink.xdp_attach(hook.ifname, disp_fd, hook.mode, hook.netns)
+        elif hook.mode in ("auto", mode):
+            netlink.xdp_attach(hook.ifname, disp_fd, mode, hook.netns, replace_fd=old_fd)
+        else:
+            # Native and generic are exclusive: a mode change cannot be atomic.
+            netlink.xdp_detach(hook.ifname, old_fd, mode, hook.netns)
+            try:
+                netlink.xdp_attach(hook.ifname, disp_fd, hook.mode, hook.netns)
+            except BaseException:
+                netlink.xdp_attach(hook.ifname, old_fd, mode, hook.netns)
+                raise
+    except netlink.NetlinkFailure as e:
+        if e.errno in (errno.EEXIST, errno.EBUSY):
+            raise KernelError(
+                f"cannot swap the XDP dispatcher of {hook.ifname}: {e}; the interface's XDP "
+                "program changed meanwhile, observe again and retry"
+            ) from e
+        raise
+
+
+def _load_component(
+    stack: contextlib.ExitStack, d: Path, w: _Want, disp_fd: int, slot: str, root: Path
+) -> tuple[int, maps.Sharing | None]:
+    """Load one of our programs as an extension of ``slot`` of the new dispatcher, pinned (with
+    its maps) in ``d``'s staging dir. The verifier runs here, before anything changes."""
+    assert w.slot is not None
+    spec = w.slot.spec
+    stage = d / STAGING
+    bpffs.remove_tree(stage)  # leftovers of an interrupted run
+    (stage / MAPS).mkdir(mode=0o700, parents=True, exist_ok=True)
+    obj = stack.enter_context(BpfObject(spec.object_path, pin_root=str(stage / MAPS)))
+    obj.select(spec.function, bpf.PROG_TYPE_EXT, 0)
+    # libbpf resolves the slot function's BTF id in the dispatcher's BTF (the freplace target).
+    ret = libbpf.lib.bpf_program__set_attach_target(obj._prog, disp_fd, slot.encode())
+    if ret < 0:
+        raise libbpf.fail(f"cannot target slot {slot} of the XDP dispatcher", -ret)
+    btf.set_global_data(obj, spec.global_data)
+    sharing = None
+    skip: frozenset[str] = frozenset()
+    if spec.maps_dir is not None:
+        sharing = maps.share(obj, maps.directory(root, spec.maps_dir))
+        skip = sharing.names
+    fd = obj.load()
+    obj.pin_program(str(stage / PROG))
+    bpf.obj_pin(fd, str(stage / f"{SPEC}{w.digest}"))
+    obj.pin_maps(str(stage / MAPS), skip)
+    if sharing is not None:
+        maps.link_into(sharing, stage / MAPS, d / MAPS)
+    return fd, sharing
+
+
+def _commit(d: Path, digest: str) -> None:
+    """Move a staged component into place (``prog`` last, as RealKernel's commit)."""
+    stage = d / STAGING
+    if (d / MAPS).exists():
+        os.rename(d / MAPS, stage / "old-maps")
+    os.rename(stage / MAPS, d / MAPS)
+    for old in d.glob(f"{SPEC}*"):
+        old.unlink()
+    os.replace(stage / f"{SPEC}{digest}", d / f"{SPEC}{digest}")
+    os.replace(stage / PROG, d / PROG)
+    bpffs.remove_tree(stage)
+
+
+def where(root: Path, xdp: dict[int, list[attach.XdpAttachment]]) -> dict[int, dict[str, object]]:
+    """For observe: component prog id -> its place on a dispatcher, for every dispatcher that
+    runs on an interface (``xdp``: prog id -> where it is attached, as observe's Scan has it)."""
+    out: dict[int, dict[str, object]] = {}
+    for prog_id, places in xdp.items():
+        try:
+            with bpf.opened(bpf.prog_fd_by_id(prog_id)) as fd:
+                config = xdpproto.read_config(fd)
+        except (OSError, KernelError):
+            continue
+        if config is None:
+            continue
+        for place in places:
+            try:
+                ids = components(root, place.ns, place.iface.ifindex, prog_id, config)
+            except (KernelError, OSError):
+                continue
+            for i, pid in enumerate(ids):
+                w: dict[str, object] = {
+                    "dispatcher_id": prog_id,
+                    "position": i,
+                    "priority": config.run_prios[i],
+                    "proceed_on": list(xdpproto.action_names(config.chain_call_actions[i])),
+                    "ifindex": place.iface.ifindex,
+                    "ifname": place.iface.ifname,
+                    "mode": place.iface.xdp_mode,
+                }
+                if place.ns is not None:
+                    w["netns"] = place.ns
+                out.setdefault(pid, w)
+    return out
