@@ -40,7 +40,7 @@ def plan_for(ctx: Context, desired: DesiredState | None) -> Plan:
         for c in plan.changes:
             c.reason = "bpfman destroy unloads everything it manages"
         return plan
-    dispatching = dispatchers_supported(ctx.kernel, desired.attachments)
+    dispatching = dispatchers_supported(ctx.kernel, desired.attachments, records)
     plan = build_plan(
         desired.attachments,
         installed,
@@ -56,8 +56,12 @@ def plan_for(ctx: Context, desired: DesiredState | None) -> Plan:
     return plan
 
 
-def dispatchers_supported(kernel: Kernel, attachments: list[DesiredAttachment]) -> bool:
-    """Dispatchers need freplace; probe only when some XDP or TC program is wanted."""
-    if not any(hook_of_point(d.point) for d in attachments):
+def dispatchers_supported(
+    kernel: Kernel, attachments: list[DesiredAttachment], records: dict[str, Record]
+) -> bool:
+    """Dispatchers need freplace; probe only when some XDP or TC program is wanted, or was
+    applied through a dispatcher (and so must be removed through it)."""
+    wanted = any(hook_of_point(d.point) for d in attachments)
+    if not wanted and not any(r.extra.get("hook") for r in records.values()):
         return False
     return bool(kernel.probe("freplace"))

@@ -37,6 +37,7 @@ from reconciler.kernel.types import (
     Probe,
     ProgramSpec,
     ProgType,
+    TcHook,
     TcxPoint,
     TracepointPoint,
     UprobePoint,
@@ -48,6 +49,7 @@ from reconciler.kernel.types import (
 _PROG_TYPE = {
     ProgType.XDP: ("xdp", XdpPoint),
     ProgType.TCX: ("sched_cls", TcxPoint),
+    ProgType.TC: ("sched_cls", TcHook),  # alone on its hook, attached directly
     ProgType.TRACEPOINT: ("tracepoint", TracepointPoint),
     ProgType.UPROBE: ("kprobe", UprobePoint),
     ProgType.KPROBE: ("kprobe", KprobePoint),
@@ -111,6 +113,8 @@ class FakeKernel:
         self._entries: dict[str, _Entry] = {}
         self._hooks: dict[tuple[str | None, str, str], _Hook] = {}
         self._link_prog: dict[int, int] = {}  # link id -> prog id
+        # (netns, ifname, direction) -> prog id of a TC program attached directly (cls_bpf)
+        self._tc_direct: dict[tuple[str | None, str, str], int] = {}
         self._names: dict[int, str] = {}  # prog id -> name (ours and foreign)
         self._shared = SharedMaps(self.root)
         self._next = {"prog": 100, "map": 100, "link": 100, "ifindex": 1}
@@ -216,8 +220,11 @@ class FakeKernel:
             )
         if self.check_files and not os.path.isfile(spec.object_path):
             raise KernelError(f"BPF object {spec.object_path} not found; build it or fix the path")
-        if isinstance(point, XdpPoint | TcxPoint):
-            if isinstance(point, TcxPoint) and point.direction not in ("ingress", "egress"):
+        if isinstance(point, XdpPoint | TcxPoint | TcHook):
+            if isinstance(point, TcxPoint | TcHook) and point.direction not in (
+                "ingress",
+                "egress",
+            ):
                 raise KernelError(
                     f"tcx direction must be ingress or egress, not {point.direction!r}"
                 )
@@ -353,6 +360,15 @@ class FakeKernel:
             return None
         if isinstance(point, TcxPoint):
             return self._tcx_attach(point, prog_id, placement)
+        if isinstance(point, TcHook):
+            key = (point.netns, point.ifname, point.direction)
+            if key in self._tc_direct:
+                raise AttachConflict(
+                    f"the {point.direction} TC hook of {point.ifname} already runs program id "
+                    f"{self._tc_direct[key]}; only one program per hook without a dispatcher"
+                )
+            self._tc_direct[key] = prog_id  # a cls_bpf filter, no link
+            return None
         link_id = self._new("link")  # perf-event link
         self._link_prog[link_id] = prog_id
         return link_id
@@ -458,6 +474,7 @@ class FakeKernel:
                 found[1].slots[found[2]].pin_dir = None
             return
         self._xdp_detach(entry.prog_id)
+        self._tc_direct = {k: v for k, v in self._tc_direct.items() if v != entry.prog_id}
         self._unlink(entry.link_id)
 
     def _installed(self, pin_dir: str) -> Installed:
@@ -473,6 +490,13 @@ class FakeKernel:
                 if iface.xdp_prog == e.prog_id:
                     attached = True
                     where = {"ifindex": iface.ifindex, "ifname": name, "mode": iface.xdp_mode}
+                    if ns is not None:
+                        where["netns"] = ns
+        elif isinstance(e.point, TcHook):
+            for (ns, name, direction), prog_id in self._tc_direct.items():
+                if prog_id == e.prog_id:
+                    attached = True
+                    where = {"ifname": name, "direction": direction}
                     if ns is not None:
                         where["netns"] = ns
         elif isinstance(e.point, TcxPoint):
@@ -569,9 +593,7 @@ class FakeKernel:
         iface = self._iface(hook.ifname, hook.netns)
         key = hook_key(hook)
         point: AttachPoint = (
-            XdpPoint(hook.ifname, hook.mode, hook.netns)
-            if isinstance(hook, XdpHook)
-            else TcxPoint(hook.ifname, hook.direction, hook.netns)
+            XdpPoint(hook.ifname, hook.mode, hook.netns) if isinstance(hook, XdpHook) else hook
         )
         current = self._dispatch.hooks.get(key)
         on_iface = iface.xdp_prog if isinstance(hook, XdpHook) else None

@@ -59,7 +59,7 @@ def check_hook(hook: Hook, slots: list[DispatchSlot]) -> None:
     else:
         if hook.direction not in ("ingress", "egress"):
             raise KernelError(f"TC direction must be ingress or egress, not {hook.direction!r}")
-        actions, prog_type = TC_ACTIONS, ProgType.TCX
+        actions, prog_type = TC_ACTIONS, ProgType.TC
         what = f"TC {hook.direction} hook of {hook.ifname}"
     seen: set[str] = set()
     for slot in slots:

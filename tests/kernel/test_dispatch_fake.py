@@ -166,7 +166,7 @@ def test_tc_hooks_work_the_same_way(kernel: FakeKernel) -> None:
     hook = TcHook("eth0", "ingress", NS)
 
     def tc(pin_dir: str, priority: int) -> DispatchSlot:
-        return DispatchSlot(pin_dir, spec(pin_dir, ProgType.TCX), priority, ("ok",))
+        return DispatchSlot(pin_dir, spec(pin_dir, ProgType.TC), priority, ("ok",))
 
     kernel.dispatch(hook, [tc("a", 2), tc("b", 1)])
     foreign = kernel.add_foreign_program(hook, "tc_other", priority=0, proceed_on=("ok",))
