@@ -7,16 +7,18 @@ BPF_CFLAGS := -g -O2 -Wall -target bpf -D__TARGET_ARCH_x86 -I$(ARCH_INC)
 
 BPF_SRCS := $(shell find manifests tests bench reconciler -name '*.bpf.c' 2>/dev/null)
 BPF_OBJS := $(BPF_SRCS:.bpf.c=.o)
+# The dispatchers bpfman loads itself are part of the product, not just of the tests.
+DISPATCHER_OBJS := $(patsubst %.bpf.c,%.o,$(wildcard reconciler/kernel/dispatchers/*.bpf.c))
 
 .PHONY: install bytecode test vm demo lint bench clean
 
-install: $(VENV)/.bpfman-installed
+install: $(VENV)/.bpfman-installed $(DISPATCHER_OBJS)
 $(VENV)/.bpfman-installed: pyproject.toml scripts/install-deps.sh
 	@scripts/install-deps.sh
 
 bytecode: install $(BPF_OBJS)
 
-%.o: %.bpf.c
+%.o: %.bpf.c | $(VENV)/.bpfman-installed
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 
 $(filter tests/vm/bpf/%,$(BPF_OBJS)): $(wildcard tests/vm/bpf/*.h)
