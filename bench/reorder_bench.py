@@ -97,6 +97,8 @@ def bench_xdp_loader(n: int, repeat: int) -> float:
 
 
 def inside(sizes: list[int], repeat: int) -> None:
+    # The VM's kernel cannot autoload modules (its helper runs outside the guest's root).
+    sh("modprobe", "-a", "veth", "sch_ingress", "cls_bpf", check=False)
     sh("ip", "netns", "add", NS)
     work = Path(tempfile.mkdtemp(prefix="reorder-bench-"))
     try:

@@ -55,6 +55,13 @@ def _add_globals(p: argparse.ArgumentParser, suppress: bool) -> None:
         "default /etc/bpfman/labels.yaml)",
     )
     p.add_argument(
+        "--config",
+        default=d if suppress else os.environ.get("BPFMAN_CONFIG"),
+        metavar="PATH",
+        help="host config, e.g. per-interface XDP modes (env BPFMAN_CONFIG; "
+        "default /etc/bpfman/config.yaml)",
+    )
+    p.add_argument(
         "--no-color", action="store_true", default=d if suppress else False, help="plain output"
     )
     p.add_argument(

@@ -59,7 +59,7 @@ def _desired(args: argparse.Namespace) -> Iterator[DesiredState]:
 def _host(args: argparse.Namespace):  # -> reconciler.host.Host
     from pathlib import Path
 
-    from reconciler.host import DEFAULT_LABELS_FILE, Host, parse_label
+    from reconciler.host import DEFAULT_CONFIG_FILE, DEFAULT_LABELS_FILE, Host, parse_label
 
     extra = {}
     for text in args.label:
@@ -69,7 +69,8 @@ def _host(args: argparse.Namespace):  # -> reconciler.host.Host
             raise UserError(f"--label: {e}") from None
         extra[key] = value
     labels_file = Path(args.labels_file) if args.labels_file else DEFAULT_LABELS_FILE
-    return Host(labels_file=labels_file, extra_labels=extra)
+    config = Path(args.config) if args.config else DEFAULT_CONFIG_FILE
+    return Host(labels_file=labels_file, extra_labels=extra, config_file=config)
 
 
 def _context(args: argparse.Namespace):  # -> engine.Context

@@ -27,6 +27,8 @@ from reconciler.spec.host import HostError
 from reconciler.spec.schema import SCHEMA_DIR
 
 DEFAULT_LABELS_FILE = Path("/etc/bpfman/labels.yaml")
+DEFAULT_CONFIG_FILE = Path("/etc/bpfman/config.yaml")
+XDP_MODES = ("auto", "native", "generic")
 
 # Go's GOARCH names for uname's machine, as the kubelet sets kubernetes.io/arch.
 GOARCH = {
@@ -82,10 +84,19 @@ class Host:
         self,
         labels_file: Path | None = DEFAULT_LABELS_FILE,
         extra_labels: dict[str, str] | None = None,
+        config_file: Path | None = DEFAULT_CONFIG_FILE,
     ) -> None:
         self.labels_file = labels_file
         self.extra_labels = dict(extra_labels or {})
+        self.config_file = config_file
         self._labels: dict[str, str] | None = None
+        self._xdp_modes: dict[str, str] | None = None
+
+    def xdp_mode(self, ifname: str, netns: str | None = None) -> str | None:
+        """``interfaces.<ifname>.xdpmode`` of the host's config file (any namespace)."""
+        if self._xdp_modes is None:
+            self._xdp_modes = read_xdp_modes(self.config_file) if self.config_file else {}
+        return self._xdp_modes.get(ifname)
 
     def labels(self) -> dict[str, str]:
         """Built-ins, then the labels file (if it exists), then ``extra_labels``; later win."""
@@ -177,6 +188,36 @@ def parse_label(text: str) -> tuple[str, str]:
             "starting and ending with a letter or digit"
         )
     return key, value
+
+
+def read_xdp_modes(path: Path) -> dict[str, str]:
+    """Per-interface XDP modes from the host's config file::
+
+        interfaces:
+          eth0: {xdpmode: generic}   # auto | native | generic
+
+    A missing file sets nothing; anything else that is wrong raises HostError naming the file."""
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise HostError(f"{path}: cannot read the bpfman config: {e}") from None
+    interfaces = (doc or {}).get("interfaces") or {} if isinstance(doc, dict) else None
+    if not isinstance(interfaces, dict):
+        raise HostError(f"{path}: 'interfaces' must map interface names to settings")
+    modes = {}
+    for ifname, settings in interfaces.items():
+        mode = (settings or {}).get("xdpmode") if isinstance(settings, dict) else None
+        if mode is None:
+            continue
+        if mode not in XDP_MODES:
+            raise HostError(
+                f"{path}: interfaces.{ifname}.xdpmode is {mode!r}; "
+                f"use one of {', '.join(XDP_MODES)}"
+            )
+        modes[str(ifname)] = mode
+    return modes
 
 
 def read_labels_file(path: Path) -> dict[str, str]:

@@ -18,6 +18,7 @@ from reconciler.kernel.types import (
     TcxPoint,
     TracepointPoint,
     UprobePoint,
+    XdpHook,
     XdpPoint,
 )
 from reconciler.plan.hooks import hook_label, hook_of_point
@@ -82,6 +83,21 @@ def _crowded_hooks(
     """Several programs on one XDP or TC hook need a dispatcher (and so freplace); a
     dispatcher runs at most MAX_DISPATCHER_SLOTS."""
     problems = []
+    modes: dict[tuple[str | None, str], dict[str, list[DesiredAttachment]]] = defaultdict(dict)
+    for hook, ds in per_hook.items():
+        if isinstance(hook, XdpHook):
+            modes[(hook.netns, hook.ifname)][hook.mode] = ds
+    for (_, ifname), by_mode in sorted(modes.items(), key=lambda kv: kv[0][1]):
+        if len(by_mode) > 1:
+            wants = "; ".join(
+                f"{mode}: {', '.join(str(d.address) for d in ds)}"
+                for mode, ds in sorted(by_mode.items())
+            )
+            problems.append(
+                f"interface {ifname!r}: its XDP programs want different modes ({wants}); an "
+                f"interface runs XDP in one mode: give them the same spec.xdpmode, or set it once "
+                f"in the host's config (interfaces.{ifname}.xdpmode)"
+            )
     for hook, ds in sorted(per_hook.items(), key=lambda kv: hook_label(kv[0])):
         names = ", ".join(f"{d.address} ({d.origin})" for d in ds)
         if dispatching and len(ds) > MAX_DISPATCHER_SLOTS:

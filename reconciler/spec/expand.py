@@ -109,6 +109,16 @@ class _Expander:
             raise ManifestError([str(labels)])
         return labels
 
+    def host_xdp_mode(self, ifname: str, netns: str | None) -> str | None:
+        """The interface's XDP mode from the host's config, if it names one."""
+        ask = getattr(self.host, "xdp_mode", None)  # optional in HostFacts
+        if ask is None:
+            return None
+        mode = self._ask(("xdp_mode", ifname, netns), lambda: ask(ifname, netns))
+        if isinstance(mode, HostError):
+            raise ManifestError([str(mode)])
+        return mode
+
     def _problem(self, m: Manifest, path: FieldPath, message: str) -> None:
         text = format_path(path)
         self.problems.append(Problem(m.origin_of(text), text, message))
@@ -186,13 +196,16 @@ class _Expander:
             for ifname in self.interfaces(m, link, netns):
                 index = netns_index(netns, ifname)
                 if kind is ProgType.XDP:
+                    mode = v.get("xdpmode") or self.host_xdp_mode(ifname, netns) or "auto"
                     attributes = {
                         "interface": ifname,
                         "netns": netns,
                         "priority": v["priority"],
                         "proceedon": list(v["proceedon"]),
+                        "xdpmode": mode,
                     }
-                    out.append(_Point(index, XdpPoint(ifname, netns=netns), attributes))
+                    xdp_point = XdpPoint(ifname, mode=mode, netns=netns)
+                    out.append(_Point(index, xdp_point, attributes))
                 elif kind is ProgType.TCX:
                     attributes = {
                         "interface": ifname,

@@ -32,3 +32,8 @@ class HostFacts(Protocol):
         """Where the dynamic loader would find library ``name`` (e.g. ``libc`` or
         ``libc.so.6``), inside ``container_pid``'s mount namespace if given; None if nowhere."""
         ...
+
+    def xdp_mode(self, ifname: str, netns: str | None = None) -> str | None:
+        """The XDP mode (auto, native, generic) the host's config sets for this interface,
+        None when it sets none. Optional: expansion treats a host without it as setting none."""
+        ...

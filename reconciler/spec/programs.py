@@ -176,6 +176,8 @@ def _legacy_link(prog_type: ProgType, spec: dict[str, Any]) -> Link:
             values["proceedon"] = list(spec["proceedon"])
         if prog_type is not ProgType.XDP:
             values["direction"] = spec["direction"]
+        else:
+            values["xdpmode"] = spec.get("xdpmode")
         fields = {
             "selector": (*at, "interfaceselector"),
             "primary": (*at, "interfaceselector", "primarynodeinterface"),
@@ -237,6 +239,7 @@ def _app_links(
             }
             if prog_type is ProgType.XDP:
                 values["proceedon"] = [_PROCEED_ON[v] for v in link["proceedOn"]]
+                values["xdpmode"] = link.get("xdpMode")
             elif prog_type is ProgType.TC:
                 values["proceedon"] = [_TC_PROCEED_ON[v] for v in link["proceedOn"]]
             if prog_type is not ProgType.XDP:

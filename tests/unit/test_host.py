@@ -362,3 +362,20 @@ def test_inside_a_process_mount_namespace() -> None:
 def test_a_process_that_does_not_exist() -> None:
     with pytest.raises(HostError, match="process 4194304 does not exist"):
         Host().resolve_library("libc", 4194304)
+
+
+def test_xdp_modes_come_from_the_host_config(tmp_path):
+    from reconciler.host import Host
+
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("interfaces:\n  eth0: {xdpmode: generic}\n  eth1: {}\n")
+    host = Host(labels_file=None, config_file=cfg)
+    assert (host.xdp_mode("eth0"), host.xdp_mode("eth1"), host.xdp_mode("eth9")) == (
+        "generic",
+        None,
+        None,
+    )
+    assert Host(labels_file=None, config_file=tmp_path / "missing.yaml").xdp_mode("eth0") is None
+    cfg.write_text("interfaces:\n  eth0: {xdpmode: turbo}\n")
+    with pytest.raises(HostError, match="xdpmode is 'turbo'; use one of auto, native, generic"):
+        Host(labels_file=None, config_file=cfg).xdp_mode("eth0")

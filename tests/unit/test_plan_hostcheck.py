@@ -66,3 +66,16 @@ def test_a_user_whose_map_owner_is_not_wanted(tmp_path):
     (problem,) = check([user], kernel(tmp_path), [])
     assert f"uses the maps of {owner.address}" in problem
     assert check([owner, user], kernel(tmp_path), []) == []
+
+
+def test_programs_on_one_interface_must_agree_on_the_xdp_mode(tmp_path):
+    import dataclasses
+
+    a = xdp("a")
+    b = xdp("b")
+    b = dataclasses.replace(b, point=dataclasses.replace(b.point, mode="native"))
+    problems = check([a, b], kernel(tmp_path), [], dispatching=True)
+    assert len(problems) == 1
+    assert (
+        "want different modes (auto: XdpProgram/a[eth0]; native: XdpProgram/b[eth0])" in problems[0]
+    )

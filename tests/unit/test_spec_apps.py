@@ -145,6 +145,7 @@ def test_every_link_is_an_attachment_sharing_one_maps_directory(tmp_path: Path) 
         "netns": None,
         "priority": 10,
         "proceedon": ["pass", "redirect", "dispatcher_return"],
+        "xdpmode": "auto",
         "global_data": None,
         "map_owner": None,
     }

@@ -93,6 +93,7 @@ def test_valid_tree_expands_to_one_attachment_per_attach_point(tmp_path: Path) -
         "netns": None,
         "priority": 55,
         "proceedon": ["pass", "dispatcher_return"],
+        "xdpmode": "auto",
         "global_data": None,
         "map_owner": None,
     }

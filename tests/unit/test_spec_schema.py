@@ -84,7 +84,7 @@ def test_unknown_fields_are_rejected_with_suggestion_and_allowed_fields(tmp_path
         "x.yaml:5: spec.priority: required field is missing; expected an integer from 0 to 1000",
         "x.yaml:11: spec.priorty: unknown field 'priorty' (did you mean 'priority'?); allowed "
         "fields here: bpffunctionname, bytecode, interfaceselector, priority, proceedon, netns, "
-        "nodeselector, globaldata, mapownerselector",
+        "xdpmode, nodeselector, globaldata, mapownerselector",
     ]
 
 
@@ -108,7 +108,7 @@ def test_unknown_fields_anywhere(tmp_path: Path) -> None:
         "letters, digits and '_', not starting with a digit, e.g. xdp_stats",
         "x.yaml:5: spec.bpfFunctionName: unknown field 'bpfFunctionName' (did you mean "
         "'bpffunctionname'?); allowed fields here: bpffunctionname, bytecode, "
-        "interfaceselector, priority, proceedon, netns, nodeselector, globaldata, "
+        "interfaceselector, priority, proceedon, netns, xdpmode, nodeselector, globaldata, "
         "mapownerselector",
         "x.yaml:6: spec.bytecode.sha: unknown field 'sha'; allowed fields here: path",
         "x.yaml:7: spec.interfaceselector.iface: unknown field 'iface' (did you mean "
