@@ -20,14 +20,12 @@ def slots_for(plan: Plan, hook: Hook) -> list[DesiredAttachment]:
 def swap(kernel: Kernel, plan: Plan, hook: Hook) -> dict[str, Installed]:
     """Make ``hook`` run what the manifests want on it; returns Installed by pin dir."""
     wanted = slots_for(plan, hook)
-    reload = {c.address for c in plan.changes if c.action in (Action.CREATE, Action.REPLACE)}
     slots = [
         DispatchSlot(
             pin_dir=d.address.pin_dir(),
             spec=d.program,
             priority=d.priority or 0,
             proceed_on=d.proceedon,
-            reload=d.address in reload,
         )
         for d in wanted
     ]

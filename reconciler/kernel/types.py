@@ -146,9 +146,6 @@ class DispatchSlot:
     # TC: unspec, ok, reclassify, shot, pipe, stolen, queued, repeat, redirect, trap. Both:
     # dispatcher_return (the program's "I am done, go on" value).
     proceed_on: tuple[str, ...]
-    # Load the program anew even if one is pinned at pin_dir: the planner knows its bytecode,
-    # function or global data changed (the kernel cannot tell from the pinned program).
-    reload: bool = False
 
 
 @dataclass(frozen=True)
