@@ -96,6 +96,14 @@ def bench_xdp_loader(n: int, repeat: int) -> float:
     return statistics.median(times)
 
 
+def slope(points: list[tuple[int, float]]) -> float:
+    """Least-squares seconds per program."""
+    n = len(points)
+    mx = sum(x for x, _ in points) / n
+    my = sum(y for _, y in points) / n
+    return sum((x - mx) * (y - my) for x, y in points) / sum((x - mx) ** 2 for x, _ in points)
+
+
 def inside(sizes: list[int], repeat: int) -> None:
     # The VM's kernel cannot autoload modules (its helper runs outside the guest's root).
     sh("modprobe", "-a", "veth", "sch_ingress", "cls_bpf", check=False)
@@ -107,10 +115,18 @@ def inside(sizes: list[int], repeat: int) -> None:
         fixed = statistics.median(timed(BPFMAN, "--version") for _ in range(3))
         print(f"kernel {os.uname().release}; bpfman --version: {fixed:.2f} s (fixed cost)")
         print(f"{'N':>3}  {'bpfman reorder s':>16}  {'xdp-loader unload+load s':>24}  {'ratio':>7}")
+        rows = []
         for n in sizes:
             b = bench_bpfman(n, repeat, work)
             x = bench_xdp_loader(n, repeat)
+            rows.append((n, b, x))
             print(f"{n:>3}  {b:>16.2f}  {x:>24.2f}  {b / x:>6.2f}x", flush=True)
+        if len(rows) > 1:
+            sb, sx = slope([(n, b) for n, b, _ in rows]), slope([(n, x) for n, _, x in rows])
+            print(
+                f"per program: bpfman {sb * 1000:.0f} ms, xdp-loader {sx * 1000:.0f} ms "
+                f"(slope ratio {sb / sx:.2f}x); the rest of bpfman's time is its fixed cost"
+            )
         print(
             "bpfman swaps one dispatcher with the loaded programs (ids unchanged, no moment "
             "without them); xdp-loader unloads and reloads every program."
