@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from reconciler.kernel.types import Installed, Kernel
-from reconciler.plan import Plan, build_plan
+from reconciler.kernel.types import Installed, Kernel, KernelError
+from reconciler.plan import Plan, build_plan, drift
 from reconciler.plan.hooks import assign_hooks, hook_of_point
 from reconciler.plan.hostcheck import check as host_check
 from reconciler.spec.model import DesiredAttachment, DesiredState
@@ -35,6 +35,7 @@ def plan_for(ctx: Context, desired: DesiredState | None) -> Plan:
     if desired is None:
         plan = build_plan([], installed, records, bpffs_root=str(ctx.kernel.root))
         plan.destroy = True
+        plan.drift = drift.detect(installed, records, _interfaces(ctx.kernel, records))
         plan.dispatching = any(r.extra.get("hook") for r in records.values())
         assign_hooks(plan, records)
         for c in plan.changes:
@@ -53,7 +54,20 @@ def plan_for(ctx: Context, desired: DesiredState | None) -> Plan:
     )
     plan.dispatching = dispatching
     assign_hooks(plan, records)
+    plan.drift = drift.detect(installed, records, _interfaces(ctx.kernel, records))
     return plan
+
+
+def _interfaces(kernel: Kernel, records: dict[str, Record]) -> set[tuple[str | None, str]]:
+    """Interfaces that exist now, in our namespace and in those the records name."""
+    out: set[tuple[str | None, str]] = set()
+    namespaces = {None} | {r.attributes.get("netns") for r in records.values()}
+    for ns in namespaces:
+        try:
+            out |= {(ns, name) for name in kernel.interfaces(ns)}
+        except (KernelError, OSError):
+            continue  # a namespace that is gone: its interfaces are gone too
+    return out
 
 
 def dispatchers_supported(

@@ -62,7 +62,12 @@ def _record(
         link_id=inst.link_id if inst else (prev.link_id if prev else None),
         applied_at=datetime.now(UTC).isoformat(timespec="seconds"),
         # What the kernel cannot tell us later: whose maps it uses (to unload users first).
-        extra={"depends_on": [str(a) for a in d.depends_on], "maps_dir": d.program.maps_dir},
+        extra={
+            "depends_on": [str(a) for a in d.depends_on],
+            "maps_dir": d.program.maps_dir,
+            # Where the kernel said it runs, to tell later a detach from a deleted interface.
+            "attach": dict(inst.attach) if inst else (prev.extra.get("attach") if prev else None),
+        },
     )
 
 

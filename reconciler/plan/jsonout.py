@@ -40,6 +40,7 @@ def plan_document(plan: Plan) -> dict[str, Any]:
             }
             for c in plan.changes
         ],
+        "resource_drift": [d.to_json() for d in plan.drift],
         "errors": plan.errors,
         "unselected": [
             {"resource": r, "origin": o, "reason": why} for r, o, why in plan.unselected

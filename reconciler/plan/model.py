@@ -55,6 +55,8 @@ class Plan:
     destroy: bool = False  # everything under the root goes, whatever the manifests say
     # Whether XDP and TC programs go through dispatchers (the kernel supports freplace).
     dispatching: bool = False
+    # Changes made outside bpfman since the last apply (plan.drift.Drift), shown first.
+    drift: list[Any] = field(default_factory=list)
     # Manifests whose nodeselector does not match this host: (KIND/NAME, file:line, reason).
     unselected: list[tuple[str, str, str]] = field(default_factory=list)
 

@@ -110,6 +110,21 @@ def render_unselected(plan: Plan, style: Style | None = None) -> str:
     return "\n".join(out) + "\n\n"
 
 
+def render_drift(plan: Plan, style: Style) -> list[str]:
+    if not plan.drift:
+        return []
+    out = [style.bold("Note: Objects have changed outside of bpfman"), ""]
+    out.append("bpfman detected the following changes made outside of bpfman since the last apply:")
+    out.append("")
+    for d in plan.drift:
+        out.append(f"  {style.paint('~', _COLOR[Action.UPDATE])} {d.address} {d.what}")
+    out.append("")
+    if not plan.destroy:
+        out.append("The plan below repairs what the manifests own; nothing else is touched.")
+        out.append("")
+    return out
+
+
 def render_plan(plan: Plan, style: Style | None = None) -> str:
     style = style or Style(False)
     out: list[str] = []
@@ -117,6 +132,7 @@ def render_plan(plan: Plan, style: Style | None = None) -> str:
         for e in plan.errors:
             out.append(style.paint("Error: ", "31;1") + e)
         out.append("")
+    out.extend(render_drift(plan, style))
     if not plan.has_changes:
         if not plan.errors:
             out.append(style.bold("No changes.") + " Kernel state matches the manifests.")
