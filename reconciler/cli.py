@@ -78,10 +78,28 @@ def _add_source(p: argparse.ArgumentParser) -> None:
         "source",
         nargs="?",
         default=".",
-        help="directory of manifests, or a git URL (file://, https://, ssh) (default: .)",
+        help="directory of manifests, or a git URL (file://, https://, ssh) (default: .); "
+        "for apply also a plan file saved by `bpfman plan --out`",
     )
     p.add_argument("--ref", help="git branch, tag or commit to read (git sources)")
     p.add_argument("--path", help="subdirectory of the source holding the manifests")
+
+
+def _add_targeting(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        metavar="ADDRESS",
+        help="only this address, or KIND/NAME for all of a manifest's (repeatable)",
+    )
+    p.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="ADDRESS",
+        help="everything but this address or KIND/NAME (repeatable)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,14 +135,27 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also list the manifests whose nodeselector does not match this host, and why",
     )
+    p.add_argument("--out", metavar="FILE", help="save the plan for `bpfman apply FILE`")
+    p.add_argument(
+        "--refresh-only",
+        action="store_true",
+        help="show only what changed outside bpfman; plan no kernel change",
+    )
+    _add_targeting(p)
 
     for name, help_ in (
         ("apply", "make the kernel match the manifests"),
         ("destroy", "unload everything bpfman manages under the bpffs root"),
     ):
         p = cmd(name, help_)
+        _add_targeting(p)
         if name == "apply":
             _add_source(p)
+            p.add_argument(
+                "--refresh-only",
+                action="store_true",
+                help="record what changed outside bpfman in the state file; change no program",
+            )
         p.add_argument("--auto-approve", action="store_true", help="do not ask for confirmation")
         p.add_argument("--json", action="store_true", help="machine-readable result")
         p.add_argument(

@@ -123,7 +123,9 @@ def cmd_plan(args: argparse.Namespace, color: bool) -> int:
 
     ctx = _context(args)
     with _desired(args) as desired:
-        plan = plan_for(ctx, desired)
+        plan = _narrow(plan_for(ctx, desired), args)
+        if args.out and not plan.errors:
+            _save(ctx, plan, args.out)
     if args.json:
         print_json(plan_document(plan))
     else:
@@ -138,9 +140,40 @@ def cmd_plan(args: argparse.Namespace, color: bool) -> int:
         raise UserError(
             f"the plan has {len(plan.errors)} error(s) shown above; nothing can be applied"
         )
+    if args.out and not args.json:
+        print(f"\nSaved the plan to {args.out}. To carry out exactly these actions, run:")
+        print(f"    bpfman apply {args.out}")
     if args.detailed_exitcode and plan.has_changes:
         return 2
     return 0
+
+
+def _narrow(plan: Plan, args: argparse.Namespace) -> Plan:
+    """--refresh-only and --target/--exclude, applied to a computed plan."""
+    from reconciler.plan.model import Action
+    from reconciler.plan.target import restrict
+
+    if getattr(args, "refresh_only", False):
+        plan.changes = [c for c in plan.changes if c.action is Action.NOOP]
+        plan.errors = []  # nothing will be attached: host checks do not apply
+    try:
+        plan.warnings += restrict(plan, args.target, args.exclude)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    return plan
+
+
+def _save(ctx: Any, plan: Plan, out: str) -> None:
+    from pathlib import Path
+
+    from reconciler.engine import observe
+    from reconciler.plan.planfile import PlanFileError, fingerprint, save
+
+    installed, records = observe(ctx)
+    try:
+        save(plan, Path(out), fingerprint(str(ctx.kernel.root), installed, records))
+    except (PlanFileError, OSError) as e:
+        raise UserError(f"cannot save the plan to {out}: {e}") from None
 
 
 def _confirm(args: argparse.Namespace, what: str) -> bool:
@@ -229,19 +262,95 @@ def _execute(args: argparse.Namespace, color: bool, ctx: Any, plan: Plan, verb: 
 
 
 def cmd_apply(args: argparse.Namespace, color: bool) -> int:
+    import os
+
     from reconciler.engine import plan_for
 
     ctx = _context(args)
+    if args.source and os.path.isfile(args.source):
+        return _apply_saved(args, color, ctx)
+    if args.refresh_only:
+        return _refresh(args, ctx)
     with _desired(args) as desired:
-        plan = plan_for(ctx, desired)
+        plan = _narrow(plan_for(ctx, desired), args)
         return _execute(args, color, ctx, plan, "Apply")
+
+
+def _apply_saved(args: argparse.Namespace, color: bool, ctx: Any) -> int:
+    """Carry out a saved plan exactly, without asking: it was reviewed when it was made."""
+    import tempfile
+    from pathlib import Path
+
+    from reconciler.engine import observe
+    from reconciler.lock import ApplyLock, LockTimeout
+    from reconciler.plan.planfile import PlanFileError, fingerprint, load
+
+    if args.target or args.exclude or args.refresh_only or args.ref or args.path:
+        raise UserError(
+            "a saved plan is applied as it is: --target, --exclude, --refresh-only, --ref and "
+            "--path belong to `bpfman plan --out`"
+        )
+    with tempfile.TemporaryDirectory(prefix="bpfman-plan-") as objects:
+        try:
+            plan, fp = load(Path(args.source), Path(objects))
+        except PlanFileError as e:
+            raise UserError(str(e)) from None
+        if plan.bpffs_root != str(ctx.kernel.root):
+            raise UserError(
+                f"Saved plan is stale: it was made for bpffs root {plan.bpffs_root}, not "
+                f"{ctx.kernel.root}; run `bpfman plan --out` again with this root"
+            )
+        try:
+            with ApplyLock(ctx.store.dir, args.lock_timeout):
+                installed, records = observe(ctx)
+                if fingerprint(str(ctx.kernel.root), installed, records) != fp:
+                    raise UserError(
+                        "Saved plan is stale: the kernel state or the state file changed since "
+                        f"{args.source} was made; run `bpfman plan --out` again and review it"
+                    )
+        except LockTimeout as e:
+            raise UserError(str(e)) from None
+        args.auto_approve = True
+        return _execute(args, color, ctx, plan, "Apply")
+
+
+def _refresh(args: argparse.Namespace, ctx: Any) -> int:
+    """Record in the state file what the kernel holds now; change no program."""
+    from reconciler.engine import observe
+    from reconciler.lock import ApplyLock, LockTimeout
+    from reconciler.plan import drift
+    from reconciler.state import refresh
+
+    try:
+        with ApplyLock(ctx.store.dir, args.lock_timeout):
+            installed, records = observe(ctx)
+            found = drift.detect(installed, records)
+            for d in found:
+                print(f"  ~ {d.address} {d.what}")
+            updated, removed = refresh(records, installed)
+            if updated or removed:
+                ctx.store.save(records)
+    except LockTimeout as e:
+        raise UserError(str(e)) from None
+    if args.json:
+        print_json(
+            {
+                "format_version": "1.0",
+                "resource_drift": [d.to_json() for d in found],
+                "updated": updated,
+                "removed": removed,
+            }
+        )
+    else:
+        print(f"Refresh complete! Records: {updated} updated, {removed} removed.")
+    return 0
 
 
 def cmd_destroy(args: argparse.Namespace, color: bool) -> int:
     from reconciler.engine import plan_for
 
     ctx = _context(args)
-    return _execute(args, color, ctx, plan_for(ctx, None), "Destroy")
+    return _execute(args, color, ctx, _narrow(plan_for(ctx, None), args), "Destroy")
 
 
 def _entries(ctx: Any) -> list[dict[str, Any]]:

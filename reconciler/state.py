@@ -15,9 +15,13 @@ import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from reconciler.kernel.types import Installed
 
 FORMAT_VERSION = 1
 STATE_FILE = "state.json"
@@ -153,3 +157,35 @@ class StateStore:
             if os.path.exists(tmp):
                 os.unlink(tmp)
             raise
+
+
+def refresh(records: dict[str, Record], installed: Iterable[Installed]) -> tuple[int, int]:
+    """Bring ``records`` in line with what the kernel holds (``--refresh-only``): drop records
+    whose pins are gone, update program and link ids and where each runs. Returns (updated,
+    removed). Pins without a record stay unrecorded: the state cannot invent their manifest."""
+    from reconciler.address import Address
+
+    have: dict[str, Installed] = {}
+    for found in installed:
+        try:
+            have[str(Address.from_pin_dir(found.pin_dir))] = found
+        except ValueError:
+            continue
+    updated = removed = 0
+    for key in list(records):
+        inst = have.get(key)
+        rec = records[key]
+        if inst is None:
+            del records[key]
+            removed += 1
+            continue
+        attach = dict(inst.attach) if inst.attached else None
+        if (rec.prog_id, rec.link_id, rec.extra.get("attach")) != (
+            inst.prog_id,
+            inst.link_id,
+            attach,
+        ):
+            rec.prog_id, rec.link_id = inst.prog_id, inst.link_id
+            rec.extra["attach"] = attach
+            updated += 1
+    return updated, removed

@@ -110,7 +110,8 @@ def apply_plan(
     kernel.ensure_root()
     # Records whose pins are gone and that no manifest wants any more carry no information.
     planned = {str(c.address) for c in plan.changes}
-    stale = [k for k in records if k not in planned]
+    # A targeted plan leaves out changes on purpose: their records are not stale.
+    stale = [] if plan.targeted else [k for k in records if k not in planned]
     for key in stale:
         del records[key]
     _preflight(plan, kernel, emit)

@@ -42,6 +42,7 @@ def plan_document(plan: Plan) -> dict[str, Any]:
         ],
         "resource_drift": [d.to_json() for d in plan.drift],
         "errors": plan.errors,
+        "warnings": plan.warnings,
         "unselected": [
             {"resource": r, "origin": o, "reason": why} for r, o, why in plan.unselected
         ],

@@ -55,6 +55,9 @@ class Plan:
     destroy: bool = False  # everything under the root goes, whatever the manifests say
     # Whether XDP and TC programs go through dispatchers (the kernel supports freplace).
     dispatching: bool = False
+    # Narrowed by --target/--exclude: apply then keeps records it has no change for.
+    targeted: bool = False
+    warnings: list[str] = field(default_factory=list)
     # Changes made outside bpfman since the last apply (plan.drift.Drift), shown first.
     drift: list[Any] = field(default_factory=list)
     # Manifests whose nodeselector does not match this host: (KIND/NAME, file:line, reason).

@@ -132,6 +132,9 @@ def render_plan(plan: Plan, style: Style | None = None) -> str:
         for e in plan.errors:
             out.append(style.paint("Error: ", "31;1") + e)
         out.append("")
+    for w in plan.warnings:
+        out.append(style.paint("Warning: ", "33;1") + w)
+        out.append("")
     out.extend(render_drift(plan, style))
     if not plan.has_changes:
         if not plan.errors:
