@@ -170,7 +170,7 @@ def apply_plan(
             d = c.desired
             if c.action is not Action.UPDATE:  # an update changes the record only
                 store.begin(key, c.action.value)
-                checkpoint("begun")
+            checkpoint("begun")
             if c.action is Action.DELETE:
                 kernel.uninstall(pin_dir)
                 checkpoint("kernel")
