@@ -80,19 +80,26 @@ def _context(args: argparse.Namespace):  # -> engine.Context
 
     root, state_dir = paths(args)
     ctx = make_context(root, state_dir)
+    busy = False
     try:
         ctx.store.load()
-        if any(p.corrupt for p in ctx.store.problems):
-            # Move the corrupt files aside now if no apply holds the lock (never wait: plan and
+        if ctx.store.problems:
+            # Move corrupt files aside now if no apply holds the lock (never wait: plan and
             # list read lock-free); otherwise the apply holding it does so itself.
             try:
                 with ApplyLock(ctx.store.dir, timeout=0):
                     ctx.store.load(repair=True)
             except LockTimeout:
-                pass
+                busy = True
     except StateError as e:
         raise UserError(str(e)) from None
     for problem in ctx.store.problems:
+        if busy and not problem.corrupt:
+            print(
+                "Note: an apply is in progress; its current step is shown as not yet recorded",
+                file=sys.stderr,
+            )
+            continue
         what = "Warning: the state is corrupt" if problem.corrupt else "Warning"
         rebuilt = (
             "; rebuilt from the pins: what they hold without a record is planned as a "

@@ -10,7 +10,7 @@ Pause points (TEST ONLY, for the crash harness in ``tests/crash/``): with the en
 ``BPFMAN_TEST_PAUSE_AFTER_STEP=k`` the apply, on reaching pause point
 ``BPFMAN_TEST_PAUSE_AT`` (default ``kernel``) of its k-th step, writes one line to stderr::
 
-    BPFMAN-TEST-PAUSED step=<k> at=<point> address=<address>
+    BPFMAN-TEST-PAUSED step=<k> at=<point> pid=<pid> address=<address>
 
 and blocks until SIGINT or SIGTERM (which then stop the apply after that step, as above) or a
 SIGKILL. Points, in the order a step reaches them:
@@ -87,7 +87,9 @@ class Interrupt:
         """A pause point (test only): block here if the environment asks for it."""
         if step != self.pause_step or point != self.pause_at:
             return
-        sys.stderr.write(f"{PAUSE_MARKER} step={step} at={point} address={address}\n")
+        sys.stderr.write(
+            f"{PAUSE_MARKER} step={step} at={point} pid={os.getpid()} address={address}\n"
+        )
         sys.stderr.flush()
         while self.signum is None:
             time.sleep(0.02)

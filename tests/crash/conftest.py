@@ -9,6 +9,7 @@ test-only pause points (``reconciler/apply/interrupt.py``).
 from __future__ import annotations
 
 import os
+import re
 import select
 import signal
 import subprocess
@@ -122,6 +123,9 @@ class Paused:
             env=env,
         )
         self.marker = self._wait_marker(timeout)
+        # The apply's own pid, from its pause line (nsenter may run it as a child).
+        found = re.search(r" pid=(\d+) ", self.marker or "")
+        self.pid = int(found.group(1)) if found else self.proc.pid
 
     def _wait_marker(self, timeout: float) -> str | None:
         """The pause line, or None if the apply finished without reaching the point."""
@@ -143,11 +147,11 @@ class Paused:
         raise AssertionError(f"apply did not pause within {timeout}s: {''.join(seen)}")
 
     def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
+        os.kill(self.pid, signal.SIGKILL)
         self.proc.communicate(timeout=30)
 
     def signal(self, signum: int) -> tuple[int, str, str]:
-        self.proc.send_signal(signum)
+        os.kill(self.pid, signum)
         out, err = self.proc.communicate(timeout=60)
         return self.proc.returncode, out, err
 
