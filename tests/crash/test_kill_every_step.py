@@ -84,12 +84,10 @@ def test_kill_before_recording_the_last_step_then_go_back_to_v1(baseline, b, vet
     m = manifests
     b.run("apply", m.v1.source, "--auto-approve")
     steps = steps_of(b, m.v2.source)
-    k = next(i for i, a in enumerate(steps, 1) if a.startswith("TracepointProgram/tp1"))
+    k = next(i for i, (a, _) in enumerate(steps, 1) if a.startswith("TracepointProgram/tp1"))
     Paused(b, m.v2.source, k, "kernel").kill()
     b.run("apply", m.v1.source, "--auto-approve")
     assert plan_exit(b, m.v1.source) == 0
-    tp1 = json.loads(
-        b.run("get", f"TracepointProgram/tp1[{steps[k - 1].split('[')[1]}", "--json").stdout
-    )
+    tp1 = json.loads(b.run("get", steps[k - 1][0], "--json").stdout)
     assert tp1["kernel"]["prog_name"] == "tp_hits"  # v1's function runs again, not v2's
     assert_kernel_holds_exactly(b, baseline, m.v1_programs, 4)
