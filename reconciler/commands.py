@@ -93,12 +93,13 @@ def _context(args: argparse.Namespace):  # -> engine.Context
                 busy = True
     except StateError as e:
         raise UserError(str(e)) from None
+    if busy and any(not p.corrupt for p in ctx.store.problems):
+        print(
+            "Note: an apply is in progress; its current step is shown as not yet recorded",
+            file=sys.stderr,
+        )
     for problem in ctx.store.problems:
         if busy and not problem.corrupt:
-            print(
-                "Note: an apply is in progress; its current step is shown as not yet recorded",
-                file=sys.stderr,
-            )
             continue
         what = "Warning: the state is corrupt" if problem.corrupt else "Warning"
         rebuilt = (
