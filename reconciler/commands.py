@@ -75,14 +75,40 @@ def _host(args: argparse.Namespace):  # -> reconciler.host.Host
 
 def _context(args: argparse.Namespace):  # -> engine.Context
     from reconciler.engine import make_context
+    from reconciler.lock import ApplyLock, LockTimeout
     from reconciler.state import StateError
 
     root, state_dir = paths(args)
     ctx = make_context(root, state_dir)
+    busy = False
     try:
         ctx.store.load()
+        if ctx.store.problems:
+            # Move corrupt files aside now if no apply holds the lock (never wait: plan and
+            # list read lock-free); otherwise the apply holding it does so itself.
+            try:
+                with ApplyLock(ctx.store.dir, timeout=0):
+                    ctx.store.load(repair=True)
+            except LockTimeout:
+                busy = True
     except StateError as e:
         raise UserError(str(e)) from None
+    if busy and any(not p.corrupt for p in ctx.store.problems):
+        print(
+            "Note: an apply is in progress; its current step is shown as not yet recorded",
+            file=sys.stderr,
+        )
+    for problem in ctx.store.problems:
+        if busy and not problem.corrupt:
+            continue
+        what = "Warning: the state is corrupt" if problem.corrupt else "Warning"
+        rebuilt = (
+            "; rebuilt from the pins: what they hold without a record is planned as a "
+            "replacement, so the next apply re-records it"
+            if problem.corrupt
+            else ""
+        )
+        print(f"{what}: {problem}{rebuilt}", file=sys.stderr)
     return ctx
 
 
@@ -198,6 +224,8 @@ def _confirm(args: argparse.Namespace, what: str) -> bool:
 
 def _execute(args: argparse.Namespace, color: bool, ctx: Any, plan: Plan, verb: str) -> int:
     from reconciler.apply import ApplyFailed, apply_plan, summary
+    from reconciler.apply.execute import discard_leftovers, leftovers
+    from reconciler.apply.interrupt import Interrupt
     from reconciler.lock import ApplyLock, LockTimeout
     from reconciler.plan.jsonout import plan_document
 
@@ -207,6 +235,14 @@ def _execute(args: argparse.Namespace, color: bool, ctx: Any, plan: Plan, verb: 
         if args.json:
             print_json({**plan_document(plan), "applied": False})
         raise UserError(f"the plan has {len(plan.errors)} error(s); nothing was changed")
+    if not plan.has_changes and leftovers(ctx.kernel):
+        # Nothing to change, but a killed apply left staging behind: clean it under the lock.
+        try:
+            with ApplyLock(ctx.store.dir, args.lock_timeout):
+                for what in discard_leftovers(ctx.kernel):
+                    print(f"Removed {what}, left by an interrupted apply", file=sys.stderr)
+        except LockTimeout as e:
+            raise UserError(str(e)) from None
     if not plan.has_changes:
         if args.json:
             print_json({**plan_document(plan), "applied": True, "outcomes": []})
@@ -218,10 +254,12 @@ def _execute(args: argparse.Namespace, color: bool, ctx: Any, plan: Plan, verb: 
     if not _confirm(args, verb.lower()):
         print(f"{verb} cancelled.")
         return 1
-    emit = (lambda line: None) if args.json else print
+    emit = (lambda line: None) if args.json else _print_flush
+    interrupt = Interrupt()
     try:
-        with ApplyLock(ctx.store.dir, args.lock_timeout):
-            outcomes = apply_plan(plan, ctx.kernel, ctx.store, emit=emit)
+        # SIGINT/SIGTERM from here on: finish the current step, then stop (interrupt.py).
+        with interrupt.handling(), ApplyLock(ctx.store.dir, args.lock_timeout):
+            outcomes = apply_plan(plan, ctx.kernel, ctx.store, emit=emit, interrupt=interrupt)
         failed = None
     except LockTimeout as e:
         raise UserError(str(e)) from None
@@ -248,6 +286,11 @@ def _execute(args: argparse.Namespace, color: bool, ctx: Any, plan: Plan, verb: 
                 "result": {"added": add, "changed": change, "destroyed": destroy},
             }
         )
+    if failed and interrupt.requested:
+        raise UserError(
+            f"{failed}\n{verb} stopped; {add} added, {change} changed, {destroy} "
+            "destroyed before the signal. Run `bpfman plan` to see what remains."
+        )
     if failed:
         if not outcomes:
             raise UserError(f"{failed}\nNothing was changed.")
@@ -259,6 +302,10 @@ def _execute(args: argparse.Namespace, color: bool, ctx: Any, plan: Plan, verb: 
         print()
         print(f"{verb} complete! Resources: {add} added, {change} changed, {destroy} destroyed.")
     return 0
+
+
+def _print_flush(line: str) -> None:
+    print(line, flush=True)  # progress must reach a pipe before a kill, not sit in a buffer
 
 
 def cmd_apply(args: argparse.Namespace, color: bool) -> int:

@@ -3,10 +3,20 @@ manifest location, source revision), keyed by address.
 
 Two files under the state dir:
 - ``state.json``: the snapshot, written atomically (temp + fsync + rename + fsync of the dir);
-- ``journal.jsonl``: one line appended (and flushed) per change an apply makes, so recording a
-  step costs O(1) however many programs are managed. Loading replays the journal over the
-  snapshot; ``compact`` folds it in at the end of an apply. A torn last line (a crash while
-  appending) is ignored: that step's kernel change is then seen as drift by the next plan.
+- ``journal.jsonl``: the intent log of the apply in progress, one line appended (and flushed)
+  per event, so recording a step costs O(1) however many programs are managed:
+  ``begin`` (written before a step touches the kernel), then ``put`` or ``del`` (written once the
+  step's kernel change is verified). Loading replays the journal over the snapshot; ``compact``
+  folds it in at the end of an apply.
+
+What a crash (SIGKILL, OOM, power) can leave, and how loading treats it:
+- a ``begin`` without its ``put``/``del``: that step was interrupted somewhere between "nothing
+  done" and "kernel changed, not recorded". The address's record is dropped (never trusted: it
+  may describe the program the step replaced), so the plan compares the pins alone with the
+  manifests ("no record": replace; no pins: load) and the next apply converges.
+- a torn last line: the append itself was interrupted; ignored (the ``begin`` before it covers
+  the step).
+Anything else unreadable is corruption, never silently trusted: see ``load``.
 """
 
 from __future__ import annotations
@@ -15,6 +25,7 @@ import contextlib
 import json
 import os
 import tempfile
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -29,7 +40,7 @@ JOURNAL_FILE = "journal.jsonl"
 
 
 class StateError(Exception):
-    """The state file is unreadable or corrupt."""
+    """The state file cannot be used at all (written by a newer bpfman)."""
 
 
 @dataclass
@@ -45,6 +56,18 @@ class Record:
 
     def to_json(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass
+class Problem:
+    """Something wrong with the files under the state dir that loading worked around."""
+
+    path: Path
+    message: str
+    corrupt: bool  # the file must be moved aside (not just an interrupted step)
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
 
 
 def ensure_dir(path: Path) -> None:
@@ -66,10 +89,26 @@ class StateStore:
         self.path = directory / STATE_FILE
         self.journal_path = directory / JOURNAL_FILE
         self._journal: IO[str] | None = None
+        # Filled by every load: what was wrong and how it was worked around.
+        self.problems: list[Problem] = []
+        # Addresses whose step an earlier apply began and never finished (kill, crash).
+        self.interrupted: dict[str, str] = {}
 
-    def load(self) -> dict[str, Record]:
+    def load(self, repair: bool = False) -> dict[str, Record]:
+        """The records: the snapshot with the journal replayed over it.
+
+        Never raises for a damaged file (only for a newer format, ``StateError``): a corrupt
+        snapshot or journal line is reported in ``problems`` and what it held is dropped, so
+        the plan sees those pins as unrecorded (replace) and the next apply re-records them.
+        With ``repair`` (the caller holds the apply lock) the corrupt files are moved aside as
+        ``<name>.corrupt-<timestamp>`` and the rebuilt records saved as the new snapshot.
+        """
+        self.problems = []
+        self.interrupted = {}
         records = self._load_snapshot()
         self._replay(records)
+        if repair and any(p.corrupt for p in self.problems):
+            self._repair(records)
         return records
 
     def _load_snapshot(self) -> dict[str, Record]:
@@ -77,40 +116,97 @@ class StateStore:
             raw = self.path.read_text()
         except FileNotFoundError:
             return {}
+        except UnicodeDecodeError as e:
+            self.problems.append(Problem(self.path, f"is corrupt ({e})", corrupt=True))
+            return {}
         try:
             doc = json.loads(raw)
-            if doc.get("format_version") != FORMAT_VERSION:
-                raise StateError(
-                    f"{self.path}: format_version {doc.get('format_version')!r} is not "
-                    f"{FORMAT_VERSION}; this bpfman cannot read it"
-                )
-            return {r["address"]: Record(**r) for r in doc["records"]}
+            version = doc.get("format_version")
+        except (ValueError, AttributeError) as e:
+            self.problems.append(Problem(self.path, _why(raw, e), corrupt=True))
+            return {}
+        if isinstance(version, int) and version > FORMAT_VERSION:
+            raise StateError(
+                f"{self.path}: format_version {version} is newer than {FORMAT_VERSION}; "
+                "this bpfman cannot read it (upgrade bpfman)"
+            )
+        try:
+            if version != FORMAT_VERSION:
+                raise ValueError(f"format_version {version!r} is not {FORMAT_VERSION}")
+            records = {}
+            for r in doc["records"]:
+                rec = Record(**r)
+                if not isinstance(rec.address, str) or not isinstance(rec.attributes, dict):
+                    raise ValueError(f"record {r!r} is malformed")
+                records[rec.address] = rec
+            return records
         except (ValueError, KeyError, TypeError, AttributeError) as e:
-            raise StateError(f"{self.path} is corrupt ({e}); move it aside to rebuild it") from None
+            self.problems.append(Problem(self.path, f"is corrupt ({e})", corrupt=True))
+            return {}
 
     def _replay(self, records: dict[str, Record]) -> None:
         try:
-            lines = self.journal_path.read_text().split("\n")
+            lines = self.journal_path.read_bytes().decode(errors="replace").split("\n")
         except FileNotFoundError:
             return
+        # The last element is "" after a complete final line, or the torn tail of one.
+        last = len(lines)
+        begun: dict[str, str] = {}
         for n, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             try:
                 entry = json.loads(line)
-                if entry["op"] == "put":
+                op = entry["op"]
+                if op == "begin":
+                    begun[entry["address"]] = entry.get("action", "change")
+                elif op == "put":
                     rec = Record(**entry["record"])
+                    if not isinstance(rec.address, str) or not isinstance(rec.attributes, dict):
+                        raise ValueError("malformed record")
                     records[rec.address] = rec
-                elif entry["op"] == "del":
+                    begun.pop(rec.address, None)
+                elif op == "del":
                     records.pop(entry["address"], None)
+                    begun.pop(entry["address"], None)
                 else:
-                    raise KeyError(entry["op"])
-            except (ValueError, KeyError, TypeError) as e:
-                if n >= len(lines) - 1:  # only the last line can be torn by a crash
-                    return
-                raise StateError(
-                    f"{self.journal_path}:{n} is corrupt ({e}); move it aside to rebuild it"
-                ) from None
+                    raise KeyError(op)
+            except (ValueError, KeyError, TypeError, AttributeError) as e:
+                if n == last:  # only the last line can be torn by a crash while appending
+                    continue
+                # Which address this line changed is unknown, so no record written before it
+                # can be trusted: keep only what later lines establish.
+                self.problems.append(
+                    Problem(
+                        self.journal_path,
+                        f"line {n} is corrupt ({_why(line, e)}); records before it are dropped",
+                        corrupt=True,
+                    )
+                )
+                records.clear()
+                begun.clear()
+        for address, action in begun.items():
+            records.pop(address, None)
+            self.interrupted[address] = action
+            self.problems.append(
+                Problem(
+                    self.journal_path,
+                    f"an apply was interrupted during {address} ({action}); its record is "
+                    "dropped and the plan compares its pins with the manifests",
+                    corrupt=False,
+                )
+            )
+
+    def _repair(self, records: dict[str, Record]) -> None:
+        """Move the corrupt files aside and save ``records`` (what could be rebuilt)."""
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        for problem in self.problems:
+            if not problem.corrupt or not problem.path.exists():
+                continue
+            aside = problem.path.with_name(f"{problem.path.name}.corrupt-{stamp}")
+            os.replace(problem.path, aside)
+            problem.message += f"; moved aside to {aside.name}"
+        self.compact(records)
 
     # --- writing -------------------------------------------------------------------------------
 
@@ -122,6 +218,11 @@ class StateStore:
         # flush, not fsync: a killed process loses nothing the kernel already has, and a machine
         # crash loses bpffs itself, so durability past the page cache would buy nothing.
         self._journal.flush()
+
+    def begin(self, address: str, action: str) -> None:
+        """Intent: the step for ``address`` is about to change the kernel. Until its ``put`` or
+        ``del`` follows, a reader drops the address's record (see the module docstring)."""
+        self._append({"op": "begin", "address": address, "action": action, "pid": os.getpid()})
 
     def put(self, record: Record) -> None:
         self._append({"op": "put", "record": record.to_json()})
@@ -189,3 +290,13 @@ def refresh(records: dict[str, Record], installed: Iterable[Installed]) -> tuple
             rec.extra["attach"] = attach
             updated += 1
     return updated, removed
+
+
+def _why(text: str, e: Exception) -> str:
+    if not text.strip():
+        return "empty"
+    if isinstance(e, json.JSONDecodeError) and (
+        e.pos >= len(text.rstrip()) or e.msg.startswith("Unterminated string")
+    ):
+        return f"truncated after {len(text)} bytes"
+    return f"not valid JSON: {e}" if isinstance(e, json.JSONDecodeError) else str(e)

@@ -2,6 +2,12 @@
 
 Every step leaves the kernel and the state file consistent with each other, so a failure (or a
 later crash) stops with the changes so far in place and the next plan shows what remains.
+
+A step writes its intent (``begin``) to the journal before it touches the kernel and its record
+(``put``/``del``) after the change is verified; a kill anywhere in between leaves an intent
+without a record, and the next load drops that address's record so the plan re-derives it from
+the pins (see ``reconciler.state``). Staging left in ``%next`` by a kill is discarded at the start
+of the next apply, under the lock. SIGINT/SIGTERM stop between steps (``interrupt.py``).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from datetime import UTC, datetime
 
 from reconciler.address import Address
 from reconciler.apply import hooks
+from reconciler.apply.interrupt import Interrupt
 from reconciler.apply.tcx import TcxOrder
 from reconciler.kernel.types import (
     Hook,
@@ -48,6 +55,22 @@ class ApplyFailed(Exception):
     def __init__(self, message: str, outcomes: list[Outcome]) -> None:
         super().__init__(message)
         self.outcomes = outcomes
+
+
+class ApplyInterrupted(ApplyFailed):
+    """SIGINT/SIGTERM: the apply stopped between two steps; everything done is recorded."""
+
+
+def discard_leftovers(kernel: Kernel) -> list[str]:
+    """Remove what a killed apply left in staging (only the real kernel stages); call with the
+    lock held. Returns what was removed, for the user."""
+    discard = getattr(kernel, "discard_staging", None)
+    return list(discard()) if discard is not None else []
+
+
+def leftovers(kernel: Kernel) -> list[str]:
+    found = getattr(kernel, "staging_leftovers", None)
+    return list(found()) if found is not None else []
 
 
 def _record(
@@ -105,9 +128,13 @@ def apply_plan(
     kernel: Kernel,
     store: StateStore,
     emit: Callable[[str], None] = lambda _line: None,
+    interrupt: Interrupt | None = None,
 ) -> list[Outcome]:
-    records = store.load()
+    stop = interrupt or Interrupt()
+    records = store.load(repair=True)
     kernel.ensure_root()
+    for what in discard_leftovers(kernel):
+        emit(f"Removed {what}, left by an interrupted apply")
     # Records whose pins are gone and that no manifest wants any more carry no information.
     planned = {str(c.address) for c in plan.changes}
     # A targeted plan leaves out changes on purpose: their records are not stale.
@@ -119,27 +146,46 @@ def apply_plan(
     outcomes: list[Outcome] = []
 
     swapped: set[Hook] = set()
+    step = 0
+    steps = len({c.hook for c in plan.actionable if c.hook is not None}) + sum(
+        c.hook is None for c in plan.actionable
+    )
     for c in plan.actionable:
+        if c.hook is not None and c.hook in swapped:
+            continue
+        if stop.requested:
+            store.compact(records)
+            raise ApplyInterrupted(
+                f"interrupted by {stop.name}: stopped after {step} of {steps} steps; every "
+                "change made is applied and recorded. Run `bpfman apply` again to finish.",
+                outcomes,
+            )
+        step += 1
         if c.hook is not None:
-            if c.hook not in swapped:
-                swapped.add(c.hook)
-                outcomes += _apply_hook(plan, c.hook, kernel, store, records, emit)
+            swapped.add(c.hook)
+            outcomes += _apply_hook(plan, c.hook, kernel, store, records, emit, stop, step)
             continue
         start_msg, done_msg = _VERBS[c.action]
         emit(f"{c.address}: {start_msg}")
         t0 = time.monotonic()
         key = str(c.address)
         inst: Installed | None = None
+        checkpoint = _checkpoints(kernel, stop, step, key)
         try:
             pin_dir = c.address.pin_dir()
             d = c.desired
+            if c.action is not Action.UPDATE:  # an update changes the record only
+                store.begin(key, c.action.value)
+            checkpoint("begun")
             if c.action is Action.DELETE:
                 kernel.uninstall(pin_dir)
+                checkpoint("kernel")
                 records.pop(key, None)
                 store.delete(key)
                 order.live.discard(c.address)
             elif c.action is Action.UPDATE:
                 assert d is not None
+                checkpoint("kernel")
                 records[key] = _record(d, None, records.get(key), plan.revision)
                 store.put(records[key])
             else:
@@ -155,9 +201,11 @@ def apply_plan(
                     moved = "priority" in c.replace_paths
                     inst = kernel.replace(pin_dir, d.program, d.point, placement if moved else None)
                 _verify(c, inst)
+                checkpoint("kernel")
                 records[key] = _record(d, inst, records.get(key), plan.revision)
                 store.put(records[key])
                 order.live.add(c.address)
+            checkpoint("recorded")
         except KernelError as e:
             elapsed = time.monotonic() - t0
             outcomes.append(Outcome(c.address, c.action, elapsed, error=str(e)))
@@ -185,6 +233,18 @@ def apply_plan(
     return outcomes
 
 
+def _checkpoints(kernel: Kernel, stop: Interrupt, step: int, key: str) -> Callable[[str], None]:
+    """The pause points of one step (test only, see interrupt.py); the kernel's own ("staged")
+    is reached through its ``checkpoint`` attribute, where it has one."""
+
+    def at(point: str) -> None:
+        stop.checkpoint(step, point, key)
+
+    if hasattr(kernel, "checkpoint"):
+        kernel.checkpoint = at
+    return at
+
+
 def _apply_hook(
     plan: Plan,
     hook: Hook,
@@ -192,14 +252,22 @@ def _apply_hook(
     store: StateStore,
     records: dict[str, Record],
     emit: Callable[[str], None],
+    stop: Interrupt,
+    step: int,
 ) -> list[Outcome]:
     """All the changes of one dispatcher hook, carried out by one atomic swap."""
     changes = hooks.changes_of(plan, hook)
+    label = hooks.hook_label(hook)
     for c in changes:
         emit(f"{c.address}: {_VERBS[c.action][0]}")
     t0 = time.monotonic()
+    checkpoint = _checkpoints(kernel, stop, step, label)
     try:
+        for c in changes:
+            store.begin(str(c.address), c.action.value)
+        checkpoint("begun")
         by_pin = hooks.swap(kernel, plan, hook)
+        checkpoint("kernel")
     except KernelError as e:
         elapsed = time.monotonic() - t0
         failed = [Outcome(c.address, c.action, elapsed, error=str(e)) for c in changes]
@@ -224,6 +292,7 @@ def _apply_hook(
         outcomes.append(
             Outcome(c.address, c.action, elapsed, prog_id=inst.prog_id if inst else None)
         )
+    checkpoint("recorded")
     return outcomes
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -67,6 +68,9 @@ DEFAULT_ROOT = Path("/sys/fs/bpf/bpfman")
 class RealKernel:
     def __init__(self, root: Path | str = DEFAULT_ROOT) -> None:
         self.root = Path(root)
+        # Called with "staged" once a new program is loaded and pinned in staging, before it is
+        # attached or swapped in: the apply's test-only pause point (apply/interrupt.py).
+        self.checkpoint: Callable[[str], None] = lambda _point: None
 
     # --- paths ----------------------------------------------------------------------------------
 
@@ -96,6 +100,7 @@ class RealKernel:
         try:
             self._discard(stage)  # leftovers of an interrupted run
             with loaded as (obj, prog_fd):
+                self.checkpoint("staged")
                 self._attach(stage, obj, prog_fd, point, placement)
         except BaseException:
             self._discard(stage)
@@ -123,6 +128,7 @@ class RealKernel:
             self._discard(stage)
             # The verifier runs here; if it rejects the new program the old one is untouched.
             with loaded as (obj, prog_fd):
+                self.checkpoint("staged")
                 keep_link = self._swap(d, obj, prog_fd, point, placement)
         except BaseException:
             self._discard(stage)
@@ -361,6 +367,34 @@ class RealKernel:
                 elif info.type == bpf.PROG_TYPE_SCHED_CLS:  # a TC program attached directly
                     tcdirect.detach(info.id)
         bpffs.remove_tree(d)
+
+    # --- what a killed apply leaves ---------------------------------------------------------
+
+    def staging_leftovers(self) -> list[str]:
+        """Staging areas under the root (``%next`` in a pin dir, the pre-flight's
+        ``%next-verify-<pid>``). Outside an apply (the caller holds the lock) they are
+        leftovers of a killed one: an install or replace interrupted before its commit."""
+        found: list[str] = []
+        if not self.root.is_dir():
+            return found
+        for dirpath, dirnames, _files in os.walk(self.root):
+            here = Path(dirpath)
+            for name in dirnames:
+                if name == STAGING or (here == self.root and name.startswith(f"{STAGING}-verify-")):
+                    found.append(str((here / name).relative_to(self.root)))
+            # Dispatcher hooks (%xdp, %tc) manage their own staging.
+            dirnames[:] = [n for n in dirnames if not bpffs.skipped(n)]
+        return sorted(found)
+
+    def discard_staging(self) -> list[str]:
+        """Detach and unpin every staging leftover (see ``staging_leftovers``); the pin dir of an
+        install that never committed goes with it. Call only with the apply lock held."""
+        found = self.staging_leftovers()
+        for rel in found:
+            stage = self.root / rel
+            self._discard(stage)
+            bpffs.prune_empty_parents(stage.parent, self.root)
+        return found
 
     # --- observe --------------------------------------------------------------------------------
 

@@ -21,17 +21,39 @@ def test_missing_state_is_empty(tmp_path):
     assert StateStore(tmp_path / "nothing").load() == {}
 
 
-@pytest.mark.parametrize("content", ["{", "[]", '{"format_version": 1, "records": [{"bad": 1}]}'])
-def test_corrupt_state_is_reported_not_trusted(tmp_path, content):
+@pytest.mark.parametrize(
+    "content, why",
+    [
+        ("{", "truncated"),
+        ('{"format_version": 1, "rec', "truncated"),
+        ("", "empty"),
+        ("[]", "corrupt"),
+        ("\x00\x17garbage", "not valid JSON"),
+        ('{"format_version": 1, "records": [{"bad": 1}]}', "corrupt"),
+    ],
+)
+def test_corrupt_state_is_reported_never_trusted_and_moved_aside(tmp_path, content, why):
     (tmp_path / "state.json").write_text(content)
-    with pytest.raises(StateError, match="corrupt"):
-        StateStore(tmp_path).load()
+    store = StateStore(tmp_path)
+    assert store.load() == {}  # nothing of it is trusted
+    (problem,) = store.problems
+    assert problem.corrupt and why in str(problem) and "state.json" in str(problem)
+    assert (tmp_path / "state.json").read_text() == content  # a plain load changes nothing
+    store.load(repair=True)
+    (aside,) = tmp_path.glob("state.json.corrupt-*")
+    assert aside.read_text() == content  # kept for a post-mortem
+    assert "moved aside to state.json.corrupt-" in str(store.problems[0])
+    fresh = StateStore(tmp_path)
+    assert fresh.load() == {} and fresh.problems == []  # a valid, empty snapshot now
 
 
 def test_newer_format_is_refused(tmp_path):
     (tmp_path / "state.json").write_text(json.dumps({"format_version": 99, "records": []}))
-    with pytest.raises(StateError, match="format_version"):
+    with pytest.raises(StateError, match="newer"):
         StateStore(tmp_path).load()
+    with pytest.raises(StateError):
+        StateStore(tmp_path).load(repair=True)
+    assert not list(tmp_path.glob("*.corrupt-*"))  # a newer bpfman's state is never moved
 
 
 HOLDER = """
@@ -83,7 +105,43 @@ def test_torn_last_journal_line_is_ignored_but_corruption_inside_is_not(tmp_path
     store.put(Record("a", {"v": 1}))
     with open(tmp_path / "journal.jsonl", "a") as f:
         f.write('{"op":"put","rec')  # a crash in the middle of an append
-    assert list(StateStore(tmp_path).load()) == ["a"]
-    (tmp_path / "journal.jsonl").write_text('garbage\n{"op":"del","address":"a"}\n')
-    with pytest.raises(StateError, match="journal.jsonl:1 is corrupt"):
-        StateStore(tmp_path).load()
+    fresh = StateStore(tmp_path)
+    assert list(fresh.load()) == ["a"] and fresh.problems == []
+
+
+def test_corrupt_journal_line_inside_drops_what_it_could_have_changed(tmp_path):
+    store = StateStore(tmp_path)
+    store.save({"a": Record("a", {"v": 1}), "b": Record("b", {"v": 1})})
+    store.put(Record("a", {"v": 2}))
+    with open(tmp_path / "journal.jsonl", "a") as f:
+        f.write("garbage\n")  # which address did this line change? unknown
+    store.put(Record("c", {"v": 3}))
+    store.delete("a")
+    fresh = StateStore(tmp_path)
+    # Only what lines after the corrupt one establish is trusted; a, b are re-derived from pins.
+    assert {k: r.attributes for k, r in fresh.load().items()} == {"c": {"v": 3}}
+    (problem,) = fresh.problems
+    assert problem.corrupt and "journal.jsonl: line 2 is corrupt" in str(problem)
+    fresh.load(repair=True)
+    assert len(list(tmp_path.glob("journal.jsonl.corrupt-*"))) == 1
+    assert not (tmp_path / "journal.jsonl").exists()
+    again = StateStore(tmp_path)
+    assert list(again.load()) == ["c"] and again.problems == []
+
+
+def test_a_step_begun_and_never_recorded_drops_its_record(tmp_path):
+    store = StateStore(tmp_path)
+    store.save({"a": Record("a", {"v": 1}), "b": Record("b", {"v": 1})})
+    store.begin("a", "replace")  # killed after this: the kernel may run either version of a
+    store.begin("b", "replace")
+    store.put(Record("b", {"v": 2}))
+    fresh = StateStore(tmp_path)
+    assert {k: r.attributes for k, r in fresh.load().items()} == {"b": {"v": 2}}
+    assert fresh.interrupted == {"a": "replace"}
+    (problem,) = fresh.problems
+    assert not problem.corrupt and "interrupted during a (replace)" in str(problem)
+    # A torn record line after its intent: still interrupted, never half-trusted.
+    store.begin("b", "delete")
+    with open(tmp_path / "journal.jsonl", "a") as f:
+        f.write('{"op":"del","addr')
+    assert list(StateStore(tmp_path).load()) == []
