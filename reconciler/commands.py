@@ -52,6 +52,8 @@ def _desired(args: argparse.Namespace) -> Iterator[DesiredState]:
             state = load_desired(snap.root, _host(args), source_root=snap.base)
         except ManifestError as e:
             raise _manifest_error(e) from None
+        except HostError as e:  # the host config itself is wrong
+            raise UserError(str(e)) from None
         state.source = snap.description
         state.revision = snap.revision
         yield state

@@ -129,13 +129,8 @@ def load_desired(
         from reconciler.host import Host  # the real host: netlink and /proc, only when needed
 
         host = Host()
-    allowed = None
-    bytecode_dirs = getattr(host, "bytecode_dirs", None)
-    if bytecode_dirs is not None:
-        try:
-            allowed = list(bytecode_dirs())
-        except HostError as e:
-            raise ManifestError([str(e)]) from None
+    bytecode_dirs = getattr(host, "bytecode_dirs", None)  # HostError: a broken host config
+    allowed = list(bytecode_dirs()) if bytecode_dirs is not None else None
     manifests = load_manifests(root, allowed, source_root=source_root)
     return expand(manifests, root, host)
 

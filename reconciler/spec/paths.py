@@ -80,7 +80,8 @@ def manifest_escape(path: Path, root: Path) -> str | None:
     resolved, top = real(path), real(root)
     if is_within(resolved, top):
         return None
+    what = "a directory" if resolved.is_dir() else "a file"
     return (
-        f"is a symlink to {resolved}, outside the source root {top}; bpfman reads only "
-        "manifests inside the source, so replace the link with the file or remove it"
+        f"is a symlink to {what} outside the source root ({resolved}, the root is {top}); "
+        "bpfman reads nothing outside the source, so put the content in it or remove the link"
     )
