@@ -11,6 +11,7 @@ from typing import Any
 from reconciler.address import Address
 from reconciler.cli import UserError, paths, print_json
 from reconciler.plan.model import Plan
+from reconciler.spec.host import HostError
 from reconciler.spec.model import DesiredState, ManifestError
 
 
@@ -48,9 +49,11 @@ def _desired(args: argparse.Namespace) -> Iterator[DesiredState]:
         raise UserError(str(e)) from None
     with snap:
         try:
-            state = load_desired(snap.root, _host(args))
+            state = load_desired(snap.root, _host(args), source_root=snap.base)
         except ManifestError as e:
             raise _manifest_error(e) from None
+        except HostError as e:  # the host config itself is wrong
+            raise UserError(str(e)) from None
         state.source = snap.description
         state.revision = snap.revision
         yield state
@@ -122,7 +125,13 @@ def cmd_validate(args: argparse.Namespace, color: bool) -> int:
         raise UserError(str(e)) from None
     with snap:
         try:
-            manifests = load_manifests(snap.root)
+            # Bytecode is confined as plan would confine it here: to the source, and to the
+            # host config's bytecode_dirs (none on a CI runner without one).
+            allowed = _host(args).bytecode_dirs()
+        except HostError as e:
+            raise UserError(str(e)) from None
+        try:
+            manifests = load_manifests(snap.root, allowed, source_root=snap.base)
         except ManifestError as e:
             if args.json:
                 print_json({"format_version": "1.0", "valid": False, "problems": e.problems})

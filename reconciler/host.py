@@ -91,6 +91,14 @@ class Host:
         self.config_file = config_file
         self._labels: dict[str, str] | None = None
         self._xdp_modes: dict[str, str] | None = None
+        self._bytecode_dirs: list[str] | None = None
+
+    def bytecode_dirs(self) -> list[str]:
+        """``bytecode_dirs`` of the host's config file: the directories absolute bytecode paths
+        may name (none when the file or the key is missing)."""
+        if self._bytecode_dirs is None:
+            self._bytecode_dirs = read_bytecode_dirs(self.config_file) if self.config_file else []
+        return list(self._bytecode_dirs)
 
     def xdp_mode(self, ifname: str, netns: str | None = None) -> str | None:
         """``interfaces.<ifname>.xdpmode`` of the host's config file (any namespace)."""
@@ -190,6 +198,36 @@ def parse_label(text: str) -> tuple[str, str]:
     return key, value
 
 
+def _read_config(path: Path) -> object:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise HostError(f"{path}: cannot read the bpfman config: {e}") from None
+
+
+def read_bytecode_dirs(path: Path) -> list[str]:
+    """Where manifests may name bytecode by absolute path, from the host's config file::
+
+        bytecode_dirs: [/opt/bpf, /usr/lib/bpf]   # absolute directories; default: none
+
+    A missing file or key allows none; anything else that is wrong raises HostError."""
+    doc = _read_config(path)
+    dirs = doc.get("bytecode_dirs") if isinstance(doc, dict) else None
+    if dirs is None:
+        return []
+    if not isinstance(dirs, list) or not all(isinstance(d, str) for d in dirs):
+        raise HostError(f"{path}: bytecode_dirs must be a list of absolute directory paths")
+    for d in dirs:
+        if not d.startswith("/") or d.rstrip("/") == "":
+            raise HostError(
+                f"{path}: bytecode_dirs entry {d!r} must be an absolute directory other than /, "
+                "e.g. /opt/bpf"
+            )
+    return list(dirs)
+
+
 def read_xdp_modes(path: Path) -> dict[str, str]:
     """Per-interface XDP modes from the host's config file::
 
@@ -197,12 +235,9 @@ def read_xdp_modes(path: Path) -> dict[str, str]:
           eth0: {xdpmode: generic}   # auto | native | generic
 
     A missing file sets nothing; anything else that is wrong raises HostError naming the file."""
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    doc = _read_config(path)
+    if doc is None:
         return {}
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise HostError(f"{path}: cannot read the bpfman config: {e}") from None
     interfaces = (doc or {}).get("interfaces") or {} if isinstance(doc, dict) else None
     if not isinstance(interfaces, dict):
         raise HostError(f"{path}: 'interfaces' must map interface names to settings")

@@ -151,6 +151,12 @@ def check(
     for d in desired:
         where = f"{d.address} ({d.origin})"
         p = d.point
+        if isinstance(p, XdpPoint | TcxPoint) and p.netns and not os.path.exists(p.netns):
+            problems.append(
+                f"{where}: network namespace {p.netns} does not exist; create it first (e.g. "
+                "`ip netns add NAME` for /run/netns/NAME) or fix the netns path"
+            )
+            continue
         if isinstance(p, XdpPoint | TcxPoint) and not kernel.interface_exists(p.ifname, p.netns):
             names = ", ".join(_interfaces()) if p.netns is None else "?"
             problems.append(

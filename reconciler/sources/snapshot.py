@@ -17,6 +17,8 @@ class Snapshot:
     description: str  # what the user named, for plan headers
     revision: str | None = None  # git commit, when the source is a repository
     _tmp: str | None = field(default=None, repr=False)
+    # The whole source (the directory or checkout before --path): bytecode must stay inside it.
+    base: Path | None = None
 
     def close(self) -> None:
         if self._tmp:
@@ -63,7 +65,9 @@ def open_source(source: str | None, ref: str | None = None, path: str | None = N
             f"source {source!r} is not a directory (or a git URL such as file:///repo)"
         )
     root = _subdir(base.resolve(), path, "source directory")
-    return Snapshot(root=root, description=source, revision=_dir_revision(root))
+    return Snapshot(
+        root=root, description=source, revision=_dir_revision(root), base=base.resolve()
+    )
 
 
 def _dir_revision(root: Path) -> str | None:
@@ -98,7 +102,9 @@ def _clone(url: str, ref: str | None, path: str | None) -> Snapshot:
         repo.git.checkout(commit.hexsha, force=True)
         root = _subdir(Path(tmp), path, f"repository {url}")
         desc = f"{url}@{ref}" if ref else url
-        return Snapshot(root=root, description=desc, revision=commit.hexsha, _tmp=tmp)
+        return Snapshot(
+            root=root, description=desc, revision=commit.hexsha, _tmp=tmp, base=Path(tmp)
+        )
     except SourceError:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

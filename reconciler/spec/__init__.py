@@ -4,6 +4,10 @@
     state = expand(manifests, root, host)     # node selection and attach points on this host
     state = load_desired(root)                # both, with the real host (reconciler.host.Host)
 
+Manifests are untrusted: files are read only inside ``root``, and with ``allowed_bytecode_dirs``
+given (the CLI always gives it) bytecode only inside the source root or under those directories
+(:mod:`reconciler.spec.paths`).
+
 Every user mistake becomes a :class:`ManifestError` whose ``problems`` each read
 ``FILE:LINE: FIELD.PATH: what is wrong and what would be valid``; nothing is returned partially.
 """
@@ -11,6 +15,7 @@ Every user mistake becomes a :class:`ManifestError` whose ``problems`` each read
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from pathlib import Path
 
 from reconciler.spec import globaldata, owners
@@ -31,6 +36,7 @@ from reconciler.spec.model import (
     Origin,
     Problem,
 )
+from reconciler.spec.paths import BytecodePolicy
 from reconciler.spec.programs import spec_keys
 from reconciler.spec.schema import API_VERSION, KINDS, validate_document
 from reconciler.spec.semantic import SemanticChecker, check_duplicates
@@ -52,25 +58,41 @@ __all__ = [
 ]
 
 
-def load_manifests(root: Path) -> list[Manifest]:
+def load_manifests(
+    root: Path,
+    allowed_bytecode_dirs: Iterable[Path | str] | None = None,
+    *,
+    source_root: Path | None = None,
+) -> list[Manifest]:
     """Load and check every manifest under ``root`` (a directory, or a single YAML file).
 
     Parses all files, validates each document against its kind's schema (filling in defaults),
     then checks names, bytecode files, the functions and global variables in them, and resolves
     map owners. None of this depends on the host. Problems from all files are collected and
     raised together as one ManifestError, in file and line order.
+
+    Bytecode is confined when ``allowed_bytecode_dirs`` is given (``()``: no absolute directory
+    allowed): every path, symlinks resolved, must lie inside ``source_root`` (default ``root``;
+    the whole checkout when ``root`` is a ``--path`` below it) or under one of those directories.
+    None leaves bytecode unconfined, for trusted callers (tests). Manifest files are always
+    confined to ``root``, and refused unread when over the size limit.
     """
     if not root.exists():
         raise ManifestError([f"{root}: no such file or directory"])
     base = source_base(root)
+    policy = (
+        None
+        if allowed_bytecode_dirs is None
+        else BytecodePolicy.of(source_root or root, allowed_bytecode_dirs)
+    )
     problems: list[Problem] = []
     docs: list[Document] = []
     for path in find_manifest_files(root):
-        found, file_problems = load_file(path, base)
+        found, file_problems = load_file(path, base, base)
         docs.extend(found)
         problems.extend(file_problems)
 
-    checker = SemanticChecker()
+    checker = SemanticChecker(policy)
     valid: list[Document] = []
     for doc in docs:
         schema_problems = validate_document(doc)
@@ -96,14 +118,20 @@ def expand(manifests: list[Manifest], root: Path, host: HostFacts) -> DesiredSta
     return expand_manifests(manifests, root, host)
 
 
-def load_desired(root: Path, host: HostFacts | None = None) -> DesiredState:
+def load_desired(
+    root: Path, host: HostFacts | None = None, *, source_root: Path | None = None
+) -> DesiredState:
     """``load_manifests`` then ``expand``: the desired state of this host (``host`` None: the
-    real one, :class:`reconciler.host.Host` with its default labels file)."""
-    manifests = load_manifests(root)
+    real one, :class:`reconciler.host.Host` with its default labels file). Bytecode is confined
+    to the source and the directories ``host.bytecode_dirs()`` allows, when the host has that
+    method (the real one does; a test stub without it leaves bytecode unconfined)."""
     if host is None:
         from reconciler.host import Host  # the real host: netlink and /proc, only when needed
 
         host = Host()
+    bytecode_dirs = getattr(host, "bytecode_dirs", None)  # HostError: a broken host config
+    allowed = list(bytecode_dirs()) if bytecode_dirs is not None else None
+    manifests = load_manifests(root, allowed, source_root=source_root)
     return expand(manifests, root, host)
 
 

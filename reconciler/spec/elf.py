@@ -9,6 +9,7 @@ malformed input raises :class:`ElfError` with a sentence a user can act on.
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,7 @@ _SHDR_SIZE = 64
 _SYM_SIZE = 24
 # An eBPF object is kilobytes to a few megabytes; this bound keeps a wrong path (a disk image, a
 # database) from being read into memory just to be rejected.
-MAX_OBJECT_SIZE = 256 * 1024 * 1024
+MAX_OBJECT_SIZE = 64 * 1024 * 1024
 
 _MACHINES = {
     0: "machine-independent",
@@ -109,9 +110,14 @@ def read_bpf_object(path: Path) -> BpfObject:
     try:
         if not path.is_file():
             raise ElfError("not a regular file" if path.exists() else "no such file")
-        if path.stat().st_size > MAX_OBJECT_SIZE:
-            raise ElfError(f"too large for an eBPF object ({path.stat().st_size} bytes)")
-        data = path.read_bytes()
+        with path.open("rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            data = f.read(MAX_OBJECT_SIZE + 1) if size <= MAX_OBJECT_SIZE else b""
+        if size > MAX_OBJECT_SIZE or len(data) > MAX_OBJECT_SIZE:
+            raise ElfError(
+                f"{max(size, len(data))} bytes, over the {MAX_OBJECT_SIZE // (1024 * 1024)} MiB "
+                "limit for an eBPF object; is this the right file?"
+            )
     except OSError as e:
         raise ElfError(f"cannot read: {e.strerror or e}") from None
     return parse_bpf_object(data)

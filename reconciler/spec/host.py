@@ -37,3 +37,9 @@ class HostFacts(Protocol):
         """The XDP mode (auto, native, generic) the host's config sets for this interface,
         None when it sets none. Optional: expansion treats a host without it as setting none."""
         ...
+
+    def bytecode_dirs(self) -> list[str]:
+        """Directories outside the source that bytecode may be read from (absolute paths, from
+        the host config's ``bytecode_dirs``). Optional: a host without it leaves bytecode
+        unconfined, which only tests should do."""
+        ...

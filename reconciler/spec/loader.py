@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from reconciler.spec.model import Origin, Problem, relpath
+from reconciler.spec.paths import is_within, manifest_escape, real
 
 FieldPath = tuple[Any, ...]  # keys (str) and list indexes (int), e.g. ("spec", "names", 0)
 
@@ -28,6 +30,11 @@ _NULL_TAG = "tag:yaml.org,2002:null"
 # Bounds the line map of a document built from aliases of aliases ("billion laughs"): past it,
 # lines fall back to the enclosing field, which is still a correct if coarser location.
 _MAX_LINE_ENTRIES = 100_000
+# A manifest is kilobytes; a file past this is refused before it is read (a wrong file, or an
+# attempt to exhaust memory). Aliases may add at most this many nodes to what is written, which
+# refuses "billion laughs" documents before anything walks their exponential expansion.
+MAX_MANIFEST_SIZE = 4 * 1024 * 1024
+MAX_ALIAS_EXPANSION = 100_000
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
 
@@ -80,13 +87,20 @@ def find_manifest_files(root: Path) -> list[Path]:
     """Every ``*.yaml``/``*.yml`` under ``root`` (or ``root`` itself if it is a file), sorted.
 
     Hidden directories and files (``.git``, ``.github``, editor temporaries) are skipped, and
-    directory symlinks are not followed, so a link cannot make a manifest count twice.
+    directory symlinks are not followed, so a link cannot make a manifest count twice. A
+    directory symlink leading outside ``root`` is returned as if it were a file, so that
+    :func:`load_file` refuses it by name instead of it being skipped unnoticed.
     """
     if root.is_file():
         return [root]
     found: list[Path] = []
+    top = real(root)
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in dirnames:
+            linked = Path(dirpath) / name
+            if linked.is_symlink() and not is_within(real(linked), top):
+                found.append(linked)
         for name in filenames:
             if not name.startswith(".") and name.endswith((".yaml", ".yml")):
                 found.append(Path(dirpath) / name)
@@ -98,17 +112,49 @@ def source_base(root: Path) -> Path:
     return root.parent if root.is_file() else root
 
 
-def load_file(path: Path, base: Path) -> tuple[list[Document], list[Problem]]:
+def read_manifest_bytes(path: Path, limit: int = MAX_MANIFEST_SIZE) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes; ValueError (with the reason) for
+    anything else, decided before the file is read whole (a growing file is cut off too)."""
+    with open(path, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError("not a regular file")
+        if st.st_size > limit:
+            raise ValueError(_too_large(st.st_size, limit))
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(_too_large(len(data), limit))
+    return data
+
+
+def _too_large(size: int, limit: int) -> str:
+    return (
+        f"file is {size} bytes, over the {limit // (1024 * 1024)} MiB limit for a manifest; "
+        "split it, or move what is not a manifest out of the source"
+    )
+
+
+def load_file(
+    path: Path, base: Path, root: Path | None = None
+) -> tuple[list[Document], list[Problem]]:
     """Parse every non-empty document of one file. Problems do not stop the documents before
-    them from being returned, so one bad document does not hide the others' problems."""
+    them from being returned, so one bad document does not hide the others' problems. With
+    ``root`` (the source directory), a file that resolves outside it is refused unread."""
     file = relpath(path, base)
+    if root is not None:
+        escape = manifest_escape(path, root)
+        if escape:
+            return [], [Problem(Origin(file, 1), "", escape)]
     try:
-        text = path.read_bytes().decode("utf-8")
+        raw = read_manifest_bytes(path)
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        line = path.read_bytes()[: e.start].count(b"\n") + 1
+        line = raw[: e.start].count(b"\n") + 1
         return [], [
             Problem(Origin(file, line), "", f"not UTF-8 text ({e.reason} at byte {e.start})")
         ]
+    except ValueError as e:
+        return [], [Problem(Origin(file, 1), "", str(e))]
     except OSError as e:
         return [], [Problem(Origin(file, 1), "", f"cannot read: {e.strerror or e}")]
 
@@ -120,6 +166,10 @@ def load_file(path: Path, base: Path) -> tuple[list[Document], list[Problem]]:
             if node.tag == _NULL_TAG and isinstance(node, ScalarNode) and node.value in ("", "~"):
                 continue  # empty document (e.g. a trailing '---')
             doc = Document(path, file, len(docs), node.start_mark.line + 1, None)
+            bomb = _alias_problem(node)
+            if bomb:
+                problems.append(Problem(doc.origin, "", bomb))
+                continue
             duplicates: list[Problem] = []
             _record_lines(loader, node, (), doc, duplicates, [0])
             doc.data = loader.construct_document(node)
@@ -147,6 +197,51 @@ def load_file(path: Path, base: Path) -> tuple[list[Document], list[Problem]]:
     finally:
         loader.dispose()
     return docs, problems
+
+
+def _alias_problem(node: Node) -> str | None:
+    """Why the document ``node`` must not be constructed: aliases that refer to themselves, or
+    that expand to more than MAX_ALIAS_EXPANSION nodes beyond those written."""
+    written: set[int] = set()
+    expanded: dict[int, int] = {}
+    active: set[int] = set()
+    stack: list[tuple[Node, bool]] = [(node, False)]
+    while stack:  # post-order without recursion: a deep document must not overflow the stack
+        current, done = stack.pop()
+        key = id(current)
+        children = _children(current)
+        if done:
+            active.discard(key)
+            expanded[key] = 1 + sum(expanded[id(c)] for c in children)
+            if expanded[key] - len(written) > MAX_ALIAS_EXPANSION:
+                return (
+                    f"YAML aliases expand this document to more than {MAX_ALIAS_EXPANSION} "
+                    'nodes beyond those written (a "billion laughs" document); write the '
+                    "values out, or use fewer nested aliases"
+                )
+            continue
+        if key in expanded:
+            continue
+        active.add(key)
+        written.add(key)
+        stack.append((current, True))
+        for child in children:
+            if id(child) in active:
+                return (
+                    f"a YAML alias at line {child.start_mark.line + 1} refers to a node that "
+                    "contains it, which would be an infinitely deep value; remove the alias"
+                )
+            if id(child) not in expanded:
+                stack.append((child, False))
+    return None
+
+
+def _children(node: Node) -> list[Node]:
+    if isinstance(node, MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, SequenceNode):
+        return list(node.value)
+    return []
 
 
 def _nodes(loader: Any) -> Iterator[Node]:

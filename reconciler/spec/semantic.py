@@ -19,6 +19,7 @@ from reconciler.spec import globaldata
 from reconciler.spec.elf import BpfObject, ElfError, read_bpf_object
 from reconciler.spec.loader import Document, FieldPath, format_path
 from reconciler.spec.model import Origin, Problem
+from reconciler.spec.paths import BytecodePolicy
 from reconciler.spec.programs import (
     APP_TYPES,
     KIND_OF_TYPE,
@@ -169,8 +170,9 @@ def check_duplicates(docs: list[Document]) -> list[Problem]:
 class SemanticChecker:
     """Checks schema-valid documents; reads each bytecode file once however many name it."""
 
-    def __init__(self) -> None:
+    def __init__(self, policy: BytecodePolicy | None = None) -> None:
         self._objects: dict[Path, BpfObject | ElfError] = {}
+        self._policy = policy  # None: bytecode is not confined (trusted callers)
 
     def check(self, doc: Document) -> list[Problem]:
         kind: str = doc.data["kind"]
@@ -210,6 +212,11 @@ class SemanticChecker:
         written: str = spec[field]["path"]
         path = Path(os.path.abspath(resolve_bytecode(doc.path, written)))
         where = ("spec", field, "path")
+        if self._policy is not None:
+            refused = self._policy.check(doc.path, written)
+            if refused:  # decided on the resolved path, before the file is opened
+                problems.append(doc.problem(where, refused))
+                return None, written
         if not path.exists():
             hint = (
                 "" if Path(written).is_absolute() else f" (relative to the directory of {doc.file})"

@@ -1,0 +1,87 @@
+"""Where a source's manifests may make bpfman read: containment of manifest files and bytecode.
+
+A source (a directory or a git checkout) is untrusted input: a manifest must not make bpfman read
+``/etc/shadow`` as "bytecode", nor a symlink in the repository lead the loader out of it. The
+rules, checked on resolved paths (every symlink followed, then containment checked):
+
+- a manifest file must resolve inside the source root (a symlinked file or directory leading
+  outside is refused; directory symlinks are not walked at all);
+- a relative bytecode path resolves against the manifest's directory and must stay inside the
+  source root;
+- an absolute bytecode path (or a relative one that leaves the root) is accepted only under a
+  directory the host allows (``bytecode_dirs`` in the host config); by default none is.
+
+    policy = BytecodePolicy(Path("/srv/repo"), (Path("/opt/bpf"),))
+    problem = policy.check(Path("/srv/repo/x.yaml"), "../obj/fw.o")   # None: allowed
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+CONFIG_HINT = "bytecode_dirs in the host config (/etc/bpfman/config.yaml, or --config)"
+
+
+def real(path: Path | str) -> Path:
+    """``path`` absolute, with every symlink resolved (missing tails kept as written)."""
+    return Path(os.path.realpath(path))
+
+
+def is_within(path: Path, directory: Path) -> bool:
+    """Whether the resolved ``path`` is ``directory`` or below it (both taken as resolved)."""
+    return path == directory or directory in path.parents
+
+
+@dataclass(frozen=True)
+class BytecodePolicy:
+    """Where bytecode may come from: inside ``source_root``, or under one of ``allowed_dirs``."""
+
+    source_root: Path
+    allowed_dirs: tuple[Path, ...] = ()
+
+    @classmethod
+    def of(cls, source_root: Path, allowed_dirs: Iterable[Path | str] = ()) -> BytecodePolicy:
+        root = source_root if source_root.is_dir() else source_root.parent
+        return cls(real(root), tuple(real(d) for d in allowed_dirs))
+
+    def check(self, manifest_file: Path, written: str) -> str | None:
+        """Why the bytecode path ``written`` in ``manifest_file`` may not be read, or None."""
+        given = Path(written)
+        located = given if given.is_absolute() else Path(manifest_file).parent / given
+        resolved = real(located)
+        if any(is_within(resolved, d) for d in self.allowed_dirs):
+            return None
+        linked = resolved != Path(os.path.abspath(located))
+        via = f" (through a symlink: {resolved})" if linked else ""
+        if not given.is_absolute():
+            if is_within(resolved, self.source_root):
+                return None
+            return (
+                f"{written} leaves the source root {self.source_root}{via}; a relative bytecode "
+                "path must stay inside the source (copy the object into it), or name a file under "
+                f"a directory the host allows with {CONFIG_HINT}"
+            )
+        if is_within(resolved, self.source_root):
+            return None  # an absolute path into the source itself reads nothing more
+        allowed = ", ".join(str(d) for d in self.allowed_dirs) or "none"
+        return (
+            f"absolute bytecode path {written}{via} is not under a directory this host allows "
+            f"(allowed: {allowed}); add its directory to {CONFIG_HINT}, e.g. "
+            f"bytecode_dirs: [{resolved.parent}], or use a path relative to the manifest"
+        )
+
+
+def manifest_escape(path: Path, root: Path) -> str | None:
+    """Why the manifest file ``path`` found under the directory ``root`` may not be read (a
+    symlink leading outside the root), or None."""
+    resolved, top = real(path), real(root)
+    if is_within(resolved, top):
+        return None
+    what = "a directory" if resolved.is_dir() else "a file"
+    return (
+        f"is a symlink to {what} outside the source root ({resolved}, the root is {top}); "
+        "bpfman reads nothing outside the source, so put the content in it or remove the link"
+    )

@@ -1,0 +1,279 @@
+"""The hostile-input corpus: every file in cases/ is a bad source that bpfman must refuse with ONE
+clear error naming where (FILE:LINE or an address) and why, without a traceback and without
+changing the kernel.
+
+A case is one YAML file, copied as the only manifest of its own source directory (beside the
+test objects in ``bytecode/``), with its expectations in leading comments:
+
+    # mode: validate | plan | apply   validate: host-independent, `bpfman validate`;
+    #                                  plan: `plan` and `apply --auto-approve` both refuse it;
+    #                                  apply: refused by `apply` (the kernel decides, e.g. the
+    #                                  verifier), as root
+    # problems: N (why)                optional: more than one problem line, with the reason
+    # setup: NAME                      optional: a function below that builds hostile files
+    # expect: TEXT                     fragments the error message must contain (one or more)
+
+Bad ELF files, large files and symlinks are built here rather than committed. Validate cases run
+all at once in parallel (one process each, each its own source); plan and apply cases one by one.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests import support
+
+CASES = Path(__file__).resolve().parent / "cases"
+EXAMPLE_BYTECODE = support.REPO / "manifests" / "examples" / "bytecode"
+OBJECTS = [
+    EXAMPLE_BYTECODE / "xdp_counter.o",
+    EXAMPLE_BYTECODE / "tcx_counter.o",
+    EXAMPLE_BYTECODE / "tracepoint_counter.o",
+    EXAMPLE_BYTECODE / "uprobe_counter.o",
+    support.REPO / "tests" / "bpf" / "reject.o",
+]
+XDP_OBJECT = EXAMPLE_BYTECODE / "xdp_counter.o"
+VALID_MANIFEST = f"""apiVersion: bpfman.io/v1alpha1
+kind: XdpProgram
+metadata: {{name: outside}}
+spec:
+  bpffunctionname: xdp_stats
+  bytecode: {{path: {XDP_OBJECT}}}
+  interfaceselector: {{interfaces: [eth0]}}
+  priority: 5
+"""
+
+
+@dataclass
+class Case:
+    name: str
+    mode: str
+    setup: str | None = None
+    expect: list[str] = field(default_factory=list)
+    problems: int = 1  # problem lines under the one Error:, more only where the case says why
+
+    @classmethod
+    def read(cls, path: Path) -> Case:
+        case = cls(path.stem, "")
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            if not line.startswith("# "):
+                break
+            key, _, value = line[2:].partition(": ")
+            if key == "mode":
+                case.mode = value
+            elif key == "setup":
+                case.setup = value
+            elif key == "expect":
+                case.expect.append(value)
+            elif key == "problems":
+                case.problems = int(value.split()[0])
+        assert case.mode in ("validate", "plan", "apply"), f"{path}: no valid '# mode:'"
+        assert case.expect, f"{path}: no '# expect:'"
+        return case
+
+
+ALL = sorted((Case.read(p) for p in CASES.glob("*.yaml")), key=lambda c: c.name)
+
+
+# --- setups: each gets the case's directory (src/ is the source, the rest is "outside") ---------
+
+
+def _manifest(case_dir: Path) -> Path:
+    return next((case_dir / "src").glob("*.yaml"))
+
+
+def latin1(d: Path) -> None:
+    with _manifest(d).open("ab") as f:
+        f.write(b"kind: Xdp\xe9Program\n")
+
+
+def huge_manifest(d: Path) -> None:
+    line = b"# " + b"x" * 1021 + b"\n"
+    with _manifest(d).open("ab") as f:
+        f.write(line * (4 * 1024 + 8))  # just over 4 MiB of comments
+
+
+def truncated(d: Path) -> None:
+    (d / "src/bytecode/bad.o").write_bytes(XDP_OBJECT.read_bytes()[:200])
+
+
+def host_object(d: Path) -> None:
+    shutil.copyfile("/bin/true", d / "src/bytecode/bad.o")
+
+
+def random_bytes(d: Path) -> None:
+    (d / "src/bytecode/bad.o").write_bytes(random.Random(5).randbytes(4096))
+
+
+def empty_file(d: Path) -> None:
+    (d / "src/bytecode/bad.o").write_bytes(b"")
+
+
+def patch_machine(d: Path) -> None:
+    data = bytearray(XDP_OBJECT.read_bytes())
+    data[18:20] = (183).to_bytes(2, "little")  # e_machine: AArch64
+    (d / "src/bytecode/bad.o").write_bytes(bytes(data))
+
+
+def huge_object(d: Path) -> None:
+    with (d / "src/bytecode/bad.o").open("wb") as f:
+        f.truncate(65 * 1024 * 1024)  # sparse: refused by size, never read
+
+
+def _outside(d: Path) -> Path:
+    out = d / "outside"
+    out.mkdir(exist_ok=True)
+    shutil.copyfile(XDP_OBJECT, out / "xdp_counter.o")
+    return out
+
+
+def sibling_object(d: Path) -> None:
+    _outside(d)
+
+
+def symlink_out(d: Path) -> None:
+    (d / "src/bytecode/linked.o").symlink_to(_outside(d) / "xdp_counter.o")
+
+
+def symlink_chain(d: Path) -> None:
+    """first.o -> second.o (inside) -> the object outside: every link is followed."""
+    (d / "src/bytecode/second.o").symlink_to(_outside(d) / "xdp_counter.o")
+    (d / "src/bytecode/first.o").symlink_to("second.o")
+
+
+def absolute_object(d: Path) -> None:
+    m = _manifest(d)
+    m.write_text(m.read_text().replace("ABSOLUTE", str(_outside(d) / "xdp_counter.o")))
+
+
+def manifest_link_out(d: Path) -> None:
+    (_outside(d) / "evil.yaml").write_text(VALID_MANIFEST)
+    (d / "src/evil.yaml").symlink_to(d / "outside/evil.yaml")
+
+
+def manifest_dirlink_out(d: Path) -> None:
+    (_outside(d) / "m.yaml").write_text(VALID_MANIFEST)
+    (d / "src/evil-dir").symlink_to(d / "outside", target_is_directory=True)
+
+
+def bad_config(d: Path) -> None:
+    (d / "config.yaml").write_text("bytecode_dirs: [relative/dir]\n")
+
+
+def build(case: Case, base: Path) -> Path:
+    """The case's directory: ``src/`` (the source) and whatever its setup puts outside it."""
+    d = base / case.name
+    (d / "src" / "bytecode").mkdir(parents=True)
+    for obj in OBJECTS:
+        shutil.copyfile(obj, d / "src" / "bytecode" / obj.name)
+    shutil.copyfile(CASES / f"{case.name}.yaml", d / "src" / f"{case.name}.yaml")
+    if case.setup:
+        globals()[case.setup](d)
+    return d
+
+
+def run(d: Path, *args: str, root: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """The real executable, with a private bpffs root, state dir and host config."""
+    root = root or Path("/sys/fs/bpf") / f"bpfman-hostile-{d.name}"
+    cmd = [support.BPFMAN, "--bpffs-root", str(root), "--state-dir", str(d / "state")]
+    cmd += ["--config", str(d / "config.yaml"), "--no-color", *args]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BPFMAN_")}
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
+
+
+def assert_one_clear_error(case: Case, p: subprocess.CompletedProcess[str], what: str) -> None:
+    shown = f"bpfman {what} ({case.name}): exit {p.returncode}\n{p.stdout}\nstderr:\n{p.stderr}"
+    assert p.returncode == 1, shown
+    assert "Traceback" not in p.stderr, shown
+    assert p.stderr.count("Error:") == 1, shown
+    # A plan's own errors are part of the plan shown on stdout (stderr counts them): then that
+    # one error is the message, and stdout must hold exactly one.
+    plan_errors = p.stdout.count("Error:")
+    assert plan_errors == 0 or (plan_errors == 1 and "has 1 error(s)" in p.stderr), shown
+    output = p.stdout + p.stderr
+    if case.problems == 1:
+        assert "(1 problem)" in p.stderr or "problem" not in p.stderr, shown
+    else:
+        assert f"({case.problems} problems)" in p.stderr, shown
+    for fragment in case.expect:
+        assert fragment in output, f"missing {fragment!r}\n{shown}"
+
+
+def pins_under(root: Path) -> list[str]:
+    if not root.exists():
+        return []
+    return [str(Path(dp) / f) for dp, _, files in os.walk(root) for f in files]
+
+
+def kernel_ids() -> tuple[set[int], set[int], set[int]]:
+    return support.prog_ids(), support.link_ids(), support.map_ids()
+
+
+def assert_kernel_unchanged(before: tuple[set[int], set[int], set[int]]) -> None:
+    """No new programs, links or maps (freed ones may take an RCU grace period to go)."""
+    support.wait_gone(support.link_ids, before[1], "links")
+    support.wait_gone(support.prog_ids, before[0], "programs")
+    support.wait_gone(support.map_ids, before[2], "maps")
+
+
+# --- the validate cases: all at once ------------------------------------------------------------
+
+VALIDATE = [c for c in ALL if c.mode == "validate"]
+HOST = [c for c in ALL if c.mode != "validate"]
+
+
+@pytest.fixture(scope="module")
+def validated(tmp_path_factory: pytest.TempPathFactory):
+    base = tmp_path_factory.mktemp("hostile")
+    dirs = {c.name: build(c, base) for c in VALIDATE}
+    before = kernel_ids() if support.is_root() else None
+    with ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 4)) as pool:
+        results = dict(
+            zip(
+                dirs,
+                pool.map(lambda d: run(d, "validate", str(d / "src")), dirs.values()),
+                strict=True,
+            )
+        )
+    if before is not None:
+        assert_kernel_unchanged(before)
+    return results
+
+
+def test_the_corpus_is_large_enough() -> None:
+    assert len(ALL) >= 40
+    assert len(VALIDATE) > len(HOST)
+
+
+@pytest.mark.parametrize("case", VALIDATE, ids=lambda c: c.name)
+def test_validate_refuses(case: Case, validated) -> None:
+    assert_one_clear_error(case, validated[case.name], "validate")
+
+
+# --- the host cases: plan and apply, as root ----------------------------------------------------
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("case", HOST, ids=lambda c: c.name)
+def test_plan_and_apply_refuse(case: Case, tmp_path: Path) -> None:
+    d = build(case, tmp_path)
+    root = Path("/sys/fs/bpf") / support.unique("bpfman-hostile-")
+    before = kernel_ids()
+    try:
+        if case.mode == "plan":
+            assert_one_clear_error(case, run(d, "plan", str(d / "src"), root=root), "plan")
+        p = run(d, "apply", str(d / "src"), "--auto-approve", root=root)
+        assert_one_clear_error(case, p, "apply")
+        assert_kernel_unchanged(before)
+        assert pins_under(root) == []
+    finally:
+        run(d, "destroy", "--auto-approve", root=root)
+        support.remove_tree(root)
