@@ -56,3 +56,25 @@ def no_leaks() -> Iterator[None]:
     support.wait_gone(support.link_ids, links, "links")
     support.wait_gone(support.prog_ids, progs, "programs")
     support.wait_gone(support.map_ids, maps, "maps")
+
+
+# iproute2 (`ip link set … obj`, `tc … bpf obj`) creates its own pinning dirs on first use:
+# /sys/fs/bpf/tc/globals and the symlinks ip and xdp. Tests that use it must not leave them.
+_IPROUTE2_ENTRIES = ("ip", "xdp", "tc")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _iproute2_bpffs_entries() -> Iterator[None]:
+    bpffs = Path("/sys/fs/bpf")
+    before = {name for name in _IPROUTE2_ENTRIES if os.path.lexists(bpffs / name)}
+    yield
+    if not support.is_root():
+        return
+    for name in _IPROUTE2_ENTRIES:
+        path = bpffs / name
+        if name in before or not os.path.lexists(path):
+            continue
+        if path.is_symlink():
+            path.unlink()
+        else:
+            support.remove_tree(path)
