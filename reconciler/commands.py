@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from reconciler.address import Address
+from reconciler import listing
 from reconciler.cli import UserError, paths, print_json
 from reconciler.plan.model import Plan
 from reconciler.spec.host import HostError
@@ -21,8 +21,8 @@ def run(args: argparse.Namespace, color: bool) -> int:
         "plan": cmd_plan,
         "apply": cmd_apply,
         "destroy": cmd_destroy,
-        "list": cmd_list,
-        "get": cmd_get,
+        "list": lambda a, _color: listing.cmd_list(a, _context(a)),
+        "get": lambda a, _color: listing.cmd_get(a, _context(a)),
     }[args.command]
     return handler(args, color)
 
@@ -407,146 +407,3 @@ def cmd_destroy(args: argparse.Namespace, color: bool) -> int:
 
     ctx = _context(args)
     return _execute(args, color, ctx, _narrow(plan_for(ctx, None), args), "Destroy")
-
-
-def _entries(ctx: Any) -> list[dict[str, Any]]:
-    from reconciler.engine import observe
-
-    installed, records = observe(ctx)
-    out = []
-    seen = set()
-    for inst in sorted(installed, key=lambda i: i.pin_dir):
-        try:
-            addr = str(Address.from_pin_dir(inst.pin_dir))
-        except ValueError:
-            continue
-        seen.add(addr)
-        rec = records.get(addr)
-        out.append(
-            {
-                "address": addr,
-                "recorded": rec is not None,
-                "origin": rec.origin if rec else None,
-                "revision": rec.revision if rec else None,
-                "attributes": rec.attributes if rec else None,
-                "applied_at": rec.applied_at if rec else None,
-                "kernel": {
-                    "prog_id": inst.prog_id,
-                    "prog_name": inst.prog_name,
-                    "prog_type": inst.prog_type,
-                    "tag": inst.tag,
-                    "jited_size": inst.jited_size,
-                    "prog_pin": inst.prog_pin,
-                    "link_id": inst.link_id,
-                    "link_pin": inst.link_pin,
-                    "attached": inst.attached,
-                    "attach_point": inst.attach,
-                    "maps": [
-                        {"name": m.name, "id": m.id, "type": m.type, "pin": m.pin}
-                        for m in inst.maps
-                    ],
-                },
-            }
-        )
-    for addr, rec in sorted(records.items()):
-        if addr not in seen:
-            out.append(
-                {
-                    "address": addr,
-                    "recorded": True,
-                    "origin": rec.origin,
-                    "revision": rec.revision,
-                    "attributes": rec.attributes,
-                    "applied_at": rec.applied_at,
-                    "kernel": None,
-                }
-            )
-    return out
-
-
-def _status(e: dict[str, Any]) -> str:
-    k = e["kernel"]
-    if k is None:
-        return "missing (recorded, not pinned)"
-    if not e["recorded"]:
-        return "unrecorded"
-    return "attached" if k["attached"] else "detached"
-
-
-def cmd_list(args: argparse.Namespace, color: bool) -> int:
-    entries = _entries(_context(args))
-    if args.json:
-        print_json({"format_version": "1.0", "bpffs_root": args.bpffs_root, "attachments": entries})
-        return 0
-    if not entries:
-        print(f"No programs managed under {args.bpffs_root}.")
-        return 0
-    rows = [("ADDRESS", "PROG ID", "LINK ID", "STATUS", "MANIFEST")]
-    for e in entries:
-        k = e["kernel"] or {}
-        rows.append(
-            (
-                e["address"],
-                str(k.get("prog_id", "-")),
-                str(k.get("link_id") or "-"),
-                _status(e),
-                e["origin"] or "-",
-            )
-        )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
-    return 0
-
-
-def cmd_get(args: argparse.Namespace, color: bool) -> int:
-    try:
-        wanted = str(Address.parse(args.address))
-    except ValueError as e:
-        raise UserError(str(e)) from None
-    entries = {e["address"]: e for e in _entries(_context(args))}
-    entry = entries.get(wanted)
-    if entry is None:
-        known = ", ".join(sorted(entries)) or "none"
-        raise UserError(f"{wanted} is not managed under {args.bpffs_root} (managed: {known})")
-    if args.json:
-        print_json({"format_version": "1.0", **entry})
-        return 0
-    print(f"# {entry['address']}  ({_status(entry)})")
-    meta = {
-        "manifest": entry["origin"],
-        "revision": entry["revision"],
-        "applied_at": entry["applied_at"],
-    }
-    rows = [(k, str(v)) for k, v in meta.items() if v]
-    rows += [(k, json_value(v)) for k, v in (entry["attributes"] or {}).items()]
-    width = max((len(k) for k, _ in rows), default=0)
-    for key, text in rows:
-        print(f"{key:<{width}} = {text}")
-    k = entry["kernel"]
-    if k:
-        print("kernel:")
-        for key in (
-            "prog_id",
-            "prog_name",
-            "prog_type",
-            "tag",
-            "jited_size",
-            "prog_pin",
-            "link_id",
-            "link_pin",
-            "attached",
-        ):
-            if k[key] is not None:
-                print(f"  {key:<10} = {k[key]}")
-        if k["attach_point"]:
-            print(f"  attach     = {json_value(k['attach_point'])}")
-        for m in k["maps"]:
-            print(f"  map {m['name']}: id {m['id']} ({m['type']}) pinned at {m['pin']}")
-    return 0
-
-
-def json_value(v: Any) -> str:
-    import json
-
-    return json.dumps(v)
