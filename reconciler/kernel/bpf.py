@@ -28,11 +28,13 @@ PROG_GET_FD_BY_ID = 13
 MAP_GET_FD_BY_ID = 14
 OBJ_GET_INFO_BY_FD = 15
 PROG_QUERY = 16
+MAP_LOOKUP_ELEM = 1
 BTF_LOAD = 18
 LINK_CREATE = 28
 LINK_UPDATE = 29
 LINK_GET_FD_BY_ID = 30
 LINK_DETACH = 34
+LINK_GET_NEXT_ID = 31
 
 # enum bpf_attach_type (the ones we use)
 TRACE_FENTRY = 24
@@ -401,3 +403,63 @@ def tcx_query_prog_ids_in_netns(netns_path: str | None, ifname: str, direction: 
     attach_type = {"ingress": TCX_INGRESS, "egress": TCX_EGRESS}[direction]
     with netns.enter(netns_path):
         return list(prog_query_tcx(socket.if_nametoindex(ifname), attach_type).prog_ids)
+
+
+# --- freplace (extension programs on dispatcher slots) -------------------------------------------
+
+
+def prog_btf_id(prog_fd: int) -> int:
+    """struct bpf_prog_info.btf_id (offset 128): the BTF object of a loaded program."""
+    buf = ctypes.create_string_buffer(256)
+    attr = _attr()
+    struct.pack_into("=IIQ", attr, 0, prog_fd, ctypes.sizeof(buf), ctypes.addressof(buf))
+    sys_bpf(OBJ_GET_INFO_BY_FD, attr)
+    return int(struct.unpack_from("=I", buf, 128)[0])
+
+
+def map_lookup(map_fd: int, key: bytes, value_size: int) -> bytes:
+    """BPF_MAP_LOOKUP_ELEM: map_fd@0 key@8 value@16 flags@24."""
+    k = ctypes.create_string_buffer(key, len(key))
+    v = ctypes.create_string_buffer(value_size)
+    attr = _attr()
+    struct.pack_into("=IxxxxQQQ", attr, 0, map_fd, ctypes.addressof(k), ctypes.addressof(v), 0)
+    sys_bpf(MAP_LOOKUP_ELEM, attr)
+    return v.raw
+
+
+def link_create_freplace(prog_fd: int, target_fd: int, target_btf_id: int) -> int:
+    """BPF_LINK_CREATE for an extension program: prog_fd@0 target_fd@4 attach_type@8 (0: an EXT
+    program's expected attach type) flags@12 target_btf_id@16 (the slot function in the target
+    program's BTF). One program may be linked to several targets at once (5.10+): that is how a
+    dispatcher component keeps its id across dispatcher revisions."""
+    attr = _attr()
+    struct.pack_into("=IIIII", attr, 0, prog_fd, target_fd, 0, 0, target_btf_id)
+    return sys_bpf(LINK_CREATE, attr)
+
+
+def link_ids() -> Iterator[int]:
+    """Every bpf_link id on the system (BPF_LINK_GET_NEXT_ID)."""
+    attr = _attr()
+    start = 0
+    while True:
+        struct.pack_into("=I", attr, 0, start)
+        try:
+            sys_bpf(LINK_GET_NEXT_ID, attr)
+        except OSError:
+            return  # ENOENT: no more
+        start = struct.unpack_from("=I", attr, 4)[0]
+        yield start
+
+
+def freplace_links_to(target_prog_id: int) -> list[LinkInfo]:
+    """Every tracing link whose target object is ``target_prog_id`` (freplace links on it)."""
+    out = []
+    for lid in link_ids():
+        try:
+            with opened(link_fd_by_id(lid)) as fd:
+                info = link_info(fd)
+        except OSError:
+            continue  # went away meanwhile
+        if info.type == LINK_TYPE_TRACING and info.detail.get("target_obj_id") == target_prog_id:
+            out.append(info)
+    return out

@@ -19,6 +19,9 @@ from reconciler.kernel.bpfobject import BpfObject, MapDecl
 from reconciler.kernel.types import KernelError
 
 _lib = libbpf.lib
+# A loaded program's or module's BTF, by BTF object id (libbpf returns a pointer).
+_lib.btf__load_from_kernel_by_id.restype = ctypes.c_void_p
+_lib.btf__load_from_kernel_by_id.argtypes = [ctypes.c_uint32]
 
 KIND_FUNC = 12
 KIND_DATASEC = 15
@@ -120,3 +123,19 @@ def kernel_function_id(name: str) -> int | None:
 
 def has_kernel_btf() -> bool:
     return _vmlinux() is not None
+
+
+def func_names(btf_obj_id: int) -> dict[int, str]:
+    """BTF type id -> name of every FUNC in the kernel BTF object ``btf_obj_id``."""
+    handle = _lib.btf__load_from_kernel_by_id(btf_obj_id)
+    if not handle:
+        return {}
+    try:
+        out = {}
+        for type_id in range(1, _lib.btf__type_cnt(handle)):
+            name, kind, _vlen, _ptr = _type(handle, type_id)
+            if kind == KIND_FUNC:
+                out[type_id] = name
+        return out
+    finally:
+        _lib.btf__free(handle)

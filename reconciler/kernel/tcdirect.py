@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from reconciler.kernel import attach, netns, tcnetlink
-from reconciler.kernel.tcdispatch import HANDLE, PREF
+from reconciler.kernel.tcdispatch import HANDLE, PREF, our_filter
 from reconciler.kernel.types import AttachConflict, KernelError, TcHook
 
 DIRECTIONS = ("ingress", "egress")
@@ -25,18 +25,11 @@ class Found:
     direction: str
 
 
-def _ours(ifindex: int, direction: str) -> tcnetlink.Filter | None:
-    return next(
-        (f for f in tcnetlink.filters(ifindex, direction) if f.pref == PREF and f.handle == HANDLE),
-        None,
-    )
-
-
 def attach_prog(hook: TcHook, prog_fd: int, name: str, owner_of) -> None:  # noqa: ANN001
     """Attach without clobbering: a filter already at our pref/handle is a conflict."""
     ifindex = attach.ifindex(hook.ifname, hook.netns)
     with netns.enter(hook.netns):
-        current = _ours(ifindex, hook.direction)
+        current = our_filter(ifindex, hook.direction)
         if current is not None:
             owner = owner_of(current.prog_id) if current.prog_id else None
             who = f"bpfman's {owner}" if owner else f"program id {current.prog_id}"
@@ -57,7 +50,7 @@ def find(prog_id: int) -> Found | None:
             with netns.enter(ns):
                 for iface in _interfaces():
                     for direction in DIRECTIONS:
-                        f = _ours(iface[0], direction)
+                        f = our_filter(iface[0], direction)
                         if f is not None and f.prog_id == prog_id:
                             return Found(ns, iface[1], iface[0], direction)
         except (OSError, KernelError):
@@ -76,7 +69,7 @@ def swap(hook: TcHook, old_id: int, new_fd: int, name: str, owner_of) -> None:  
     the old one; otherwise attach the new one without clobbering anything."""
     ifindex = attach.ifindex(hook.ifname, hook.netns)
     with netns.enter(hook.netns):
-        current = _ours(ifindex, hook.direction)
+        current = our_filter(ifindex, hook.direction)
         if current is not None and current.prog_id == old_id:
             tcnetlink.replace_bpf_filter(ifindex, hook.direction, PREF, HANDLE, new_fd, name)
             return

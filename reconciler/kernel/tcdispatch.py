@@ -25,8 +25,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from reconciler.kernel import bpf, bpffs, maps, netns, tcbpf, tcnetlink
-from reconciler.kernel import btf as kbtf
+from reconciler.kernel import bpf, bpffs, btf, maps, netns, tcnetlink
 from reconciler.kernel.bpffs import MAPS, PROG, STAGING
 from reconciler.kernel.bpfobject import BpfObject
 from reconciler.kernel.observe import owner_of
@@ -108,10 +107,16 @@ def _ifindex(hook: TcHook) -> int:
             ) from None
 
 
+def our_filter(ifindex: int, direction: str) -> tcnetlink.Filter | None:
+    """The filter at our pref and handle on a hook of the current namespace (whoever put it
+    there): the TC dispatcher, or a program attached directly (tcdirect) sit at the same place."""
+    found = tcnetlink.filters(ifindex, direction)
+    return next((f for f in found if f.pref == PREF and f.handle == HANDLE), None)
+
+
 def _ours(hook: TcHook, ifindex: int) -> tcnetlink.Filter | None:
     with netns.enter(hook.netns):
-        found = tcnetlink.filters(ifindex, hook.direction)
-    return next((f for f in found if f.pref == PREF and f.handle == HANDLE), None)
+        return our_filter(ifindex, hook.direction)
 
 
 def _pinned_id(path: Path) -> int | None:
@@ -143,20 +148,20 @@ def _slots_of(dispatcher_id: int) -> list[tuple[int, int, int, int]]:
     in slot order, read from the kernel: freplace links and the dispatcher's .rodata."""
     with bpf.opened(bpf.prog_fd_by_id(dispatcher_id)) as fd:
         info = bpf.prog_info(fd)
-        names = tcbpf.func_names(tcbpf.prog_btf_id(fd))
+        names = btf.func_names(bpf.prog_btf_id(fd))
     config = b""
     for map_id in info.map_ids:
         with bpf.opened(bpf.map_fd_by_id(map_id)) as mfd:
             m = bpf.map_info(mfd)
             if m.name.endswith(".rodata") or m.value_size == struct.calcsize("=BBBx10I10I"):
-                config = tcbpf.map_lookup(mfd, b"\0\0\0\0", m.value_size)
+                config = bpf.map_lookup(mfd, b"\0\0\0\0", m.value_size)
                 break
     if len(config) < 84:
         return []
     actions = struct.unpack_from("=10I", config, 4)
     prios = struct.unpack_from("=10I", config, 44)
     out = []
-    for link in tcbpf.freplace_links_to(dispatcher_id):
+    for link in bpf.freplace_links_to(dispatcher_id):
         name = names.get(int(link.detail.get("target_btf_id", 0) or 0), "")  # type: ignore[call-overload]
         if name.startswith("prog") and name[4:].isdigit():
             i = int(name[4:])
@@ -235,7 +240,7 @@ def dispatch(kernel: RealKernel, hook: TcHook, slots: list[DispatchSlot]) -> lis
             stage.mkdir(mode=0o700, parents=True)
             disp = stack.enter_context(BpfObject(str(DISPATCHER_OBJECT)))
             disp.select("tc_dispatcher", bpf.PROG_TYPE_SCHED_CLS)
-            kbtf.set_global_data(disp, (("CONFIG", config_bytes(entries)),))
+            btf.set_global_data(disp, (("CONFIG", config_bytes(entries)),))
             disp_fd = disp.load()
             disp.pin_program(str(stage / "dispatcher"))
             obj_btf = disp.btf()
@@ -253,7 +258,7 @@ def dispatch(kernel: RealKernel, hook: TcHook, slots: list[DispatchSlot]) -> lis
                 else:
                     prog_fd = stack.enter_context(bpf.opened(bpf.prog_fd_by_id(item[0])))
                 try:
-                    link_fd = tcbpf.link_create_freplace(prog_fd, disp_fd, btf_id)
+                    link_fd = bpf.link_create_freplace(prog_fd, disp_fd, btf_id)
                 except OSError as e:
                     raise KernelError(
                         f"cannot attach a program to slot {slot_name} of the TC dispatcher of "
@@ -307,7 +312,7 @@ def _rel(kernel: RealKernel, d: Path) -> str:
 def _lib_find_func(obj_btf: int | None, name: str) -> int:
     if obj_btf is None:
         raise KernelError(f"{DISPATCHER_OBJECT} has no BTF; rebuild it with clang -g")
-    type_id = int(kbtf._lib.btf__find_by_name_kind(obj_btf, name.encode(), kbtf.KIND_FUNC))
+    type_id = int(btf._lib.btf__find_by_name_kind(obj_btf, name.encode(), btf.KIND_FUNC))
     if type_id <= 0:
         raise KernelError(f"slot function {name} not found in {DISPATCHER_OBJECT}")
     return type_id
@@ -326,10 +331,10 @@ def _load_component(
     (stage / MAPS).mkdir(mode=0o700, parents=True)
     obj = stack.enter_context(BpfObject(slot.spec.object_path, pin_root=str(stage / MAPS)))
     obj.select(slot.spec.function, bpf.PROG_TYPE_EXT)
-    ret = kbtf._lib.bpf_program__set_attach_target(obj._prog, disp_fd, target.encode())
+    ret = btf._lib.bpf_program__set_attach_target(obj._prog, disp_fd, target.encode())
     if ret < 0:
         raise KernelError(f"cannot target slot {target} of the TC dispatcher: {os.strerror(-ret)}")
-    kbtf.set_global_data(obj, slot.spec.global_data)
+    btf.set_global_data(obj, slot.spec.global_data)
     skip: frozenset[str] = frozenset()
     sharing = None
     if shared is not None:
@@ -388,8 +393,7 @@ def where(root: Path) -> dict[int, dict[str, object]]:
             ns = namespaces[int(ino)]
             disp = _pinned_id(hdir / "dispatcher")
             with netns.enter(ns):
-                found = tcnetlink.filters(int(ifindex), direction)
-            running = next((f for f in found if f.pref == PREF and f.handle == HANDLE), None)
+                running = our_filter(int(ifindex), direction)
             if disp is None or running is None or running.prog_id != disp:
                 continue  # the hook lost our dispatcher (changed outside bpfman)
             with netns.enter(ns):

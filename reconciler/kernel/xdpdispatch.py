@@ -271,7 +271,7 @@ def _swap(kernel: RealKernel, hook: XdpHook, cur: Current, wants: list[_Want]) -
                         staged.append((d, w.digest, sharing))
                     link_fds.append(
                         (fd, stack.enter_context(
-                            bpf.opened(xdpproto.link_create_freplace(fd, disp_fd, btf_ids[i]))
+                            bpf.opened(bpf.link_create_freplace(fd, disp_fd, btf_ids[i]))
                         ))
                     )  # fmt: skip
                 # Pins first (so nothing unravels if we die after the swap), then the swap.

@@ -10,7 +10,6 @@ flock(LOCK_EX) on the ``<bpffs>/xdp`` directory.
 
 from __future__ import annotations
 
-import ctypes
 import fcntl
 import os
 import struct
@@ -19,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from reconciler.kernel import bpf, libbpf
+from reconciler.kernel import bpf, btf, libbpf
 from reconciler.kernel.types import MAX_DISPATCHER_SLOTS, KernelError
 
 MAGIC = 236  # 'X' + 'D' + 'P'
@@ -35,9 +34,7 @@ _CONFIG = struct.Struct(
 CONFIG_SIZE = _CONFIG.size  # 124
 OBJECT = Path(__file__).resolve().parent / "dispatchers" / "xdp_dispatcher.o"
 
-MAP_LOOKUP_ELEM = 1
 BTF_GET_FD_BY_ID = 19
-BTF_KIND_FUNC = 12
 BPF_F_RDONLY_PROG = 1 << 7
 
 
@@ -95,52 +92,22 @@ class Config:
 # --- bpf(2) bits ------------------------------------------------------------------------------
 
 
-def prog_btf_id(fd: int) -> int:
-    """struct bpf_prog_info.btf_id (offset 128)."""
-    buf = ctypes.create_string_buffer(256)
-    attr = bpf._attr()
-    struct.pack_into("=IIQ", attr, 0, fd, ctypes.sizeof(buf), ctypes.addressof(buf))
-    bpf.sys_bpf(bpf.OBJ_GET_INFO_BY_FD, attr)
-    return int(struct.unpack_from("=I", buf, 128)[0])
-
-
-def map_lookup(map_fd: int, key: int, value_size: int) -> bytes:
-    """BPF_MAP_LOOKUP_ELEM: map_fd@0 key@8 value@16."""
-    k = ctypes.create_string_buffer(struct.pack("=I", key), 4)
-    v = ctypes.create_string_buffer(value_size)
-    attr = bpf._attr()
-    struct.pack_into("=IxxxxQQ", attr, 0, map_fd, ctypes.addressof(k), ctypes.addressof(v))
-    bpf.sys_bpf(MAP_LOOKUP_ELEM, attr)
-    return v.raw
-
-
-def link_create_freplace(prog_fd: int, target_fd: int, target_btf_id: int) -> int:
-    """BPF_LINK_CREATE for an extension program: prog_fd@0 target_fd@4 attach_type@8 (0)
-    flags@12 target_btf_id@16. The same program may be linked to several targets at once (5.10+):
-    that is how a component keeps its id across dispatcher revisions."""
-    attr = bpf._attr()
-    struct.pack_into("=IIIII", attr, 0, prog_fd, target_fd, 0, 0, target_btf_id)
-    return bpf.sys_bpf(bpf.LINK_CREATE, attr)
-
-
-_lib = libbpf.lib
-_lib.btf__load_from_kernel_by_id.restype = ctypes.c_void_p
-_lib.btf__load_from_kernel_by_id.argtypes = [ctypes.c_uint32]
+_lib = libbpf.lib  # btf__load_from_kernel_by_id's prototype is set up by reconciler.kernel.btf
 
 
 def slot_btf_ids(dispatcher_fd: int) -> list[int]:
     """BTF type ids of prog0 ... prog9 in the loaded dispatcher's BTF (freplace link targets)."""
-    btf_id = prog_btf_id(dispatcher_fd)
-    btf = _lib.btf__load_from_kernel_by_id(btf_id) if btf_id else None
-    if not btf:
+    btf_id = bpf.prog_btf_id(dispatcher_fd)
+    handle = _lib.btf__load_from_kernel_by_id(btf_id) if btf_id else None
+    if not handle:
         raise KernelError("the XDP dispatcher has no BTF; rebuild it with clang -g")
     try:
         ids = [
-            _lib.btf__find_by_name_kind(btf, f"prog{i}".encode(), BTF_KIND_FUNC)
+            _lib.btf__find_by_name_kind(handle, f"prog{i}".encode(), btf.KIND_FUNC)
             for i in range(MAX_DISPATCHER_SLOTS)
         ]
     finally:
-        _lib.btf__free(btf)
+        _lib.btf__free(handle)
     if min(ids) <= 0:
         raise KernelError("the XDP dispatcher lacks slot functions prog0..prog9")
     return ids
@@ -157,7 +124,7 @@ def read_config(prog_fd: int) -> Config | None:
             m = bpf.map_info(map_fd)
             if m.key_size != 4 or m.max_entries != 1 or not m.flags & BPF_F_RDONLY_PROG:
                 return None
-            raw = map_lookup(map_fd, 0, m.value_size)
+            raw = bpf.map_lookup(map_fd, b"\0\0\0\0", m.value_size)
     except OSError:
         return None
     if m.value_size != CONFIG_SIZE or raw[0] != MAGIC:

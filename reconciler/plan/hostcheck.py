@@ -15,6 +15,7 @@ from reconciler.kernel.types import (
     Kernel,
     KprobePoint,
     ProgType,
+    TcHook,
     TcxPoint,
     TracepointPoint,
     UprobePoint,
@@ -129,12 +130,6 @@ def _kernel_function_exists(name: str) -> bool | None:
     return False
 
 
-def _interfaces() -> list[str]:
-    import socket
-
-    return sorted(name for _, name in socket.if_nameindex())
-
-
 def check(
     desired: Iterable[DesiredAttachment],
     kernel: Kernel,
@@ -151,14 +146,16 @@ def check(
     for d in desired:
         where = f"{d.address} ({d.origin})"
         p = d.point
-        if isinstance(p, XdpPoint | TcxPoint) and p.netns and not os.path.exists(p.netns):
+        if isinstance(p, XdpPoint | TcxPoint | TcHook) and p.netns and not os.path.exists(p.netns):
             problems.append(
                 f"{where}: network namespace {p.netns} does not exist; create it first (e.g. "
                 "`ip netns add NAME` for /run/netns/NAME) or fix the netns path"
             )
             continue
-        if isinstance(p, XdpPoint | TcxPoint) and not kernel.interface_exists(p.ifname, p.netns):
-            names = ", ".join(_interfaces()) if p.netns is None else "?"
+        if isinstance(p, XdpPoint | TcxPoint | TcHook) and not kernel.interface_exists(
+            p.ifname, p.netns
+        ):
+            names = ", ".join(sorted(kernel.interfaces(p.netns)))
             problems.append(
                 f"{where}: interface {p.ifname!r} does not exist on this host "
                 f"(interfaces: {names}); fix spec.interfaceselector or create the interface"

@@ -79,3 +79,14 @@ def test_programs_on_one_interface_must_agree_on_the_xdp_mode(tmp_path):
     assert (
         "want different modes (auto: XdpProgram/a[eth0]; native: XdpProgram/b[eth0])" in problems[0]
     )
+
+
+def test_tc_program_on_a_missing_interface_lists_the_ones_there(tmp_path):
+    import dataclasses
+
+    from reconciler.kernel.types import TcHook
+
+    d = xdp("t", "eth9")
+    d = dataclasses.replace(d, point=TcHook("eth9", "ingress"))
+    (problem,) = check([d], kernel(tmp_path), [])
+    assert "interface 'eth9' does not exist on this host (interfaces: eth0, lo)" in problem
