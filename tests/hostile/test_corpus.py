@@ -12,6 +12,15 @@ test objects in ``bytecode/``), with its expectations in leading comments:
     # problems: N (why)                optional: more than one problem line, with the reason
     # setup: NAME                      optional: a function below that builds hostile files
     # expect: TEXT                     fragments the error message must contain (one or more)
+    # source: TEXT                     optional: the SOURCE argument instead of the case's
+    #                                  directory, e.g. {src}/fw.yaml or a git URL
+    # args: TEXT                       optional: more global arguments, split on spaces, e.g.
+    #                                  --config {case}/fifo
+    # env: KEY=VALUE                   optional, repeatable: environment of the run
+    # In source, args and env, {case} is the case's directory and {src} its source directory.
+
+Every run must also: exit within a time bound (no hang), stay under a memory bound (peak RSS of
+the process), and print no raw control character (C0 but newline, DEL, C1, bidi controls).
 
 Bad ELF files, large files and symlinks are built here rather than committed. Validate cases run
 all at once in parallel (one process each, each its own source); plan and apply cases one by one.
@@ -22,7 +31,10 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import re
 import subprocess
+import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +71,9 @@ class Case:
     setup: str | None = None
     expect: list[str] = field(default_factory=list)
     problems: int = 1  # problem lines under the one Error:, more only where the case says why
+    source: str = "{src}"
+    args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def read(cls, path: Path) -> Case:
@@ -75,6 +90,13 @@ class Case:
                 case.expect.append(value)
             elif key == "problems":
                 case.problems = int(value.split()[0])
+            elif key == "source":
+                case.source = value
+            elif key == "args":
+                case.args += value.split()
+            elif key == "env":
+                name, _, setting = value.partition("=")
+                case.env[name] = setting
         assert case.mode in ("validate", "plan", "apply"), f"{path}: no valid '# mode:'"
         assert case.expect, f"{path}: no '# expect:'"
         return case
@@ -180,16 +202,64 @@ def build(case: Case, base: Path) -> Path:
     return d
 
 
-def run(d: Path, *args: str, root: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """The real executable, with a private bpffs root, state dir and host config."""
+# Every answer must come within this time and memory (a hang or an unbounded read fails here).
+TIME_BOUND = 60.0
+RSS_BOUND_MB = 300
+# What must never reach a terminal from bpfman: C0 controls but newline, DEL, C1, bidi controls.
+RAW_CONTROL = re.compile(
+    "[\\x00-\\x09\\x0b-\\x1f\\x7f-\\x9f\\u061c\\u200e\\u200f\\u202a-\\u202e\\u2066-\\u2069]"
+)
+
+
+@dataclass
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+    max_rss_mb: float
+
+
+def _expand(text: str, d: Path) -> str:
+    return text.replace("{case}", str(d)).replace("{src}", str(d / "src"))
+
+
+def run(
+    d: Path, command: str, *args: str, case: Case | None = None, root: Path | None = None
+) -> Run:
+    """The real executable, with a private bpffs root, state dir and host config, as ``case``
+    asks (its source, arguments and environment); bounded in time and memory."""
     root = root or Path("/sys/fs/bpf") / f"bpfman-hostile-{d.name}"
     cmd = [support.BPFMAN, "--bpffs-root", str(root), "--state-dir", str(d / "state")]
-    cmd += ["--config", str(d / "config.yaml"), "--no-color", *args]
+    cmd += ["--config", str(d / "config.yaml"), "--no-color"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("BPFMAN_")}
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
+    if case is not None:
+        cmd += [_expand(a, d) for a in case.args]
+        env.update({k: _expand(v, d) for k, v in case.env.items()})
+    cmd += [command]
+    if case is not None and command in ("validate", "plan", "apply"):
+        cmd += [_expand(case.source, d)]
+    cmd += list(args)
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        p = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env)
+        deadline = time.monotonic() + TIME_BOUND
+        while True:
+            pid, status, usage = os.wait4(p.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                p.kill()
+                p.wait()
+                raise AssertionError(f"bpfman {' '.join(cmd[7:])} did not answer in {TIME_BOUND}s")
+            time.sleep(0.01)
+        p.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout = out.read().decode(errors="replace")
+        stderr = err.read().decode(errors="replace")
+    return Run(p.returncode, stdout, stderr, usage.ru_maxrss / 1024)
 
 
-def assert_one_clear_error(case: Case, p: subprocess.CompletedProcess[str], what: str) -> None:
+def assert_one_clear_error(case: Case, p: Run, what: str) -> None:
     shown = f"bpfman {what} ({case.name}): exit {p.returncode}\n{p.stdout}\nstderr:\n{p.stderr}"
     assert p.returncode == 1, shown
     assert "Traceback" not in p.stderr, shown
@@ -205,6 +275,9 @@ def assert_one_clear_error(case: Case, p: subprocess.CompletedProcess[str], what
         assert f"({case.problems} problems)" in p.stderr, shown
     for fragment in case.expect:
         assert fragment in output, f"missing {fragment!r}\n{shown}"
+    raw = RAW_CONTROL.search(output)
+    assert raw is None, f"raw control character {raw.group()!r} in the output\n{shown}"
+    assert p.max_rss_mb <= RSS_BOUND_MB, f"peak RSS {p.max_rss_mb:.0f} MB\n{shown}"
 
 
 def pins_under(root: Path) -> list[str]:
@@ -239,7 +312,7 @@ def validated(tmp_path_factory: pytest.TempPathFactory):
         results = dict(
             zip(
                 dirs,
-                pool.map(lambda d: run(d, "validate", str(d / "src")), dirs.values()),
+                pool.map(lambda c: run(dirs[c.name], "validate", case=c), VALIDATE),
                 strict=True,
             )
         )
@@ -269,8 +342,8 @@ def test_plan_and_apply_refuse(case: Case, tmp_path: Path) -> None:
     before = kernel_ids()
     try:
         if case.mode == "plan":
-            assert_one_clear_error(case, run(d, "plan", str(d / "src"), root=root), "plan")
-        p = run(d, "apply", str(d / "src"), "--auto-approve", root=root)
+            assert_one_clear_error(case, run(d, "plan", case=case, root=root), "plan")
+        p = run(d, "apply", "--auto-approve", case=case, root=root)
         assert_one_clear_error(case, p, "apply")
         assert_kernel_unchanged(before)
         assert pins_under(root) == []

@@ -1,0 +1,110 @@
+"""Reading paths that may not be what they claim to be.
+
+Every file bpfman reads on a user's or a source's say-so (manifests, the host config and labels
+file, bytecode, uprobe targets, network namespace paths, state and plan files) goes through
+here, because a path can name a FIFO (``open`` blocks until a writer appears: a hang), a
+character device (``/dev/zero`` never ends: memory runs out), a directory or a socket. So:
+
+- the kind is checked with ``stat`` before the path is opened (opening a device can have side
+  effects of its own), and again with ``fstat`` on what was opened (the path may have been
+  swapped in between);
+- the open itself never blocks (``O_NONBLOCK``: a FIFO swapped in opens at once, then fails the
+  ``fstat`` check);
+- every read is bounded: a file over its limit is refused by its size, and a file that grows
+  while it is read is cut off at the limit and refused too.
+
+    data = read_regular(path, limit=4 * 1024 * 1024)    # bytes, or NotReadable with the reason
+    with open_regular(path) as f: ...                   # a regular file, for seeking readers
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import BinaryIO
+
+_KIND = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISLNK, "a symbolic link"),
+    (stat.S_ISREG, "a regular file"),
+)
+
+
+class NotReadable(ValueError):
+    """The path exists but is not something bpfman reads: not a regular file, or too large.
+    The message is a reason to follow the path, e.g. ``is a FIFO (named pipe), not a regular
+    file``."""
+
+
+def kind_of(mode: int) -> str:
+    """In words, what kind of file ``mode`` (an ``st_mode``) is."""
+    for test, words in _KIND:
+        if test(mode):
+            return words
+    return "not a regular file"
+
+
+def _require_regular(mode: int) -> None:
+    if not stat.S_ISREG(mode):
+        raise NotReadable(f"is {kind_of(mode)}, not a regular file")
+
+
+def open_regular(path: str | Path) -> BinaryIO:
+    """``path`` opened for reading in binary mode, if it is a regular file (symlinks followed).
+
+    FileNotFoundError and other OSErrors propagate as they are; NotReadable for a path that is
+    not a regular file. The open never blocks."""
+    _require_regular(os.stat(path).st_mode)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        _require_regular(os.fstat(fd).st_mode)  # swapped for something else since the stat
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def too_large(size: int, limit: int) -> str:
+    return f"is {size} bytes, over the limit of {_size(limit)}"
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale and n % scale == 0:
+            return f"{n // scale} {unit}"
+    return f"{n} bytes"
+
+
+def read_regular(path: str | Path, limit: int) -> bytes:
+    """The whole content of the regular file ``path``, at most ``limit`` bytes (NotReadable
+    beyond, decided from the size before reading, and from what was read for a file that
+    grows or lies about its size)."""
+    with open_regular(path) as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > limit:
+            raise NotReadable(too_large(size, limit))
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise NotReadable(too_large(len(data), limit))
+    return data
+
+
+def open_nonblocking(path: str | Path, flags: int = os.O_RDONLY) -> int:
+    """A file descriptor for ``path`` that never blocks in ``open`` and is never a FIFO, a
+    device or a socket (directories and regular files only: namespace files are regular), for
+    callers that hand the descriptor to the kernel (setns) rather than read it."""
+    mode = os.stat(path).st_mode
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise NotReadable(f"is {kind_of(mode)}, not a regular file")
+    fd = os.open(path, flags | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    mode = os.fstat(fd).st_mode
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        os.close(fd)
+        raise NotReadable(f"is {kind_of(mode)}, not a regular file")
+    return fd
