@@ -17,6 +17,8 @@ test objects in ``bytecode/``), with its expectations in leading comments:
     # args: TEXT                       optional: more global arguments, split on spaces, e.g.
     #                                  --config {case}/fifo
     # env: KEY=VALUE                   optional, repeatable: environment of the run
+    # absent: TEXT                     optional, repeatable: must NOT appear in the output
+    #                                  (e.g. a password in a URL)
     # In source, args and env, {case} is the case's directory and {src} its source directory.
 
 Every run must also: exit within a time bound (no hang), stay under a memory bound (peak RSS of
@@ -74,6 +76,7 @@ class Case:
     source: str = "{src}"
     args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    absent: list[str] = field(default_factory=list)
 
     @classmethod
     def read(cls, path: Path) -> Case:
@@ -94,6 +97,8 @@ class Case:
                 case.source = value
             elif key == "args":
                 case.args += value.split()
+            elif key == "absent":
+                case.absent.append(value)
             elif key == "env":
                 name, _, setting = value.partition("=")
                 case.env[name] = setting
@@ -275,6 +280,8 @@ def assert_one_clear_error(case: Case, p: Run, what: str) -> None:
         assert f"({case.problems} problems)" in p.stderr, shown
     for fragment in case.expect:
         assert fragment in output, f"missing {fragment!r}\n{shown}"
+    for fragment in case.absent:
+        assert fragment not in output, f"{fragment!r} must not be shown\n{shown}"
     raw = RAW_CONTROL.search(output)
     assert raw is None, f"raw control character {raw.group()!r} in the output\n{shown}"
     assert p.max_rss_mb <= RSS_BOUND_MB, f"peak RSS {p.max_rss_mb:.0f} MB\n{shown}"
