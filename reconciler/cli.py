@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from reconciler import __version__
+from reconciler.errors import UserError, error_document
 
 log = logging.getLogger("bpfman")
 
@@ -22,8 +23,7 @@ DEFAULT_BPFFS_ROOT = "/sys/fs/bpf/bpfman"
 DEFAULT_STATE_DIR = "/run/bpfman"
 
 
-class UserError(Exception):
-    """Something the user can fix; printed as one ``Error:`` message, exit 1."""
+__all__ = ["UserError", "build_parser", "main", "paths", "print_json"]
 
 
 def _add_globals(p: argparse.ArgumentParser, suppress: bool) -> None:
@@ -198,26 +198,36 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
 
     try:
         code = commands.run(args, color=_use_color(args))
-    except (UserError, KernelError) as e:
-        _error(str(e), args)
+    except UserError as e:
+        _error(e, args)
+        code = 1
+    except KernelError as e:
+        _error(UserError(str(e)), args)
         code = 1
     except PermissionError as e:
-        _error(
+        message = (
             f"permission denied: {e.filename or e}; bpfman loads eBPF programs and must run as "
-            "root (or with CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON and CAP_SYS_ADMIN)",
-            args,
+            "root (or with CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON and CAP_SYS_ADMIN)"
         )
+        _error(UserError(message), args)
         code = 1
     except KeyboardInterrupt:
-        _error("interrupted", args)
+        _error(UserError("interrupted"), args)
         code = 130
     sys.exit(code)
 
 
-def _error(message: str, args: argparse.Namespace) -> None:
+def _error(error: UserError, args: argparse.Namespace) -> None:
+    """One ``Error:`` message on stderr; with --json, also the error document on stdout, so that
+    stdout stays JSON whatever went wrong."""
+    if getattr(args, "json", False) and not error.json_printed:
+        extra: dict[str, Any] = {}
+        if args.command == "validate":
+            extra = {"valid": False, "problems": error.problems}
+        print_json(error_document(error, **extra))
     color = sys.stderr.isatty() and not args.no_color and "NO_COLOR" not in os.environ
     prefix = "\x1b[31;1mError:\x1b[0m " if color else "Error: "
-    print(prefix + message, file=sys.stderr)
+    print(prefix + str(error), file=sys.stderr)
 
 
 def print_json(doc: Any) -> None:

@@ -70,8 +70,13 @@ def open_regular(path: str | Path) -> BinaryIO:
         raise
 
 
-def too_large(size: int, limit: int) -> str:
-    return f"is {size} bytes, over the limit of {_size(limit)}"
+class TooLarge(NotReadable):
+    """A regular file over the size limit its reader sets."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"is {size} bytes, over the limit of {_size(limit)}")
+        self.size = size
+        self.limit = limit
 
 
 def _size(n: int) -> str:
@@ -88,10 +93,10 @@ def read_regular(path: str | Path, limit: int) -> bytes:
     with open_regular(path) as f:
         size = os.fstat(f.fileno()).st_size
         if size > limit:
-            raise NotReadable(too_large(size, limit))
+            raise TooLarge(size, limit)
         data = f.read(limit + 1)
     if len(data) > limit:
-        raise NotReadable(too_large(len(data), limit))
+        raise TooLarge(len(data), limit)
     return data
 
 

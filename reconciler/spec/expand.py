@@ -106,6 +106,8 @@ class _Expander:
     def labels(self) -> dict[str, str]:
         labels = self._ask(("labels",), self.host.labels)
         if isinstance(labels, HostError):  # not about one manifest: nothing can be selected
+            if labels.source:  # the labels file is wrong: the host's problem, not a manifest's
+                raise labels
             raise ManifestError([str(labels)])
         return labels
 
@@ -116,6 +118,8 @@ class _Expander:
             return None
         mode = self._ask(("xdp_mode", ifname, netns), lambda: ask(ifname, netns))
         if isinstance(mode, HostError):
+            if mode.source:  # the host config is wrong
+                raise mode
             raise ManifestError([str(mode)])
         return mode
 
