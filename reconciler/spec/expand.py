@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from reconciler import files
 from reconciler.address import Address
 from reconciler.kernel.types import (
     AttachPoint,
@@ -141,7 +142,7 @@ class _Expander:
     def digest(self, path: Path) -> str:
         if path not in self._digests:
             h = hashlib.sha256()
-            with path.open("rb") as f:
+            with files.open_regular(path) as f:  # validated, but it may have been swapped
                 for chunk in iter(lambda: f.read(1 << 20), b""):
                     h.update(chunk)
             self._digests[path] = f"sha256:{h.hexdigest()}"
