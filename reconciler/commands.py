@@ -10,7 +10,7 @@ from typing import Any
 
 from reconciler import listing
 from reconciler.cli import paths, print_json
-from reconciler.errors import UserError, problems_error
+from reconciler.errors import Diagnostic, UserError, problems_error
 from reconciler.plan.model import Plan
 from reconciler.spec.host import HostError
 from reconciler.spec.model import DesiredState, ManifestError
@@ -296,6 +296,7 @@ def _execute(args: argparse.Namespace, color: bool, ctx: Any, plan: Plan, verb: 
                     for o in outcomes
                 ],
                 "result": {"added": add, "changed": change, "destroyed": destroy},
+                "diagnostics": [Diagnostic.parse(failed).to_json()] if failed else [],
             }
         )
     if failed and interrupt.requested:

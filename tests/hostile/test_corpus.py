@@ -30,6 +30,7 @@ all at once in parallel (one process each, each its own source); plan and apply 
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -287,6 +288,33 @@ def assert_one_clear_error(case: Case, p: Run, what: str) -> None:
     assert p.max_rss_mb <= RSS_BOUND_MB, f"peak RSS {p.max_rss_mb:.0f} MB\n{shown}"
 
 
+def assert_json_error(case: Case, p: Run, what: str) -> None:
+    """With --json the answer is the same, and stdout stays one JSON document with the problems
+    as diagnostics (file, line, field, message)."""
+    shown = f"bpfman {what} --json ({case.name}): exit {p.returncode}\n{p.stdout}\n{p.stderr}"
+    assert p.returncode == 1, shown
+    assert "Traceback" not in p.stderr, shown
+    assert p.stderr.count("Error:") == 1, shown
+    doc = json.loads(p.stdout)
+    assert doc["format_version"] == "1.0", shown
+    diagnostics = doc["diagnostics"]
+    assert diagnostics and all(d["message"] and d["severity"] == "error" for d in diagnostics)
+    if what == "validate":
+        assert doc["valid"] is False, shown
+    text = json.dumps(doc, ensure_ascii=False) + p.stderr
+    decoded = p.stderr + "\n".join(
+        f"{d['file']}:{d['line']}: {d['field'] + ': ' if d['field'] else ''}{d['message']}"
+        for d in diagnostics
+    )
+    for fragment in case.expect:
+        assert fragment in decoded or fragment in text, f"missing {fragment!r}\n{shown}"
+    for fragment in case.absent:
+        assert fragment not in p.stdout + p.stderr, f"{fragment!r} must not be shown\n{shown}"
+    raw = RAW_CONTROL.search(p.stdout + p.stderr)
+    assert raw is None, f"raw control character {raw.group()!r} in the output\n{shown}"
+    assert p.max_rss_mb <= RSS_BOUND_MB, f"peak RSS {p.max_rss_mb:.0f} MB\n{shown}"
+
+
 def pins_under(root: Path) -> list[str]:
     if not root.exists():
         return []
@@ -315,14 +343,12 @@ def validated(tmp_path_factory: pytest.TempPathFactory):
     base = tmp_path_factory.mktemp("hostile")
     dirs = {c.name: build(c, base) for c in VALIDATE}
     before = kernel_ids() if support.is_root() else None
+    runs = [(c, flags) for c in VALIDATE for flags in ((), ("--json",))]
     with ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 4)) as pool:
-        results = dict(
-            zip(
-                dirs,
-                pool.map(lambda c: run(dirs[c.name], "validate", case=c), VALIDATE),
-                strict=True,
-            )
-        )
+        done = pool.map(lambda r: run(dirs[r[0].name], "validate", *r[1], case=r[0]), runs)
+        results: dict[str, dict[bool, Run]] = {}
+        for (c, flags), result in zip(runs, done, strict=True):
+            results.setdefault(c.name, {})[bool(flags)] = result
     if before is not None:
         assert_kernel_unchanged(before)
     return results
@@ -335,7 +361,8 @@ def test_the_corpus_is_large_enough() -> None:
 
 @pytest.mark.parametrize("case", VALIDATE, ids=lambda c: c.name)
 def test_validate_refuses(case: Case, validated) -> None:
-    assert_one_clear_error(case, validated[case.name], "validate")
+    assert_one_clear_error(case, validated[case.name][False], "validate")
+    assert_json_error(case, validated[case.name][True], "validate")
 
 
 # --- the host cases: plan and apply, as root ----------------------------------------------------
@@ -350,8 +377,11 @@ def test_plan_and_apply_refuse(case: Case, tmp_path: Path) -> None:
     try:
         if case.mode == "plan":
             assert_one_clear_error(case, run(d, "plan", case=case, root=root), "plan")
+            assert_json_error(case, run(d, "plan", "--json", case=case, root=root), "plan")
         p = run(d, "apply", "--auto-approve", case=case, root=root)
         assert_one_clear_error(case, p, "apply")
+        p = run(d, "apply", "--auto-approve", "--json", case=case, root=root)
+        assert_json_error(case, p, "apply")
         assert_kernel_unchanged(before)
         assert pins_under(root) == []
     finally:
