@@ -23,6 +23,7 @@ from reconciler.spec.expand import expand_manifests
 from reconciler.spec.host import HostError, HostFacts
 from reconciler.spec.loader import (
     Document,
+    WalkError,
     find_manifest_files,
     format_path,
     load_file,
@@ -87,7 +88,11 @@ def load_manifests(
     )
     problems: list[Problem] = []
     docs: list[Document] = []
-    for path in find_manifest_files(root):
+    try:
+        found = find_manifest_files(root)
+    except WalkError as e:  # a part of the source that cannot be read: plan nothing
+        raise ManifestError([str(e)]) from None
+    for path in found:
         found, file_problems = load_file(path, base, base)
         docs.extend(found)
         problems.extend(file_problems)
