@@ -47,11 +47,6 @@ class Snapshot:
         self.close()
 
 
-def is_url(source: str) -> bool:
-    """Whether ``source`` names a git repository (a refused transport raises SourceError)."""
-    return classify(source).kind is Kind.GIT
-
-
 def open_source(
     source: str | SourceRef | None, ref: str | None = None, path: str | None = None
 ) -> Snapshot:
