@@ -78,11 +78,14 @@ def _add_source(p: argparse.ArgumentParser) -> None:
         "source",
         nargs="?",
         default=".",
-        help="directory of manifests, or a git URL (file://, https://, ssh) (default: .); "
-        "for apply also a plan file saved by `bpfman plan --out`",
+        help="directory of manifests, one manifest file (.yaml/.yml), or a git URL (file://, "
+        "https://, http://, ssh://, git://, user@host:path) (default: .); for apply also a plan "
+        "file saved by `bpfman plan --out`",
     )
     p.add_argument("--ref", help="git branch, tag or commit to read (git sources)")
-    p.add_argument("--path", help="subdirectory of the source holding the manifests")
+    p.add_argument(
+        "--path", help="subdirectory (or one manifest file) of the source holding the manifests"
+    )
 
 
 def _add_targeting(p: argparse.ArgumentParser) -> None:
@@ -192,6 +195,10 @@ def _setup_logging(verbose: int) -> None:
     logging.basicConfig(
         level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    from reconciler.sources.redact import RedactingFilter
+
+    for handler in logging.getLogger().handlers:  # no log line shows a URL's credentials
+        handler.addFilter(RedactingFilter())
 
 
 def _use_color(args: argparse.Namespace) -> bool:

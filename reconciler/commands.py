@@ -324,12 +324,15 @@ def _print_flush(line: str) -> None:
 
 
 def cmd_apply(args: argparse.Namespace, color: bool) -> int:
-    import os
-
     from reconciler.engine import plan_for
+    from reconciler.sources import Kind, SourceError, classify
 
     ctx = _context(args)
-    if args.source and os.path.isfile(args.source):
+    try:  # a saved plan, or manifests (sources/kinds.py decides, by content, not by name)
+        kind = classify(args.source).kind
+    except SourceError as e:
+        raise UserError(str(e)) from None
+    if kind is Kind.PLAN:
         return _apply_saved(args, color, ctx)
     if args.refresh_only:
         return _refresh(args, ctx)

@@ -14,6 +14,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from reconciler.sources.redact import redact
 from reconciler.state import ensure_dir
 
 
@@ -47,7 +48,8 @@ class ApplyLock:
                 time.sleep(0.1)
         info = {
             "pid": os.getpid(),
-            "command": " ".join(["bpfman", *sys.argv[1:]]),
+            # The command line may hold a git URL with credentials: stored redacted.
+            "command": redact(" ".join(["bpfman", *sys.argv[1:]])),
             "since": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         os.ftruncate(fd, 0)

@@ -26,6 +26,7 @@ from reconciler.address import Address
 from reconciler.kernel import types as kt
 from reconciler.plan.drift import Drift
 from reconciler.plan.model import Action, Plan, ResourceChange
+from reconciler.sources.redact import redact
 from reconciler.spec.model import DesiredAttachment, Origin
 from reconciler.state import Record
 
@@ -178,7 +179,7 @@ def save(plan: Plan, path: Path, fp: str) -> None:
         "bpfman_version": __version__,
         "bpffs_root": plan.bpffs_root,
         "fingerprint": fp,
-        "source": plan.source,
+        "source": redact(plan.source),  # already redacted at the source; a stored file: again
         "revision": plan.revision,
         "destroy": plan.destroy,
         "dispatching": plan.dispatching,

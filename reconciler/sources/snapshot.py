@@ -1,23 +1,38 @@
+"""A snapshot of a source: the directory or file to read, and the revision it represents.
+
+    with open_source("https://host/ops/ebpf.git", ref="main", path="edge") as snap:
+        load_desired(snap.root, source_root=snap.base)   # snap.description: for plan headers
+
+What SOURCE is (a directory, a manifest file, a git URL, or refused) is decided by
+:func:`reconciler.sources.kinds.classify` before anything is created. A git source is cloned into
+a private temporary directory (``bpfman-src-*``) that is removed on every way out: an error, an
+interrupt, or the end of the ``with`` block.
+"""
+
 from __future__ import annotations
 
-import re
+import os
 import shutil
+import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
-class SourceError(Exception):
-    """The source cannot be read: a missing directory, an unreachable repository, a bad ref."""
+from reconciler.files import kind_of
+from reconciler.sources.gitcmd import GitFailed, run_git
+from reconciler.sources.kinds import MANIFEST_SUFFIXES, Kind, SourceError, SourceRef, classify
+from reconciler.sources.redact import shown
+from reconciler.spec.paths import is_within, real
 
 
 @dataclass
 class Snapshot:
-    root: Path  # the directory whose manifests are read (after --path)
-    description: str  # what the user named, for plan headers
+    root: Path  # the directory or manifest file to read (after --path)
+    description: str  # what the user named, credentials redacted: plan headers, JSON, plan files
     revision: str | None = None  # git commit, when the source is a repository
     _tmp: str | None = field(default=None, repr=False)
-    # The whole source (the directory or checkout before --path): bytecode must stay inside it.
+    # The whole source (the directory, the manifest file's directory, or the checkout before
+    # --path): bytecode must stay inside it.
     base: Path | None = None
 
     def close(self) -> None:
@@ -32,85 +47,119 @@ class Snapshot:
         self.close()
 
 
-# URLs gitpython can clone: scheme://..., or scp-like user@host:path.
-_URL = re.compile(r"^([a-z][a-z0-9+.-]*://|[\w.-]+@[\w.-]+:)", re.IGNORECASE)
+def open_source(
+    source: str | SourceRef | None, ref: str | None = None, path: str | None = None
+) -> Snapshot:
+    """Open SOURCE (default: the current directory; or a SourceRef already classified).
+    ``ref`` applies to git URLs; ``path`` narrows a git repository or a directory to a
+    subdirectory or one manifest file in it."""
+    src = source if isinstance(source, SourceRef) else classify(source)
+    if src.kind is Kind.PLAN:
+        raise SourceError(
+            f"{src.shown} is a plan saved by `bpfman plan --out`, not manifests; carry it out "
+            f"with `bpfman apply {src.shown}`, or give the manifests it was made from"
+        )
+    if src.kind is Kind.GIT:
+        return _clone(src, ref, path)
+    assert src.path is not None
+    if ref:
+        raise SourceError(
+            f"--ref applies to git repository URLs, but {src.shown!r} is a {src.kind.value}"
+        )
+    if src.kind is Kind.MANIFEST:
+        if path:
+            raise SourceError(
+                f"--path chooses what to read inside a directory or a git repository, but "
+                f"{src.shown!r} is a single manifest file: give it without --path"
+            )
+        file = real(src.path)
+        return Snapshot(
+            root=file,
+            description=src.shown,
+            revision=_dir_revision(file.parent, file.name),
+            base=file.parent,
+        )
+    base = real(src.path)
+    root = _inside(base, path, "source directory")
+    rev = _dir_revision(root) if root.is_dir() else _dir_revision(root.parent, root.name)
+    return Snapshot(root=root, description=src.shown, revision=rev, base=base)
 
 
-def is_url(source: str) -> bool:
-    return bool(_URL.match(source))
-
-
-def _subdir(base: Path, path: str | None, what: str) -> Path:
+def _inside(base: Path, path: str | None, what: str) -> Path:
+    """``--path`` resolved inside ``base``: a directory, or one manifest file."""
     if not path:
         return base
-    target = (base / path).resolve()
-    if target != base.resolve() and base.resolve() not in target.parents:
-        raise SourceError(f"--path {path!r} leaves the {what}; give a directory inside it")
-    if not target.is_dir():
-        raise SourceError(f"--path {path!r} is not a directory in the {what}")
-    return target
-
-
-def open_source(source: str | None, ref: str | None = None, path: str | None = None) -> Snapshot:
-    """Open SOURCE (default: the current directory). ``ref`` and ``path`` apply to git URLs;
-    ``path`` also narrows a directory source."""
-    source = source or "."
-    if is_url(source):
-        return _clone(source, ref, path)
-    if ref:
-        raise SourceError(f"--ref applies to git repository URLs, but {source!r} is a directory")
-    base = Path(source)
-    if not base.is_dir():
+    target = real(base / path)
+    if not is_within(target, base):
         raise SourceError(
-            f"source {source!r} is not a directory (or a git URL such as file:///repo)"
+            f"--path {shown(path)!r} leaves the {what}; give a directory or manifest file inside it"
         )
-    root = _subdir(base.resolve(), path, "source directory")
-    return Snapshot(
-        root=root, description=source, revision=_dir_revision(root), base=base.resolve()
+    try:
+        mode = os.stat(target).st_mode
+    except OSError:
+        raise SourceError(f"--path {shown(path)!r} does not exist in the {what}") from None
+    if stat.S_ISDIR(mode):
+        return target
+    if stat.S_ISREG(mode) and target.name.endswith(MANIFEST_SUFFIXES):
+        return target
+    what_it_is = kind_of(mode) if not stat.S_ISREG(mode) else "a file that is not .yaml or .yml"
+    raise SourceError(
+        f"--path {shown(path)!r} in the {what} is {what_it_is}; give a directory or a manifest "
+        "file (.yaml or .yml)"
     )
 
 
-def _dir_revision(root: Path) -> str | None:
-    """The commit of a checkout the directory lives in, marked when the work tree differs."""
-    if not any((p / ".git").exists() for p in (root, *root.parents)):
+def _dir_revision(directory: Path, scope: str = ".") -> str | None:
+    """The commit of a checkout ``directory`` lives in, marked ``+dirty`` when the work tree
+    differs under ``scope`` (the directory, or one file in it)."""
+    if not any((p / ".git").exists() for p in (directory, *directory.parents)):
         return None
     try:
-        import git  # gitpython is slow to import: only when the directory is in a checkout
-
-        repo = git.Repo(root, search_parent_directories=True)
-        rev = repo.head.commit.hexsha
-        return f"{rev}+dirty" if repo.is_dirty(untracked_files=True, path=str(root)) else rev
-    except Exception:  # not a checkout, or an empty repository: a directory has no revision
+        rev = run_git(["rev-parse", "--verify", "--quiet", "HEAD"], cwd=directory).strip()
+        status = run_git(["status", "--porcelain", "--", scope], cwd=directory)
+    except GitFailed:  # not a checkout git accepts, or an empty repository: no revision
         return None
+    return f"{rev}+dirty" if status.strip() else rev
 
 
-def _clone(url: str, ref: str | None, path: str | None) -> Snapshot:
-    import git
-
-    tmp = tempfile.mkdtemp(prefix="bpfman-src-")
+def _clone(src: SourceRef, ref: str | None, path: str | None) -> Snapshot:
+    tmp: str | None = None
     try:
-        repo = git.Repo.clone_from(url, tmp, no_checkout=True)
+        tmp = tempfile.mkdtemp(prefix="bpfman-src-")
         try:
-            commit = repo.commit(ref or "HEAD")
-        except Exception:
-            try:  # a branch that is not the default one exists only as a remote ref
-                commit = repo.commit(f"origin/{ref}")
-            except Exception:
-                raise SourceError(
-                    f"ref {ref!r} not found in {url}: give a branch, tag or commit"
-                ) from None
-        repo.git.checkout(commit.hexsha, force=True)
-        root = _subdir(Path(tmp), path, f"repository {url}")
-        desc = f"{url}@{ref}" if ref else url
-        return Snapshot(
-            root=root, description=desc, revision=commit.hexsha, _tmp=tmp, base=Path(tmp)
-        )
-    except SourceError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    except git.GitCommandError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        detail = (e.stderr or "").strip().splitlines()
-        raise SourceError(
-            f"cannot clone {url}: {detail[-1] if detail else e}; check the URL and access"
-        ) from None
+            run_git(["clone", "--no-checkout", "--quiet", "--", src.given, tmp])
+        except GitFailed as e:
+            raise SourceError(
+                f"cannot clone {src.shown}: {e.reason}; check the URL and your access to it"
+            ) from None
+        commit = _resolve(Path(tmp), ref, src)
+        try:
+            run_git(["checkout", "--quiet", "--force", "--detach", commit], cwd=Path(tmp))
+        except GitFailed as e:
+            raise SourceError(f"cannot check out {commit} of {src.shown}: {e.reason}") from None
+        root = _inside(Path(tmp), path, f"repository {src.shown}")
+        desc = f"{src.shown}@{shown(ref)}" if ref else src.shown
+        snap = Snapshot(root=root, description=desc, revision=commit, _tmp=tmp, base=Path(tmp))
+        tmp = None  # the snapshot owns it now
+        return snap
+    finally:  # every other way out (an error, KeyboardInterrupt) removes the clone
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _resolve(clone: Path, ref: str | None, src: SourceRef) -> str:
+    """The commit ``ref`` names in the fresh clone (default: the remote's HEAD). A branch that
+    is not the default one exists only as ``origin/BRANCH``."""
+    candidates = [ref, f"origin/{ref}"] if ref else ["HEAD"]
+    for name in candidates:
+        try:
+            out = run_git(
+                ["rev-parse", "--verify", "--quiet", "--end-of-options", f"{name}^{{commit}}"],
+                cwd=clone,
+            )
+            return out.strip()
+        except GitFailed:
+            continue
+    if ref is None:
+        raise SourceError(f"{src.shown} has no commit at HEAD (an empty repository?)")
+    raise SourceError(f"ref {shown(ref)!r} not found in {src.shown}: give a branch, tag or commit")

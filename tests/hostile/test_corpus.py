@@ -14,8 +14,9 @@ test objects in ``bytecode/``), with its expectations in leading comments:
     # expect: TEXT                     fragments the error message must contain (one or more)
     # source: TEXT                     optional: the SOURCE argument instead of the case's
     #                                  directory, e.g. {src}/fw.yaml or a git URL
-    # args: TEXT                       optional: more global arguments, split on spaces, e.g.
-    #                                  --config {case}/fifo
+    # args: TEXT                       optional: more arguments after the command (global
+    #                                  options work there too), split on spaces, e.g.
+    #                                  --config {case}/fifo or --path ../..
     # env: KEY=VALUE                   optional, repeatable: environment of the run
     # absent: TEXT                     optional, repeatable: must NOT appear in the output
     #                                  (e.g. a password in a URL)
@@ -196,6 +197,20 @@ def bad_config(d: Path) -> None:
     (d / "config.yaml").write_text("bytecode_dirs: [relative/dir]\n")
 
 
+def fifo_source(d: Path) -> None:
+    """A SOURCE that is a named pipe: opening it for reading would block until a writer came."""
+    os.mkfifo(d / "fw.yaml")
+
+
+def git_repo(d: Path) -> None:
+    """``repo/``: a git repository holding what ``src/`` holds, one commit."""
+    shutil.copytree(d / "src", d / "repo")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", "-C", str(d / "repo")]
+    subprocess.run([*git, "init", "-q", "-b", "main"], check=True, capture_output=True)
+    subprocess.run([*git, "add", "."], check=True, capture_output=True)
+    subprocess.run([*git, "commit", "-qm", "manifests"], check=True, capture_output=True)
+
+
 def build(case: Case, base: Path) -> Path:
     """The case's directory: ``src/`` (the source) and whatever its setup puts outside it."""
     d = base / case.name
@@ -238,13 +253,13 @@ def run(
     cmd = [support.BPFMAN, "--bpffs-root", str(root), "--state-dir", str(d / "state")]
     cmd += ["--config", str(d / "config.yaml"), "--no-color"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("BPFMAN_")}
+    cmd += [command, *args]
     if case is not None:
         cmd += [_expand(a, d) for a in case.args]
         env.update({k: _expand(v, d) for k, v in case.env.items()})
-    cmd += [command]
     if case is not None and command in ("validate", "plan", "apply"):
-        cmd += [_expand(case.source, d)]
-    cmd += list(args)
+        source = _expand(case.source, d)
+        cmd += ["--", source] if source.startswith("-") else [source]  # an option-like SOURCE
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         p = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env)
         deadline = time.monotonic() + TIME_BOUND
