@@ -89,10 +89,10 @@ def load_manifests(
     problems: list[Problem] = []
     docs: list[Document] = []
     try:
-        found = find_manifest_files(root)
+        paths = find_manifest_files(root)
     except WalkError as e:  # a part of the source that cannot be read: plan nothing
         raise ManifestError([str(e)]) from None
-    for path in found:
+    for path in paths:
         found, file_problems = load_file(path, base, base)
         docs.extend(found)
         problems.extend(file_problems)
