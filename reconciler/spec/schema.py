@@ -50,7 +50,7 @@ SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
 UNSUPPORTED = "x-bpfman-unsupported"  # schema annotation: a field rejected, and why
 HINT = "x-bpfman-hint"  # schema annotation: in words, what a pattern/constraint accepts
 # Unknown fields of one mapping reported one by one; the rest are counted.
-MAX_UNKNOWN_FIELDS = 20
+MAX_UNKNOWN_FIELDS = 10
 
 
 def schema_path(kind: str) -> Path:

@@ -23,7 +23,7 @@ from typing import Any
 from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError
 
-MAX_ERRORS_PER_CONTAINER = 20
+MAX_ERRORS_PER_CONTAINER = 10
 MORE = "x-bpfman-more"  # the validator name of a summary error: "N more items are invalid"
 
 

@@ -20,6 +20,10 @@ test objects in ``bytecode/``), with its expectations in leading comments:
     # env: KEY=VALUE                   optional, repeatable: environment of the run
     # absent: TEXT                     optional, repeatable: must NOT appear in the output
     #                                  (e.g. a password in a URL)
+    # caps: -CAP,...                   optional: run bpfman with these capabilities dropped from
+    #                                  its bounding set (setpriv), e.g. -dac_override
+    # teardown: NAME                   optional: a function that undoes what setup made outside
+    #                                  the case directory (a network namespace)
     # In source, args and env, {case} is the case's directory and {src} its source directory.
 
 Every run must also: exit within a time bound (no hang), stay under a memory bound (peak RSS of
@@ -45,7 +49,9 @@ from pathlib import Path
 
 import pytest
 
+from reconciler import terminal
 from tests import support
+from tests.hostile import setups
 
 CASES = Path(__file__).resolve().parent / "cases"
 EXAMPLE_BYTECODE = support.REPO / "manifests" / "examples" / "bytecode"
@@ -79,6 +85,8 @@ class Case:
     args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     absent: list[str] = field(default_factory=list)
+    caps: str | None = None
+    teardown: str | None = None
 
     @classmethod
     def read(cls, path: Path) -> Case:
@@ -99,6 +107,10 @@ class Case:
                 case.source = value
             elif key == "args":
                 case.args += value.split()
+            elif key == "caps":
+                case.caps = value
+            elif key == "teardown":
+                case.teardown = value
             elif key == "absent":
                 case.absent.append(value)
             elif key == "env":
@@ -217,10 +229,23 @@ def build(case: Case, base: Path) -> Path:
     (d / "src" / "bytecode").mkdir(parents=True)
     for obj in OBJECTS:
         shutil.copyfile(obj, d / "src" / "bytecode" / obj.name)
-    shutil.copyfile(CASES / f"{case.name}.yaml", d / "src" / f"{case.name}.yaml")
+    text = (CASES / f"{case.name}.yaml").read_text(encoding="utf-8", errors="surrogateescape")
+    text = _expand(text, d)
+    (d / "src" / f"{case.name}.yaml").write_text(text, errors="surrogateescape")
     if case.setup:
-        globals()[case.setup](d)
+        _function(case.setup)(d)
     return d
+
+
+def _function(name: str):
+    """A setup or teardown: in this file, or in setups.py."""
+    return globals().get(name) or getattr(setups, name)
+
+
+def tear_down(case: Case, d: Path) -> None:
+    if case.teardown:
+        _function(case.teardown)(d)
+    setups.remove_deep(d)  # trees too deep or long for shutil.rmtree
 
 
 # Every answer must come within this time and memory (a hang or an unbounded read fails here).
@@ -238,6 +263,7 @@ class Run:
     stdout: str
     stderr: str
     max_rss_mb: float
+    case_dir: Path
 
 
 def _expand(text: str, d: Path) -> str:
@@ -254,6 +280,8 @@ def run(
     cmd += ["--config", str(d / "config.yaml"), "--no-color"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("BPFMAN_")}
     cmd += [command, *args]
+    if case is not None and case.caps:
+        cmd = ["setpriv", "--bounding-set", case.caps, "--", *cmd]
     if case is not None:
         cmd += [_expand(a, d) for a in case.args]
         env.update({k: _expand(v, d) for k, v in case.env.items()})
@@ -277,7 +305,7 @@ def run(
         err.seek(0)
         stdout = out.read().decode(errors="replace")
         stderr = err.read().decode(errors="replace")
-    return Run(p.returncode, stdout, stderr, usage.ru_maxrss / 1024)
+    return Run(p.returncode, stdout, stderr, usage.ru_maxrss / 1024, d)
 
 
 def assert_one_clear_error(case: Case, p: Run, what: str) -> None:
@@ -295,6 +323,7 @@ def assert_one_clear_error(case: Case, p: Run, what: str) -> None:
     else:
         assert f"({case.problems} problems)" in p.stderr, shown
     for fragment in case.expect:
+        fragment = _expand(fragment, p.case_dir)
         assert fragment in output, f"missing {fragment!r}\n{shown}"
     for fragment in case.absent:
         assert fragment not in output, f"{fragment!r} must not be shown\n{shown}"
@@ -317,11 +346,15 @@ def assert_json_error(case: Case, p: Run, what: str) -> None:
     if what == "validate":
         assert doc["valid"] is False, shown
     text = json.dumps(doc, ensure_ascii=False) + p.stderr
-    decoded = p.stderr + "\n".join(
-        f"{d['file']}:{d['line']}: {d['field'] + ': ' if d['field'] else ''}{d['message']}"
-        for d in diagnostics
+    # Compared as a terminal would show them (bpfman escapes control characters when printing).
+    decoded = p.stderr + terminal.escape(
+        "\n".join(
+            f"{d['file']}:{d['line']}: {d['field'] + ': ' if d['field'] else ''}{d['message']}"
+            for d in diagnostics
+        )
     )
     for fragment in case.expect:
+        fragment = _expand(fragment, p.case_dir)
         assert fragment in decoded or fragment in text, f"missing {fragment!r}\n{shown}"
     for fragment in case.absent:
         assert fragment not in p.stdout + p.stderr, f"{fragment!r} must not be shown\n{shown}"
@@ -359,11 +392,15 @@ def validated(tmp_path_factory: pytest.TempPathFactory):
     dirs = {c.name: build(c, base) for c in VALIDATE}
     before = kernel_ids() if support.is_root() else None
     runs = [(c, flags) for c in VALIDATE for flags in ((), ("--json",))]
-    with ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 4)) as pool:
-        done = pool.map(lambda r: run(dirs[r[0].name], "validate", *r[1], case=r[0]), runs)
-        results: dict[str, dict[bool, Run]] = {}
-        for (c, flags), result in zip(runs, done, strict=True):
-            results.setdefault(c.name, {})[bool(flags)] = result
+    try:
+        with ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 4)) as pool:
+            done = pool.map(lambda r: run(dirs[r[0].name], "validate", *r[1], case=r[0]), runs)
+            results: dict[str, dict[bool, Run]] = {}
+            for (c, flags), result in zip(runs, done, strict=True):
+                results.setdefault(c.name, {})[bool(flags)] = result
+    finally:
+        for c in VALIDATE:
+            tear_down(c, dirs[c.name])
     if before is not None:
         assert_kernel_unchanged(before)
     return results
@@ -402,3 +439,4 @@ def test_plan_and_apply_refuse(case: Case, tmp_path: Path) -> None:
     finally:
         run(d, "destroy", "--auto-approve", root=root)
         support.remove_tree(root)
+        tear_down(case, d)
