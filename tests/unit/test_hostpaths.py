@@ -104,6 +104,13 @@ def test_bpffs_root_under_an_unmounted_sys_fs_bpf_is_left_to_mount(monkeypatch):
     assert "/etc is on " in _refused(check_bpffs_root, "/etc")
 
 
+def test_a_symlink_loop_is_one_clear_error(tmp_path):
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    assert "cannot be resolved" in _refused(check_bpffs_root, str(tmp_path / "a"))
+    assert "cannot be resolved" in _refused(check_state_dir, str(tmp_path / "b"))
+
+
 def test_a_control_character_in_a_path_is_escaped():
     message = _refused(check_bpffs_root, "bad\x1b[31mroot")
     assert "\x1b" not in message and "\\x1b" in message
