@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from reconciler import __version__
+from reconciler import __version__, terminal
+from reconciler.errors import UserError, error_document
 
 log = logging.getLogger("bpfman")
 
@@ -22,8 +23,7 @@ DEFAULT_BPFFS_ROOT = "/sys/fs/bpf/bpfman"
 DEFAULT_STATE_DIR = "/run/bpfman"
 
 
-class UserError(Exception):
-    """Something the user can fix; printed as one ``Error:`` message, exit 1."""
+__all__ = ["UserError", "build_parser", "main", "paths", "print_json"]
 
 
 def _add_globals(p: argparse.ArgumentParser, suppress: bool) -> None:
@@ -174,11 +174,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
 def _setup_logging(verbose: int) -> None:
-    env = os.environ.get("BPFMAN_LOG", "").upper()
-    level = logging.WARNING
-    if env in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        level = getattr(logging, env)
+    """``-v`` (info) and ``-vv`` (debug) win over BPFMAN_LOG; a BPFMAN_LOG that names no level
+    is an error rather than a silent default."""
+    env = os.environ.get("BPFMAN_LOG", "").strip()
+    if env and env.lower() not in LOG_LEVELS:
+        raise UserError(
+            f"BPFMAN_LOG={env!r} is not a log level; set it to one of {', '.join(LOG_LEVELS)}, "
+            "or unset it (default: warning)"
+        )
+    level = getattr(logging, env.upper()) if env else logging.WARNING
     if verbose:
         level = logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(
@@ -190,34 +198,52 @@ def _use_color(args: argparse.Namespace) -> bool:
     return sys.stdout.isatty() and not args.no_color and "NO_COLOR" not in os.environ
 
 
+def _stderr_color(args: argparse.Namespace) -> bool:
+    return sys.stderr.isatty() and not args.no_color and "NO_COLOR" not in os.environ
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
+    # Everything printed from here on, logs included, goes through the escaping streams.
+    out, err = terminal.install(sys.stdout, sys.stderr)
+    sys.stdout, sys.stderr = out, err
     args = build_parser().parse_args(argv)
-    _setup_logging(args.verbose)
+    out.colors = _use_color(args)
+    err.colors = _stderr_color(args)
     from reconciler import commands
     from reconciler.kernel.types import KernelError
 
     try:
+        _setup_logging(args.verbose)
         code = commands.run(args, color=_use_color(args))
-    except (UserError, KernelError) as e:
-        _error(str(e), args)
+    except UserError as e:
+        _error(e, args)
+        code = 1
+    except KernelError as e:
+        _error(UserError(str(e)), args)
         code = 1
     except PermissionError as e:
-        _error(
+        message = (
             f"permission denied: {e.filename or e}; bpfman loads eBPF programs and must run as "
-            "root (or with CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON and CAP_SYS_ADMIN)",
-            args,
+            "root (or with CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON and CAP_SYS_ADMIN)"
         )
+        _error(UserError(message), args)
         code = 1
     except KeyboardInterrupt:
-        _error("interrupted", args)
+        _error(UserError("interrupted"), args)
         code = 130
     sys.exit(code)
 
 
-def _error(message: str, args: argparse.Namespace) -> None:
-    color = sys.stderr.isatty() and not args.no_color and "NO_COLOR" not in os.environ
-    prefix = "\x1b[31;1mError:\x1b[0m " if color else "Error: "
-    print(prefix + message, file=sys.stderr)
+def _error(error: UserError, args: argparse.Namespace) -> None:
+    """One ``Error:`` message on stderr; with --json, also the error document on stdout, so that
+    stdout stays JSON whatever went wrong."""
+    if getattr(args, "json", False) and not error.json_printed:
+        extra: dict[str, Any] = {}
+        if args.command == "validate":
+            extra = {"valid": False, "problems": error.problems}
+        print_json(error_document(error, **extra))
+    prefix = "\x1b[31;1mError:\x1b[0m " if _stderr_color(args) else "Error: "
+    print(prefix + str(error), file=sys.stderr)
 
 
 def print_json(doc: Any) -> None:

@@ -9,7 +9,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from reconciler import listing
-from reconciler.cli import UserError, print_json
+from reconciler.cli import print_json
+from reconciler.errors import UserError, problems_error
 from reconciler.plan.model import Plan
 from reconciler.spec.host import HostError
 from reconciler.spec.model import DesiredState, ManifestError
@@ -28,12 +29,15 @@ def run(args: argparse.Namespace, color: bool) -> int:
 
 
 def _manifest_error(e: ManifestError) -> UserError:
-    n = len(e.problems)
-    head = "the manifests are invalid" if n > 1 else "a manifest is invalid"
-    return UserError(
-        f"{head} ({n} problem{'s' if n > 1 else ''}); nothing was changed:\n  "
-        + "\n  ".join(e.problems)
-    )
+    head = "the manifests are invalid" if len(e.problems) > 1 else "a manifest is invalid"
+    return problems_error(head, e.problems)
+
+
+def _host_error(e: HostError) -> UserError:
+    """A host file at fault is headed as such; a host fact that cannot be learned is one line."""
+    if e.source:
+        return problems_error(f"{e.source} is invalid", e.problems)
+    return UserError(str(e))
 
 
 @contextmanager
@@ -52,8 +56,8 @@ def _desired(args: argparse.Namespace) -> Iterator[DesiredState]:
             state = load_desired(snap.root, _host(args), source_root=snap.base)
         except ManifestError as e:
             raise _manifest_error(e) from None
-        except HostError as e:  # the host config itself is wrong
-            raise UserError(str(e)) from None
+        except HostError as e:  # the host config or labels file itself is wrong
+            raise _host_error(e) from None
         state.source = snap.description
         state.revision = snap.revision
         yield state
@@ -131,13 +135,10 @@ def cmd_validate(args: argparse.Namespace, color: bool) -> int:
             # host config's bytecode_dirs (none on a CI runner without one).
             allowed = _host(args).bytecode_dirs()
         except HostError as e:
-            raise UserError(str(e)) from None
+            raise _host_error(e) from None
         try:
             manifests = load_manifests(snap.root, allowed, source_root=snap.base)
         except ManifestError as e:
-            if args.json:
-                print_json({"format_version": "1.0", "valid": False, "problems": e.problems})
-                return 1
             raise _manifest_error(e) from None
     if args.json:
         print_json(
@@ -172,10 +173,9 @@ def cmd_plan(args: argparse.Namespace, color: bool) -> int:
             sys.stdout.write(render_unselected(plan, Style(color)))
         _print_plan(plan, color)
     if plan.errors:
-        if args.json:
-            return 1
         raise UserError(
-            f"the plan has {len(plan.errors)} error(s) shown above; nothing can be applied"
+            f"the plan has {len(plan.errors)} error(s) shown above; nothing can be applied",
+            json_printed=args.json,
         )
     if args.out and not args.json:
         print(f"\nSaved the plan to {args.out}. To carry out exactly these actions, run:")
@@ -245,7 +245,10 @@ def _execute(args: argparse.Namespace, color: bool, ctx: Any, plan: Plan, verb: 
     if plan.errors:
         if args.json:
             print_json({**plan_document(plan), "applied": False})
-        raise UserError(f"the plan has {len(plan.errors)} error(s); nothing was changed")
+        raise UserError(
+            f"the plan has {len(plan.errors)} error(s); nothing was changed",
+            json_printed=args.json,
+        )
     if not plan.has_changes and leftovers(ctx.kernel):
         # Nothing to change, but a killed apply left staging behind: clean it under the lock.
         try:
@@ -300,14 +303,16 @@ def _execute(args: argparse.Namespace, color: bool, ctx: Any, plan: Plan, verb: 
     if failed and interrupt.requested:
         raise UserError(
             f"{failed}\n{verb} stopped; {add} added, {change} changed, {destroy} "
-            "destroyed before the signal. Run `bpfman plan` to see what remains."
+            "destroyed before the signal. Run `bpfman plan` to see what remains.",
+            json_printed=args.json,
         )
     if failed:
         if not outcomes:
-            raise UserError(f"{failed}\nNothing was changed.")
+            raise UserError(f"{failed}\nNothing was changed.", json_printed=args.json)
         raise UserError(
             f"{failed}\n{verb} stopped; {add} added, {change} changed, {destroy} destroyed before "
-            "the error. Run `bpfman plan` to see what remains."
+            "the error. Run `bpfman plan` to see what remains.",
+            json_printed=args.json,
         )
     if not args.json:
         print()

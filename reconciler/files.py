@@ -38,7 +38,11 @@ _KIND = (
 class NotReadable(ValueError):
     """The path exists but is not something bpfman reads: not a regular file, or too large.
     The message is a reason to follow the path, e.g. ``is a FIFO (named pipe), not a regular
-    file``."""
+    file``; ``kind`` says what the path is instead (``a FIFO (named pipe)``), when that is why."""
+
+    def __init__(self, message: str, kind: str | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 def kind_of(mode: int) -> str:
@@ -51,7 +55,7 @@ def kind_of(mode: int) -> str:
 
 def _require_regular(mode: int) -> None:
     if not stat.S_ISREG(mode):
-        raise NotReadable(f"is {kind_of(mode)}, not a regular file")
+        raise NotReadable(f"is {kind_of(mode)}, not a regular file", kind_of(mode))
 
 
 def open_regular(path: str | Path) -> BinaryIO:
@@ -70,8 +74,13 @@ def open_regular(path: str | Path) -> BinaryIO:
         raise
 
 
-def too_large(size: int, limit: int) -> str:
-    return f"is {size} bytes, over the limit of {_size(limit)}"
+class TooLarge(NotReadable):
+    """A regular file over the size limit its reader sets."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"is {size} bytes, over the limit of {_size(limit)}")
+        self.size = size
+        self.limit = limit
 
 
 def _size(n: int) -> str:
@@ -88,10 +97,10 @@ def read_regular(path: str | Path, limit: int) -> bytes:
     with open_regular(path) as f:
         size = os.fstat(f.fileno()).st_size
         if size > limit:
-            raise NotReadable(too_large(size, limit))
+            raise TooLarge(size, limit)
         data = f.read(limit + 1)
     if len(data) > limit:
-        raise NotReadable(too_large(len(data), limit))
+        raise TooLarge(len(data), limit)
     return data
 
 
@@ -101,10 +110,10 @@ def open_nonblocking(path: str | Path, flags: int = os.O_RDONLY) -> int:
     callers that hand the descriptor to the kernel (setns) rather than read it."""
     mode = os.stat(path).st_mode
     if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-        raise NotReadable(f"is {kind_of(mode)}, not a regular file")
+        raise NotReadable(f"is {kind_of(mode)}, not a regular file", kind_of(mode))
     fd = os.open(path, flags | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     mode = os.fstat(fd).st_mode
     if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
         os.close(fd)
-        raise NotReadable(f"is {kind_of(mode)}, not a regular file")
+        raise NotReadable(f"is {kind_of(mode)}, not a regular file", kind_of(mode))
     return fd

@@ -9,9 +9,7 @@ dynamic loader would find a library.
 
 from __future__ import annotations
 
-import functools
 import glob
-import json
 import os
 import re
 import socket
@@ -20,11 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-from yaml.nodes import MappingNode, ScalarNode
-
+from reconciler import hostfiles
 from reconciler.spec.host import HostError
-from reconciler.spec.schema import SCHEMA_DIR
 
 DEFAULT_LABELS_FILE = Path("/etc/bpfman/labels.yaml")
 DEFAULT_CONFIG_FILE = Path("/etc/bpfman/config.yaml")
@@ -90,21 +85,26 @@ class Host:
         self.extra_labels = dict(extra_labels or {})
         self.config_file = config_file
         self._labels: dict[str, str] | None = None
-        self._xdp_modes: dict[str, str] | None = None
-        self._bytecode_dirs: list[str] | None = None
+        self._config: hostfiles.HostConfig | None = None
+
+    def config(self) -> hostfiles.HostConfig:
+        """The host config file, read once (HostError when it is wrong)."""
+        if self._config is None:
+            self._config = (
+                hostfiles.read_host_config(self.config_file)
+                if self.config_file
+                else hostfiles.HostConfig()
+            )
+        return self._config
 
     def bytecode_dirs(self) -> list[str]:
         """``bytecode_dirs`` of the host's config file: the directories absolute bytecode paths
         may name (none when the file or the key is missing)."""
-        if self._bytecode_dirs is None:
-            self._bytecode_dirs = read_bytecode_dirs(self.config_file) if self.config_file else []
-        return list(self._bytecode_dirs)
+        return list(self.config().bytecode_dirs)
 
     def xdp_mode(self, ifname: str, netns: str | None = None) -> str | None:
         """``interfaces.<ifname>.xdpmode`` of the host's config file (any namespace)."""
-        if self._xdp_modes is None:
-            self._xdp_modes = read_xdp_modes(self.config_file) if self.config_file else {}
-        return self._xdp_modes.get(ifname)
+        return self.config().xdp_modes.get(ifname)
 
     def labels(self) -> dict[str, str]:
         """Built-ins, then the labels file (if it exists), then ``extra_labels``; later win."""
@@ -174,144 +174,34 @@ def builtin_labels(nodename: str | None = None, machine: str | None = None) -> d
     }
 
 
-@functools.cache
-def _label_patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
-    """The label key and value syntax, from the schema every manifest's labels follow."""
-    defs = json.loads((SCHEMA_DIR / "common.json").read_text())["$defs"]
-    return re.compile(defs["labelKey"]["pattern"]), re.compile(defs["labelValue"]["pattern"])
-
-
 def parse_label(text: str) -> tuple[str, str]:
     """``--label KEY=VALUE`` as (key, value); ValueError with the valid syntax if it is not one
     (usable as an argparse ``type=``)."""
     key, sep, value = text.partition("=")
-    key_syntax, value_syntax = _label_patterns()
-    if not sep or not key_syntax.match(key) or len(key) > 317:
+    if not sep or not hostfiles.is_label_key(key):
         raise ValueError(
             f"{text!r} is not KEY=VALUE with a label key, e.g. topology.kubernetes.io/zone=eu-1a"
         )
-    if not value_syntax.match(value) or len(value) > 63:
-        raise ValueError(
-            f"{value!r} is not a label value: at most 63 letters, digits, '-', '_' or '.', "
-            "starting and ending with a letter or digit"
-        )
+    if not hostfiles.is_label_value(value):
+        raise ValueError(f"{value!r} is not a label value: {hostfiles.VALUE_WORDS}")
     return key, value
 
 
-def _read_config(path: Path) -> object:
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise HostError(f"{path}: cannot read the bpfman config: {e}") from None
-
-
 def read_bytecode_dirs(path: Path) -> list[str]:
-    """Where manifests may name bytecode by absolute path, from the host's config file::
-
-        bytecode_dirs: [/opt/bpf, /usr/lib/bpf]   # absolute directories; default: none
-
-    A missing file or key allows none; anything else that is wrong raises HostError."""
-    doc = _read_config(path)
-    dirs = doc.get("bytecode_dirs") if isinstance(doc, dict) else None
-    if dirs is None:
-        return []
-    if not isinstance(dirs, list) or not all(isinstance(d, str) for d in dirs):
-        raise HostError(f"{path}: bytecode_dirs must be a list of absolute directory paths")
-    for d in dirs:
-        if not d.startswith("/") or d.rstrip("/") == "":
-            raise HostError(
-                f"{path}: bytecode_dirs entry {d!r} must be an absolute directory other than /, "
-                "e.g. /opt/bpf"
-            )
-    return list(dirs)
+    """``bytecode_dirs`` of the host config at ``path`` (none when the file or key is missing;
+    HostError when the file is wrong)."""
+    return list(hostfiles.read_host_config(path).bytecode_dirs)
 
 
 def read_xdp_modes(path: Path) -> dict[str, str]:
-    """Per-interface XDP modes from the host's config file::
-
-        interfaces:
-          eth0: {xdpmode: generic}   # auto | native | generic
-
-    A missing file sets nothing; anything else that is wrong raises HostError naming the file."""
-    doc = _read_config(path)
-    if doc is None:
-        return {}
-    interfaces = (doc or {}).get("interfaces") or {} if isinstance(doc, dict) else None
-    if not isinstance(interfaces, dict):
-        raise HostError(f"{path}: 'interfaces' must map interface names to settings")
-    modes = {}
-    for ifname, settings in interfaces.items():
-        mode = (settings or {}).get("xdpmode") if isinstance(settings, dict) else None
-        if mode is None:
-            continue
-        if mode not in XDP_MODES:
-            raise HostError(
-                f"{path}: interfaces.{ifname}.xdpmode is {mode!r}; "
-                f"use one of {', '.join(XDP_MODES)}"
-            )
-        modes[str(ifname)] = mode
-    return modes
+    """Per-interface XDP modes (``interfaces.<name>.xdpmode``) of the host config at ``path``."""
+    return dict(hostfiles.read_host_config(path).xdp_modes)
 
 
 def read_labels_file(path: Path) -> dict[str, str]:
     """A flat YAML mapping of label keys to string values. A missing file is no labels; anything
     else that is wrong raises HostError naming ``FILE:LINE``."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return {}
-    except (OSError, UnicodeDecodeError) as e:
-        reason = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
-        raise HostError(f"{path}:1: cannot read the labels file: {reason or e}") from None
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line = mark.line + 1 if mark is not None else 1
-        raise HostError(
-            f"{path}:{line}: YAML syntax error in the labels file: {e.problem or e.context}"
-        ) from None
-    except yaml.YAMLError as e:
-        raise HostError(f"{path}:1: YAML syntax error in the labels file: {e}") from None
-    if node is None or (isinstance(node, ScalarNode) and node.value in ("", "~", "null")):
-        return {}
-    if not isinstance(node, MappingNode):
-        raise HostError(
-            f"{path}:{node.start_mark.line + 1}: the labels file must be a mapping of label keys "
-            "to values, e.g. topology.kubernetes.io/zone: eu-west-1a"
-        )
-    key_syntax, value_syntax = _label_patterns()
-    labels: dict[str, str] = {}
-    lines: dict[str, int] = {}
-    for key_node, value_node in node.value:
-        line = key_node.start_mark.line + 1
-        where = f"{path}:{line}"
-        if not isinstance(key_node, ScalarNode) or key_node.tag != "tag:yaml.org,2002:str":
-            raise HostError(f"{where}: a label key must be a string (quote it)")
-        key = key_node.value
-        if not key_syntax.match(key) or len(key) > 317:
-            raise HostError(
-                f"{where}: {key!r} is not a label key: [prefix/]name, the name at most 63 "
-                "letters, digits, '-', '_' or '.', e.g. topology.kubernetes.io/zone"
-            )
-        if key in lines:
-            raise HostError(f"{where}: label {key} is set twice (first at line {lines[key]})")
-        if not isinstance(value_node, ScalarNode) or value_node.tag != "tag:yaml.org,2002:str":
-            raise HostError(
-                f"{where}: label {key}: the value must be a string (quote numbers and booleans, "
-                'e.g. "true"), not a nested value'
-            )
-        value = value_node.value
-        if not value_syntax.match(value) or len(value) > 63:
-            raise HostError(
-                f"{where}: label {key}: {value!r} is not a label value: at most 63 letters, "
-                "digits, '-', '_' or '.', starting and ending with a letter or digit"
-            )
-        labels[key] = value
-        lines[key] = line
-    return labels
+    return hostfiles.read_labels_file(path)
 
 
 # --- the default route ----------------------------------------------------------------------

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from reconciler import files
 from reconciler.kernel.types import KernelError
 
 CLONE_NEWNET = 0x40000000
@@ -58,7 +60,13 @@ def enter(path: str | None) -> Iterator[None]:
         yield
         return
     try:
-        target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        # Never blocks: a FIFO or a device given as a namespace is refused, not opened.
+        target = files.open_nonblocking(path)
+    except files.NotReadable as e:
+        raise KernelError(
+            f"network namespace {path} is {e.kind}, not a namespace file; give one such as "
+            "/run/netns/NAME (`ip netns add NAME`) or /proc/PID/ns/net"
+        ) from e
     except OSError as e:
         raise KernelError(
             f"network namespace {path} cannot be opened ({e.strerror}); "
@@ -69,7 +77,10 @@ def enter(path: str | None) -> Iterator[None]:
         try:
             _setns(target)
         except OSError as e:
-            raise KernelError(f"cannot enter network namespace {path}: {e.strerror}") from e
+            why = e.strerror
+            if e.errno == errno.EINVAL:
+                why = "it is not a network namespace file; give /run/netns/NAME or /proc/PID/ns/net"
+            raise KernelError(f"cannot enter network namespace {path}: {why}") from e
         try:
             yield
         finally:

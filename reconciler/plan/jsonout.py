@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from reconciler import __version__
+from reconciler.errors import Diagnostic
 from reconciler.plan.model import Plan
 
 FORMAT_VERSION = "1.0"
@@ -42,6 +43,8 @@ def plan_document(plan: Plan) -> dict[str, Any]:
         ],
         "resource_drift": [d.to_json() for d in plan.drift],
         "errors": plan.errors,
+        # The errors again, each with its address, file and line when it has them.
+        "diagnostics": [Diagnostic.parse(e).to_json() for e in plan.errors],
         "warnings": plan.warnings,
         "unselected": [
             {"resource": r, "origin": o, "reason": why} for r, o, why in plan.unselected

@@ -155,9 +155,10 @@ def _manifest(doc: Document) -> Manifest:
 def _labels_of_invalid(docs: list[Document], valid: list[Document]) -> dict[str, dict[str, str]]:
     """``{KIND/NAME: labels}`` of the manifests with problems whose labels can still be read."""
     out = {}
+    valid_ids = {id(v) for v in valid}
     for doc in docs:
         metadata = doc.data.get("metadata")
-        if any(doc is v for v in valid) or doc.data.get("kind") not in KINDS:
+        if id(doc) in valid_ids or doc.data.get("kind") not in KINDS:
             continue
         if not isinstance(metadata, dict) or not isinstance(metadata.get("name"), str):
             continue

@@ -9,11 +9,12 @@ malformed input raises :class:`ElfError` with a sentence a user can act on.
 
 from __future__ import annotations
 
-import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
+
+from reconciler import files
 
 EM_BPF = 247
 _MAGIC = b"\x7fELF"
@@ -113,16 +114,16 @@ class BpfObject:
 def read_bpf_object(path: Path) -> BpfObject:
     """Read ``path`` and check it is an eBPF ELF object. Raises ElfError with the reason if not."""
     try:
-        if not path.is_file():
-            raise ElfError("not a regular file" if path.exists() else "no such file")
-        with path.open("rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            data = f.read(MAX_OBJECT_SIZE + 1) if size <= MAX_OBJECT_SIZE else b""
-        if size > MAX_OBJECT_SIZE or len(data) > MAX_OBJECT_SIZE:
-            raise ElfError(
-                f"{max(size, len(data))} bytes, over the {MAX_OBJECT_SIZE // (1024 * 1024)} MiB "
-                "limit for an eBPF object; is this the right file?"
-            )
+        data = files.read_regular(path, MAX_OBJECT_SIZE)
+    except files.TooLarge as e:
+        raise ElfError(
+            f"{e.size} bytes, over the {MAX_OBJECT_SIZE // (1024 * 1024)} MiB limit for an eBPF "
+            "object; is this the right file?"
+        ) from None
+    except files.NotReadable as e:
+        raise ElfError(str(e).removeprefix("is ")) from None
+    except FileNotFoundError:
+        raise ElfError("no such file") from None
     except OSError as e:
         raise ElfError(f"cannot read: {e.strerror or e}") from None
     return parse_bpf_object(data)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from reconciler import files
 from reconciler.address import Address
 from reconciler.kernel.types import (
     AttachPoint,
@@ -78,6 +79,8 @@ class _Expander:
     def labels(self) -> dict[str, str]:
         labels = self._ask(("labels",), self.host.labels)
         if isinstance(labels, HostError):  # not about one manifest: nothing can be selected
+            if labels.source:  # the labels file is wrong: the host's problem, not a manifest's
+                raise labels
             raise ManifestError([str(labels)])
         return labels
 
@@ -88,6 +91,8 @@ class _Expander:
             return None
         mode = self._ask(("xdp_mode", ifname, netns), lambda: ask(ifname, netns))
         if isinstance(mode, HostError):
+            if mode.source:  # the host config is wrong
+                raise mode
             raise ManifestError([str(mode)])
         return mode
 
@@ -109,7 +114,7 @@ class _Expander:
     def digest(self, path: Path) -> str:
         if path not in self._digests:
             h = hashlib.sha256()
-            with path.open("rb") as f:
+            with files.open_regular(path) as f:  # validated, but it may have been swapped
                 for chunk in iter(lambda: f.read(1 << 20), b""):
                     h.update(chunk)
             self._digests[path] = f"sha256:{h.hexdigest()}"

@@ -7,9 +7,21 @@ from typing import Protocol
 
 
 class HostError(Exception):
-    """A host fact cannot be learned (an unreadable labels file, a network namespace that cannot
-    be entered). The message is one sentence naming what and why; expansion reports it as a
-    problem of the manifest field that needed the fact."""
+    """A host fact cannot be learned (a network namespace that cannot be entered), or one of the
+    host's own files is wrong. The message is one sentence naming what and why; expansion
+    reports a fact's error as a problem of the manifest field that needed the fact.
+
+    ``source`` names the host file at fault (e.g. ``the host config /etc/bpfman/config.yaml``)
+    when the error is that file's, and ``problems`` lists each of its problems as
+    ``FILE:LINE: FIELD: what and the fix``: such an error is not the manifests' fault and is
+    reported under its own heading."""
+
+    def __init__(
+        self, message: str, *, source: str | None = None, problems: list[str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.source = source
+        self.problems = list(problems) if problems else [message]
 
 
 class HostFacts(Protocol):

@@ -1,41 +1,42 @@
 """Find manifest files and parse them into documents that remember the line of every field.
 
-PyYAML's composer gives nodes with marks; we walk the node tree once to record the line of every
-mapping key and sequence item (and to catch duplicate keys, which PyYAML silently collapses), then
-let PyYAML's safe constructor build the plain Python values.
+Parsing is :mod:`reconciler.spec.yamlread` (YAML read as both YAML 1.1 and 1.2 agree, duplicate
+keys and control characters refused, bounded cost); this module finds the files of a source and
+reads them safely (:mod:`reconciler.files`: regular files only, never blocking, bounded).
 """
 
 from __future__ import annotations
 
 import os
 import re
-import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
-
+from reconciler import files
+from reconciler.spec import yamlread
 from reconciler.spec.model import Origin, Problem, relpath
 from reconciler.spec.paths import is_within, manifest_escape, real
+from reconciler.spec.yamlread import FieldPath
 
-FieldPath = tuple[Any, ...]  # keys (str) and list indexes (int), e.g. ("spec", "names", 0)
-
-_Loader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # C parser when libyaml is there
-_MERGE_TAG = "tag:yaml.org,2002:merge"
-_STR_TAG = "tag:yaml.org,2002:str"
-_NULL_TAG = "tag:yaml.org,2002:null"
-# Bounds the line map of a document built from aliases of aliases ("billion laughs"): past it,
-# lines fall back to the enclosing field, which is still a correct if coarser location.
-_MAX_LINE_ENTRIES = 100_000
 # A manifest is kilobytes; a file past this is refused before it is read (a wrong file, or an
-# attempt to exhaust memory). Aliases may add at most this many nodes to what is written, which
-# refuses "billion laughs" documents before anything walks their exponential expansion.
+# attempt to exhaust memory). Values per file and values added by aliases are bounded too
+# (yamlread), which keeps the cost of a file linear in its size with a small constant.
 MAX_MANIFEST_SIZE = 4 * 1024 * 1024
-MAX_ALIAS_EXPANSION = 100_000
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+MAX_VALUES = yamlread.MAX_NODES
+MAX_ALIAS_EXPANSION = yamlread.MAX_EXPANSION
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+
+
+class WalkError(Exception):
+    """A directory of the source cannot be read: its manifests would be missed (and their
+    programs unloaded), so nothing may be planned. ``path`` is relative to the source."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
 
 
 def format_path(path: Sequence[Any]) -> str:
@@ -44,7 +45,7 @@ def format_path(path: Sequence[Any]) -> str:
     for part in path:
         if isinstance(part, int) and not isinstance(part, bool):
             out += f"[{part}]"
-        elif isinstance(part, str) and _IDENTIFIER.match(part):
+        elif isinstance(part, str) and _IDENTIFIER.fullmatch(part):
             out += f".{part}" if out else part
         else:
             text = part if isinstance(part, str) else str(part)
@@ -90,48 +91,82 @@ def find_manifest_files(root: Path) -> list[Path]:
     directory symlinks are not followed, so a link cannot make a manifest count twice. A
     directory symlink leading outside ``root`` is returned as if it were a file, so that
     :func:`load_file` refuses it by name instead of it being skipped unnoticed.
+
+    Raises WalkError for any directory that cannot be read (permissions, a name too long, an
+    I/O error): skipping it would silently drop its manifests. The walk keeps its own stack, so
+    no depth of directories exhausts Python's recursion.
     """
-    if root.is_file():
+    if not root.is_dir():
         return [root]
     found: list[Path] = []
     top = real(root)
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in dirnames:
-            linked = Path(dirpath) / name
-            if linked.is_symlink() and not is_within(real(linked), top):
-                found.append(linked)
-        for name in filenames:
-            if not name.startswith(".") and name.endswith((".yaml", ".yml")):
-                found.append(Path(dirpath) / name)
+    pending = [root]
+    while pending:
+        directory = pending.pop()
+        try:
+            with os.scandir(directory) as entries:
+                listed = list(entries)
+        except OSError as e:
+            raise WalkError(_shown(directory, root), _reason(e)) from None
+        for entry in listed:
+            if entry.name.startswith("."):
+                continue
+            path = Path(entry.path)
+            try:
+                is_link = entry.is_symlink()
+                is_dir = entry.is_dir(follow_symlinks=False)
+            except OSError as e:
+                raise WalkError(_shown(path, root), _reason(e)) from None
+            if is_link:
+                if not is_within(real(path), top) and os.path.isdir(path):
+                    found.append(path)  # refused by load_file, by name
+                elif entry.name.endswith((".yaml", ".yml")) and not os.path.isdir(path):
+                    found.append(path)
+            elif is_dir:
+                pending.append(path)
+            elif entry.name.endswith((".yaml", ".yml")):
+                found.append(path)
     return sorted(found, key=lambda p: p.relative_to(root).parts)
+
+
+def _reason(e: OSError) -> str:
+    why = e.strerror or str(e)
+    return (
+        f"cannot read this directory of the source ({why}); its manifests would be missed, so "
+        "nothing is planned: fix its permissions, or move it out of the source"
+    )
+
+
+def _shown(path: Path, root: Path) -> str:
+    """``path`` relative to the source, shortened in the middle when it is very long."""
+    text = relpath(path, root) if path != root else str(root)
+    return text if len(text) <= 200 else f"{text[:90]}...{text[-90:]}"
 
 
 def source_base(root: Path) -> Path:
     """The directory file names are shown relative to: ``root``, or its parent for a file."""
-    return root.parent if root.is_file() else root
+    return root if root.is_dir() else root.parent
 
 
 def read_manifest_bytes(path: Path, limit: int = MAX_MANIFEST_SIZE) -> bytes:
     """The bytes of a regular file of at most ``limit`` bytes; ValueError (with the reason) for
-    anything else, decided before the file is read whole (a growing file is cut off too)."""
-    with open(path, "rb") as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise ValueError("not a regular file")
-        if st.st_size > limit:
-            raise ValueError(_too_large(st.st_size, limit))
-        data = f.read(limit + 1)
-    if len(data) > limit:
-        raise ValueError(_too_large(len(data), limit))
-    return data
+    anything else, decided before the file is opened for reading (a FIFO or a device is never
+    opened) or read whole (a growing file is cut off too)."""
+    try:
+        return files.read_regular(path, limit)
+    except files.TooLarge as e:
+        raise ValueError(
+            f"file is {e.size} bytes, over the {limit // (1024 * 1024)} MiB limit for a "
+            "manifest; split it, or move what is not a manifest out of the source"
+        ) from None
+    except files.NotReadable as e:
+        raise ValueError(f"{e}; a manifest must be a regular file") from None
 
 
-def _too_large(size: int, limit: int) -> str:
-    return (
-        f"file is {size} bytes, over the {limit // (1024 * 1024)} MiB limit for a manifest; "
-        "split it, or move what is not a manifest out of the source"
-    )
+def _allow_breaks(path: FieldPath) -> bool:
+    """Free text that is never printed verbatim may hold tabs and line breaks: annotation
+    values (kubectl's last-applied-configuration ends in a newline)."""
+    return len(path) == 3 and path[0] == "metadata" and path[1] == "annotations"
 
 
 def load_file(
@@ -160,20 +195,16 @@ def load_file(
 
     docs: list[Document] = []
     problems: list[Problem] = []
-    loader = _Loader(text)
     try:
-        for node in _nodes(loader):
-            if node.tag == _NULL_TAG and isinstance(node, ScalarNode) and node.value in ("", "~"):
-                continue  # empty document (e.g. a trailing '---')
-            doc = Document(path, file, len(docs), node.start_mark.line + 1, None)
-            bomb = _alias_problem(node)
-            if bomb:
-                problems.append(Problem(doc.origin, "", bomb))
+        for read in yamlread.read_documents(text, allow_breaks=_allow_breaks):
+            if read.data is None and not read.problems:
+                continue  # an empty document (e.g. a trailing '---')
+            doc = Document(path, file, len(docs), read.start_line, read.data, read.lines)
+            problems.extend(
+                Problem(Origin(file, p.line), format_path(p.path), p.message) for p in read.problems
+            )
+            if read.problems:
                 continue
-            duplicates: list[Problem] = []
-            _record_lines(loader, node, (), doc, duplicates, [0])
-            doc.data = loader.construct_document(node)
-            problems.extend(duplicates)
             if not isinstance(doc.data, dict):
                 problems.append(
                     Problem(
@@ -185,147 +216,9 @@ def load_file(
                 )
                 continue
             docs.append(doc)
-    except yaml.MarkedYAMLError as e:
-        problems.append(_syntax_problem(file, text, e))
-    except yaml.reader.ReaderError as e:
-        line = text[: e.position].count("\n") + 1
-        problems.append(Problem(Origin(file, line), "", f"YAML syntax error: {e.reason}"))
-    except yaml.YAMLError as e:
-        problems.append(Problem(Origin(file, 1), "", f"YAML syntax error: {e}"))
-    except RecursionError:
-        problems.append(Problem(Origin(file, 1), "", "YAML document is nested too deeply"))
-    finally:
-        loader.dispose()
+    except yamlread.YamlError as e:
+        problems.append(Problem(Origin(file, e.line), "", e.message))
     return docs, problems
-
-
-def _alias_problem(node: Node) -> str | None:
-    """Why the document ``node`` must not be constructed: aliases that refer to themselves, or
-    that expand to more than MAX_ALIAS_EXPANSION nodes beyond those written."""
-    written: set[int] = set()
-    expanded: dict[int, int] = {}
-    active: set[int] = set()
-    stack: list[tuple[Node, bool]] = [(node, False)]
-    while stack:  # post-order without recursion: a deep document must not overflow the stack
-        current, done = stack.pop()
-        key = id(current)
-        children = _children(current)
-        if done:
-            active.discard(key)
-            expanded[key] = 1 + sum(expanded[id(c)] for c in children)
-            if expanded[key] - len(written) > MAX_ALIAS_EXPANSION:
-                return (
-                    f"YAML aliases expand this document to more than {MAX_ALIAS_EXPANSION} "
-                    'nodes beyond those written (a "billion laughs" document); write the '
-                    "values out, or use fewer nested aliases"
-                )
-            continue
-        if key in expanded:
-            continue
-        active.add(key)
-        written.add(key)
-        stack.append((current, True))
-        for child in children:
-            if id(child) in active:
-                return (
-                    f"a YAML alias at line {child.start_mark.line + 1} refers to a node that "
-                    "contains it, which would be an infinitely deep value; remove the alias"
-                )
-            if id(child) not in expanded:
-                stack.append((child, False))
-    return None
-
-
-def _children(node: Node) -> list[Node]:
-    if isinstance(node, MappingNode):
-        return [n for pair in node.value for n in pair]
-    if isinstance(node, SequenceNode):
-        return list(node.value)
-    return []
-
-
-def _nodes(loader: Any) -> Iterator[Node]:
-    while loader.check_node():
-        yield loader.get_node()
-
-
-def _syntax_problem(file: str, text: str, e: yaml.MarkedYAMLError) -> Problem:
-    mark = e.problem_mark or e.context_mark
-    line = mark.line + 1 if mark is not None else 1
-    message = f"YAML syntax error: {e.problem or e.context or 'invalid YAML'}"
-    if e.context and e.problem and e.context_mark is not None and e.context_mark.line + 1 != line:
-        message += f" ({e.context} started at line {e.context_mark.line + 1})"
-    if mark is not None:
-        lines = text.splitlines()
-        row = lines[mark.line] if mark.line < len(lines) else ""
-        if mark.column < len(row) and row[mark.column] == "\t":
-            message += "; YAML does not allow tabs for indentation, use spaces"
-    return Problem(Origin(file, line), "", message)
-
-
-def _key(loader: Any, node: Node) -> Any:
-    if isinstance(node, ScalarNode) and node.tag == _STR_TAG:
-        return node.value
-    try:
-        return loader.construct_object(node, deep=True)
-    except (yaml.YAMLError, TypeError):
-        return getattr(node, "value", "?")
-
-
-def _record_lines(
-    loader: Any,
-    node: Node,
-    path: FieldPath,
-    doc: Document,
-    duplicates: list[Problem],
-    budget: list[int],
-    merged: bool = False,
-) -> None:
-    """Record the line of every key and item under ``node``; ``merged`` marks keys that come in
-    through a ``<<`` merge and so yield to the mapping's own keys."""
-    if budget[0] > _MAX_LINE_ENTRIES:
-        return
-    if isinstance(node, MappingNode):
-        first_line: dict[Any, int] = {}
-        merges: list[Node] = []
-        for key_node, value_node in node.value:
-            if key_node.tag == _MERGE_TAG:
-                merges.append(value_node)
-                continue
-            key = _key(loader, key_node)
-            line = key_node.start_mark.line + 1
-            try:
-                seen = first_line.get(key)
-            except TypeError:  # unhashable key: the constructor reports it
-                continue
-            if seen is not None and not merged:  # a merge source is checked where it is defined
-                duplicates.append(
-                    Problem(
-                        Origin(doc.file, line),
-                        format_path((*path, key)),
-                        f"duplicate key {key!r} (first set at line {seen}); YAML would silently "
-                        "keep only the last value, so remove one of them",
-                    )
-                )
-            else:
-                first_line[key] = line
-            budget[0] += 1
-            if merged:
-                doc.lines.setdefault((*path, key), line)
-            else:
-                doc.lines[(*path, key)] = line
-            _record_lines(loader, value_node, (*path, key), doc, duplicates, budget, merged)
-        for source in merges:
-            for mapping in source.value if isinstance(source, SequenceNode) else [source]:
-                _record_lines(loader, mapping, path, doc, duplicates, budget, merged=True)
-    elif isinstance(node, SequenceNode):
-        for i, item in enumerate(node.value):
-            budget[0] += 1
-            if merged:
-                doc.lines.setdefault((*path, i), item.start_mark.line + 1)
-            else:
-                doc.lines[(*path, i)] = item.start_mark.line + 1
-            _record_lines(loader, item, (*path, i), doc, duplicates, budget, merged)
 
 
 def _kind_of(value: Any) -> str:
@@ -337,4 +230,6 @@ def _kind_of(value: Any) -> str:
         return "a boolean"
     if isinstance(value, int | float):
         return "a number"
+    if value is None:
+        return "null"
     return f"a {type(value).__name__}"

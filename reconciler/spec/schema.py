@@ -8,20 +8,19 @@ saying what would be accepted instead.
 
 from __future__ import annotations
 
-import copy
 import difflib
 import functools
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
-from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError
 from jsonschema.protocols import Validator
 
 from reconciler.spec.loader import Document, FieldPath, format_path
 from reconciler.spec.model import Problem
+from reconciler.spec.validator import MORE, ManifestValidator
 
 API_VERSION = "bpfman.io/v1alpha1"
 # The program kinds of bpfman-operator v0.5.x (lowercase field names), then the applications of
@@ -50,6 +49,8 @@ LATER_KINDS: tuple[str, ...] = (
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
 UNSUPPORTED = "x-bpfman-unsupported"  # schema annotation: a field rejected, and why
 HINT = "x-bpfman-hint"  # schema annotation: in words, what a pattern/constraint accepts
+# Unknown fields of one mapping reported one by one; the rest are counted.
+MAX_UNKNOWN_FIELDS = 20
 
 
 def schema_path(kind: str) -> Path:
@@ -86,30 +87,9 @@ def _inline(node: Any, local: dict[str, Any], common: dict[str, Any]) -> Any:
     return out
 
 
-def _fill_defaults(
-    validator: Any, properties: dict[str, Any], instance: Any, schema: dict[str, Any]
-) -> Iterator[ValidationError]:
-    if validator.is_type(instance, "object"):
-        for name, subschema in properties.items():
-            if name not in instance and isinstance(subschema, dict) and "default" in subschema:
-                instance[name] = copy.deepcopy(subschema["default"])
-    yield from Draft202012Validator.VALIDATORS["properties"](
-        validator, properties, instance, schema
-    )
-
-
-# YAML's 55.0 is a float; JSON Schema would call it an integer, but a priority of 55.0 is a typo.
-_TYPES = Draft202012Validator.TYPE_CHECKER.redefine(
-    "integer", lambda _checker, x: isinstance(x, int) and not isinstance(x, bool)
-)
-DefaultingValidator = validators.extend(
-    Draft202012Validator, validators={"properties": _fill_defaults}, type_checker=_TYPES
-)
-
-
 @functools.cache
 def _validator(kind: str) -> Validator:
-    return DefaultingValidator(kind_schema(kind))
+    return ManifestValidator(kind_schema(kind))
 
 
 def validate_document(doc: Document) -> list[Problem]:
@@ -118,8 +98,14 @@ def validate_document(doc: Document) -> list[Problem]:
     kind = data.get("kind")
     if kind not in KINDS:
         return [_kind_problem(doc, kind, data.get("apiVersion"))]
+    return check_against(_validator(str(kind)), doc)
+
+
+def check_against(validator: Validator, doc: Document) -> list[Problem]:
+    """The problems of ``doc`` under ``validator``'s schema, each at the line of its field, in
+    line order (defaults are filled into ``doc.data``)."""
     try:
-        errors = list(_validator(str(kind)).iter_errors(data))
+        errors = list(validator.iter_errors(doc.data))
     except RecursionError:
         return [doc.problem((), "document is recursive or nested too deeply")]
     # An unknown field already explains a wrong field count (interfaceselector: one of two).
@@ -163,6 +149,8 @@ def _explain(error: ValidationError) -> list[tuple[FieldPath, str]]:
     schema: dict[str, Any] = error.schema if isinstance(error.schema, dict) else {}
     value = error.instance
     check = error.validator
+    if check == MORE:
+        return [(path, error.message)]
     if "propertyNames" in error.schema_path:  # a bad key: point at the key itself
         return [((*path, value), f"invalid key: must be {_expect(schema)} (got {_show(value)})")]
     if check == "additionalProperties" and isinstance(value, dict):
@@ -222,15 +210,18 @@ def _unknown_fields(
 ) -> list[tuple[FieldPath, str]]:
     properties: dict[str, Any] = schema.get("properties", {})
     allowed = [name for name, sub in properties.items() if UNSUPPORTED not in sub]
+    unknown = [key for key in value if key not in properties]
     out = []
-    for key in value:
-        if key not in properties:
-            suggestion = _did_you_mean(key, allowed)
-            message = (
-                f"unknown field {str(key)!r}{f' ({suggestion})' if suggestion else ''}; "
-                f"allowed fields here: {', '.join(allowed)}"
-            )
-            out.append(((*path, key), message))
+    for key in unknown[:MAX_UNKNOWN_FIELDS]:
+        suggestion = _did_you_mean(key, allowed)
+        message = (
+            f"unknown field {str(key)!r}{f' ({suggestion})' if suggestion else ''}; "
+            f"allowed fields here: {', '.join(allowed)}"
+        )
+        out.append(((*path, key), message))
+    if len(unknown) > MAX_UNKNOWN_FIELDS:
+        more = len(unknown) - MAX_UNKNOWN_FIELDS
+        out.append((path, f"and {more} more unknown fields here, not listed one by one"))
     return out
 
 

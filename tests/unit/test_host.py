@@ -91,14 +91,16 @@ def test_no_labels_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("zone: a\nrole: [web\n", ":3: YAML syntax error in the labels file"),
+        ("zone: a\nrole: [web\n", ":3: YAML syntax error"),
         ("- zone\n", ":1: the labels file must be a mapping of label keys to values"),
         ("zone: a\nreplicas: 3\n", ":2: label replicas: the value must be a string (quote numbers"),
         ("zone: a\nweb: true\n", ":2: label web: the value must be a string"),
         ("zone: {a: b}\n", ":1: label zone: the value must be a string"),
         ("zone: a\n'bad key': x\n", ":2: 'bad key' is not a label key"),
         ("zone: eu west\n", ":1: label zone: 'eu west' is not a label value"),
-        ("zone: a\nzone: b\n", ":2: label zone is set twice (first at line 1)"),
+        ("zone: a\nzone: b\n", ":2: zone: duplicate key 'zone' (first set at line 1)"),
+        ("zone: on\n", ":1: zone: on is ambiguous: YAML 1.1 readers"),
+        ('zone: "a\\x1b[2J"\n', ":1: zone: the value 'a\\x1b[2J' contains the control character"),
         ("1: a\n", ":1: a label key must be a string (quote it)"),
     ],
 )
@@ -377,5 +379,9 @@ def test_xdp_modes_come_from_the_host_config(tmp_path):
     )
     assert Host(labels_file=None, config_file=tmp_path / "missing.yaml").xdp_mode("eth0") is None
     cfg.write_text("interfaces:\n  eth0: {xdpmode: turbo}\n")
-    with pytest.raises(HostError, match="xdpmode is 'turbo'; use one of auto, native, generic"):
+    with pytest.raises(
+        HostError,
+        match=r"config.yaml:2: interfaces.eth0.xdpmode: must be one of: auto, native, generic "
+        r"\(got 'turbo'\)",
+    ):
         Host(labels_file=None, config_file=cfg).xdp_mode("eth0")

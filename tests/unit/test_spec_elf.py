@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 import random
 from pathlib import Path
@@ -115,8 +116,13 @@ def test_not_an_ebpf_object(data: bytes, message: str) -> None:
 def test_missing_file_and_directory(tmp_path: Path) -> None:
     with pytest.raises(ElfError, match="^no such file$"):
         read_bpf_object(tmp_path / "missing.o")
-    with pytest.raises(ElfError, match="^not a regular file$"):
+    with pytest.raises(ElfError, match="^a directory, not a regular file$"):
         read_bpf_object(tmp_path)
+    os.mkfifo(tmp_path / "fifo.o")  # never opened: a FIFO would block the read
+    with pytest.raises(ElfError, match=r"^a FIFO \(named pipe\), not a regular file$"):
+        read_bpf_object(tmp_path / "fifo.o")
+    with pytest.raises(ElfError, match="^a character device, not a regular file$"):
+        read_bpf_object(Path("/dev/zero"))
 
 
 def test_truncated_object_at_every_length_is_a_clear_error() -> None:

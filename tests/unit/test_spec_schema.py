@@ -438,6 +438,7 @@ def test_schema_files_are_valid_draft_2020_12() -> None:
         "common.json",
         "fentryprogram.json",
         "fexitprogram.json",
+        "hostconfig.json",
         "kprobeprogram.json",
         "tcprogram.json",
         "tcxprogram.json",

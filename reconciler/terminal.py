@@ -1,0 +1,72 @@
+"""Nothing bpfman prints can rewrite the terminal it is printed on.
+
+A plan is reviewed on a terminal before it is approved, and much of what it shows comes from
+elsewhere: manifests (validated: control characters are refused), but also ELF symbol names,
+kernel object and interface names (an interface name may hold an ESC byte), git's messages and
+file names on disk. A control sequence among them could move the cursor, erase lines, or reorder
+text with Unicode bidi controls, and so change the plan a reviewer approves.
+
+So the CLI writes through :class:`SafeStream`, one place for everything printed (stdout, stderr,
+logs): every control character but newline (C0 including tab and carriage return, DEL, C1),
+Unicode bidi controls, zero-width and line/paragraph separators, and lone surrogates (a file name
+that is not UTF-8) is shown escaped, ``\\x1b`` or ``\\u202e``. The only escape sequences that
+pass are bpfman's own colours (a fixed set of SGR codes), and only on a stream colour is enabled
+for. JSON output is already safe: ``json.dump`` escapes control characters.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, TextIO
+
+# The SGR codes bpfman's own output uses (reset, bold, red, green, yellow, magenta, bold red,
+# bold yellow); nothing else ever reaches a terminal unescaped.
+SGR_CODES = ("0", "1", "31", "32", "33", "35", "31;1", "33;1")
+_OURS = re.compile("(\x1b\\[(?:" + "|".join(re.escape(c) for c in SGR_CODES) + ")m)")
+UNSAFE = re.compile(
+    "[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff\ud800-\udfff]"
+)
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if 0xDC80 <= code <= 0xDCFF:  # a byte of a file name that is not UTF-8 (surrogateescape)
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape(text: str) -> str:
+    """``text`` with every character that could control a terminal written as an escape."""
+    return UNSAFE.sub(_escaped, text)
+
+
+class SafeStream:
+    """A text stream that escapes what it is given (see the module's docstring); bpfman's own
+    colour codes pass when ``colors`` is set."""
+
+    def __init__(self, stream: TextIO, colors: bool = False) -> None:
+        self._stream = stream
+        self.colors = colors
+
+    def write(self, text: str) -> int:
+        if self.colors and "\x1b" in text:
+            parts = _OURS.split(text)  # odd indexes are our own colour codes
+            safe = "".join(p if i % 2 else escape(p) for i, p in enumerate(parts))
+        else:
+            safe = escape(text)
+        self._stream.write(safe)
+        return len(text)
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name: str) -> Any:  # flush, isatty, fileno, encoding, ...
+        return getattr(self._stream, name)
+
+
+def install(stdout: TextIO, stderr: TextIO) -> tuple[SafeStream, SafeStream]:
+    """Wrap the process's stdout and stderr (colour off until the caller decides)."""
+    out = stdout if isinstance(stdout, SafeStream) else SafeStream(stdout)
+    err = stderr if isinstance(stderr, SafeStream) else SafeStream(stderr)
+    return out, err
