@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from reconciler import listing
-from reconciler.cli import paths, print_json
+from reconciler.cli import print_json
 from reconciler.errors import Diagnostic, UserError, problems_error
 from reconciler.plan.model import Plan
 from reconciler.spec.host import HostError
@@ -82,13 +82,13 @@ def _host(args: argparse.Namespace):  # -> reconciler.host.Host
 
 def _context(args: argparse.Namespace):  # -> engine.Context
     from reconciler.engine import make_context
-    from reconciler.lock import ApplyLock, LockTimeout
+    from reconciler.hostpaths import HostPathError
+    from reconciler.lock import ApplyLock, LockTimeout, LockUnusable
     from reconciler.state import StateError
 
-    root, state_dir = paths(args)
-    ctx = make_context(root, state_dir)
     busy = False
     try:
+        ctx = make_context(args.bpffs_root, args.state_dir)  # as given: checked there
         ctx.store.load()
         if ctx.store.problems:
             # Move corrupt files aside now if no apply holds the lock (never wait: plan and
@@ -96,9 +96,11 @@ def _context(args: argparse.Namespace):  # -> engine.Context
             try:
                 with ApplyLock(ctx.store.dir, timeout=0):
                     ctx.store.load(repair=True)
+            except LockUnusable:
+                raise
             except LockTimeout:
                 busy = True
-    except StateError as e:
+    except (HostPathError, StateError, LockUnusable) as e:
         raise UserError(str(e)) from None
     if busy and any(not p.corrupt for p in ctx.store.problems):
         print(

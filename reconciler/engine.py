@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from reconciler.hostpaths import pin_path_errors
 from reconciler.kernel.types import Installed, Kernel, KernelError
 from reconciler.plan import Plan, build_plan, drift
 from reconciler.plan.hooks import assign_hooks, hook_of_point
@@ -19,10 +20,16 @@ class Context:
     store: StateStore
 
 
-def make_context(bpffs_root: Path, state_dir: Path) -> Context:
+def make_context(bpffs_root: str | Path, state_dir: str | Path) -> Context:
+    """The context of every command that touches the host. The paths are checked first
+    (:mod:`reconciler.hostpaths`: HostPathError says what is wrong and the fix); give them as
+    the user wrote them, so that an empty one is told from ".")."""
+    from reconciler import hostpaths
     from reconciler.kernel import RealKernel
 
-    return Context(kernel=RealKernel(bpffs_root), store=StateStore(state_dir))
+    root = hostpaths.check_bpffs_root(bpffs_root)
+    store = StateStore(hostpaths.check_state_dir(state_dir))
+    return Context(kernel=RealKernel(root), store=store)
 
 
 def observe(ctx: Context) -> tuple[list[Installed], dict[str, Record]]:
@@ -46,7 +53,8 @@ def plan_for(ctx: Context, desired: DesiredState | None) -> Plan:
         desired.attachments,
         installed,
         records,
-        errors=host_check(desired.attachments, ctx.kernel, installed, dispatching),
+        errors=host_check(desired.attachments, ctx.kernel, installed, dispatching)
+        + pin_path_errors(desired.attachments, ctx.kernel.root),
         source=desired.source,
         revision=desired.revision,
         bpffs_root=str(ctx.kernel.root),

@@ -2,36 +2,91 @@
 
 flock is released by the kernel when its holder dies, so a lock left by a killed process is never
 an obstacle; the file's content only names the current holder for the error message.
+
+The lock file is opened without following a symlink and without blocking, and must be a regular
+file: it is written (truncated, then the holder's name) as root, so a symlink planted there must
+not redirect that write, and a FIFO or device must not hang or be written to.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import json
 import os
+import stat
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from reconciler.files import kind_of
 from reconciler.sources.redact import redact
 from reconciler.state import ensure_dir
 
+LOCK_FILE = "lock"
+
 
 class LockTimeout(Exception):
-    pass
+    """The lock could not be taken: another bpfman holds it."""
+
+
+class LockUnusable(LockTimeout):
+    """The lock could not be taken because the state dir or its lock file cannot be used (a
+    read-only file system, a lock that is a directory or a FIFO). A LockTimeout, so that every
+    caller that reports a lock it could not take reports this too, as one clear error."""
 
 
 class ApplyLock:
     def __init__(self, state_dir: Path, timeout: float = 10.0) -> None:
-        self.path = state_dir / "lock"
+        self.path = state_dir / LOCK_FILE
         self.state_dir = state_dir
         self.timeout = timeout
         self._fd: int | None = None
 
+    def _open(self) -> int:
+        try:
+            ensure_dir(self.state_dir)
+        except PermissionError:
+            raise  # not root: said as such by the CLI
+        except OSError as e:
+            raise LockUnusable(
+                f"cannot create the state dir {self.state_dir}: {e.strerror or e}; choose a "
+                "--state-dir on a writable file system (default /run/bpfman)"
+            ) from None
+        # The kind before opening (opening a device can do something of its own), and again
+        # on what was opened; O_NOFOLLOW makes a symlink swapped in since fail with ELOOP.
+        with contextlib.suppress(FileNotFoundError):
+            self._require_regular(os.lstat(self.path).st_mode)
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        try:
+            fd = os.open(self.path, flags, 0o600)
+        except PermissionError:
+            raise
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                self._require_regular(stat.S_IFLNK)
+            raise LockUnusable(
+                f"cannot open the lock file {self.path}: {e.strerror or e}; choose a "
+                "--state-dir on a writable file system (default /run/bpfman)"
+            ) from None
+        try:
+            self._require_regular(os.fstat(fd).st_mode)
+        except LockUnusable:
+            os.close(fd)
+            raise
+        return fd
+
+    def _require_regular(self, mode: int) -> None:
+        if not stat.S_ISREG(mode):
+            raise LockUnusable(
+                f"the lock file {self.path} is {kind_of(mode)}, not a regular file; bpfman "
+                "only ever makes it a regular file: remove it and run again"
+            )
+
     def acquire(self) -> None:
-        ensure_dir(self.state_dir)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = self._open()
         deadline = time.monotonic() + self.timeout
         while True:
             try:

@@ -17,6 +17,11 @@ What a crash (SIGKILL, OOM, power) can leave, and how loading treats it:
 - a torn last line: the append itself was interrupted; ignored (the ``begin`` before it covers
   the step).
 Anything else unreadable is corruption, never silently trusted: see ``load``.
+
+Both are read through :mod:`reconciler.files`: regular files only, never blocking, at most
+``MAX_FILE_SIZE`` bytes. One that is not a regular file (a directory, a FIFO, a device), or is
+larger, is not a damaged state bpfman wrote but something else put there: loading refuses it
+(``StateError``, naming the file and the fix) rather than moving aside what it cannot read.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import tempfile
 import time
 from collections.abc import Iterable
@@ -31,16 +37,22 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from reconciler.files import NotReadable, kind_of, read_regular
+
 if TYPE_CHECKING:
     from reconciler.kernel.types import Installed
 
 FORMAT_VERSION = 1
 STATE_FILE = "state.json"
 JOURNAL_FILE = "journal.jsonl"
+# A record is about 1 KiB, and a journal holds two lines per step of one apply: 64 MiB is tens of
+# thousands of programs, and still a bounded read.
+MAX_FILE_SIZE = 64 * 1024 * 1024
 
 
 class StateError(Exception):
-    """The state file cannot be used at all (written by a newer bpfman)."""
+    """The state cannot be used at all: written by a newer bpfman, or a state file that is not
+    a regular file (or is over ``MAX_FILE_SIZE``)."""
 
 
 @dataclass
@@ -111,11 +123,31 @@ class StateStore:
             self._repair(records)
         return records
 
-    def _load_snapshot(self) -> dict[str, Record]:
+    def _read(self, path: Path) -> bytes | None:
+        """The content of ``path`` (None if there is none); StateError if it is not a file
+        bpfman could have written."""
         try:
-            raw = self.path.read_text()
+            return read_regular(path, MAX_FILE_SIZE)
         except FileNotFoundError:
+            return None
+        except NotReadable as e:
+            what = "state file" if path == self.path else "state journal"
+            raise StateError(
+                f"the {what} {path} {e}; it is not a state bpfman wrote, so bpfman does not "
+                "move it aside itself: remove it (or move it away) and run again"
+            ) from None
+        except NotADirectoryError:
+            raise StateError(
+                f"the state dir {self.dir} is not a directory; remove it or choose another "
+                "--state-dir"
+            ) from None
+
+    def _load_snapshot(self) -> dict[str, Record]:
+        data = self._read(self.path)
+        if data is None:
             return {}
+        try:
+            raw = data.decode()
         except UnicodeDecodeError as e:
             self.problems.append(Problem(self.path, f"is corrupt ({e})", corrupt=True))
             return {}
@@ -145,10 +177,10 @@ class StateStore:
             return {}
 
     def _replay(self, records: dict[str, Record]) -> None:
-        try:
-            lines = self.journal_path.read_bytes().decode(errors="replace").split("\n")
-        except FileNotFoundError:
+        data = self._read(self.journal_path)
+        if data is None:
             return
+        lines = data.decode(errors="replace").split("\n")
         # The last element is "" after a complete final line, or the torn tail of one.
         last = len(lines)
         begun: dict[str, str] = {}
@@ -213,7 +245,7 @@ class StateStore:
     def _append(self, entry: dict[str, Any]) -> None:
         if self._journal is None:
             ensure_dir(self.dir)
-            self._journal = open(self.journal_path, "a")  # noqa: SIM115 (held across calls)
+            self._journal = _open_journal(self.journal_path)
         self._journal.write(json.dumps(entry, separators=(",", ":")) + "\n")
         # flush, not fsync: a killed process loses nothing the kernel already has, and a machine
         # crash loses bpffs itself, so durability past the page cache would buy nothing.
@@ -258,6 +290,29 @@ class StateStore:
             if os.path.exists(tmp):
                 os.unlink(tmp)
             raise
+
+
+def _open_journal(path: Path) -> IO[str]:
+    """``path`` for appending, created if need be: never through a symlink, never blocking on a
+    FIFO, and only if it is a regular file (written as root, it must not be redirected)."""
+
+    def require_regular(mode: int) -> None:
+        if not stat.S_ISREG(mode):
+            raise StateError(
+                f"the state journal {path} is {kind_of(mode)}, not a regular file; remove it"
+            )
+
+    with contextlib.suppress(FileNotFoundError):
+        require_regular(os.lstat(path).st_mode)
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    fd = os.open(path, flags, 0o600)
+    try:
+        require_regular(os.fstat(fd).st_mode)  # swapped since the lstat
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "a")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def refresh(records: dict[str, Record], installed: Iterable[Installed]) -> tuple[int, int]:

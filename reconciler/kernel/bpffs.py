@@ -13,21 +13,24 @@ literal ``%2E`` or ``%next``, so the mapping is reversible).
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import os
 from pathlib import Path
 
-from reconciler.kernel import mounts
+from reconciler.kernel import mounts, statfs
+from reconciler.kernel.statfs import BPF_FS_MAGIC
 from reconciler.kernel.types import KernelError
 
-BPF_FS_MAGIC = 0xCAFE4A11
 DEFAULT_MOUNT = Path("/sys/fs/bpf")
 PROG, LINK, MAPS, STAGING = "prog", "link", "maps", "%next"
 _DOT = "%2E"
-
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-_libc.statfs.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
+# Linux's limits (linux/limits.h): bytes in one path component, and in a whole path with its
+# terminating NUL. A longer name fails only when the kernel sees it (ENAMETOOLONG), so plans
+# and validation check names against these first.
+NAME_MAX = 255
+PATH_MAX = 4096
+# The deepest path bpfman makes below a pin dir: a map parked while a replacement commits,
+# ``<pin dir>/%next/old-maps/<map>`` (real.py ``_commit``), with a map name of up to NAME_MAX.
+DEEPEST_BELOW_PIN_DIR = len(f"/{STAGING}/old-maps/") + NAME_MAX
 
 
 def encode(pin_dir_component: str) -> str:
@@ -53,6 +56,27 @@ def check_pin_dir(pin_dir: str) -> None:
         )
 
 
+def stored_length(component: str) -> int:
+    """Bytes that one (decoded) pin dir component takes as a bpffs name: '.' is stored as
+    ``%2E``, and names are bytes (UTF-8), not characters."""
+    return len(os.fsencode(encode(component)))
+
+
+def too_long_component(pin_dir: str) -> tuple[str, int] | None:
+    """The first component of ``pin_dir`` over NAME_MAX once stored, with its length."""
+    for part in pin_dir.split("/"):
+        n = stored_length(part)
+        if n > NAME_MAX:
+            return part, n
+    return None
+
+
+def deepest_path_length(root: Path, pin_dir: str) -> int:
+    """Bytes in the longest path bpfman may make for ``pin_dir`` under ``root`` (a path must
+    stay under PATH_MAX, its NUL included)."""
+    return len(os.fsencode(path_of(root, pin_dir))) + DEEPEST_BELOW_PIN_DIR
+
+
 def path_of(root: Path, pin_dir: str) -> Path:
     """Where a (decoded, '/'-separated) pin dir lives under ``root``."""
     return root.joinpath(*(encode(p) for p in pin_dir.split("/") if p))
@@ -66,11 +90,11 @@ def skipped(name: str) -> bool:
 
 
 def fs_type(path: Path) -> int | None:
-    """statfs(2) f_type of the file system holding ``path`` (None if it does not exist)."""
-    buf = ctypes.create_string_buffer(256)  # struct statfs; f_type is its first (long) field
-    if _libc.statfs(os.fsencode(path), buf) != 0:
+    """statfs(2) f_type of the file system holding ``path`` (None if it cannot be asked)."""
+    try:
+        return statfs.fs_type(path)
+    except OSError:
         return None
-    return int.from_bytes(buf.raw[: ctypes.sizeof(ctypes.c_long)], "little", signed=False)
 
 
 def is_bpffs(path: Path) -> bool:

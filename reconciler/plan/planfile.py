@@ -23,6 +23,7 @@ from typing import Any
 
 from reconciler import __version__
 from reconciler.address import Address
+from reconciler.files import NotReadable, read_regular
 from reconciler.kernel import types as kt
 from reconciler.plan.drift import Drift
 from reconciler.plan.model import Action, Plan, ResourceChange
@@ -31,6 +32,9 @@ from reconciler.spec.model import DesiredAttachment, Origin
 from reconciler.state import Record
 
 FORMAT = "bpfman-plan/1"
+# A plan embeds the bytecode it loads, base64 (4/3 of its size): 256 MiB holds a few objects of
+# the largest size a manifest may name (64 MiB) and is still a bounded read.
+MAX_PLAN_SIZE = 256 * 1024 * 1024
 _POINTS = {
     cls.__name__: cls
     for cls in (
@@ -201,9 +205,14 @@ def save(plan: Plan, path: Path, fp: str) -> None:
 
 
 def load(path: Path, objects_dir: Path) -> tuple[Plan, str]:
-    """The plan and its fingerprint; its bytecode is written into ``objects_dir``."""
+    """The plan and its fingerprint; its bytecode is written into ``objects_dir``.
+
+    The file is read as :mod:`reconciler.files` reads anything named on the command line: a
+    regular file only, never blocking, at most ``MAX_PLAN_SIZE`` bytes."""
     try:
-        doc = json.loads(path.read_text())
+        doc = json.loads(read_regular(path, MAX_PLAN_SIZE))
+    except NotReadable as e:
+        raise PlanFileError(f"cannot read saved plan {path}: it {e}") from None
     except (OSError, ValueError) as e:
         raise PlanFileError(f"cannot read saved plan {path}: {e}") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:

@@ -24,7 +24,9 @@ _SHT_NULL = 0
 _SHT_SYMTAB = 2
 _SHT_NOBITS = 8
 _SHT_SYMTAB_SHNDX = 18
+_STT_OBJECT = 1
 _STT_FUNC = 2
+_MAP_SECTIONS = (".maps", "maps")  # BTF-defined maps, and the legacy struct bpf_map_def ones
 _SHN_UNDEF = 0
 _SHN_LORESERVE = 0xFF00
 _SHN_XINDEX = 0xFFFF
@@ -94,6 +96,9 @@ class BpfObject:
     # The raw .BTF section (type information clang -g emits), None when there is none; read by
     # reconciler.spec.btf to find global variables and their sizes.
     btf: bytes | None = field(default=None, repr=False)
+    # Names of the maps the object defines (STT_OBJECT symbols in ``.maps`` or ``maps``): each is
+    # pinned under its name, so it must fit in a file name.
+    maps: tuple[str, ...] = ()
 
     def program_sections(self) -> list[str]:
         return [s for s in self.sections if s != ".text"]
@@ -178,12 +183,13 @@ class _Reader:
         sections = tuple(names[i] for i in sorted(executable))
 
         functions: list[ElfFunction] = []
+        maps: list[str] = []
         symtab = next((i for i, h in enumerate(headers) if h.type == _SHT_SYMTAB), None)
         if symtab is not None:
             xindex = next(
                 (h for h in headers if h.type == _SHT_SYMTAB_SHNDX and h.link == symtab), None
             )
-            functions = self._functions(headers, symtab, xindex, executable, names)
+            functions = self._functions(headers, symtab, xindex, executable, names, maps)
         btf = next(
             (h for h, name in zip(headers, names, strict=True) if name == ".BTF" and h.size), None
         )
@@ -192,6 +198,7 @@ class _Reader:
             sections=sections,
             functions=tuple(functions),
             has_symbols=symtab is not None,
+            maps=tuple(maps),
             btf=(
                 self.data[btf.offset : btf.offset + btf.size]
                 if btf is not None and btf.type != _SHT_NOBITS
@@ -206,7 +213,9 @@ class _Reader:
         xindex: _Section | None,
         executable: set[int],
         names: list[str],
+        maps: list[str],
     ) -> list[ElfFunction]:
+        """The functions defined in executable sections; map definitions go into ``maps``."""
         sym_hdr = headers[symtab]
         if not 0 < sym_hdr.link < len(headers):
             raise ElfError(f"malformed symbol table: string table index {sym_hdr.link}")
@@ -217,12 +226,16 @@ class _Reader:
             st_name, st_info, _other, shndx = struct.unpack_from(
                 self.order + "IBBH", self.data, offset + i * _SYM_SIZE
             )
-            if st_info & 0xF != _STT_FUNC:
+            if st_info & 0xF not in (_STT_FUNC, _STT_OBJECT):
                 continue
             if shndx == _SHN_XINDEX and xindex is not None:
                 self._need(xindex.offset + 4 * i, 4, "extended section index table")
                 (shndx,) = struct.unpack_from(self.order + "I", self.data, xindex.offset + 4 * i)
             if shndx == _SHN_UNDEF or _SHN_LORESERVE <= shndx <= _SHN_XINDEX:
+                continue
+            if st_info & 0xF == _STT_OBJECT:
+                if shndx < len(names) and names[shndx] in _MAP_SECTIONS:
+                    maps.append(self._string(strtab, st_name, "symbol name"))
                 continue
             if shndx in executable:
                 out.append(ElfFunction(self._string(strtab, st_name, "symbol name"), names[shndx]))

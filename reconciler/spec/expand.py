@@ -33,6 +33,7 @@ from reconciler.kernel.types import (
     XdpPoint,
 )
 from reconciler.spec.host import HostError, HostFacts
+from reconciler.spec.indexes import kprobe_index, netns_index, uprobe_index
 from reconciler.spec.loader import FieldPath, format_path, source_base
 from reconciler.spec.model import (
     DesiredAttachment,
@@ -48,9 +49,6 @@ from reconciler.spec.selector import LabelSelector
 from reconciler.spec.semantic import allowed_regex, resolve_bytecode
 
 T = TypeVar("T")
-# Where `ip netns add NAME` bind-mounts named namespaces (as reconciler.kernel.netns knows too; not
-# imported from there, which would load libc through ctypes just to expand manifests).
-NAMED_NETNS_DIR = "/run/netns"
 
 
 @dataclass(frozen=True)
@@ -58,32 +56,6 @@ class _Point:
     index: str  # the address index within the program: interface, group/name, uprobe location
     point: AttachPoint | TcHook  # a TC program's point is the hook its dispatcher runs it on
     attributes: dict[str, Any]
-
-
-def uprobe_index(
-    target: str, func_name: str | None, offset: int, container_pid: int | None = None
-) -> str:
-    """``/usr/bin/bash:readline``, ``...:readline+16`` or, without a function, ``...+0x1a2b``;
-    the target as written (``libc:malloc``), with ``@PID`` appended inside a container."""
-    if func_name:
-        index = f"{target}:{func_name}" + (f"+{offset}" if offset else "")
-    else:
-        index = f"{target}+{offset:#x}"
-    return index + (f"@{container_pid}" if container_pid else "")
-
-
-def netns_index(netns: str | None, ifname: str) -> str:
-    """``eth0``; in a namespace ``ip netns`` named, ``blue:eth0`` (for /run/netns/blue); in any
-    other namespace, its path: ``/proc/42/ns/net:eth0``. Interface names never hold ':' or '/',
-    so the index is unambiguous."""
-    if netns is None:
-        return ifname
-    parent, name = os.path.split(netns)
-    return f"{name if parent == NAMED_NETNS_DIR else netns}:{ifname}"
-
-
-def kprobe_index(func_name: str, offset: int) -> str:
-    return func_name + (f"+{offset}" if offset else "")
 
 
 class _Expander:

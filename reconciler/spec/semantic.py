@@ -17,6 +17,7 @@ from typing import Any
 from reconciler.kernel.types import ProgType
 from reconciler.spec import globaldata
 from reconciler.spec.elf import BpfObject, ElfError, read_bpf_object
+from reconciler.spec.indexes import map_name_problems, pin_name_problems
 from reconciler.spec.loader import Document, FieldPath, format_path
 from reconciler.spec.model import Origin, Problem
 from reconciler.spec.paths import BytecodePolicy
@@ -190,6 +191,10 @@ class SemanticChecker:
                     problems.append(doc.problem(program.function_path, message))
             for link in program.links:
                 problems.extend(_link_problems(doc, program, link))
+        problems.extend(pin_name_problems(doc, programs))
+        if obj is not None:
+            where = ("spec", keys["bytecode"], "path")
+            problems.extend(map_name_problems(doc, obj.maps, where, written))
         data = spec.get(keys["globaldata"])
         if data and obj is not None:
             for name, message in globaldata.problems(data, obj, written):

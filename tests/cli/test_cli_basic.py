@@ -43,7 +43,8 @@ def test_missing_source_directory(tmp_path):
 
 
 def test_bad_address_for_get(tmp_path):
-    p = run("--state-dir", str(tmp_path), "--bpffs-root", str(tmp_path / "r"), "get", "nonsense")
+    root = "/sys/fs/bpf/bpfman-test-absent"  # a root on bpffs (tmp_path is not): never created
+    p = run("--state-dir", str(tmp_path), "--bpffs-root", root, "get", "nonsense")
     assert p.returncode == 1 and "expected KIND/NAME[INDEX]" in p.stderr
 
 

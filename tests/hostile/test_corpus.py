@@ -223,6 +223,23 @@ def git_repo(d: Path) -> None:
     subprocess.run([*git, "commit", "-qm", "manifests"], check=True, capture_output=True)
 
 
+def link_to_etc(d: Path) -> None:
+    (d / "etc-link").symlink_to("/etc", target_is_directory=True)
+
+
+def state_json_directory(d: Path) -> None:
+    (d / "state" / "state.json").mkdir(parents=True)
+
+
+def journal_fifo(d: Path) -> None:
+    (d / "state").mkdir()
+    os.mkfifo(d / "state" / "journal.jsonl")
+
+
+def lock_directory(d: Path) -> None:
+    (d / "state" / "lock").mkdir(parents=True)
+
+
 def build(case: Case, base: Path) -> Path:
     """The case's directory: ``src/`` (the source) and whatever its setup puts outside it."""
     d = base / case.name
