@@ -249,7 +249,7 @@ def _error(error: UserError, args: argparse.Namespace) -> None:
         if args.command == "validate":
             extra = {"valid": False, "problems": error.problems}
         print_json(error_document(error, **extra))
-    prefix = "\x1b[31;1mError:\x1b[0m " if _stderr_color(args) else "Error: "
+    prefix = terminal.paint("Error:", "31;1") + " " if _stderr_color(args) else "Error: "
     print(prefix + str(error), file=sys.stderr)
 
 

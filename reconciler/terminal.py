@@ -10,19 +10,28 @@ So the CLI writes through :class:`SafeStream`, one place for everything printed 
 logs): every control character but newline (C0 including tab and carriage return, DEL, C1),
 Unicode bidi controls, zero-width and line/paragraph separators, and lone surrogates (a file name
 that is not UTF-8) is shown escaped, ``\\x1b`` or ``\\u202e``. The only escape sequences that
-pass are bpfman's own colours (a fixed set of SGR codes), and only on a stream colour is enabled
-for. JSON output is already safe: ``json.dump`` escapes control characters.
+pass are bpfman's own colours, made by :func:`paint`: each carries a secret marker (random per
+process, never printed), so a colour code that comes from data, however well formed, is
+escaped like any other. On a stream without colour, bpfman's own codes are dropped. JSON output
+is already safe: ``json.dump`` escapes control characters.
 """
 
 from __future__ import annotations
 
 import re
+import secrets
 from typing import Any, TextIO
 
-# The SGR codes bpfman's own output uses (reset, bold, red, green, yellow, magenta, bold red,
-# bold yellow); nothing else ever reaches a terminal unescaped.
-SGR_CODES = ("0", "1", "31", "32", "33", "35", "31;1", "33;1")
-_OURS = re.compile("(\x1b\\[(?:" + "|".join(re.escape(c) for c in SGR_CODES) + ")m)")
+# Marks bpfman's own colour codes: data cannot contain it, for it is never shown.
+_MARK = "\x00" + secrets.token_hex(8)
+_OURS = re.compile(re.escape(_MARK) + "(\x1b\\[[0-9;]*m)")
+
+
+def paint(text: str, code: str) -> str:
+    """``text`` in the SGR colour ``code`` (e.g. ``"31;1"``: bold red), for a SafeStream."""
+    return f"{_MARK}\x1b[{code}m{text}{_MARK}\x1b[0m"
+
+
 UNSAFE = re.compile(
     "[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff\ud800-\udfff]"
 )
@@ -49,9 +58,11 @@ class SafeStream:
         self.colors = colors
 
     def write(self, text: str) -> int:
-        if self.colors and "\x1b" in text:
-            parts = _OURS.split(text)  # odd indexes are our own colour codes
-            safe = "".join(p if i % 2 else escape(p) for i, p in enumerate(parts))
+        if _MARK in text:
+            parts = _OURS.split(text)  # odd indexes are bpfman's own colour codes
+            safe = "".join(
+                (p if self.colors else "") if i % 2 else escape(p) for i, p in enumerate(parts)
+            )
         else:
             safe = escape(text)
         self._stream.write(safe)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from reconciler import terminal
 from reconciler.plan.model import Action, Plan, ResourceChange
 
 _SYMBOL = {
@@ -36,7 +37,7 @@ class Style:
         self.color = color
 
     def paint(self, text: str, code: str) -> str:
-        return f"\x1b[{code}m{text}\x1b[0m" if self.color else text
+        return terminal.paint(text, code) if self.color else text
 
     def bold(self, text: str) -> str:
         return self.paint(text, "1")
