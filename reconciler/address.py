@@ -50,7 +50,7 @@ class Address:
 
     @classmethod
     def parse(cls, text: str) -> Address:
-        m = _ADDRESS.match(text.strip())
+        m = _ADDRESS.fullmatch(text.strip())
         if not m:
             raise ValueError(
                 f"invalid address {text!r}: expected KIND/NAME[INDEX], "

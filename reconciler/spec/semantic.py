@@ -97,6 +97,7 @@ _SECTION_TYPES = {
     "lwt_": "a lightweight tunnel program",
 }
 _LIST_LIMIT = 12
+MAX_INTERFACE_REGEX = 256
 
 
 def section_fits(kind: str, section: str) -> bool:
@@ -297,11 +298,18 @@ def _link_problems(doc: Document, program: Program, link: Link) -> list[Problem]
                 out.append(
                     doc.problem(
                         (*at, i),
-                        f"{pattern!r} is not a valid regular expression ({regex}); write an exact "
-                        "interface name, or a regular expression between slashes, e.g. /^veth/",
+                        f"{_shown(pattern)} is not a valid regular expression ({regex}); write "
+                        "an exact interface name, or a regular expression between slashes, "
+                        "e.g. /^veth/",
                     )
                 )
     return out
+
+
+def _shown(pattern: str) -> str:
+    return (
+        repr(pattern) if len(pattern) <= 64 else f"{pattern[:40]!r}... ({len(pattern)} characters)"
+    )
 
 
 def allowed_regex(pattern: str) -> re.Pattern[str] | str | None:
@@ -310,10 +318,14 @@ def allowed_regex(pattern: str) -> re.Pattern[str] | str | None:
     exact name (None). A string is the reason the regular expression is invalid."""
     text = pattern.strip(" ")
     if len(text) >= 2 and text.startswith("/") and text.endswith("/"):
+        if len(text) > MAX_INTERFACE_REGEX:
+            # It is matched against names of at most 15 bytes: a long one is a mistake, or an
+            # attempt to make compiling it (recursively, in Python's re) cost.
+            return f"longer than {MAX_INTERFACE_REGEX} characters"
         try:
             return re.compile(text[1:-1])
-        except re.error as e:
-            return str(e)
+        except (re.error, RecursionError, OverflowError) as e:
+            return str(e) or "nested too deeply"
     return None
 
 
