@@ -250,12 +250,12 @@ def uprobe_problems(p: UprobePoint) -> list[str]:
             if p.func_name is not None:
                 found = elf.find_function(p.func_name)
                 if found.offset is None:
-                    return [*problems, _no_function(target, p.func_name, found)]
+                    return [*problems, _no_function(target + inside, p.func_name, found)]
                 offset = found.offset
             if offset + p.offset > elf.size:
                 problems.append(
-                    f"uprobe target {target}: offset {offset + p.offset:#x} lies beyond its end "
-                    f"({elf.size} bytes), so the kernel refuses the probe; fix spec.offset"
+                    f"uprobe target {target}{inside}: offset {offset + p.offset:#x} lies beyond "
+                    f"its end ({elf.size} bytes), so the kernel refuses the probe; fix spec.offset"
                 )
     except TargetError as e:
         if str(e) == "does not exist":

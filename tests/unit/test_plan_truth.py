@@ -206,3 +206,21 @@ def test_a_state_dir_that_cannot_be_written_costs_only_the_cache(tmp_path) -> No
     cache.put(KEY, Verdict(True))
     cache.save()  # logged, not raised
     assert cache.get(KEY) == Verdict(True)
+
+
+def test_a_uprobe_target_in_a_container_is_read_through_its_root(tmp_path) -> None:
+    from reconciler.kernel.types import UprobePoint
+    from reconciler.plan.hostcheck import uprobe_problems
+
+    here = os.getpid()  # our own mount namespace stands in for a container's: /proc/PID/root
+    assert uprobe_problems(UprobePoint("/bin/true", offset=16, container_pid=here)) == []
+    os.mkfifo(tmp_path / "fifo")
+    (problem,) = uprobe_problems(UprobePoint(str(tmp_path / "fifo"), "f", container_pid=here))
+    assert problem == (
+        f"uprobe target {tmp_path}/fifo inside the mount namespace of pid {here} is a FIFO (named "
+        "pipe), not a regular file; fix spec.target"
+    )
+    (problem,) = uprobe_problems(UprobePoint("/bin/true", "main", container_pid=here))
+    assert problem.startswith(
+        f"uprobe target /bin/true inside the mount namespace of pid {here} has no function main"
+    )
