@@ -68,6 +68,27 @@ def verify(root: Path, spec: ProgramSpec, point: AttachPoint | None, dispatched:
         obj.load()
 
 
+def shared_map_conflict(root: Path, spec: ProgramSpec, owner: ProgramSpec) -> str | None:
+    """Why ``spec``'s maps would not fit those its map owner creates in their shared directory:
+    a map not pinned there yet will be created by the owner, from the owner's definition (a map
+    pinned already is checked against its pin by ``verify``). Opens both objects, loads nothing."""
+    if spec.maps_dir is None or not os.path.isfile(owner.object_path):
+        return None
+    d = maps.directory(root, spec.maps_dir)
+    with BpfObject(spec.object_path) as mine, BpfObject(owner.object_path) as theirs:
+        declared = {m.pin_name: m for m in theirs.declared_maps() if not m.internal}
+        for m in mine.declared_maps():
+            if m.internal or m.pin_name not in declared or (d / m.pin_name).exists():
+                continue
+            diff = maps.shape_difference(declared[m.pin_name].shape, m.shape)
+            if diff is not None:
+                return (
+                    f"its map {m.pin_name} does not fit the one its map owner creates from "
+                    f"{owner.object_path}: that has {diff}; declare the map alike in both objects"
+                )
+    return None
+
+
 def _dispatcher(stack: ExitStack, prog_type: ProgType) -> int:
     """A dispatcher of the kind ``prog_type`` runs behind, loaded for the moment (every slot has
     the same prototype, so slot 0 stands for all)."""

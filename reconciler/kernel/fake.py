@@ -480,6 +480,22 @@ class FakeKernel:
         material = repr((spec, point if tracing else None, dispatched, self.identity()))
         return hashlib.sha256(material.encode()).hexdigest()
 
+    def shared_map_conflict(self, spec: ProgramSpec, owner: ProgramSpec) -> str | None:
+        if spec.maps_dir is None:
+            return None
+        pinned = self._shared.dirs.get(spec.maps_dir, {})
+        theirs = dict(self.object_maps.get(owner.object_path, []))
+        for name, mtype in self.object_maps.get(spec.object_path, []):
+            if fakeparts.is_internal(name) or name in pinned or name not in theirs:
+                continue
+            if theirs[name] != mtype:
+                return (
+                    f"its map {name} does not fit the one its map owner creates from "
+                    f"{owner.object_path}: that has type {theirs[name]} (wanted {mtype}); "
+                    "declare the map alike in both objects"
+                )
+        return None
+
     def identity(self) -> str:
         return f"{self.release_name} fake"
 

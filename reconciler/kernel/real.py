@@ -320,6 +320,9 @@ class RealKernel:
     ) -> str:
         return dryrun.verdict_key(self.root, spec, point, dispatched)
 
+    def shared_map_conflict(self, spec: ProgramSpec, owner: ProgramSpec) -> str | None:
+        return dryrun.shared_map_conflict(self.root, spec, owner)
+
     def identity(self) -> str:
         return dryrun.identity()
 

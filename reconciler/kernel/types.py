@@ -272,6 +272,11 @@ class Kernel(Protocol):
         build and libbpf): equal keys, equal verdicts."""
         ...
 
+    def shared_map_conflict(self, spec: ProgramSpec, owner: ProgramSpec) -> str | None:
+        """Why ``spec``'s maps would not fit those its map owner ``owner`` creates in their
+        shared maps directory (maps not pinned there yet), or None. Loads nothing."""
+        ...
+
     def identity(self) -> str:
         """This kernel build and boot (and the libbpf in use): what cached verdicts and probe
         answers are valid for."""

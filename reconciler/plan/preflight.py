@@ -46,6 +46,7 @@ class Load:
     spec: ProgramSpec
     point: AttachPoint | TcHook | None
     dispatched: bool  # through a dispatcher: verified as an extension of its slot
+    owners: tuple[tuple[Address, ProgramSpec], ...] = ()  # whose shared maps it uses
 
     @property
     def where(self) -> str:
@@ -77,8 +78,16 @@ def loads_of(plan: Plan, skip: Iterable[Address] = ()) -> list[Load]:
     """The programs ``plan`` loads, in its order (``skip``: addresses already known to be
     unloadable here, e.g. a kernel that cannot run their type)."""
     skipped = set(skip)
+    wanted = {c.address: c.desired.program for c in plan.changes if c.desired is not None}
     return [
-        Load(c.address, c.origin, c.desired.program, c.desired.point, c.hook is not None)
+        Load(
+            c.address,
+            c.origin,
+            c.desired.program,
+            c.desired.point,
+            c.hook is not None,
+            tuple((o, wanted[o]) for o in c.desired.depends_on if o in wanted),
+        )
         for c in plan.actionable
         if c.desired is not None
         and c.action in (Action.CREATE, Action.REPLACE)
@@ -97,6 +106,10 @@ def check(loads: list[Load], kernel: Kernel, cache: VerdictCache, may_skip: bool
         by_key.setdefault(kernel.verdict_key(load.spec, point, load.dispatched), []).append(load)
     for key, same in by_key.items():
         first = same[0]
+        misfit = _misfit(first, kernel)
+        if misfit is not None:
+            out.errors.append(f"{_who(same)}: {misfit}")
+            continue
         verdict = cache.get(key)
         if verdict is None and permission is not None:
             out.not_run += same
@@ -128,6 +141,19 @@ def check(loads: list[Load], kernel: Kernel, cache: VerdictCache, may_skip: bool
                 f"{load.where}: cannot run the program past the verifier: {out.why_not_run}"
             )
     return out
+
+
+def _misfit(load: Load, kernel: Kernel) -> str | None:
+    """Why the load's maps would not fit the shared maps its map owner creates (found without
+    loading anything, before the verifier)."""
+    for address, owner in load.owners:
+        try:
+            why = kernel.shared_map_conflict(load.spec, owner)
+        except KernelError as e:
+            why = str(e)
+        if why is not None:
+            return _clean(f"{why} (map owner {address})")
+    return None
 
 
 def _who(same: list[Load]) -> str:

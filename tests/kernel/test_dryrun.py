@@ -10,7 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.kernel import FentryPoint, ProgType, RealKernel, TcxPoint, TracepointPoint
+from reconciler.kernel import (
+    FentryPoint,
+    KernelError,
+    ProgType,
+    RealKernel,
+    TcxPoint,
+    TracepointPoint,
+)
 from tests import support
 from tests.kernel.harness import World
 from tests.kernel.test_contract import TCX, TP, XDP_V1
@@ -73,3 +80,59 @@ def test_the_dry_run_pins_mounts_and_creates_nothing(no_leaks: None, tmp_path: P
     assert not Path("/sys/fs/bpf/bpfman_dry_run_pinned").exists()
     with pytest.raises(FileNotFoundError):
         (root / "bpfman_dry_run_pinned").stat()
+
+
+SHARED_WIDER = r"""
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 4);
+	__type(key, __u32);
+	__type(value, __u64);
+} shared SEC(".maps");
+SEC("tracepoint/syscalls/sys_enter_getppid")
+int tp_wide(void *ctx)
+{
+	__u32 slot = 3;
+	__u64 *value = bpf_map_lookup_elem(&shared, &slot);
+	if (value)
+		*value += 1;
+	return 0;
+}
+char LICENSE[] SEC("license") = "GPL";
+"""
+
+
+@pytest.mark.kernel
+def test_a_map_that_will_not_fit_its_owners_is_found_before_anything_loads(
+    no_leaks: None, tmp_path: Path
+) -> None:
+    from tests.kernel.test_contract_more import GETPID, WRITER
+
+    (tmp_path / "wide.bpf.c").write_text(SHARED_WIDER)
+    wide = tmp_path / "wide.o"
+    subprocess.run(
+        ["clang", "-g", "-O2", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu", "-c",
+         str(tmp_path / "wide.bpf.c"), "-o", str(wide)],
+        check=True,
+    )  # fmt: skip
+    user = dataclasses.replace(WRITER, object_path=str(wide), function="tp_wide")
+    kernel = RealKernel(Path("/sys/fs/bpf") / support.unique("bpfman-owner-"))
+    try:
+        # Nothing pinned yet: the owner (WRITER's object, max_entries 1) will create the map.
+        assert kernel.shared_map_conflict(user, WRITER) == (
+            f"its map shared does not fit the one its map owner creates from "
+            f"{WRITER.object_path}: that has max_entries 1 (wanted 4); declare the map alike in "
+            "both objects"
+        )
+        assert kernel.shared_map_conflict(WRITER, WRITER) is None
+        # Once the owner's maps are pinned, the dry run checks against the pins themselves.
+        kernel.install("TracepointProgram/owner/x", WRITER, GETPID)
+        assert kernel.shared_map_conflict(user, WRITER) is None
+        with pytest.raises(KernelError, match=r"max_entries 1 \(wanted 4\)"):
+            kernel.verify(user)
+    finally:
+        kernel.uninstall("TracepointProgram/owner/x")
+        kernel.remove_maps(WRITER.maps_dir or "")
+        support.remove_tree(kernel.root)

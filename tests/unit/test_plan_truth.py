@@ -224,3 +224,25 @@ def test_a_uprobe_target_in_a_container_is_read_through_its_root(tmp_path) -> No
     assert problem.startswith(
         f"uprobe target /bin/true inside the mount namespace of pid {here} has no function main"
     )
+
+
+def test_maps_that_will_not_fit_the_owners_are_a_plan_error_before_the_verifier(ctx) -> None:
+    owner, user = tracepoint("owner"), tracepoint("user", "syscalls/sys_enter_getppid")
+    owner = dataclasses.replace(
+        owner, program=dataclasses.replace(owner.program, object_path="/x/o.o", maps_dir="m")
+    )
+    user = dataclasses.replace(
+        user,
+        program=dataclasses.replace(user.program, object_path="/x/u.o", maps_dir="m"),
+        depends_on=(owner.address,),
+    )
+    ctx.kernel.object_maps["/x/o.o"] = [("events", "ringbuf")]  # type: ignore[attr-defined]
+    ctx.kernel.object_maps["/x/u.o"] = [("events", "hash")]  # type: ignore[attr-defined]
+    (error,) = plan(ctx, owner, user).errors
+    assert error == (
+        "TracepointProgram/user[syscalls/sys_enter_getppid] (tp.yaml:1): its map events does not "
+        "fit the one its map owner creates from /x/o.o: that has type ringbuf (wanted hash); "
+        "declare the map alike in both objects (map owner "
+        "TracepointProgram/owner[syscalls/sys_enter_getpid])"
+    )
+    assert [s.object_path for s, _p, _d in ctx.kernel.verified] == ["/x/o.o"]  # type: ignore[attr-defined]
