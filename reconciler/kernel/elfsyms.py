@@ -106,7 +106,7 @@ class Lookup:
     name: str
     offset: int | None  # the file offset libbpf would probe; None: not found
     problem: str | None = None  # why not, when it is known (data, ifunc, imported, ambiguous)
-    near: tuple[str, ...] = ()  # defined function names close to the one asked for
+    near: tuple[str, ...] = ()  # defined function names close to the one asked for (printable)
     stripped: bool = False  # the file has no .symtab (only the exported .dynsym)
 
     @property
@@ -459,12 +459,12 @@ class ElfFile:
                     functions.add(sym.name.split(b"@", 1)[0].decode(errors="replace"))
         near: tuple[str, ...] = ()
         if problem is None:
-            near = tuple(near_names(base.decode(errors="replace"), functions))
+            near = tuple(printable(n) for n in near_names(base.decode(errors="replace"), functions))
         return Lookup(name, None, problem, near, self._first(SHT_SYMTAB) is None)
 
     @staticmethod
     def _why_not(sym: _Symbol, base: bytes, versioned: tuple[int, int] | None) -> str | None:
-        plain = base.decode(errors="replace")
+        plain = printable(base.decode(errors="replace"))
         if sym.type == STT_FUNC and sym.shndx == _SHN_UNDEF:
             return (
                 "it only imports that function (an undefined symbol): probe the library that "

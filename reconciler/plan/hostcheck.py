@@ -157,7 +157,7 @@ def check_host(
 
     for d in desired:
         if d.address in flagged:
-            continue  # the kernel cannot run it at all: that is the one problem to fix
+            continue  # it has its problem already (a type this kernel cannot run, no map owner)
         where = f"{d.address} ({d.origin})"
         before = len(problems)
         _check_point(d, where, kernel, ours, dispatching, problems, per_hook, per_tracepoint)
