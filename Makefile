@@ -16,7 +16,13 @@ install: $(VENV)/.bpfman-installed $(DISPATCHER_OBJS)
 $(VENV)/.bpfman-installed: pyproject.toml scripts/install-deps.sh
 	@scripts/install-deps.sh
 
-bytecode: install $(BPF_OBJS)
+# A user-space binary the uprobe tests probe (and read the symbols of).
+TEST_BINS := tests/bpf/uprobe_target
+
+bytecode: install $(BPF_OBJS) $(TEST_BINS)
+
+tests/bpf/uprobe_target: tests/bpf/uprobe_target.c
+	$(CC) -O0 -g -o $@ $<
 
 %.o: %.bpf.c | $(VENV)/.bpfman-installed
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
@@ -43,5 +49,5 @@ bench: bytecode
 	$(VENV)/bin/python bench/bench.py
 
 clean:
-	rm -f $(BPF_OBJS)
+	rm -f $(BPF_OBJS) $(TEST_BINS)
 	$(MAKE) -C bench clean 2>/dev/null || true

@@ -7,9 +7,10 @@ from pathlib import Path
 
 from reconciler.hostpaths import pin_path_errors
 from reconciler.kernel.types import Installed, Kernel, KernelError
-from reconciler.plan import Plan, build_plan, drift
+from reconciler.plan import Plan, build_plan, drift, preflight
 from reconciler.plan.hooks import assign_hooks, hook_of_point
-from reconciler.plan.hostcheck import check as host_check
+from reconciler.plan.hostcheck import check_host
+from reconciler.plan.verdicts import VerdictCache
 from reconciler.spec.model import DesiredAttachment, DesiredState
 from reconciler.state import Record, StateStore
 
@@ -37,33 +38,51 @@ def observe(ctx: Context) -> tuple[list[Installed], dict[str, Record]]:
 
 
 def plan_for(ctx: Context, desired: DesiredState | None) -> Plan:
-    """The plan to reach ``desired``; None means "nothing desired" (destroy)."""
+    """The plan to reach ``desired``; None means "nothing desired" (destroy).
+
+    Everything that can be known without changing the kernel is checked: host facts
+    (hostcheck) and the verifier's verdict on every program the plan would load (preflight),
+    kept with the feature probes' answers in the state dir so that repeating a plan loads
+    nothing."""
     installed, records = observe(ctx)
-    if desired is None:
-        plan = build_plan([], installed, records, bpffs_root=str(ctx.kernel.root))
-        plan.destroy = True
-        plan.drift = drift.detect(installed, records, _interfaces(ctx.kernel, records))
-        plan.dispatching = any(r.extra.get("hook") for r in records.values())
+    verdicts = VerdictCache.load(ctx.store.dir, ctx.kernel.identity())
+    ctx.kernel.remember_probes(verdicts.probes())
+    try:
+        if desired is None:
+            plan = build_plan([], installed, records, bpffs_root=str(ctx.kernel.root))
+            plan.destroy = True
+            plan.drift = drift.detect(installed, records, _interfaces(ctx.kernel, records))
+            plan.dispatching = any(r.extra.get("hook") for r in records.values())
+            assign_hooks(plan, records)
+            for c in plan.changes:
+                c.reason = "bpfman destroy unloads everything it manages"
+            return plan
+        dispatching = dispatchers_supported(ctx.kernel, desired.attachments, records)
+        errors, flagged = check_host(desired.attachments, ctx.kernel, installed, dispatching)
+        errors += pin_path_errors(desired.attachments, ctx.kernel.root)
+        plan = build_plan(
+            desired.attachments,
+            installed,
+            records,
+            errors=errors,
+            source=desired.source,
+            revision=desired.revision,
+            bpffs_root=str(ctx.kernel.root),
+            unselected=[
+                (f"{m.kind}/{m.name}", str(m.origin), why) for m, why in desired.unselected
+            ],
+        )
+        plan.dispatching = dispatching
         assign_hooks(plan, records)
-        for c in plan.changes:
-            c.reason = "bpfman destroy unloads everything it manages"
+        plan.drift = drift.detect(installed, records, _interfaces(ctx.kernel, records))
+        verified = preflight.check(preflight.loads_of(plan, flagged), ctx.kernel, verdicts)
+        plan.errors += verified.errors
+        plan.warnings += verified.warnings()
         return plan
-    dispatching = dispatchers_supported(ctx.kernel, desired.attachments, records)
-    plan = build_plan(
-        desired.attachments,
-        installed,
-        records,
-        errors=host_check(desired.attachments, ctx.kernel, installed, dispatching)
-        + pin_path_errors(desired.attachments, ctx.kernel.root),
-        source=desired.source,
-        revision=desired.revision,
-        bpffs_root=str(ctx.kernel.root),
-        unselected=[(f"{m.kind}/{m.name}", str(m.origin), why) for m, why in desired.unselected],
-    )
-    plan.dispatching = dispatching
-    assign_hooks(plan, records)
-    plan.drift = drift.detect(installed, records, _interfaces(ctx.kernel, records))
-    return plan
+    finally:
+        if ctx.kernel.load_permission() is None:  # answers of a process that could probe
+            verdicts.put_probes(ctx.kernel.probe_answers())
+        verdicts.save()
 
 
 def _interfaces(kernel: Kernel, records: dict[str, Record]) -> set[tuple[str | None, str]]:

@@ -26,10 +26,11 @@ from reconciler.kernel.types import (
     Installed,
     Kernel,
     KernelError,
-    ProgType,
     TcxPoint,
 )
+from reconciler.plan import preflight
 from reconciler.plan.model import Action, Plan, ResourceChange
+from reconciler.plan.verdicts import VerdictCache
 from reconciler.spec.model import DesiredAttachment
 from reconciler.state import Record, StateStore
 
@@ -102,25 +103,17 @@ def _verify(c: ResourceChange, inst: Installed) -> None:
         )
 
 
-def _preflight(plan: Plan, kernel: Kernel, emit: Callable[[str], None]) -> None:
+def _preflight(plan: Plan, kernel: Kernel, store: StateStore) -> None:
     """Run every program that the plan loads past the verifier before changing anything, so a
-    rejection anywhere in the plan leaves the whole host as it was."""
-    seen: set[tuple[str, str, str]] = set()
-    for c in plan.actionable:
-        d = c.desired
-        if d is None or c.action not in (Action.CREATE, Action.REPLACE):
-            continue
-        # The verifier's verdict depends on the program, its global data (constants it may prune
-        # on) and, for fentry/fexit, the function it is verified against: not on other points.
-        tracing = d.program.prog_type in (ProgType.FENTRY, ProgType.FEXIT)
-        key = (d.bytecode_digest, repr(d.program), str(d.point) if tracing else "")
-        if key in seen:
-            continue
-        seen.add(key)
-        try:
-            kernel.verify(d.program, d.point)
-        except KernelError as e:
-            raise ApplyFailed(f"{c.address} ({c.origin}): {e}", []) from e
+    rejection anywhere in the plan leaves the whole host as it was (verdicts kept by an earlier
+    plan count: see reconciler/plan/preflight.py, the same code path as ``plan``)."""
+    verdicts = VerdictCache.load(store.dir, kernel.identity())
+    try:
+        found = preflight.check(preflight.loads_of(plan), kernel, verdicts, may_skip=False)
+    finally:
+        verdicts.save()
+    if found.errors:
+        raise ApplyFailed("\n".join(found.errors), [])
 
 
 def apply_plan(
@@ -141,7 +134,7 @@ def apply_plan(
     stale = [] if plan.targeted else [k for k in records if k not in planned]
     for key in stale:
         del records[key]
-    _preflight(plan, kernel, emit)
+    _preflight(plan, kernel, store)
     order = TcxOrder(plan)
     outcomes: list[Outcome] = []
 

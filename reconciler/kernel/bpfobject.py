@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from reconciler.kernel import bpf, libbpf
 from reconciler.kernel.libbpf import Link, verifier_summary
-from reconciler.kernel.types import KernelError, VerifierError
+from reconciler.kernel.types import KernelError, LoadNotPermitted, VerifierError
 
 _lib = libbpf.lib
 
@@ -195,6 +195,9 @@ class BpfObject:
                     + verifier_summary(verifier_log),
                     verifier_log,
                 )
+            if -ret in (errno.EPERM, errno.EACCES):
+                failure = libbpf.fail(f"cannot load {where}", -ret, messages)
+                raise LoadNotPermitted(str(failure))
             raise libbpf.fail(f"cannot load {where}", -ret, messages)
         return int(_lib.bpf_program__fd(prog))
 
@@ -249,6 +252,14 @@ class BpfObject:
         ret = _lib.bpf_map__set_pin_path(decl.ptr, os.fsencode(path))
         if ret < 0:
             raise libbpf.fail(f"cannot set the pin path of map {decl.name} to {path}", -ret)
+
+    def clear_pin_paths(self) -> None:
+        """No map of this object is reused from, or pinned to, a path at load (libbpf gives
+        maps declared with ``pinning = LIBBPF_PIN_BY_NAME`` one at open): for a dry run."""
+        for decl in self.declared_maps():
+            ret = _lib.bpf_map__set_pin_path(decl.ptr, None)
+            if ret < 0:
+                raise libbpf.fail(f"cannot clear the pin path of map {decl.name}", -ret)
 
     @staticmethod
     def initial_value(decl: MapDecl) -> bytes:

@@ -32,6 +32,7 @@ from reconciler.kernel.types import (
     Installed,
     KernelError,
     KprobePoint,
+    LoadNotPermitted,
     MapInfo,
     Placement,
     Probe,
@@ -108,6 +109,12 @@ class FakeKernel:
         self.release_name = "6.18.0-fake"
         self.tracepoint_set: set[str] = set(DEFAULT_TRACEPOINTS)
         self.fail_next: dict[str, Exception] = {}  # "load" | "attach" | "swap" -> raise once
+        # Why this process may not load programs (None: it may), as RealKernel.load_permission.
+        self.permission: str | None = None
+        # Every verify that reached the "verifier": (spec, point, dispatched), in order.
+        self.verified: list[tuple[ProgramSpec, AttachPoint | None, bool]] = []
+        self.probed: set[str] = set()  # features probed (probe_answers reports them)
+        self.remembered: dict[str, Probe] = {}  # answers handed to remember_probes
         self.root_ready = False
         self._ifaces: dict[tuple[str | None, str], _Iface] = {}
         self._entries: dict[str, _Entry] = {}
@@ -451,7 +458,9 @@ class FakeKernel:
             self._unlink(old.link_id)
         return link_id
 
-    def verify(self, spec: ProgramSpec, point: AttachPoint | None = None) -> None:
+    def verify(
+        self, spec: ProgramSpec, point: AttachPoint | None = None, dispatched: bool = False
+    ) -> None:
         if self.check_files and not os.path.isfile(spec.object_path):
             raise KernelError(f"BPF object {spec.object_path} not found; build it or fix the path")
         self._require_feature(spec)
@@ -459,7 +468,52 @@ class FakeKernel:
             fakeparts.check_kernel_point(point, self.kernel_functions)
         if spec.maps_dir is not None:
             self._shared.directory(spec.maps_dir, list(self._entries))
+        if self.permission is not None:
+            raise LoadNotPermitted(f"cannot load {spec.function}: Operation not permitted")
+        self.verified.append((spec, point, dispatched))
         self._load("", spec, keep=False)
+
+    def verdict_key(
+        self, spec: ProgramSpec, point: AttachPoint | None = None, dispatched: bool = False
+    ) -> str:
+        tracing = isinstance(point, FentryPoint | FexitPoint)
+        material = repr((spec, point if tracing else None, dispatched, self.identity()))
+        return hashlib.sha256(material.encode()).hexdigest()
+
+    def shared_map_conflict(self, spec: ProgramSpec, owner: ProgramSpec) -> str | None:
+        if spec.maps_dir is None:
+            return None
+        pinned = self._shared.dirs.get(spec.maps_dir, {})
+        theirs = dict(self.object_maps.get(owner.object_path, []))
+        for name, mtype in self.object_maps.get(spec.object_path, []):
+            if fakeparts.is_internal(name) or name in pinned or name not in theirs:
+                continue
+            if theirs[name] != mtype:
+                return (
+                    f"its map {name} does not fit the one its map owner creates from "
+                    f"{owner.object_path}: that has type {theirs[name]} (wanted {mtype}); "
+                    "declare the map alike in both objects"
+                )
+        return None
+
+    def identity(self) -> str:
+        return f"{self.release_name} fake"
+
+    def load_permission(self) -> str | None:
+        return self.permission
+
+    def probe_answers(self) -> dict[str, Probe]:
+        return {f: self.probe(f) for f in sorted(self.probed)}
+
+    def remember_probes(self, answers: dict[str, Probe]) -> None:
+        self.remembered.update(answers)
+
+    def missing_kernel_function(self, name: str, need_btf: bool) -> str | None:
+        if name in self.kernel_functions:
+            return None
+        if need_btf:
+            return "has no BTF on this kernel (not a FUNC in /sys/kernel/btf/vmlinux)"
+        return "does not exist on this kernel (not in /proc/kallsyms)"
 
     def uninstall(self, pin_dir: str) -> None:
         bpffs.check_pin_dir(pin_dir)
@@ -584,6 +638,7 @@ class FakeKernel:
     def probe(self, feature: str) -> Probe:
         if feature not in FEATURES:
             raise ValueError(f"no probe for feature {feature!r}; known: {', '.join(FEATURES)}")
+        self.probed.add(feature)
         if self.features.get(feature, True):
             return Probe(feature, True, f"{feature} is supported (fake kernel)")
         return Probe(feature, False, f"{feature} is turned off in this fake kernel (features)")

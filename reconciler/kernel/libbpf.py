@@ -41,6 +41,8 @@ _libc.vsnprintf.restype = _c.c_int
 
 # name: (restype, argtypes)
 _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
+    "libbpf_major_version": (_c.c_uint32, []),
+    "libbpf_minor_version": (_c.c_uint32, []),
     "bpf_object__open_file": (_P, [_c.c_char_p, _P]),
     "bpf_object__load": (_c.c_int, [_P]),
     "bpf_object__close": (None, [_P]),
@@ -89,6 +91,12 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
 for _name, (_res, _args) in _SIGNATURES.items():
     _fn = getattr(lib, _name)
     _fn.restype, _fn.argtypes = _res, _args
+
+
+def version() -> tuple[int, int]:
+    """(major, minor) of the libbpf.so.1 loaded (its behaviour, e.g. uprobe name matching,
+    differs between versions)."""
+    return int(lib.libbpf_major_version()), int(lib.libbpf_minor_version())
 
 
 # --- libbpf's log ---------------------------------------------------------------------------------

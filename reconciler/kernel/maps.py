@@ -80,6 +80,18 @@ def _describe(shape: MapShape) -> dict[str, object]:
     }
 
 
+def shape_difference(have: MapShape, wanted: MapShape) -> str | None:
+    """None when a map of shape ``have`` can be used where ``wanted`` is declared; otherwise the
+    differing fields, e.g. ``max_entries 4 (wanted 1)``."""
+    if wanted.type == _PERF_EVENT_ARRAY and wanted.max_entries == 0:
+        # libbpf sizes it to the number of CPUs when it declares max_entries 0
+        wanted = dataclasses.replace(wanted, max_entries=have.max_entries)
+    if have == wanted:
+        return None
+    h, w = _describe(have), _describe(wanted)
+    return ", ".join(f"{k} {h[k]} (wanted {w[k]})" for k in h if h[k] != w[k])
+
+
 def _check_compatible(decl: MapDecl, pin: Path, path: str) -> None:
     try:
         with bpf.opened(bpf.obj_get(str(pin))) as fd:
@@ -87,12 +99,8 @@ def _check_compatible(decl: MapDecl, pin: Path, path: str) -> None:
     except OSError as e:
         raise KernelError(f"cannot open the shared map pinned at {pin}: {e.strerror}") from e
     pinned = MapShape(info.type, info.key_size, info.value_size, info.max_entries, info.flags)
-    wanted = decl.shape
-    if wanted.type == _PERF_EVENT_ARRAY and wanted.max_entries == 0:
-        wanted = dataclasses.replace(wanted, max_entries=pinned.max_entries)
-    if pinned != wanted:
-        have, want = _describe(pinned), _describe(wanted)
-        diff = ", ".join(f"{k} {have[k]} (wanted {want[k]})" for k in have if have[k] != want[k])
+    diff = shape_difference(pinned, decl.shape)
+    if diff is not None:
         raise KernelError(
             f"the shared map {decl.pin_name} pinned at {pin} does not fit map {decl.name} of "
             f"{path}: it has {diff}; use another maps directory, or remove the old maps once "

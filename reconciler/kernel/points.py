@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from reconciler.kernel import attach, bpf, probes, tracefs
 from reconciler.kernel.types import (
@@ -22,6 +23,9 @@ from reconciler.kernel.types import (
     UprobePoint,
     XdpPoint,
 )
+
+if TYPE_CHECKING:
+    from reconciler.kernel.bpfobject import BpfObject
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,19 @@ def attach_target(point: AttachPoint | None) -> str | None:
     """The kernel function a fentry/fexit program must be loaded for (its BTF id is part of
     the program: the verifier checks the program against the function's prototype)."""
     return point.func_name if isinstance(point, FentryPoint | FexitPoint) else None
+
+
+def prepare(obj: BpfObject, spec: ProgramSpec, point: AttachPoint | None) -> None:
+    """Everything set on the opened object before load: which program, as what type (and for
+    which kernel function), and the initial values of its global variables. Install and the
+    verifier's dry run both go through here, so they load the same program."""
+    from reconciler.kernel import btf
+
+    kind = KINDS[spec.prog_type]
+    obj.select(
+        spec.function, kind.prog_type, expected_attach(spec.prog_type, point), attach_target(point)
+    )
+    btf.set_global_data(obj, spec.global_data)
 
 
 def require_feature(spec: ProgramSpec) -> None:

@@ -305,12 +305,38 @@ _PROBES: dict[str, Callable[[], Probe]] = {
 }
 
 
+# Answers of this process, and answers remembered from an earlier run on the same kernel build
+# and boot (see ``remember``): a probe loads programs, and a plan that changes nothing must not.
+_answers: dict[str, Probe] = {}
+
+
 def probe(feature: str) -> Probe:
     """The probe of ``feature`` (one of FEATURES); ValueError for a name no probe knows."""
     fn = _PROBES.get(feature)
     if fn is None:
         raise ValueError(f"no probe for feature {feature!r}; known: {', '.join(FEATURES)}")
-    return fn()
+    found = _answers.get(feature)
+    if found is None:
+        found = _answers[feature] = fn()
+    return found
+
+
+def answered() -> dict[str, Probe]:
+    """Every feature probed (or remembered) by this process so far."""
+    return dict(_answers)
+
+
+def forget() -> None:
+    """Probe again from now on (tests)."""
+    _answers.clear()
+
+
+def remember(answers: dict[str, Probe]) -> None:
+    """Take ``answers`` (from an earlier run on this kernel build and boot, by a process that
+    could load programs) as this process's, without probing again."""
+    for feature, answer in answers.items():
+        if feature in _PROBES and answer.feature == feature:
+            _answers.setdefault(feature, answer)
 
 
 def bpf_link_supported(point_kind: str) -> Probe:

@@ -27,7 +27,8 @@ from reconciler.kernel import (
     attach,
     bpf,
     bpffs,
-    btf,
+    dryrun,
+    ksyms,
     maps,
     netlink,
     netns,
@@ -307,31 +308,35 @@ class RealKernel:
         os.replace(stage / PROG, d / PROG)
         bpffs.remove_tree(stage)
 
-    def verify(self, spec: ProgramSpec, point: AttachPoint | None = None) -> None:
-        """Load ``spec`` and release it at once: VerifierError if the kernel refuses it. Pins
-        nothing (maps that declare pinning land in a scratch dir under the root, removed).
+    def verify(
+        self, spec: ProgramSpec, point: AttachPoint | None = None, dispatched: bool = False
+    ) -> None:
+        """Run ``spec`` past the verifier without attaching or pinning anything (see
+        ``dryrun.verify``): VerifierError if the kernel refuses it."""
+        dryrun.verify(self.root, spec, point, dispatched)
 
-        Maps already pinned in ``spec.maps_dir`` are reused (and so checked for fit). A fentry
-        or fexit program is verified against its kernel function's prototype, which ``point``
-        names: without it only what can be checked without loading is (the function, global
-        data, shared maps), and the verifier runs at install."""
-        if not os.path.isfile(spec.object_path):
-            raise KernelError(f"BPF object {spec.object_path} not found; build it or fix the path")
-        points.require_feature(spec)
-        shared = maps.directory(self.root, spec.maps_dir) if spec.maps_dir is not None else None
-        self.ensure_root()
-        scratch = self.root / f"{STAGING}-verify-{os.getpid()}"
-        scratch.mkdir(mode=0o700, exist_ok=True)
-        try:
-            with BpfObject(spec.object_path, pin_root=str(scratch)) as obj:
-                _prepare(obj, spec, point)
-                if shared is not None:
-                    maps.share(obj, shared, create=False)
-                if points.KINDS[spec.prog_type].prog_type == bpf.PROG_TYPE_TRACING and not point:
-                    return
-                obj.load()
-        finally:
-            bpffs.remove_tree(scratch)
+    def verdict_key(
+        self, spec: ProgramSpec, point: AttachPoint | None = None, dispatched: bool = False
+    ) -> str:
+        return dryrun.verdict_key(self.root, spec, point, dispatched)
+
+    def shared_map_conflict(self, spec: ProgramSpec, owner: ProgramSpec) -> str | None:
+        return dryrun.shared_map_conflict(self.root, spec, owner)
+
+    def identity(self) -> str:
+        return dryrun.identity()
+
+    def load_permission(self) -> str | None:
+        return dryrun.load_permission()
+
+    def probe_answers(self) -> dict[str, Probe]:
+        return probes.answered()
+
+    def remember_probes(self, answers: dict[str, Probe]) -> None:
+        probes.remember(answers)
+
+    def missing_kernel_function(self, name: str, need_btf: bool) -> str | None:
+        return ksyms.missing(name, need_btf)
 
     # --- uninstall ------------------------------------------------------------------------------
 
@@ -454,12 +459,7 @@ class RealKernel:
 
 
 def _prepare(obj: BpfObject, spec: ProgramSpec, point: AttachPoint | None) -> None:
-    """Everything set on the opened object before load: which program, as what type (and for
-    which kernel function), and the initial values of its global variables."""
-    kind = points.KINDS[spec.prog_type]
-    expected = points.expected_attach(spec.prog_type, point)
-    obj.select(spec.function, kind.prog_type, expected, points.attach_target(point))
-    btf.set_global_data(obj, spec.global_data)
+    points.prepare(obj, spec, point)
 
 
 class _Loaded:

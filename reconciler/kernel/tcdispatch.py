@@ -36,6 +36,7 @@ from reconciler.kernel.types import (
     HookState,
     Installed,
     KernelError,
+    ProgramSpec,
     SlotState,
     TcHook,
 )
@@ -238,10 +239,7 @@ def dispatch(kernel: RealKernel, hook: TcHook, slots: list[DispatchSlot]) -> lis
         try:
             bpffs.remove_tree(stage)
             stage.mkdir(mode=0o700, parents=True)
-            disp = stack.enter_context(BpfObject(str(DISPATCHER_OBJECT)))
-            disp.select("tc_dispatcher", bpf.PROG_TYPE_SCHED_CLS)
-            btf.set_global_data(disp, (("CONFIG", config_bytes(entries)),))
-            disp_fd = disp.load()
+            disp, disp_fd = load_dispatcher(stack, entries)
             disp.pin_program(str(stage / "dispatcher"))
             obj_btf = disp.btf()
             for n, (_, _, item) in enumerate(order):
@@ -318,6 +316,27 @@ def _lib_find_func(obj_btf: int | None, name: str) -> int:
     return type_id
 
 
+def load_dispatcher(
+    stack: ExitStack, entries: list[tuple[int, tuple[str, ...]]]
+) -> tuple[BpfObject, int]:
+    """Load (not attach) a TC dispatcher running ``entries`` (priority, proceed-on) in its slots;
+    the object and its fd live as long as ``stack``."""
+    disp = stack.enter_context(BpfObject(str(DISPATCHER_OBJECT)))
+    disp.select("tc_dispatcher", bpf.PROG_TYPE_SCHED_CLS)
+    btf.set_global_data(disp, (("CONFIG", config_bytes(entries)),))
+    return disp, disp.load()
+
+
+def prepare_component(obj: BpfObject, spec: ProgramSpec, disp_fd: int, target: str) -> None:
+    """Make ``obj``'s program an extension replacing ``target`` of the loaded dispatcher
+    ``disp_fd`` (before load; the install and the verifier's dry run both go through here)."""
+    obj.select(spec.function, bpf.PROG_TYPE_EXT)
+    ret = btf._lib.bpf_program__set_attach_target(obj._prog, disp_fd, target.encode())
+    if ret < 0:
+        raise KernelError(f"cannot target slot {target} of the TC dispatcher: {os.strerror(-ret)}")
+    btf.set_global_data(obj, spec.global_data)
+
+
 def _load_component(
     kernel: RealKernel, stack: ExitStack, d: Path, slot: DispatchSlot, disp_fd: int, target: str
 ) -> int:
@@ -330,11 +349,7 @@ def _load_component(
     bpffs.remove_tree(stage)
     (stage / MAPS).mkdir(mode=0o700, parents=True)
     obj = stack.enter_context(BpfObject(slot.spec.object_path, pin_root=str(stage / MAPS)))
-    obj.select(slot.spec.function, bpf.PROG_TYPE_EXT)
-    ret = btf._lib.bpf_program__set_attach_target(obj._prog, disp_fd, target.encode())
-    if ret < 0:
-        raise KernelError(f"cannot target slot {target} of the TC dispatcher: {os.strerror(-ret)}")
-    btf.set_global_data(obj, slot.spec.global_data)
+    prepare_component(obj, slot.spec, disp_fd, target)
     skip: frozenset[str] = frozenset()
     sharing = None
     if shared is not None:

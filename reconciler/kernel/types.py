@@ -216,6 +216,12 @@ class VerifierError(KernelError):
         self.log = log
 
 
+class LoadNotPermitted(KernelError):
+    """The kernel refused to load a program or map with EPERM/EACCES and no verifier log: this
+    process lacks the privilege (or an LSM or lockdown forbids it). Not a verdict on the program.
+    """
+
+
 class AttachConflict(KernelError):
     """The attach point is held by a program we do not own."""
 
@@ -249,10 +255,48 @@ class Kernel(Protocol):
         running if anything fails. Pins end up at the same paths as after ``install``."""
         ...
 
-    def verify(self, spec: ProgramSpec, point: AttachPoint | None = None) -> None:
+    def verify(
+        self, spec: ProgramSpec, point: AttachPoint | None = None, dispatched: bool = False
+    ) -> None:
         """Load the program and release it at once: raises VerifierError if the kernel would
-        refuse it. Pins nothing; leaves nothing behind. fentry/fexit programs are checked against
-        their kernel function's prototype, so they need the ``point`` to be verified fully."""
+        refuse it, LoadNotPermitted if this process may not load programs. Pins nothing, mounts
+        nothing, leaves nothing behind. fentry/fexit programs are checked against their kernel
+        function's prototype, so they need the ``point`` to be verified fully. ``dispatched``:
+        an XDP or TC program verified as what a dispatcher runs (an extension of its slot)."""
+
+    def verdict_key(
+        self, spec: ProgramSpec, point: AttachPoint | None = None, dispatched: bool = False
+    ) -> str:
+        """A digest of everything ``verify``'s verdict depends on (the object's bytes, function,
+        type, global data, kernel function, dispatcher, shared maps already pinned, the kernel
+        build and libbpf): equal keys, equal verdicts."""
+        ...
+
+    def shared_map_conflict(self, spec: ProgramSpec, owner: ProgramSpec) -> str | None:
+        """Why ``spec``'s maps would not fit those its map owner ``owner`` creates in their
+        shared maps directory (maps not pinned there yet), or None. Loads nothing."""
+        ...
+
+    def identity(self) -> str:
+        """This kernel build and boot (and the libbpf in use): what cached verdicts and probe
+        answers are valid for."""
+        ...
+
+    def load_permission(self) -> str | None:
+        """None when this process may load BPF programs; otherwise why not."""
+        ...
+
+    def probe_answers(self) -> dict[str, Probe]:
+        """The feature probes answered so far (to keep them across runs)."""
+        ...
+
+    def remember_probes(self, answers: dict[str, Probe]) -> None:
+        """Take these answers (from an earlier run on this kernel and boot) instead of probing."""
+
+    def missing_kernel_function(self, name: str, need_btf: bool) -> str | None:
+        """None when kernel function ``name`` exists (with BTF, for fentry/fexit), as far as can
+        be told without loading; otherwise why not (with near names)."""
+        ...
 
     def dispatch(self, hook: Hook, slots: list[DispatchSlot]) -> list[Installed]:
         """Make ``hook`` run exactly ``slots`` (plus any foreign programs already on its

@@ -248,16 +248,13 @@ def _swap(kernel: RealKernel, hook: XdpHook, cur: Current, wants: list[_Want]) -
             netlink.xdp_detach(hook.ifname, old_fd, cur.iface.xdp_mode, hook.netns)
         else:
             with contextlib.ExitStack() as stack:
-                disp = stack.enter_context(BpfObject(str(xdpproto.OBJECT)))
-                disp.select(xdpproto.DISPATCHER_NAME, bpf.PROG_TYPE_XDP)
                 config = Config(
                     len(wants),
                     tuple(w.bits for w in wants),
                     tuple(w.priority for w in wants),
                     tuple(w.flags for w in wants),
                 )
-                btf.set_global_data(disp, [("conf", config.pack())])
-                disp_fd = disp.load()
+                disp_fd = load_dispatcher(stack, config)
                 disp_id = bpf.prog_info(disp_fd).id
                 btf_ids = xdpproto.slot_btf_ids(disp_fd)
                 link_fds = []
@@ -341,6 +338,25 @@ def _attach(hook: XdpHook, cur: Current, disp_fd: int, old_fd: int | None) -> No
         raise
 
 
+def load_dispatcher(stack: contextlib.ExitStack, config: Config) -> int:
+    """Load (not attach) a dispatcher running ``config``; its fd lives as long as ``stack``."""
+    disp = stack.enter_context(BpfObject(str(xdpproto.OBJECT)))
+    disp.select(xdpproto.DISPATCHER_NAME, bpf.PROG_TYPE_XDP)
+    btf.set_global_data(disp, [("conf", config.pack())])
+    return disp.load()
+
+
+def prepare_component(obj: BpfObject, spec: ProgramSpec, disp_fd: int, slot: str) -> None:
+    """Make ``obj``'s program an extension of ``slot`` of the loaded dispatcher ``disp_fd``
+    (before load; the install and the verifier's dry run both go through here)."""
+    obj.select(spec.function, bpf.PROG_TYPE_EXT, 0)
+    # libbpf resolves the slot function's BTF id in the dispatcher's BTF (the freplace target).
+    ret = libbpf.lib.bpf_program__set_attach_target(obj._prog, disp_fd, slot.encode())
+    if ret < 0:
+        raise libbpf.fail(f"cannot target slot {slot} of the XDP dispatcher", -ret)
+    btf.set_global_data(obj, spec.global_data)
+
+
 def _load_component(
     stack: contextlib.ExitStack, d: Path, w: _Want, disp_fd: int, slot: str, root: Path
 ) -> tuple[int, maps.Sharing | None]:
@@ -352,12 +368,7 @@ def _load_component(
     bpffs.remove_tree(stage)  # leftovers of an interrupted run
     (stage / MAPS).mkdir(mode=0o700, parents=True, exist_ok=True)
     obj = stack.enter_context(BpfObject(spec.object_path, pin_root=str(stage / MAPS)))
-    obj.select(spec.function, bpf.PROG_TYPE_EXT, 0)
-    # libbpf resolves the slot function's BTF id in the dispatcher's BTF (the freplace target).
-    ret = libbpf.lib.bpf_program__set_attach_target(obj._prog, disp_fd, slot.encode())
-    if ret < 0:
-        raise libbpf.fail(f"cannot target slot {slot} of the XDP dispatcher", -ret)
-    btf.set_global_data(obj, spec.global_data)
+    prepare_component(obj, spec, disp_fd, slot)
     sharing = None
     skip: frozenset[str] = frozenset()
     if spec.maps_dir is not None:

@@ -6,9 +6,10 @@ A case is one YAML file, copied as the only manifest of its own source directory
 test objects in ``bytecode/``), with its expectations in leading comments:
 
     # mode: validate | plan | apply   validate: host-independent, `bpfman validate`;
-    #                                  plan: `plan` and `apply --auto-approve` both refuse it;
-    #                                  apply: refused by `apply` (the kernel decides, e.g. the
-    #                                  verifier), as root
+    #                                  plan: `plan` and `apply --auto-approve` both refuse it
+    #                                  (host facts and the verifier: plan knows them);
+    #                                  apply: refused by `apply` only (what only changing
+    #                                  the kernel can find out), as root
     # problems: N (why)                optional: more than one problem line, with the reason
     # setup: NAME                      optional: a function below that builds hostile files
     # expect: TEXT                     fragments the error message must contain (one or more)
@@ -40,6 +41,7 @@ import os
 import random
 import re
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -238,6 +240,56 @@ def journal_fifo(d: Path) -> None:
 
 def lock_directory(d: Path) -> None:
     (d / "state" / "lock").mkdir(parents=True)
+
+
+def _target(d: Path, path: Path) -> None:
+    """Point the case's uprobe ``target: TARGET`` at ``path`` (built outside the source)."""
+    m = _manifest(d)
+    m.write_text(m.read_text().replace("TARGET", str(path)))
+
+
+def uprobe_directory_target(d: Path) -> None:
+    (d / "bin").mkdir()
+    _target(d, d / "bin")
+
+
+def uprobe_fifo_target(d: Path) -> None:
+    os.mkfifo(d / "fifo")  # opening it for reading would block until a writer comes
+    _target(d, d / "fifo")
+
+
+def uprobe_socket_target(d: Path) -> None:
+    cwd = os.getcwd()
+    os.chdir(d)  # a relative name: a socket's path must fit in 108 bytes
+    try:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.bind("sock")
+    finally:
+        os.chdir(cwd)
+    _target(d, d / "sock")
+
+
+def uprobe_text_target(d: Path) -> None:
+    (d / "notes.txt").write_text("not a binary\n")
+    _target(d, d / "notes.txt")
+
+
+def uprobe_script_target(d: Path) -> None:
+    (d / "tool").write_text("#!/bin/sh\nexec true\n")
+    (d / "tool").chmod(0o755)
+    _target(d, d / "tool")
+
+
+def uprobe_truncated_target(d: Path) -> None:
+    (d / "true").write_bytes(Path("/bin/true").read_bytes()[:3000])
+    _target(d, d / "true")
+
+
+def uprobe_32bit_target(d: Path) -> None:
+    data = bytearray(Path("/bin/true").read_bytes())
+    data[4] = 1  # EI_CLASS: ELFCLASS32
+    (d / "true32").write_bytes(bytes(data))
+    _target(d, d / "true32")
 
 
 def build(case: Case, base: Path) -> Path:

@@ -24,6 +24,7 @@ def _clear_probe_caches() -> None:
                probes.kprobe_supported, probes.uprobe_supported, probes.tracepoint_supported,
                probes.tracing_supported, probes.freplace_supported):  # fmt: skip
         fn.cache_clear()
+    probes.forget()
 
 
 def test_probes_load_nothing_that_stays(no_leaks: None) -> None:
