@@ -12,8 +12,9 @@ Pause points (TEST ONLY, for the crash harness in ``tests/crash/``): with the en
 
     BPFMAN-TEST-PAUSED step=<k> at=<point> pid=<pid> address=<address>
 
-and blocks until SIGINT or SIGTERM (which then stop the apply after that step, as above) or a
-SIGKILL. Points, in the order a step reaches them:
+and blocks until SIGUSR1 (which lets the apply go on as if it had never paused: to hold an
+apply mid-step while another bpfman is started), SIGINT or SIGTERM (which then stop the apply
+after that step, as above) or a SIGKILL. Points, in the order a step reaches them:
 
 - ``begun``: the intent line is in the journal, the kernel is untouched;
 - ``staged``: the new program is loaded and pinned in ``%next``, not yet attached or swapped in
@@ -87,9 +88,19 @@ class Interrupt:
         """A pause point (test only): block here if the environment asks for it."""
         if step != self.pause_step or point != self.pause_at:
             return
-        sys.stderr.write(
-            f"{PAUSE_MARKER} step={step} at={point} pid={os.getpid()} address={address}\n"
-        )
-        sys.stderr.flush()
-        while self.signum is None:
-            time.sleep(0.02)
+        resumed = False
+
+        def resume(_signum: int, _frame: FrameType | None) -> None:
+            nonlocal resumed
+            resumed = True
+
+        old = signal.signal(signal.SIGUSR1, resume)  # before the line: a test acts on it
+        try:
+            sys.stderr.write(
+                f"{PAUSE_MARKER} step={step} at={point} pid={os.getpid()} address={address}\n"
+            )
+            sys.stderr.flush()
+            while self.signum is None and not resumed:
+                time.sleep(0.02)
+        finally:
+            signal.signal(signal.SIGUSR1, old)

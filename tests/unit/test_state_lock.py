@@ -2,6 +2,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -81,6 +82,62 @@ def test_second_locker_times_out_naming_the_holder(tmp_path):
     # A lock left by a dead process is no obstacle: the kernel released the flock.
     with ApplyLock(tmp_path, timeout=0.3):
         pass
+
+
+def test_a_waiter_is_told_once_whom_it_waits_for_and_gets_the_lock_when_freed(tmp_path):
+    p = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    told: list[str] = []
+    try:
+        assert p.stdout.readline().strip() == "locked"
+        threading.Timer(0.5, p.kill).start()  # the holder goes while we wait
+        with ApplyLock(tmp_path, timeout=30, on_wait=told.append):
+            pass
+    finally:
+        p.kill()
+        p.wait()
+    assert len(told) == 1
+    assert told[0].startswith(f"Waiting for the state lock held by pid {p.pid} (bpfman ")
+    assert told[0].endswith("; up to 30s (--lock-timeout)")
+    # Not told when there is nothing to wait for.
+    with ApplyLock(tmp_path, timeout=30, on_wait=told.append):
+        pass
+    assert len(told) == 1
+
+
+def test_the_lock_is_reentrant_within_a_thread_and_exclusive_across_threads(tmp_path):
+    """An apply holds it for the whole transaction; code inside (the state repair) may ask for
+    it again without waiting for itself. Another thread still waits."""
+    outer = ApplyLock(tmp_path, timeout=0)
+    with outer:
+        with ApplyLock(tmp_path, timeout=0):  # nested: at once
+            pass
+        assert (tmp_path / "lock").read_text()  # the outer one still holds it, named
+        failed: list[Exception] = []
+
+        def other() -> None:
+            try:
+                ApplyLock(tmp_path, timeout=0.2).acquire()
+            except LockTimeout as e:
+                failed.append(e)
+
+        t = threading.Thread(target=other)
+        t.start()
+        t.join()
+        assert len(failed) == 1
+    assert (tmp_path / "lock").read_text() == ""  # released by the outermost only
+
+    got: list[bool] = []
+
+    def again() -> None:
+        with ApplyLock(tmp_path, timeout=0):
+            got.append(True)
+
+    t = threading.Thread(target=again)
+    t.start()
+    t.join()
+    assert got == [True]
 
 
 def test_journal_replays_over_the_snapshot_and_compacts(tmp_path):
