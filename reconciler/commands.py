@@ -254,10 +254,20 @@ def _say_waiting(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def _recover(ctx: Any) -> None:
+    """Finish or undo what a killed apply left in the kernel (staging, dispatcher revisions),
+    under the lock and before observing: the plan then starts from what really runs (a swap
+    that happened is completed, never undone and redone)."""
+    from reconciler.apply.execute import discard_leftovers, leftovers
+
+    if leftovers(ctx.kernel):
+        for what in discard_leftovers(ctx.kernel):
+            print(f"{what}, left by an interrupted apply", file=sys.stderr)
+
+
 def _execute(args: argparse.Namespace, color: bool, ctx: Any, plan: Plan, verb: str) -> int:
     """Show, approve and carry out ``plan``; the caller holds the state lock (``_locked``)."""
     from reconciler.apply import ApplyFailed, apply_plan, summary
-    from reconciler.apply.execute import discard_leftovers, leftovers
     from reconciler.apply.interrupt import Interrupt
     from reconciler.plan.jsonout import plan_document
 
@@ -267,10 +277,6 @@ def _execute(args: argparse.Namespace, color: bool, ctx: Any, plan: Plan, verb: 
         if args.json:
             print_json({**plan_document(plan), "applied": False})
         raise UserError(f"the plan has {len(plan.errors)} error(s); nothing was changed")
-    if not plan.has_changes and leftovers(ctx.kernel):
-        # Nothing to change, but a killed apply left staging behind: clean it (we hold the lock).
-        for what in discard_leftovers(ctx.kernel):
-            print(f"Removed {what}, left by an interrupted apply", file=sys.stderr)
     if not plan.has_changes:
         if args.json:
             print_json(
@@ -352,6 +358,7 @@ def cmd_apply(args: argparse.Namespace, color: bool) -> int:
         ctx = _context(args)  # state read (and repaired) under the lock
         if args.refresh_only:
             return _refresh(args, ctx)
+        _recover(ctx)
         with _desired(args) as desired:
             plan = _narrow(plan_for(ctx, desired), args)
             return _execute(args, color, ctx, plan, "Apply")
@@ -385,6 +392,7 @@ def _apply_saved(args: argparse.Namespace, color: bool) -> int:
         # other run can change the kernel in between.
         with _locked(args):
             ctx = _context(args)
+            _recover(ctx)
             installed, records = observe(ctx)
             if fingerprint(str(ctx.kernel.root), installed, records) != fp:
                 raise UserError(
@@ -428,4 +436,5 @@ def cmd_destroy(args: argparse.Namespace, color: bool) -> int:
 
     with _locked(args):
         ctx = _context(args)
+        _recover(ctx)
         return _execute(args, color, ctx, _narrow(plan_for(ctx, None), args), "Destroy")

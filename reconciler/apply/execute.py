@@ -62,8 +62,9 @@ class ApplyInterrupted(ApplyFailed):
 
 
 def discard_leftovers(kernel: Kernel) -> list[str]:
-    """Remove what a killed apply left in staging (only the real kernel stages); call with the
-    lock held. Returns what was removed, for the user."""
+    """Finish or undo what a killed apply left in staging (only the real kernel stages: see
+    ``RealKernel.discard_staging``); call with the lock held. Returns what was done, a sentence
+    each, for the user."""
     discard = getattr(kernel, "discard_staging", None)
     return list(discard()) if discard is not None else []
 
@@ -134,7 +135,7 @@ def apply_plan(
     records = store.load(repair=True)
     kernel.ensure_root()
     for what in discard_leftovers(kernel):
-        emit(f"Removed {what}, left by an interrupted apply")
+        emit(f"{what}, left by an interrupted apply")
     # Records whose pins are gone and that no manifest wants any more carry no information.
     planned = {str(c.address) for c in plan.changes}
     # A targeted plan leaves out changes on purpose: their records are not stale.
@@ -230,7 +231,7 @@ def apply_plan(
             )
         )
     if stale or plan.actionable:
-        store.compact(records)
+        store.compact(records, saved=lambda: stop.checkpoint(step, "compacted", "state"))
         _release_unused_maps(plan, kernel)
     return outcomes
 

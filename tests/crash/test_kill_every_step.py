@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from reconciler.apply.interrupt import POINTS
 from tests import support
 from tests.crash.conftest import Paused, assert_kernel_holds_exactly, plan_exit
 
@@ -39,40 +40,57 @@ def converge_and_check(b, m, veth, baseline) -> None:
     assert xdp_prog_on(veth.ns_a, "eth0") == x["kernel"]["prog_id"]
 
 
-@pytest.mark.parametrize(
-    "at, only",
-    [
-        ("kernel", None),  # every step, in the worst window: kernel changed, not recorded
-        ("staged", "replace"),  # new program loaded in %next, old one still running
-    ],
-)
-def test_kill_at_every_step_then_apply_converges(baseline, b, veth, manifests, at, only):
+def reaches(at: str, actions: list[str], k: int, steps: int) -> bool:
+    """Whether step ``k`` (of ``steps``, with these Terraform actions) reaches pause point ``at``
+    (reconciler/apply/interrupt.py)."""
+    kind = actions[0] if len(actions) == 1 else "replace"
+    if at in ("staged", "swapped", "committing"):  # something new is loaded and attached
+        return kind in ("create", "replace")
+    if at == "detached":
+        return kind == "delete"
+    if at == "compacted":  # once, after the last step
+        return k == steps
+    return True  # begun, kernel, recorded: every step
+
+
+def link_of(b, address: str) -> int | None:
+    return json.loads(b.run("get", address, "--json").stdout)["kernel"].get("link_id")
+
+
+@pytest.mark.parametrize("at", POINTS)
+def test_kill_at_every_step_then_apply_converges(baseline, b, veth, manifests, at):
+    """For every step that reaches pause point ``at``: back to v1, apply v2 paused there,
+    SIGKILL, then the next apply converges with nothing left over (bpftool)."""
     m = manifests
     b.run("apply", m.v1.source, "--auto-approve")
     assert_kernel_holds_exactly(b, baseline, m.v1_programs, 4)
     steps = steps_of(b, m.v2.source)
     kinds = sorted(a[0] if len(a) == 1 else "replace" for _, a in steps)
     assert kinds == ["create"] * 2 + ["delete", "replace", "replace", "replace", "update"], steps
-    paused = 0
-    chosen = [k for k, (_, a) in enumerate(steps, 1) if only is None or len(a) == 2]
+    chosen = [k for k, (_, a) in enumerate(steps, 1) if reaches(at, a, k, len(steps))]
+    assert chosen
     for k in chosen:
         if k != chosen[0]:
             b.run("apply", m.v1.source, "--auto-approve")  # back to v1
             assert plan_exit(b, m.v1.source) == 0
+        address, actions = steps[k - 1]
+        # The TCX program whose link swaps programs in place: its link must survive any kill.
+        in_place = address.startswith("TcxProgram/t2[")
+        link = link_of(b, address) if in_place else None
         apply = Paused(b, m.v2.source, k, at)
-        if apply.marker is None:  # this step never reaches the point (no staging: unload, update)
-            assert at == "staged" and apply.proc.returncode == 0
-        else:
-            assert f"step={k} at={at}" in apply.marker
-            paused += 1
-            apply.kill()
-            # What the plan now says is a repair, and it names the interrupted step.
-            plan = b.run("plan", m.v2.source, expect=None)
-            assert plan.returncode in (0, 2)
-            if steps[k - 1][1] != ["update"]:  # an update touches no kernel: nothing to repair
-                assert f"interrupted during {steps[k - 1][0]}" in plan.stderr
+        assert apply.marker is not None and f"step={k} at={at}" in apply.marker, apply.seen
+        apply.kill()
+        # What the plan now says is a repair, and it names the interrupted step.
+        plan = b.run("plan", m.v2.source, expect=None)
+        assert plan.returncode in (0, 2)
+        interrupted = at not in ("recorded", "compacted") and actions != ["update"]
+        assert (f"interrupted during {address}" in plan.stderr) == interrupted, plan.stderr
+        if at == "compacted":
+            assert plan.returncode == 0  # every step was done and recorded
         converge_and_check(b, m, veth, baseline)
-    assert paused == len(chosen)
+        if in_place:
+            # Rolled forward, never detached and attached again: the hook kept its link.
+            assert link_of(b, address) == link
     b.run("destroy", "--auto-approve")
     assert xdp_prog_on(veth.ns_a, "eth0") is None
     assert_kernel_holds_exactly(b, baseline, 0, 0)
