@@ -262,7 +262,7 @@ def _recover(ctx: Any) -> None:
 
     if leftovers(ctx.kernel):
         for what in discard_leftovers(ctx.kernel):
-            print(f"{what}, left by an interrupted apply", file=sys.stderr)
+            print(what, file=sys.stderr)
 
 
 def _execute(args: argparse.Namespace, color: bool, ctx: Any, plan: Plan, verb: str) -> int:
@@ -358,8 +358,8 @@ def cmd_apply(args: argparse.Namespace, color: bool) -> int:
         ctx = _context(args)  # state read (and repaired) under the lock
         if args.refresh_only:
             return _refresh(args, ctx)
-        _recover(ctx)
         with _desired(args) as desired:
+            _recover(ctx)  # once the manifests are known good: a user error changes nothing
             plan = _narrow(plan_for(ctx, desired), args)
             return _execute(args, color, ctx, plan, "Apply")
 

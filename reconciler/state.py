@@ -244,6 +244,8 @@ class StateStore:
             os.unlink(self.journal_path)
 
     def save(self, records: dict[str, Record]) -> None:
+        """Replace the snapshot atomically. Callers hold the apply lock, so any other temporary
+        file is what a process killed inside an earlier save left: it goes too."""
         ensure_dir(self.dir)
         doc = {
             "format_version": FORMAT_VERSION,
@@ -262,6 +264,8 @@ class StateStore:
             if os.path.exists(tmp):
                 os.unlink(tmp)
             raise
+        for left in self.dir.glob(".state-*"):
+            left.unlink(missing_ok=True)
 
 
 def refresh(records: dict[str, Record], installed: Iterable[Installed]) -> tuple[int, int]:

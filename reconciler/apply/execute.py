@@ -6,8 +6,9 @@ later crash) stops with the changes so far in place and the next plan shows what
 A step writes its intent (``begin``) to the journal before it touches the kernel and its record
 (``put``/``del``) after the change is verified; a kill anywhere in between leaves an intent
 without a record, and the next load drops that address's record so the plan re-derives it from
-the pins (see ``reconciler.state``). Staging left in ``%next`` by a kill is discarded at the start
-of the next apply, under the lock. SIGINT/SIGTERM stop between steps (``interrupt.py``).
+the pins (see ``reconciler.state``). Staging left in ``%next`` by a kill is finished (if its
+program already runs) or discarded at the start of the next apply, under the lock
+(``RealKernel.discard_staging``). SIGINT/SIGTERM stop between steps (``interrupt.py``).
 """
 
 from __future__ import annotations
@@ -135,7 +136,7 @@ def apply_plan(
     records = store.load(repair=True)
     kernel.ensure_root()
     for what in discard_leftovers(kernel):
-        emit(f"{what}, left by an interrupted apply")
+        emit(what)
     # Records whose pins are gone and that no manifest wants any more carry no information.
     planned = {str(c.address) for c in plan.changes}
     # A targeted plan leaves out changes on purpose: their records are not stale.

@@ -40,7 +40,7 @@ from reconciler.kernel import (
 )
 from reconciler.kernel.bpffs import LINK, MAPS, PROG, STAGING
 from reconciler.kernel.bpfobject import BpfObject
-from reconciler.kernel.observe import Scan, owner_of
+from reconciler.kernel.observe import Scan, owner_of, prog_id_at
 from reconciler.kernel.types import (
     AttachPoint,
     DispatchSlot,
@@ -315,14 +315,18 @@ class RealKernel:
             os.replace(stage / LINK, d / LINK)
         elif not keep_link:
             (d / LINK).unlink(missing_ok=True)
-        # Marks of what a dispatcher component was loaded from (``%spec-…``) belong to the
-        # program they were staged with; a program committed without one has none (unknown).
-        staged_marks = {p.name for p in stage.iterdir() if p.name.startswith(SPEC_MARK)}
-        for old in d.iterdir():
-            if old.name.startswith(SPEC_MARK) and old.name not in staged_marks:
-                bpffs.remove_tree(old)
-        for name in sorted(staged_marks):
-            os.replace(stage / name, d / name)
+        # A dispatcher component's marks of what it was loaded from (``%spec-…``) describe the
+        # program being replaced, unless they pin the one being committed (XDP's marks are pins
+        # of their program: one staged with it, or moved in by a commit killed part way). TC's
+        # marks are plain directories: dropped here, written again by tcdispatch (or, after a
+        # kill, unknown: the next dispatch reloads that program rather than trust them).
+        new_id = prog_id_at(stage / PROG)
+        for mark in d.iterdir():
+            if new_id and mark.name.startswith(SPEC_MARK) and prog_id_at(mark) != new_id:
+                bpffs.remove_tree(mark)
+        for mark in sorted(stage.iterdir()):
+            if mark.name.startswith(SPEC_MARK):
+                os.replace(mark, d / mark.name)
         self.checkpoint("committing")
         if (stage / PROG).exists():
             os.replace(stage / PROG, d / PROG)
@@ -419,7 +423,7 @@ class RealKernel:
 
     def discard_staging(self) -> list[str]:
         """Finish or undo what a killed apply left (see ``staging_leftovers``); call only with
-        the apply lock held. Returns what was done, a sentence each.
+        the apply lock held. Returns what was done, a sentence each, for the user.
 
         The kernel decides which: a staged program that already runs (the kill came after its
         swap: its link is pinned in ``%next``, or the old link, the interface, our TC filter or
@@ -436,11 +440,13 @@ class RealKernel:
             stage = self.root / rel
             if stage.name == STAGING and self._runs(stage, live, scan):
                 self._commit(stage.parent, keep_link=True)
-                done.append(f"Completed {rel} (its program already ran)")
+                done.append(
+                    f"Completed {rel}: its program already ran (a kill came after its swap)"
+                )
             else:
                 self._discard(stage)
                 bpffs.prune_empty_parents(stage.parent, self.root)
-                done.append(f"Removed {rel}")
+                done.append(f"Removed {rel}, left by an interrupted apply")
         return done
 
     def _runs(self, stage: Path, live: set[int], scan: Scan) -> bool:

@@ -483,13 +483,16 @@ def recover(kernel: RealKernel) -> tuple[list[str], set[int]]:
             staged, current = _pinned_id(stage / DISPATCHER), _pinned_id(hdir / DISPATCHER)
             if running is not None and running == (staged if staged is not None else current):
                 _commit_hook(hdir)
-                done.append(f"Completed {rel}/{STAGING} (its TC dispatcher already ran)")
+                done.append(
+                    f"Completed {rel}/{STAGING}: its TC dispatcher already ran (a kill came "
+                    "after its swap)"
+                )
             else:
                 created_qdisc = (stage / QDISC_MARK).exists()
                 bpffs.remove_tree(stage)
                 if created_qdisc:  # the qdisc is ours to remove once it is empty
                     (hdir / QDISC_MARK).mkdir(exist_ok=True)
-                done.append(f"Removed {rel}/{STAGING}")
+                done.append(f"Removed {rel}/{STAGING}, left by an interrupted apply")
         if running is None:
             try:
                 with netns.enter(ns):
@@ -498,7 +501,7 @@ def recover(kernel: RealKernel) -> tuple[list[str], set[int]]:
             except OSError:  # the interface is gone, and its hooks with it
                 bpffs.remove_tree(hdir)
                 bpffs.prune_empty_parents(hdir.parent, kernel.root)
-            done.append(f"Removed {rel} (a TC hook whose dispatcher no longer runs)")
+            done.append(f"Removed {rel}: the pins of a TC hook whose dispatcher no longer runs")
         elif running == _pinned_id(hdir / DISPATCHER):
             live |= {prog_id for _i, prog_id, _p, _m in _slots_of(running)}
     return done, live

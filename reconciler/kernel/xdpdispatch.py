@@ -434,7 +434,8 @@ def recover(kernel: RealKernel) -> tuple[list[str], set[int]]:
             bpffs.remove_tree(xdpproto.libxdp_pins(ifindex, disp_id))
             bpffs.remove_tree(d)
             done.append(
-                f"Removed {d.relative_to(kernel.root)} (an XDP dispatcher that does not run)"
+                f"Removed {d.relative_to(kernel.root)}: an XDP dispatcher revision that does "
+                "not run"
             )
         bpffs.prune_empty_parents(hdir, kernel.root)
     return done, live

@@ -202,3 +202,26 @@ def test_a_step_begun_and_never_recorded_drops_its_record(tmp_path):
     with open(tmp_path / "journal.jsonl", "a") as f:
         f.write('{"op":"del","addr')
     assert list(StateStore(tmp_path).load()) == []
+
+
+def test_a_kill_inside_a_save_or_a_compaction_loses_nothing(tmp_path):
+    """The compaction's window (snapshot written, journal not yet removed: the ``compacted``
+    pause point) and a save killed before its rename (a temporary file left behind)."""
+    store = StateStore(tmp_path)
+    rec = Record("A/b[c]", {"x": 1}, prog_id=7)
+    store.begin(rec.address, "create")
+    store.put(rec)
+    (tmp_path / ".state-killed").write_text('{"format_version": 1, "reco')
+
+    class Killed(Exception):
+        pass
+
+    def kill() -> None:
+        raise Killed
+
+    with pytest.raises(Killed):
+        store.compact({rec.address: rec}, saved=kill)
+    assert (tmp_path / "journal.jsonl").exists()  # every line of it is in the snapshot too
+    again = StateStore(tmp_path)
+    assert again.load() == {rec.address: rec} and again.problems == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["journal.jsonl", "state.json"]
