@@ -233,11 +233,49 @@ def _confirm(args: argparse.Namespace, what: str) -> bool:
     return answer.strip() == "yes"
 
 
-def _execute(args: argparse.Namespace, color: bool, ctx: Any, plan: Plan, verb: str) -> int:
-    from reconciler.apply import ApplyFailed, apply_plan, summary
-    from reconciler.apply.execute import discard_leftovers, leftovers
-    from reconciler.apply.interrupt import Interrupt
+@contextmanager
+def _locked(args: argparse.Namespace) -> Iterator[None]:
+    """The state lock, for a whole apply or destroy: taken before the state is read or the
+    kernel observed, held through planning, the prompt and execution, so that a run that had to
+    wait plans against what the one before it did (never a plan made before it waited)."""
+    from reconciler import hostpaths
     from reconciler.lock import ApplyLock, LockTimeout
+
+    try:  # the paths are checked before the lock makes the state dir (reconciler/hostpaths.py)
+        hostpaths.check_bpffs_root(args.bpffs_root)
+        state_dir = hostpaths.check_state_dir(args.state_dir)
+    except hostpaths.HostPathError as e:
+        raise UserError(str(e)) from None
+    lock = ApplyLock(state_dir, args.lock_timeout, on_wait=_say_waiting)
+    try:
+        lock.acquire()
+    except LockTimeout as e:
+        raise UserError(str(e)) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _say_waiting(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _recover(ctx: Any) -> None:
+    """Finish or undo what a killed apply left in the kernel (staging, dispatcher revisions),
+    under the lock and before observing: the plan then starts from what really runs (a swap
+    that happened is completed, never undone and redone)."""
+    from reconciler.apply.execute import discard_leftovers, leftovers
+
+    if leftovers(ctx.kernel):
+        for what in discard_leftovers(ctx.kernel):
+            print(what, file=sys.stderr)
+
+
+def _execute(args: argparse.Namespace, color: bool, ctx: Any, plan: Plan, verb: str) -> int:
+    """Show, approve and carry out ``plan``; the caller holds the state lock (``_locked``)."""
+    from reconciler.apply import ApplyFailed, apply_plan, summary
+    from reconciler.apply.interrupt import Interrupt
     from reconciler.plan.jsonout import plan_document
 
     if not args.json:
@@ -249,17 +287,16 @@ def _execute(args: argparse.Namespace, color: bool, ctx: Any, plan: Plan, verb: 
             f"the plan has {len(plan.errors)} error(s); nothing was changed",
             json_printed=args.json,
         )
-    if not plan.has_changes and leftovers(ctx.kernel):
-        # Nothing to change, but a killed apply left staging behind: clean it under the lock.
-        try:
-            with ApplyLock(ctx.store.dir, args.lock_timeout):
-                for what in discard_leftovers(ctx.kernel):
-                    print(f"Removed {what}, left by an interrupted apply", file=sys.stderr)
-        except LockTimeout as e:
-            raise UserError(str(e)) from None
     if not plan.has_changes:
         if args.json:
-            print_json({**plan_document(plan), "applied": True, "outcomes": []})
+            print_json(
+                {
+                    **plan_document(plan),
+                    "applied": True,
+                    "outcomes": [],
+                    "result": {"added": 0, "changed": 0, "destroyed": 0},
+                }
+            )
         else:
             print(f"{verb} complete! Resources: 0 added, 0 changed, 0 destroyed.")
         return 0
@@ -272,11 +309,9 @@ def _execute(args: argparse.Namespace, color: bool, ctx: Any, plan: Plan, verb: 
     interrupt = Interrupt()
     try:
         # SIGINT/SIGTERM from here on: finish the current step, then stop (interrupt.py).
-        with interrupt.handling(), ApplyLock(ctx.store.dir, args.lock_timeout):
+        with interrupt.handling():
             outcomes = apply_plan(plan, ctx.kernel, ctx.store, emit=emit, interrupt=interrupt)
         failed = None
-    except LockTimeout as e:
-        raise UserError(str(e)) from None
     except ApplyFailed as e:
         outcomes, failed = e.outcomes, str(e)
     add, change, destroy = summary(outcomes)
@@ -329,27 +364,28 @@ def cmd_apply(args: argparse.Namespace, color: bool) -> int:
     from reconciler.engine import plan_for
     from reconciler.sources import Kind, SourceError, classify
 
-    ctx = _context(args)
     try:  # a saved plan, or manifests (sources/kinds.py decides, by content, not by name)
         kind = classify(args.source).kind
     except SourceError as e:
         raise UserError(str(e)) from None
     if kind is Kind.PLAN:
-        return _apply_saved(args, color, ctx)
-    if args.refresh_only:
-        return _refresh(args, ctx)
-    with _desired(args) as desired:
-        plan = _narrow(plan_for(ctx, desired), args)
-        return _execute(args, color, ctx, plan, "Apply")
+        return _apply_saved(args, color)
+    with _locked(args):
+        ctx = _context(args)  # state read (and repaired) under the lock
+        if args.refresh_only:
+            return _refresh(args, ctx)
+        with _desired(args) as desired:
+            _recover(ctx)  # once the manifests are known good: a user error changes nothing
+            plan = _narrow(plan_for(ctx, desired), args)
+            return _execute(args, color, ctx, plan, "Apply")
 
 
-def _apply_saved(args: argparse.Namespace, color: bool, ctx: Any) -> int:
+def _apply_saved(args: argparse.Namespace, color: bool) -> int:
     """Carry out a saved plan exactly, without asking: it was reviewed when it was made."""
     import tempfile
     from pathlib import Path
 
     from reconciler.engine import observe
-    from reconciler.lock import ApplyLock, LockTimeout
     from reconciler.plan.planfile import PlanFileError, fingerprint, load
 
     if args.target or args.exclude or args.refresh_only or args.ref or args.path:
@@ -362,43 +398,40 @@ def _apply_saved(args: argparse.Namespace, color: bool, ctx: Any) -> int:
             plan, fp = load(Path(args.source), Path(objects))
         except PlanFileError as e:
             raise UserError(str(e)) from None
-        if plan.bpffs_root != str(ctx.kernel.root):
-            raise UserError(
-                f"Saved plan is stale: it was made for bpffs root {plan.bpffs_root}, not "
-                f"{ctx.kernel.root}; run `bpfman plan --out` again with this root"
-            )
-        try:
-            with ApplyLock(ctx.store.dir, args.lock_timeout):
-                installed, records = observe(ctx)
-                if fingerprint(str(ctx.kernel.root), installed, records) != fp:
-                    raise UserError(
-                        "Saved plan is stale: the kernel state or the state file changed since "
-                        f"{args.source} was made; run `bpfman plan --out` again and review it"
-                    )
-        except LockTimeout as e:
-            raise UserError(str(e)) from None
-        args.auto_approve = True
-        return _execute(args, color, ctx, plan, "Apply")
+        # The fingerprint is checked and the plan carried out under one hold of the lock: no
+        # other run can change the kernel in between.
+        with _locked(args):
+            ctx = _context(args)
+            if plan.bpffs_root != str(ctx.kernel.root):
+                raise UserError(
+                    f"Saved plan is stale: it was made for bpffs root {plan.bpffs_root}, not "
+                    f"{ctx.kernel.root}; run `bpfman plan --out` again with this root"
+                )
+            _recover(ctx)
+            installed, records = observe(ctx)
+            if fingerprint(str(ctx.kernel.root), installed, records) != fp:
+                raise UserError(
+                    "Saved plan is stale: the kernel state or the state file changed since "
+                    f"{args.source} was made; run `bpfman plan --out` again and review it"
+                )
+            args.auto_approve = True
+            return _execute(args, color, ctx, plan, "Apply")
 
 
 def _refresh(args: argparse.Namespace, ctx: Any) -> int:
-    """Record in the state file what the kernel holds now; change no program."""
+    """Record in the state file what the kernel holds now; change no program. The caller holds
+    the state lock."""
     from reconciler.engine import observe
-    from reconciler.lock import ApplyLock, LockTimeout
     from reconciler.plan import drift
     from reconciler.state import refresh
 
-    try:
-        with ApplyLock(ctx.store.dir, args.lock_timeout):
-            installed, records = observe(ctx)
-            found = drift.detect(installed, records)
-            for d in found:
-                print(f"  ~ {d.address} {d.what}")
-            updated, removed = refresh(records, installed)
-            if updated or removed:
-                ctx.store.save(records)
-    except LockTimeout as e:
-        raise UserError(str(e)) from None
+    installed, records = observe(ctx)
+    found = drift.detect(installed, records)
+    for d in found:
+        print(f"  ~ {d.address} {d.what}")
+    updated, removed = refresh(records, installed)
+    if updated or removed:
+        ctx.store.save(records)
     if args.json:
         print_json(
             {
@@ -416,5 +449,7 @@ def _refresh(args: argparse.Namespace, ctx: Any) -> int:
 def cmd_destroy(args: argparse.Namespace, color: bool) -> int:
     from reconciler.engine import plan_for
 
-    ctx = _context(args)
-    return _execute(args, color, ctx, _narrow(plan_for(ctx, None), args), "Destroy")
+    with _locked(args):
+        ctx = _context(args)
+        _recover(ctx)
+        return _execute(args, color, ctx, _narrow(plan_for(ctx, None), args), "Destroy")

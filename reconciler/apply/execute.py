@@ -6,8 +6,9 @@ later crash) stops with the changes so far in place and the next plan shows what
 A step writes its intent (``begin``) to the journal before it touches the kernel and its record
 (``put``/``del``) after the change is verified; a kill anywhere in between leaves an intent
 without a record, and the next load drops that address's record so the plan re-derives it from
-the pins (see ``reconciler.state``). Staging left in ``%next`` by a kill is discarded at the start
-of the next apply, under the lock. SIGINT/SIGTERM stop between steps (``interrupt.py``).
+the pins (see ``reconciler.state``). Staging left in ``%next`` by a kill is finished (if its
+program already runs) or discarded at the start of the next apply, under the lock
+(``RealKernel.discard_staging``). SIGINT/SIGTERM stop between steps (``interrupt.py``).
 """
 
 from __future__ import annotations
@@ -63,8 +64,9 @@ class ApplyInterrupted(ApplyFailed):
 
 
 def discard_leftovers(kernel: Kernel) -> list[str]:
-    """Remove what a killed apply left in staging (only the real kernel stages); call with the
-    lock held. Returns what was removed, for the user."""
+    """Finish or undo what a killed apply left in staging (only the real kernel stages: see
+    ``RealKernel.discard_staging``); call with the lock held. Returns what was done, a sentence
+    each, for the user."""
     discard = getattr(kernel, "discard_staging", None)
     return list(discard()) if discard is not None else []
 
@@ -127,7 +129,7 @@ def apply_plan(
     records = store.load(repair=True)
     kernel.ensure_root()
     for what in discard_leftovers(kernel):
-        emit(f"Removed {what}, left by an interrupted apply")
+        emit(what)
     # Records whose pins are gone and that no manifest wants any more carry no information.
     planned = {str(c.address) for c in plan.changes}
     # A targeted plan leaves out changes on purpose: their records are not stale.
@@ -191,6 +193,8 @@ def apply_plan(
                     kernel.uninstall(pin_dir)
                     inst = kernel.install(pin_dir, d.program, d.point, placement)
                 else:
+                    # The diff forces a replacement for a TCX priority change (plan/diff.py's
+                    # ``forcing``, by program type): the new link goes to its new place.
                     moved = "priority" in c.replace_paths
                     inst = kernel.replace(pin_dir, d.program, d.point, placement if moved else None)
                 _verify(c, inst)
@@ -221,7 +225,7 @@ def apply_plan(
             )
         )
     if stale or plan.actionable:
-        store.compact(records)
+        store.compact(records, saved=lambda: stop.checkpoint(step, "compacted", "state"))
         _release_unused_maps(plan, kernel)
     return outcomes
 

@@ -117,3 +117,15 @@ def all_known(first: str | None = None) -> list[str | None]:
             seen.add(ident)
             out.append(None if ident == ours else path)
     return out
+
+
+def by_inode() -> dict[int, str | None]:
+    """Inode of every namespace we can enter (ours as None, then the named ones) -> its path:
+    how pins named after a namespace's inode (dispatcher hooks) find their namespace again."""
+    out: dict[int, str | None] = {}
+    for ns in all_known():
+        try:
+            out.setdefault(identity(ns)[1], ns)
+        except OSError:
+            continue
+    return out

@@ -41,7 +41,7 @@ from reconciler.kernel import (
 )
 from reconciler.kernel.bpffs import LINK, MAPS, PROG, STAGING
 from reconciler.kernel.bpfobject import BpfObject
-from reconciler.kernel.observe import Scan, owner_of
+from reconciler.kernel.observe import Scan, owner_of, prog_id_at
 from reconciler.kernel.types import (
     AttachPoint,
     DispatchSlot,
@@ -64,6 +64,7 @@ from reconciler.kernel.types import (
 )
 
 DEFAULT_ROOT = Path("/sys/fs/bpf/bpfman")
+SPEC_MARK = "%spec-"  # a dispatcher component's mark of what it was loaded from
 
 
 class RealKernel:
@@ -108,6 +109,9 @@ class RealKernel:
             loaded.undo()
             bpffs.prune_empty_parents(d, self.root)
             raise
+        # Attached from %next: a kill from here on is completed by the next apply
+        # (discard_staging rolls forward what already runs).
+        self.checkpoint("swapped")
         self._commit(d, keep_link=False)
         return self._observed(pin_dir)
 
@@ -135,6 +139,9 @@ class RealKernel:
             self._discard(stage)
             loaded.undo()
             raise
+        # The new program runs from %next, the old one no longer does (or, for a perf-event
+        # link, both do until the commit): a kill here is completed by the next apply.
+        self.checkpoint("swapped")
         self._commit(d, keep_link)
         return self._observed(pin_dir)
 
@@ -295,17 +302,35 @@ class RealKernel:
         holds a prog, so an interrupted install stays invisible (and is cleaned up by the next
         one), and an interrupted replace shows as not attached (its link runs another program).
         rename(2) over an existing pin drops the old pin's reference: an old perf-event link
-        is released (detached) right here."""
+        is released (detached) right here.
+
+        Resumable: a commit killed part way is finished by calling it again (with
+        ``keep_link``, as ``discard_staging`` does): every move is skipped once done."""
         stage = d / STAGING
-        # A directory cannot be renamed over a non-empty one: park the old maps in the stage.
-        if (d / MAPS).exists():
-            os.rename(d / MAPS, stage / "old-maps")
-        os.rename(stage / MAPS, d / MAPS)
+        if (stage / MAPS).exists():
+            # A directory cannot be renamed over a non-empty one: park the old maps in the stage.
+            if (d / MAPS).exists():
+                os.rename(d / MAPS, stage / "old-maps")
+            os.rename(stage / MAPS, d / MAPS)
         if (stage / LINK).exists():
             os.replace(stage / LINK, d / LINK)
         elif not keep_link:
             (d / LINK).unlink(missing_ok=True)
-        os.replace(stage / PROG, d / PROG)
+        # A dispatcher component's marks of what it was loaded from (``%spec-…``) describe the
+        # program being replaced, unless they pin the one being committed (XDP's marks are pins
+        # of their program: one staged with it, or moved in by a commit killed part way). TC's
+        # marks are plain directories: dropped here, written again by tcdispatch (or, after a
+        # kill, unknown: the next dispatch reloads that program rather than trust them).
+        new_id = prog_id_at(stage / PROG)
+        for mark in d.iterdir():
+            if new_id and mark.name.startswith(SPEC_MARK) and prog_id_at(mark) != new_id:
+                bpffs.remove_tree(mark)
+        for mark in sorted(stage.iterdir()):
+            if mark.name.startswith(SPEC_MARK):
+                os.replace(mark, d / mark.name)
+        self.checkpoint("committing")
+        if (stage / PROG).exists():
+            os.replace(stage / PROG, d / PROG)
         bpffs.remove_tree(stage)
 
     def verify(
@@ -345,10 +370,12 @@ class RealKernel:
         if not d.exists():
             return
         self._discard(d / STAGING)
-        self._discard(d)
+        # A kill after the detach leaves pins of a program that no longer runs: the next plan
+        # unloads them again (detaching twice is harmless), or reinstalls them if wanted.
+        self._discard(d, detached=lambda: self.checkpoint("detached"))
         bpffs.prune_empty_parents(d.parent, self.root)
 
-    def _discard(self, d: Path) -> None:
+    def _discard(self, d: Path, detached: Callable[[], None] | None = None) -> None:
         """Detach what the pins in ``d`` attached (only ours), then unpin everything in it."""
         if not d.exists():
             return
@@ -371,14 +398,14 @@ class RealKernel:
                     attach.xdp_detach(fd, info.id)
                 elif info.type == bpf.PROG_TYPE_SCHED_CLS:  # a TC program attached directly
                     tcdirect.detach(info.id)
+        if detached is not None:
+            detached()
         bpffs.remove_tree(d)
 
     # --- what a killed apply leaves ---------------------------------------------------------
 
-    def staging_leftovers(self) -> list[str]:
-        """Staging areas under the root (``%next`` in a pin dir, the pre-flight's
-        ``%next-verify-<pid>``). Outside an apply (the caller holds the lock) they are
-        leftovers of a killed one: an install or replace interrupted before its commit."""
+    def _stagings(self) -> list[str]:
+        """``%next`` in pin dirs and the pre-flight's ``%next-verify-<pid>``, relative to root."""
         found: list[str] = []
         if not self.root.is_dir():
             return found
@@ -387,19 +414,68 @@ class RealKernel:
             for name in dirnames:
                 if name == STAGING or (here == self.root and name.startswith(f"{STAGING}-verify-")):
                     found.append(str((here / name).relative_to(self.root)))
-            # Dispatcher hooks (%xdp, %tc) manage their own staging.
+            # Dispatcher hooks (%xdp, %tc) are looked at by their own modules.
             dirnames[:] = [n for n in dirnames if not bpffs.skipped(n)]
         return sorted(found)
 
+    def staging_leftovers(self) -> list[str]:
+        """What a killed apply left under the root (outside an apply, which the caller's lock
+        rules out): staging (``%next`` in a pin dir, the pre-flight's ``%next-verify-<pid>``),
+        and dispatcher revisions that are not the one their hook runs, or not yet committed."""
+        return sorted(
+            self._stagings() + xdpdispatch.leftovers(self.root) + tcdispatch.leftovers(self.root)
+        )
+
     def discard_staging(self) -> list[str]:
-        """Detach and unpin every staging leftover (see ``staging_leftovers``); the pin dir of an
-        install that never committed goes with it. Call only with the apply lock held."""
-        found = self.staging_leftovers()
-        for rel in found:
+        """Finish or undo what a killed apply left (see ``staging_leftovers``); call only with
+        the apply lock held. Returns what was done, a sentence each, for the user.
+
+        The kernel decides which: a staged program that already runs (the kill came after its
+        swap: its link is pinned in ``%next``, or the old link, the interface, our TC filter or
+        one of our running dispatchers runs it) is committed — rolled forward, so its hook never
+        goes without it; anything else is detached and unpinned (rolled back: the old program
+        never stopped running). Dispatcher hooks go first: a swapped-in revision's pins are
+        committed, those of revisions that do not run are removed."""
+        done, live = xdpdispatch.recover(self)
+        more, tc_live = tcdispatch.recover(self)
+        done += more
+        live |= tc_live
+        scan = Scan(self.root)
+        for rel in self._stagings():
             stage = self.root / rel
-            self._discard(stage)
-            bpffs.prune_empty_parents(stage.parent, self.root)
-        return found
+            if stage.name == STAGING and self._runs(stage, live, scan):
+                self._commit(stage.parent, keep_link=True)
+                done.append(
+                    f"Completed {rel}: its program already ran (a kill came after its swap)"
+                )
+            else:
+                self._discard(stage)
+                bpffs.prune_empty_parents(stage.parent, self.root)
+                done.append(f"Removed {rel}, left by an interrupted apply")
+        return done
+
+    def _runs(self, stage: Path, live: set[int], scan: Scan) -> bool:
+        """Whether the program staged in ``stage`` is attached (see ``discard_staging``)."""
+        try:
+            with bpf.opened(bpf.obj_get(str(stage / PROG))) as fd:
+                prog = bpf.prog_info(fd)
+        except OSError:
+            return False  # killed before its program was pinned: nothing of it runs
+        if (stage / LINK).exists():
+            return True  # a staged link is pinned only once attached
+        old_link = stage.parent / LINK
+        if old_link.exists():
+            try:
+                with bpf.opened(bpf.obj_get(str(old_link))) as fd:
+                    if bpf.link_info(fd).prog_id == prog.id:
+                        return True  # a tcx link updated in place
+            except OSError:
+                pass
+        if prog.type == bpf.PROG_TYPE_XDP:
+            return prog.id in scan.xdp
+        if prog.type == bpf.PROG_TYPE_SCHED_CLS:
+            return tcdirect.find(prog.id) is not None
+        return prog.id in live  # a dispatcher component (EXT)
 
     # --- observe --------------------------------------------------------------------------------
 

@@ -52,6 +52,7 @@ TC_DISPATCHER_RETURN = 30
 MAGIC, VERSION = 0xBF, 1
 HOOKS_DIR = "%tc"
 QDISC_MARK = "%qdisc"  # we created the clsact qdisc of this hook
+DISPATCHER = "dispatcher"  # the pin of a hook's dispatcher program
 # Proceed-on names -> TC return values (TC_ACT_*; dispatcher_return is bpfman's 30).
 ACTIONS = {
     "unspec": -1,
@@ -134,7 +135,7 @@ def _current_dispatcher(kernel: RealKernel, hook: TcHook, ifindex: int) -> int |
     found = _ours(hook, ifindex)
     if found is None:
         return None
-    pinned = _pinned_id(_hook_dir(kernel, hook, ifindex) / "dispatcher")
+    pinned = _pinned_id(_hook_dir(kernel, hook, ifindex) / DISPATCHER)
     if found.kind != "bpf" or found.prog_id is None or found.prog_id != pinned:
         raise AttachConflict(
             f"the {hook.direction} TC hook of {hook.ifname} has a filter at pref {PREF} handle "
@@ -240,7 +241,7 @@ def dispatch(kernel: RealKernel, hook: TcHook, slots: list[DispatchSlot]) -> lis
             bpffs.remove_tree(stage)
             stage.mkdir(mode=0o700, parents=True)
             disp, disp_fd = load_dispatcher(stack, entries)
-            disp.pin_program(str(stage / "dispatcher"))
+            disp.pin_program(str(stage / DISPATCHER))
             obj_btf = disp.btf()
             for n, (_, _, item) in enumerate(order):
                 slot_name = f"prog{n}"
@@ -264,6 +265,7 @@ def dispatch(kernel: RealKernel, hook: TcHook, slots: list[DispatchSlot]) -> lis
                     ) from e
                 with bpf.opened(link_fd):
                     bpf.obj_pin(link_fd, str(stage / f"link{n}"))
+            kernel.checkpoint("staged")
             with netns.enter(hook.netns):
                 created = tcnetlink.add_clsact(ifindex)
                 if created:
@@ -279,16 +281,10 @@ def dispatch(kernel: RealKernel, hook: TcHook, slots: list[DispatchSlot]) -> lis
                 if not (d / PROG).exists():
                     kernel.uninstall(_rel(kernel, d))
             raise
-    # Committed: the old dispatcher's pins (and so its links) go, the new ones move in.
-    had_qdisc_mark = (hdir / QDISC_MARK).exists()
-    for entry in list(hdir.iterdir()):
-        if entry.name != STAGING and entry.name != QDISC_MARK:
-            bpffs.remove_tree(entry)
-    for entry in list(stage.iterdir()):
-        if entry.name == QDISC_MARK and had_qdisc_mark:
-            continue
-        os.rename(entry, hdir / entry.name)
-    bpffs.remove_tree(stage)
+    # The new dispatcher runs: a kill from here on is completed by the next apply (``recover``
+    # commits the hook's pins, RealKernel the components that run in its slots).
+    kernel.checkpoint("swapped")
+    _commit_hook(hdir)
     for d in loaded:
         kernel._commit(d, keep_link=False)
     for s in slots:
@@ -371,12 +367,31 @@ def _installed(kernel: RealKernel, hook: TcHook, pin_dir: str) -> Installed:
     return dataclasses.replace(found, attached=True, attach=where | {"dispatcher": "tc"})
 
 
+def _commit_hook(hdir: Path) -> None:
+    """Move the staged revision's pins in: the old dispatcher's pins (and so its links) go, the
+    new ones move in, ``dispatcher`` first. Resumable (``recover``): while the staged
+    dispatcher pin is still in ``%next`` no new pin has moved in, so whatever else is in the
+    hook dir is old; once it has moved, everything in the hook dir is new."""
+    stage = hdir / STAGING
+    had_qdisc_mark = (hdir / QDISC_MARK).exists()
+    if (stage / DISPATCHER).exists():
+        for entry in list(hdir.iterdir()):
+            if entry.name != STAGING and entry.name != QDISC_MARK:
+                bpffs.remove_tree(entry)
+    for entry in sorted(stage.iterdir(), key=lambda e: e.name != DISPATCHER):
+        if entry.name == QDISC_MARK and had_qdisc_mark:
+            continue
+        os.rename(entry, hdir / entry.name)
+    bpffs.remove_tree(stage)
+
+
 def _remove(kernel: RealKernel, hook: TcHook, ifindex: int, hdir: Path, old: int | None) -> None:
     """Delete our filter (only ours), the qdisc if we created it and it is now empty, and the
     hook's pins."""
     with netns.enter(hook.netns):
         if old is not None:
             tcnetlink.del_filter(ifindex, hook.direction, PREF, HANDLE)
+            kernel.checkpoint("swapped")  # the hook runs nothing of ours; its pins remain
         if (hdir / QDISC_MARK).exists():
             rest = tcnetlink.filters(ifindex, "ingress") + tcnetlink.filters(ifindex, "egress")
             other_dir = hdir.with_name(hdir.name.rsplit("-", 1)[0] + "-" + _other(hook.direction))
@@ -406,7 +421,7 @@ def where(root: Path) -> dict[int, dict[str, object]]:
         try:
             ino, ifindex, direction = hdir.name.split("-")
             ns = namespaces[int(ino)]
-            disp = _pinned_id(hdir / "dispatcher")
+            disp = _pinned_id(hdir / DISPATCHER)
             with netns.enter(ns):
                 running = our_filter(int(ifindex), direction)
             if disp is None or running is None or running.prog_id != disp:
@@ -430,3 +445,78 @@ def where(root: Path) -> dict[int, dict[str, object]]:
         except (ValueError, KeyError, OSError, KernelError):
             continue  # a hook directory of another namespace, or one torn down meanwhile
     return out
+
+
+# --- what a killed apply leaves ------------------------------------------------------------
+
+
+def _hook_dirs(root: Path) -> list[tuple[Path, str | None, int, str, int | None]]:
+    """(hook dir, namespace, ifindex, direction, program id of the filter at our pref and
+    handle or None) of every hook dir whose namespace we can enter."""
+    hooks = root / HOOKS_DIR
+    if not hooks.is_dir():
+        return []
+    namespaces = netns.by_inode()
+    out = []
+    for hdir in sorted(hooks.iterdir()):
+        try:
+            ino, ifindex, direction = hdir.name.split("-")
+            ns = namespaces[int(ino)]
+            with netns.enter(ns):
+                found = our_filter(int(ifindex), direction)
+        except (ValueError, KeyError, OSError, KernelError):
+            continue
+        running = found.prog_id if found is not None and found.kind == "bpf" else None
+        out.append((hdir, ns, int(ifindex), direction, running))
+    return out
+
+
+def leftovers(root: Path) -> list[str]:
+    """A staged revision (``%next``: an apply killed around its swap), or the pins of a hook
+    whose filter is gone (one killed while removing the hook's last program)."""
+    out = []
+    for hdir, _ns, _ifindex, _direction, running in _hook_dirs(root):
+        if (hdir / STAGING).exists():
+            out.append(str((hdir / STAGING).relative_to(root)))
+        elif running is None:
+            out.append(str(hdir.relative_to(root)))
+    return out
+
+
+def recover(kernel: RealKernel) -> tuple[list[str], set[int]]:
+    """Finish or undo what a killed apply left on our hooks (call with the apply lock held): a
+    staged revision whose dispatcher our filter runs is committed, any other is removed; a hook
+    whose filter is gone loses its pins (and the clsact qdisc we created, if empty). Returns what
+    was done, and the program ids in the slots of the dispatchers that run (their components,
+    if staged by the killed apply, are committed by the caller)."""
+    done: list[str] = []
+    live: set[int] = set()
+    for hdir, ns, ifindex, direction, running in _hook_dirs(kernel.root):
+        stage = hdir / STAGING
+        rel = str(hdir.relative_to(kernel.root))
+        if stage.exists():
+            staged, current = _pinned_id(stage / DISPATCHER), _pinned_id(hdir / DISPATCHER)
+            if running is not None and running == (staged if staged is not None else current):
+                _commit_hook(hdir)
+                done.append(
+                    f"Completed {rel}/{STAGING}: its TC dispatcher already ran (a kill came "
+                    "after its swap)"
+                )
+            else:
+                created_qdisc = (stage / QDISC_MARK).exists()
+                bpffs.remove_tree(stage)
+                if created_qdisc:  # the qdisc is ours to remove once it is empty
+                    (hdir / QDISC_MARK).mkdir(exist_ok=True)
+                done.append(f"Removed {rel}/{STAGING}, left by an interrupted apply")
+        if running is None:
+            try:
+                with netns.enter(ns):
+                    ifname = socket.if_indextoname(ifindex)
+                _remove(kernel, TcHook(ifname, direction, ns), ifindex, hdir, None)
+            except OSError:  # the interface is gone, and its hooks with it
+                bpffs.remove_tree(hdir)
+                bpffs.prune_empty_parents(hdir.parent, kernel.root)
+            done.append(f"Removed {rel}: the pins of a TC hook whose dispatcher no longer runs")
+        elif running == _pinned_id(hdir / DISPATCHER):
+            live |= {prog_id for _i, prog_id, _p, _m in _slots_of(running)}
+    return done, live

@@ -272,19 +272,22 @@ def _swap(kernel: RealKernel, hook: XdpHook, cur: Current, wants: list[_Want]) -
                         ))
                     )  # fmt: skip
                 # Pins first (so nothing unravels if we die after the swap), then the swap.
-                lib = xdpproto.libxdp_pins(ifindex, disp_id)
-                lib.mkdir(mode=0o700, parents=True, exist_ok=True)
-                new_pins.append(lib)
+                # Ours before libxdp's: a revision killed before its swap is found (and its
+                # libxdp pins removed) through ours by the next apply (``recover``).
                 ours = mine / f"dispatch-{disp_id}"
                 if any(w.pin_dir is not None for w in wants):
                     ours.mkdir(mode=0o700, parents=True, exist_ok=True)
                     new_pins.append(ours)
                     bpf.obj_pin(disp_fd, str(ours / DISPATCHER))
+                lib = xdpproto.libxdp_pins(ifindex, disp_id)
+                lib.mkdir(mode=0o700, parents=True, exist_ok=True)
+                new_pins.append(lib)
                 for i, (fd, link_fd) in enumerate(link_fds):
                     bpf.obj_pin(fd, str(lib / f"prog{i}-prog"))
                     bpf.obj_pin(link_fd, str(lib / f"prog{i}-link"))
                     if ours in new_pins:
                         bpf.obj_pin(link_fd, str(ours / f"prog{i}-link"))
+                kernel.checkpoint("staged")
                 _attach(hook, cur, disp_fd, old_fd)
     except BaseException:
         for p in new_pins:
@@ -300,8 +303,12 @@ def _swap(kernel: RealKernel, hook: XdpHook, cur: Current, wants: list[_Want]) -
     finally:
         if old_fd is not None:
             os.close(old_fd)
-    for d, digest, _ in staged:
-        _commit(d, digest)
+    # The new revision runs (or the last one was removed); a kill from here on is completed by
+    # the next apply: ``recover`` removes the revisions that do not run, RealKernel commits the
+    # components that do.
+    kernel.checkpoint("swapped")
+    for d, _, _ in staged:
+        kernel._commit(d, keep_link=False)
     if cur.dispatcher_id is not None:
         bpffs.remove_tree(xdpproto.libxdp_pins(ifindex, cur.dispatcher_id))
     if mine.is_dir():
@@ -383,17 +390,66 @@ def _load_component(
     return fd, sharing
 
 
-def _commit(d: Path, digest: str) -> None:
-    """Move a staged component into place (``prog`` last, as RealKernel's commit)."""
-    stage = d / STAGING
-    if (d / MAPS).exists():
-        os.rename(d / MAPS, stage / "old-maps")
-    os.rename(stage / MAPS, d / MAPS)
-    for old in d.glob(f"{SPEC}*"):
-        old.unlink()
-    os.replace(stage / f"{SPEC}{digest}", d / f"{SPEC}{digest}")
-    os.replace(stage / PROG, d / PROG)
-    bpffs.remove_tree(stage)
+def _hook_dirs(root: Path) -> list[tuple[Path, str | None, int, int | None]]:
+    """(hook dir, namespace, ifindex, XDP program id running there) of every hook dir whose
+    namespace we can enter; a hook in a namespace we cannot see is left alone."""
+    hooks = root / HOOKS
+    if not hooks.is_dir():
+        return []
+    namespaces = netns.by_inode()
+    out = []
+    for hdir in sorted(hooks.iterdir()):
+        try:
+            ino, ifindex = (int(x) for x in hdir.name.split("-"))
+            ns = namespaces[ino]
+            ifaces = netlink.interfaces(ns)
+        except (ValueError, KeyError, OSError, KernelError):
+            continue
+        running = next((i.xdp_prog_id for i in ifaces if i.ifindex == ifindex), None)
+        out.append((hdir, ns, ifindex, running or None))
+    return out
+
+
+def _revisions(hdir: Path) -> list[tuple[Path, int]]:
+    out = []
+    for d in sorted(hdir.iterdir()):
+        with contextlib.suppress(ValueError):
+            out.append((d, int(d.name.removeprefix("dispatch-"))))
+    return out
+
+
+def leftovers(root: Path) -> list[str]:
+    """Our dispatcher revisions that their interface does not run: pinned by an apply killed
+    before its swap, or not yet removed by one killed after it."""
+    return [
+        str(d.relative_to(root))
+        for hdir, _ns, _ifindex, running in _hook_dirs(root)
+        for d, disp_id in _revisions(hdir)
+        if disp_id != running
+    ]
+
+
+def recover(kernel: RealKernel) -> tuple[list[str], set[int]]:
+    """Remove our revisions (and their libxdp pins) that do not run; call with the apply lock
+    held. Returns what was removed, and the program ids in the slots of the revisions that do
+    run (a component staged by a killed apply and running there is committed by the caller)."""
+    done: list[str] = []
+    live: set[int] = set()
+    for hdir, _ns, ifindex, running in _hook_dirs(kernel.root):
+        for d, disp_id in _revisions(hdir):
+            if disp_id == running:
+                for link in d.glob("prog*-link"):
+                    with contextlib.suppress(OSError), bpf.opened(bpf.obj_get(str(link))) as fd:
+                        live.add(bpf.link_info(fd).prog_id)
+                continue
+            bpffs.remove_tree(xdpproto.libxdp_pins(ifindex, disp_id))
+            bpffs.remove_tree(d)
+            done.append(
+                f"Removed {d.relative_to(kernel.root)}: an XDP dispatcher revision that does "
+                "not run"
+            )
+        bpffs.prune_empty_parents(hdir, kernel.root)
+    return done, live
 
 
 def where(root: Path, xdp: dict[int, list[attach.XdpAttachment]]) -> dict[int, dict[str, object]]:

@@ -6,7 +6,7 @@ import heapq
 from collections.abc import Iterable
 
 from reconciler.address import Address
-from reconciler.kernel.types import Installed
+from reconciler.kernel.types import Installed, ProgType
 from reconciler.plan.model import Action, Plan, ResourceChange
 from reconciler.spec.model import DesiredAttachment
 from reconciler.state import Record
@@ -31,13 +31,19 @@ _FORCES_REPLACEMENT = {
     "map_owner",
     "netns",
 }
-# TCX links cannot move: a new priority means a new link at the new position.
-_FORCES_REPLACEMENT_BY_KIND = {"TcxProgram": {"priority"}}
+# Decided by the program type, never by the manifest kind that spelled it: a TCX program of a
+# BpfApplication is the same kernel object as a TcxProgram's. TCX links cannot move: a new
+# priority means a new link at the new position (apply/execute.py places it there).
+_FORCES_REPLACEMENT_BY_TYPE: dict[ProgType, frozenset[str]] = {
+    ProgType.TCX: frozenset({"priority"}),
+}
 _RANK = {Action.DELETE: 0, Action.REPLACE: 0, Action.UPDATE: 1, Action.CREATE: 2, Action.NOOP: 3}
 
 
-def forcing(kind: str) -> set[str]:
-    return _FORCES_REPLACEMENT | _FORCES_REPLACEMENT_BY_KIND.get(kind, set())
+def forcing(d: DesiredAttachment) -> set[str]:
+    """The attributes of ``d`` whose change needs a new program (or link): the one rule every
+    kind goes through, program kinds and applications alike."""
+    return _FORCES_REPLACEMENT | _FORCES_REPLACEMENT_BY_TYPE.get(d.program.prog_type, frozenset())
 
 
 def _changed(before: dict, after: dict) -> list[str]:
@@ -64,7 +70,7 @@ def _classify(d: DesiredAttachment, inst: Installed | None, rec: Record | None) 
             installed=inst,
         )
     changed = _changed(rec.attributes, d.attributes)
-    forced = [k for k in changed if k in forcing(addr.kind)]
+    forced = [k for k in changed if k in forcing(d)]
     action, reason = Action.NOOP, None
     if not inst.attached:
         action = Action.REPLACE

@@ -109,42 +109,67 @@ def command(b: Bpfman, *args: str) -> list[str]:
     return ["nsenter", f"--net=/run/netns/{b.netns}", "--", *cmd]
 
 
-class Paused:
-    """An ``apply`` blocked at a pause point (nsenter execs bpfman: the pid is bpfman's)."""
+class Started:
+    """A ``bpfman`` command running in the background, in the test's namespace."""
 
-    def __init__(self, b: Bpfman, source: str, step: int, at: str, timeout: float = 30) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("BPFMAN_")}
-        env[PAUSE_STEP_ENV], env[PAUSE_AT_ENV] = str(step), at
+    def __init__(self, b: Bpfman, *args: str, env: dict[str, str] | None = None) -> None:
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("BPFMAN_")}
         self.proc = subprocess.Popen(
-            command(b, "apply", source, "--auto-approve"),
+            command(b, *args),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env=env,
+            env=clean | (env or {}),
         )
-        self.marker = self._wait_marker(timeout)
-        # The apply's own pid, from its pause line (nsenter may run it as a child).
-        found = re.search(r" pid=(\d+) ", self.marker or "")
-        self.pid = int(found.group(1)) if found else self.proc.pid
+        self.pid = self.proc.pid  # nsenter execs bpfman
+        self.seen: list[str] = []  # stderr lines read so far
 
-    def _wait_marker(self, timeout: float) -> str | None:
-        """The pause line, or None if the apply finished without reaching the point."""
+    def wait_line(self, prefix: str, timeout: float = 30) -> str | None:
+        """The first stderr line starting with ``prefix``, or None if the command ended first."""
         assert self.proc.stderr is not None
         deadline = time.monotonic() + timeout
-        seen = []
         while time.monotonic() < deadline:
             ready, _, _ = select.select([self.proc.stderr], [], [], 0.5)
             if not ready:
                 continue
             line = self.proc.stderr.readline()
-            if not line:  # EOF: the apply ended
+            if not line:  # EOF: the command ended
                 self.proc.wait()
                 return None
-            seen.append(line)
-            if line.startswith(PAUSE_MARKER):
+            self.seen.append(line)
+            if line.startswith(prefix):
                 return line.strip()
         self.proc.kill()
-        raise AssertionError(f"apply did not pause within {timeout}s: {''.join(seen)}")
+        raise AssertionError(f"no {prefix!r} line within {timeout}s: {''.join(self.seen)}")
+
+    def finish(self, timeout: float = 60) -> tuple[int, str, str]:
+        """(exit status, stdout, all of stderr) once the command ends."""
+        out, err = self.proc.communicate(timeout=timeout)
+        return self.proc.returncode, out, "".join(self.seen) + err
+
+
+class Paused(Started):
+    """An ``apply`` (or ``args``) blocked at a pause point."""
+
+    def __init__(
+        self,
+        b: Bpfman,
+        source: str,
+        step: int,
+        at: str,
+        timeout: float = 30,
+        args: tuple[str, ...] | None = None,
+    ) -> None:
+        super().__init__(
+            b,
+            *(args or ("apply", source, "--auto-approve")),
+            env={PAUSE_STEP_ENV: str(step), PAUSE_AT_ENV: at},
+        )
+        # The pause line, or None if the apply finished without reaching the point.
+        self.marker = self.wait_line(PAUSE_MARKER, timeout)
+        # The apply's own pid, from its pause line (nsenter may run it as a child).
+        found = re.search(r" pid=(\d+) ", self.marker or "")
+        self.pid = int(found.group(1)) if found else self.proc.pid
 
     def kill(self) -> None:
         os.kill(self.pid, signal.SIGKILL)
@@ -154,6 +179,11 @@ class Paused:
         os.kill(self.pid, signum)
         out, err = self.proc.communicate(timeout=60)
         return self.proc.returncode, out, err
+
+    def resume(self) -> tuple[int, str, str]:
+        """Let the apply go on (SIGUSR1) and wait for it to end."""
+        os.kill(self.pid, signal.SIGUSR1)
+        return self.finish()
 
 
 def managed_pins(root: Path) -> tuple[set[str], list[str]]:

@@ -1,3 +1,7 @@
+import dataclasses
+
+import pytest
+
 from reconciler.plan import Action, build_plan
 from tests.unit.factories import installed, record, tcx, tracepoint, xdp
 
@@ -153,3 +157,87 @@ def test_replacing_a_map_owner_reloads_its_users():
     assert by[str(user.address)].action is Action.REPLACE
     assert "map owner" in by[str(user.address)].reason
     assert [c.address for c in plan.actionable] == [owner.address, user.address]
+
+
+# --- what forces a replacement is decided by the program type, whatever kind spelled it --------
+
+_TCX_KINDS = {
+    "TcxProgram": """
+        apiVersion: bpfman.io/v1alpha1
+        kind: TcxProgram
+        metadata: {{name: t}}
+        spec:
+          bpffunctionname: tcx_ingress
+          bytecode: {{path: ../bytecode/spec_progs.o}}
+          interfaceselector: {{interfaces: [eth0]}}
+          direction: ingress
+          priority: {priority}
+        """,
+    "BpfApplication": """
+        apiVersion: bpfman.io/v1alpha1
+        kind: BpfApplication
+        metadata: {{name: t, namespace: team-a}}
+        spec:
+          byteCode: {{path: ../bytecode/spec_progs.o}}
+          programs:
+            - name: tcx_ingress
+              type: TCX
+              tcx:
+                links:
+                  - {{interfaceSelector: {{interfaces: [eth0]}}, direction: Ingress,
+                      priority: {priority}}}
+        """,
+    "ClusterBpfApplication": """
+        apiVersion: bpfman.io/v1alpha1
+        kind: ClusterBpfApplication
+        metadata: {{name: t}}
+        spec:
+          byteCode: {{path: ../bytecode/spec_progs.o}}
+          programs:
+            - name: tcx_ingress
+              type: TCX
+              tcx:
+                links:
+                  - {{interfaceSelector: {{interfaces: [eth0]}}, direction: Ingress,
+                      priority: {priority}}}
+        """,
+}
+
+
+def _loaded(tmp_path, kind: str, priority: int):
+    """The one attachment the real loader makes of a ``kind`` manifest at ``priority``."""
+    from reconciler.spec import load_desired
+    from tests.unit.spec_support import StubHost, write_tree
+
+    text = _TCX_KINDS[kind].format(priority=priority)
+    (tmp_path / f"p{priority}").mkdir()
+    root = write_tree(tmp_path / f"p{priority}", {"t.yaml": text})
+    [d] = load_desired(root, StubHost()).attachments
+    return d
+
+
+@pytest.mark.parametrize("kind", sorted(_TCX_KINDS))
+def test_tcx_priority_change_forces_replacement_in_every_kind(tmp_path, kind):
+    """A TCX link cannot move: a new priority is a new link at the new place, whether the program
+    is a TcxProgram or one program of an application."""
+    from reconciler.kernel.types import ProgType
+
+    before, after = _loaded(tmp_path, kind, 10), _loaded(tmp_path, kind, 30)
+    assert after.program.prog_type is ProgType.TCX
+    assert str(after.address).startswith(f"{kind}/t[")
+    plan = build_plan([after], [installed(after)], {str(after.address): record(before)})
+    (c,) = plan.changes
+    assert (c.action, c.replace_paths) == (Action.REPLACE, ["priority"])
+    assert (c.before["priority"], c.after["priority"]) == (10, 30)
+
+
+@pytest.mark.parametrize("kind", ["XdpProgram", "BpfApplication"])
+def test_xdp_priority_change_stays_in_place_in_every_kind(kind):
+    """The same attribute on another program type is in place (a dispatcher reorders it)."""
+    from reconciler.address import Address
+
+    d = xdp("a", priority=60)
+    if kind != "XdpProgram":
+        d = dataclasses.replace(d, address=Address(kind, "a", "xdp_stats:eth0"))
+    plan = build_plan([d], [installed(d)], {str(d.address): record(d, priority=55)})
+    assert plan.changes[0].action is Action.UPDATE and plan.changes[0].replace_paths == []

@@ -2,6 +2,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -83,6 +84,62 @@ def test_second_locker_times_out_naming_the_holder(tmp_path):
         pass
 
 
+def test_a_waiter_is_told_once_whom_it_waits_for_and_gets_the_lock_when_freed(tmp_path):
+    p = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    told: list[str] = []
+    try:
+        assert p.stdout.readline().strip() == "locked"
+        threading.Timer(0.5, p.kill).start()  # the holder goes while we wait
+        with ApplyLock(tmp_path, timeout=30, on_wait=told.append):
+            pass
+    finally:
+        p.kill()
+        p.wait()
+    assert len(told) == 1
+    assert told[0].startswith(f"Waiting for the state lock held by pid {p.pid} (bpfman ")
+    assert told[0].endswith("; up to 30s (--lock-timeout)")
+    # Not told when there is nothing to wait for.
+    with ApplyLock(tmp_path, timeout=30, on_wait=told.append):
+        pass
+    assert len(told) == 1
+
+
+def test_the_lock_is_reentrant_within_a_thread_and_exclusive_across_threads(tmp_path):
+    """An apply holds it for the whole transaction; code inside (the state repair) may ask for
+    it again without waiting for itself. Another thread still waits."""
+    outer = ApplyLock(tmp_path, timeout=0)
+    with outer:
+        with ApplyLock(tmp_path, timeout=0):  # nested: at once
+            pass
+        assert (tmp_path / "lock").read_text()  # the outer one still holds it, named
+        failed: list[Exception] = []
+
+        def other() -> None:
+            try:
+                ApplyLock(tmp_path, timeout=0.2).acquire()
+            except LockTimeout as e:
+                failed.append(e)
+
+        t = threading.Thread(target=other)
+        t.start()
+        t.join()
+        assert len(failed) == 1
+    assert (tmp_path / "lock").read_text() == ""  # released by the outermost only
+
+    got: list[bool] = []
+
+    def again() -> None:
+        with ApplyLock(tmp_path, timeout=0):
+            got.append(True)
+
+    t = threading.Thread(target=again)
+    t.start()
+    t.join()
+    assert got == [True]
+
+
 def test_journal_replays_over_the_snapshot_and_compacts(tmp_path):
     store = StateStore(tmp_path)
     store.save({"a": Record("a", {"v": 1}), "b": Record("b", {"v": 1})})
@@ -145,3 +202,26 @@ def test_a_step_begun_and_never_recorded_drops_its_record(tmp_path):
     with open(tmp_path / "journal.jsonl", "a") as f:
         f.write('{"op":"del","addr')
     assert list(StateStore(tmp_path).load()) == []
+
+
+def test_a_kill_inside_a_save_or_a_compaction_loses_nothing(tmp_path):
+    """The compaction's window (snapshot written, journal not yet removed: the ``compacted``
+    pause point) and a save killed before its rename (a temporary file left behind)."""
+    store = StateStore(tmp_path)
+    rec = Record("A/b[c]", {"x": 1}, prog_id=7)
+    store.begin(rec.address, "create")
+    store.put(rec)
+    (tmp_path / ".state-killed").write_text('{"format_version": 1, "reco')
+
+    class Killed(Exception):
+        pass
+
+    def kill() -> None:
+        raise Killed
+
+    with pytest.raises(Killed):
+        store.compact({rec.address: rec}, saved=kill)
+    assert (tmp_path / "journal.jsonl").exists()  # every line of it is in the snapshot too
+    again = StateStore(tmp_path)
+    assert again.load() == {rec.address: rec} and again.problems == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["journal.jsonl", "state.json"]
