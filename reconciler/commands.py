@@ -364,13 +364,13 @@ def cmd_apply(args: argparse.Namespace, color: bool) -> int:
     from reconciler.engine import plan_for
     from reconciler.sources import Kind, SourceError, classify
 
-    try:  # a saved plan, or manifests (sources/kinds.py decides, by content, not by name)
-        kind = classify(args.source).kind
-    except SourceError as e:
-        raise UserError(str(e)) from None
-    if kind is Kind.PLAN:
-        return _apply_saved(args, color)
-    with _locked(args):
+    with _locked(args):  # first: the lock also tells an unprivileged user to be root
+        try:  # a saved plan, or manifests (sources/kinds.py decides, by content, not by name)
+            kind = classify(args.source).kind
+        except SourceError as e:
+            raise UserError(str(e)) from None
+        if kind is Kind.PLAN:
+            return _apply_saved(args, color)
         ctx = _context(args)  # state read (and repaired) under the lock
         if args.refresh_only:
             return _refresh(args, ctx)
@@ -381,7 +381,8 @@ def cmd_apply(args: argparse.Namespace, color: bool) -> int:
 
 
 def _apply_saved(args: argparse.Namespace, color: bool) -> int:
-    """Carry out a saved plan exactly, without asking: it was reviewed when it was made."""
+    """Carry out a saved plan exactly, without asking: it was reviewed when it was made. The
+    caller holds the state lock."""
     import tempfile
     from pathlib import Path
 
@@ -398,24 +399,23 @@ def _apply_saved(args: argparse.Namespace, color: bool) -> int:
             plan, fp = load(Path(args.source), Path(objects))
         except PlanFileError as e:
             raise UserError(str(e)) from None
-        # The fingerprint is checked and the plan carried out under one hold of the lock: no
-        # other run can change the kernel in between.
-        with _locked(args):
-            ctx = _context(args)
-            if plan.bpffs_root != str(ctx.kernel.root):
-                raise UserError(
-                    f"Saved plan is stale: it was made for bpffs root {plan.bpffs_root}, not "
-                    f"{ctx.kernel.root}; run `bpfman plan --out` again with this root"
-                )
-            _recover(ctx)
-            installed, records = observe(ctx)
-            if fingerprint(str(ctx.kernel.root), installed, records) != fp:
-                raise UserError(
-                    "Saved plan is stale: the kernel state or the state file changed since "
-                    f"{args.source} was made; run `bpfman plan --out` again and review it"
-                )
-            args.auto_approve = True
-            return _execute(args, color, ctx, plan, "Apply")
+        # The caller holds the lock: the fingerprint is checked and the plan carried out under
+        # one hold of it, so no other run can change the kernel in between.
+        ctx = _context(args)
+        if plan.bpffs_root != str(ctx.kernel.root):
+            raise UserError(
+                f"Saved plan is stale: it was made for bpffs root {plan.bpffs_root}, not "
+                f"{ctx.kernel.root}; run `bpfman plan --out` again with this root"
+            )
+        _recover(ctx)
+        installed, records = observe(ctx)
+        if fingerprint(str(ctx.kernel.root), installed, records) != fp:
+            raise UserError(
+                "Saved plan is stale: the kernel state or the state file changed since "
+                f"{args.source} was made; run `bpfman plan --out` again and review it"
+            )
+        args.auto_approve = True
+        return _execute(args, color, ctx, plan, "Apply")
 
 
 def _refresh(args: argparse.Namespace, ctx: Any) -> int:
