@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -86,6 +88,14 @@ def _add_source(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--path", help="subdirectory (or one manifest file) of the source holding the manifests"
     )
+    p.add_argument(
+        "--git-timeout",
+        type=_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="how long each git command of a git source may take before it is stopped "
+        "(default: 300)",
+    )
 
 
 def _add_targeting(p: argparse.ArgumentParser) -> None:
@@ -105,8 +115,29 @@ def _add_targeting(p: argparse.ArgumentParser) -> None:
     )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, except that a usage error under ``--json`` also prints the error document on
+    stdout (exit code 2 as always), so that stdout is JSON whatever went wrong."""
+
+    json_wanted = False  # set by main() from its argv
+
+    def error(self, message: str) -> NoReturn:
+        if self.json_wanted:
+            print_json(error_document(UserError(f"{self.prog}: {message}")))
+        super().error(message)
+
+
+class Terminated(BaseException):
+    """SIGTERM outside an apply's steps: unwinds like Ctrl-C, so that every ``finally`` runs (a
+    git clone is removed, the lock released); during the steps, apply/interrupt.py decides."""
+
+
+def _terminate(_signum: int, _frame: object) -> None:
+    raise Terminated
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="bpfman",
         description="Declarative manager for eBPF programs: plan and apply YAML manifests.",
     )
@@ -163,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true", help="machine-readable result")
         p.add_argument(
             "--lock-timeout",
-            type=float,
+            type=_seconds,
             default=10.0,
             metavar="SECONDS",
             help="how long to wait for another apply to finish (default 10)",
@@ -213,6 +244,8 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     # Everything printed from here on, logs included, goes through the escaping streams.
     out, err = terminal.install(sys.stdout, sys.stderr)
     sys.stdout, sys.stderr = out, err
+    _Parser.json_wanted = "--json" in (sys.argv[1:] if argv is None else argv)
+    signal.signal(signal.SIGTERM, _terminate)
     args = build_parser().parse_args(argv)
     out.colors = _use_color(args)
     err.colors = _stderr_color(args)
@@ -238,6 +271,9 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     except KeyboardInterrupt:
         _error(UserError("interrupted"), args)
         code = 130
+    except Terminated:
+        _error(UserError("terminated (SIGTERM)"), args)
+        code = 143
     sys.exit(code)
 
 
@@ -256,6 +292,20 @@ def _error(error: UserError, args: argparse.Namespace) -> None:
 def print_json(doc: Any) -> None:
     json.dump(doc, sys.stdout, indent=2, sort_keys=False)
     sys.stdout.write("\n")
+
+
+def _seconds(text: str) -> float:
+    """A duration flag: a finite number of seconds, 0 or more (``nan`` or ``inf`` would make a
+    wait endless)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0 or value > 86400:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of seconds from 0 to 86400, e.g. 30 or 2.5"
+        )
+    return value
 
 
 def paths(args: argparse.Namespace) -> tuple[Path, Path]:

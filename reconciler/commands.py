@@ -48,7 +48,7 @@ def _desired(args: argparse.Namespace) -> Iterator[DesiredState]:
     from reconciler.spec import load_desired
 
     try:
-        snap = open_source(args.source, args.ref, args.path)
+        snap = open_source(args.source, args.ref, args.path, args.git_timeout)
     except SourceError as e:
         raise UserError(str(e)) from None
     with snap:
@@ -126,7 +126,7 @@ def cmd_validate(args: argparse.Namespace, color: bool) -> int:
     from reconciler.spec import load_manifests
 
     try:
-        snap = open_source(args.source, args.ref, args.path)
+        snap = open_source(args.source, args.ref, args.path, args.git_timeout)
     except SourceError as e:
         raise UserError(str(e)) from None
     with snap:

@@ -21,9 +21,12 @@ Defense in depth, for every run:
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import os
 import re
+import signal
 import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -81,24 +84,34 @@ def git_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def run_git(args: Sequence[str], cwd: Path | None = None) -> str:
+DEFAULT_TIMEOUT = 300.0  # seconds a git command may take (--git-timeout)
+
+
+def run_git(args: Sequence[str], cwd: Path | None = None, timeout: float | None = None) -> str:
     """Run ``git ARGS`` (in ``cwd``) as described above; its stdout, or GitFailed with git's
-    reason. git not installed is a GitFailed too."""
+    reason. git not installed is a GitFailed too.
+
+    ``timeout`` (default :data:`DEFAULT_TIMEOUT`) bounds the whole command: a remote that
+    accepts the connection and then sends nothing would otherwise hold the command forever. git
+    runs in a session of its own, so that on expiry its helpers (``git-remote-http``, ``ssh``)
+    are killed with it, and is killed by the kernel if bpfman dies first."""
+    limit = DEFAULT_TIMEOUT if timeout is None else timeout
     cmd = ["git"]
     for setting in _CONFIG:
         cmd += ["-c", setting]
     cmd += list(args)
     log.debug("running %s", shown(" ".join(cmd)))
-    with tempfile.TemporaryFile() as err:
+    with tempfile.TemporaryFile() as err, tempfile.TemporaryFile() as out:
         try:
-            p = subprocess.run(
+            p = subprocess.Popen(
                 cmd,
                 cwd=cwd,
                 env=git_env(),
                 stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
+                stdout=out,
                 stderr=err,
-                check=False,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         except FileNotFoundError as e:
             if cwd is not None and e.filename != "git":
@@ -106,11 +119,40 @@ def run_git(args: Sequence[str], cwd: Path | None = None) -> str:
             raise GitFailed("git is not installed (install git to read git sources)") from None
         except OSError as e:  # cwd is not a directory, or git cannot be run
             raise GitFailed(f"cannot run git: {e.strerror}") from None
+        try:
+            returncode = p.wait(timeout=limit)
+        except subprocess.TimeoutExpired:
+            _kill_group(p)
+            raise GitFailed(
+                f"git {args[0]} did not finish within {limit:g} s (the remote may be stalled); "
+                "raise --git-timeout if the repository is just slow to fetch"
+            ) from None
+        except BaseException:  # Ctrl-C, SIGTERM: git must not outlive us (nor write the clone)
+            _kill_group(p)
+            raise
         err.seek(max(0, os.fstat(err.fileno()).st_size - STDERR_TAIL))
         stderr = err.read().decode(errors="replace")
-    if p.returncode != 0:
-        raise GitFailed(git_reason(stderr) or f"git {args[0]} exited with status {p.returncode}")
-    return p.stdout.decode(errors="replace")
+        out.seek(0)
+        stdout = out.read().decode(errors="replace")
+    if returncode != 0:
+        raise GitFailed(git_reason(stderr) or f"git {args[0]} exited with status {returncode}")
+    return stdout
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGKILL when bpfman dies, even by SIGKILL, so that git never
+    outlives it (prctl PR_SET_PDEATHSIG; Linux)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _kill_group(p: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
 
 
 # Lines that carry git's reason: its message prefixes, and what ssh, curl and the daemon say

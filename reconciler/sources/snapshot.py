@@ -48,11 +48,14 @@ class Snapshot:
 
 
 def open_source(
-    source: str | SourceRef | None, ref: str | None = None, path: str | None = None
+    source: str | SourceRef | None,
+    ref: str | None = None,
+    path: str | None = None,
+    timeout: float | None = None,
 ) -> Snapshot:
     """Open SOURCE (default: the current directory; or a SourceRef already classified).
     ``ref`` applies to git URLs; ``path`` narrows a git repository or a directory to a
-    subdirectory or one manifest file in it."""
+    subdirectory or one manifest file in it; ``timeout`` bounds each git command of a clone."""
     src = source if isinstance(source, SourceRef) else classify(source)
     if src.kind is Kind.PLAN:
         raise SourceError(
@@ -60,7 +63,7 @@ def open_source(
             f"with `bpfman apply {src.shown}`, or give the manifests it was made from"
         )
     if src.kind is Kind.GIT:
-        return _clone(src, ref, path)
+        return _clone(src, ref, path, timeout)
     assert src.path is not None
     if ref:
         raise SourceError(
@@ -122,19 +125,29 @@ def _dir_revision(directory: Path, scope: str = ".") -> str | None:
     return f"{rev}+dirty" if status.strip() else rev
 
 
-def _clone(src: SourceRef, ref: str | None, path: str | None) -> Snapshot:
+CLONE_PREFIX = "bpfman-src-"
+
+
+def _clone(
+    src: SourceRef, ref: str | None, path: str | None, timeout: float | None = None
+) -> Snapshot:
+    remove_stale_clones()
     tmp: str | None = None
     try:
-        tmp = tempfile.mkdtemp(prefix="bpfman-src-")
+        tmp = tempfile.mkdtemp(prefix=f"{CLONE_PREFIX}{os.getpid()}-")
         try:
-            run_git(["clone", "--no-checkout", "--quiet", "--", src.given, tmp])
+            run_git(["clone", "--no-checkout", "--quiet", "--", src.given, tmp], timeout=timeout)
         except GitFailed as e:
             raise SourceError(
                 f"cannot clone {src.shown}: {e.reason}; check the URL and your access to it"
             ) from None
         commit = _resolve(Path(tmp), ref, src)
         try:
-            run_git(["checkout", "--quiet", "--force", "--detach", commit], cwd=Path(tmp))
+            run_git(
+                ["checkout", "--quiet", "--force", "--detach", commit],
+                cwd=Path(tmp),
+                timeout=timeout,
+            )
         except GitFailed as e:
             raise SourceError(f"cannot check out {commit} of {src.shown}: {e.reason}") from None
         root = _inside(Path(tmp), path, f"repository {src.shown}")
@@ -145,6 +158,42 @@ def _clone(src: SourceRef, ref: str | None, path: str | None) -> Snapshot:
     finally:  # every other way out (an error, KeyboardInterrupt) removes the clone
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_stale_clones(tmpdir: str | None = None) -> list[str]:
+    """Remove the clones of bpfman processes that are gone: a clone is named
+    ``bpfman-src-<pid>-…`` and removed on every way out but SIGKILL (or a power cut), so the next
+    clone clears what such an end left. Only directories of this user whose process no longer
+    exists are touched. Returns the paths removed."""
+    base = tmpdir or tempfile.gettempdir()
+    removed: list[str] = []
+    try:
+        entries = list(os.scandir(base))
+    except OSError:
+        return removed
+    for entry in entries:
+        pid_text = entry.name[len(CLONE_PREFIX) :].split("-", 1)[0]
+        if not entry.name.startswith(CLONE_PREFIX) or not pid_text.isdigit():
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or _alive(int(pid_text)):
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)
+        removed.append(entry.path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # another user's process, or not a pid: leave its directory alone
+    return True
 
 
 def _resolve(clone: Path, ref: str | None, src: SourceRef) -> str:

@@ -1,3 +1,4 @@
+import os
 import re
 import subprocess
 import tempfile
@@ -7,6 +8,7 @@ import pytest
 from reconciler.sources import Kind, SourceError, classify, open_source, redact, shown
 from reconciler.sources.gitcmd import GitFailed, git_env, git_reason, run_git
 from reconciler.sources.redact import RedactingFilter
+from reconciler.sources.snapshot import remove_stale_clones
 
 
 def git(cwd, *args):
@@ -429,3 +431,36 @@ def test_log_records_are_redacted_whoever_logs_them():
     finally:
         logger.removeHandler(handler)
     assert "s3cret" not in stream.getvalue() and "https://me:***@h/r" in stream.getvalue()
+
+
+def test_stale_clones_of_dead_processes_are_removed(tmp_path):
+    """Clones named for a pid that no longer exists go; those of live processes, of another
+    form, or that are not directories stay."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # reaped: its pid names no process (until reused, which keeps the dir: safe)
+    (tmp_path / f"bpfman-src-{dead.pid}-abc").mkdir()
+    (tmp_path / f"bpfman-src-{dead.pid}-abc" / "f").write_text("x")
+    (tmp_path / f"bpfman-src-{os.getpid()}-def").mkdir()
+    (tmp_path / "bpfman-src-old").mkdir()
+    (tmp_path / f"bpfman-src-{dead.pid}-file").write_text("x")
+    removed = remove_stale_clones(str(tmp_path))
+    assert removed == [str(tmp_path / f"bpfman-src-{dead.pid}-abc")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [f"bpfman-src-{os.getpid()}-def", "bpfman-src-old", f"bpfman-src-{dead.pid}-file"]
+    )
+
+
+def test_a_git_command_has_a_deadline(private_tmp):
+    """A listener that accepts and never answers: the clone is given up at the deadline with a
+    reason naming the flag, and the clone directory is removed."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    try:
+        with pytest.raises(SourceError, match=r"did not finish within 0\.3 s.*--git-timeout"):
+            open_source(f"git://127.0.0.1:{server.getsockname()[1]}/r.git", timeout=0.3)
+    finally:
+        server.close()
+    assert list(private_tmp.iterdir()) == []
