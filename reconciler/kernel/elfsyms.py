@@ -50,13 +50,18 @@ MAX_NAME = 64 * 1024
 MAX_NEAR_CANDIDATES = 200_000
 _CHUNK = 1 << 20
 
-_MACHINES = {
+# ELF e_machine values, named as an error message should name them.
+MACHINES = {
+    0: "machine-independent",
+    2: "SPARC",
     3: "x86 (i386)",
     8: "MIPS",
     20: "PowerPC",
     21: "PowerPC64",
     22: "s390",
     40: "ARM",
+    43: "SPARC64",
+    50: "IA-64",
     62: "x86-64",
     183: "AArch64",
     243: "RISC-V",
@@ -139,7 +144,7 @@ def host_class() -> int:
 
 
 def describe_machine(machine: int) -> str:
-    return _MACHINES.get(machine, f"unknown-architecture (e_machine {machine})")
+    return machine_name(machine)
 
 
 def libbpf_version() -> tuple[int, int]:
@@ -559,3 +564,7 @@ class _Strings:
             out += data
             pos += len(data)
         return out[:MAX_NAME]
+
+
+def machine_name(machine: int) -> str:
+    return MACHINES.get(machine, f"unknown-architecture (e_machine {machine})")

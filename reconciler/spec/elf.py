@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from reconciler import files
+from reconciler.kernel.elfsyms import machine_name
 
 EM_BPF = 247
 _MAGIC = b"\x7fELF"
@@ -37,23 +38,6 @@ _SYM_SIZE = 24
 # database) from being read into memory just to be rejected.
 MAX_OBJECT_SIZE = 64 * 1024 * 1024
 
-_MACHINES = {
-    0: "machine-independent",
-    2: "SPARC",
-    3: "x86 (i386)",
-    8: "MIPS",
-    20: "PowerPC",
-    21: "PowerPC64",
-    22: "s390",
-    40: "ARM",
-    43: "SPARC64",
-    50: "IA-64",
-    62: "x86-64",
-    183: "AArch64",
-    243: "RISC-V",
-    247: "eBPF",
-    258: "LoongArch",
-}
 _FILE_TYPES = {
     0: "file",
     1: "object",
@@ -152,7 +136,7 @@ class _Reader:
         self.order = "<" if data[5] == 1 else ">"
         e_type, machine = struct.unpack_from(self.order + "HH", data, 16)
         if machine != EM_BPF:
-            arch = _MACHINES.get(machine, f"unknown-architecture (e_machine {machine})")
+            arch = machine_name(machine)
             what = _FILE_TYPES.get(e_type, "file")
             raise ElfError(
                 f"{arch} {what}, not eBPF (ELF e_machine {machine}, eBPF is {EM_BPF}); "
