@@ -64,8 +64,21 @@ def _clones(tmp: Path) -> list[str]:
 
 
 def _git_processes(url: str) -> list[str]:
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if url.rsplit("/", 1)[0] in line]
+    """``PID ARGS`` of the live processes whose command line names the remote (/proc, not ps:
+    procps is not on every fresh machine)."""
+    server = url.rsplit("/", 1)[0]
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if server in args and state != "Z":
+            found.append(f"{entry.name} {args}")
+    return found
 
 
 def _wait_for_clone_dir(tmp: Path, p: subprocess.Popen[str]) -> None:
