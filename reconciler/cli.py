@@ -200,6 +200,36 @@ def build_parser() -> argparse.ArgumentParser:
             help="how long to wait for another apply to finish (default 10)",
         )
 
+    p = cmd("watch", "keep this host converged with SOURCE, reconciling on every change")
+    _add_source(p)
+    p.add_argument(
+        "--interval",
+        type=_positive_seconds,
+        default=60.0,
+        metavar="SECONDS",
+        help="full reconcile and drift check every SECONDS, with ±10%% jitter (default 60)",
+    )
+    p.add_argument(
+        "--retry-interval",
+        type=_positive_seconds,
+        default=5.0,
+        metavar="SECONDS",
+        help="first retry after a failed reconcile; doubled on each failure up to --interval "
+        "(default 5)",
+    )
+    p.add_argument(
+        "--drift",
+        choices=("repair", "report"),
+        default="repair",
+        help="what to do about changes made outside bpfman (default repair)",
+    )
+    p.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="apply a revision that would unload every managed program",
+    )
+    p.add_argument("--log-format", choices=("text", "json"), default="text")
+
     p = cmd("list", "list what bpfman manages on this host")
     p.add_argument("--json", action="store_true")
     p = cmd("get", "show one managed attachment: our state and the kernel's view")
@@ -305,6 +335,13 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a number of seconds from 0 to 86400, e.g. 30 or 2.5"
         )
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    value = _seconds(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be more than 0 seconds")
     return value
 
 

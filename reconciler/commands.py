@@ -22,6 +22,7 @@ def run(args: argparse.Namespace, color: bool) -> int:
         "plan": cmd_plan,
         "apply": cmd_apply,
         "destroy": cmd_destroy,
+        "watch": cmd_watch,
         "list": lambda a, _color: listing.cmd_list(a, _context(a)),
         "get": lambda a, _color: listing.cmd_get(a, _context(a)),
     }[args.command]
@@ -453,3 +454,17 @@ def cmd_destroy(args: argparse.Namespace, color: bool) -> int:
         ctx = _context(args)
         _recover(ctx)
         return _execute(args, color, ctx, _narrow(plan_for(ctx, None), args), "Destroy")
+
+
+def cmd_watch(args: argparse.Namespace, _color: bool) -> int:
+    from reconciler.watch.loop import WATCH_LOCK_TIMEOUT, Options, Watcher
+
+    args.lock_timeout = WATCH_LOCK_TIMEOUT
+    options = Options(
+        interval=args.interval,
+        retry_interval=args.retry_interval,
+        drift=args.drift,
+        allow_empty=args.allow_empty,
+        log_format=args.log_format,
+    )
+    return Watcher(args, options).run()

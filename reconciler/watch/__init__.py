@@ -1,0 +1,1 @@
+"""`bpfman watch`: the long-running reconcile loop, its triggers, status and metrics."""

@@ -1,0 +1,285 @@
+"""``bpfman watch``: keep the host converged with SOURCE until stopped.
+
+One reconcile is the transaction of ``bpfman apply`` (the same lock, state, planner and
+executor, via the functions of :mod:`reconciler.commands`), approved by policy instead of a
+prompt. It runs on a trigger — a settled burst of file changes, the interval timer (which also
+re-reads the kernel for drift), SIGHUP — one at a time; triggers that arrive meanwhile are
+coalesced into the next one. A failure keeps the last good state and retries with exponential
+backoff. Exiting never unloads anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import queue
+import random
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from reconciler import __version__
+from reconciler.errors import UserError
+
+JITTER = 0.1  # the interval varies by ±10%, so that a fleet does not reconcile in lockstep
+WATCH_LOCK_TIMEOUT = 300.0
+MAX_PROBLEMS_LOGGED = 5  # a CLI apply holding the lock is waited for, then retried
+
+
+@dataclass
+class Options:
+    interval: float = 60.0
+    retry_interval: float = 5.0
+    drift: str = "repair"  # or "report"
+    allow_empty: bool = False
+    log_format: str = "text"
+
+
+@dataclass
+class Result:
+    """What one reconcile did."""
+
+    result: str  # applied | no-changes | failed | refused | interrupted
+    reason: str  # what triggered it
+    revision: str | None = None
+    added: int = 0
+    changed: int = 0
+    destroyed: int = 0
+    drift: list[str] = field(default_factory=list)
+    drift_repaired: int = 0
+    error: str | None = None
+    duration: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.result in ("applied", "no-changes")
+
+
+class Log:
+    """One line per event on stderr, as text or JSON (``--log-format``)."""
+
+    def __init__(self, fmt: str) -> None:
+        self.fmt = fmt
+
+    def __call__(self, message: str, **fields: Any) -> None:
+        now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        if self.fmt == "json":
+            line = json.dumps({"time": now, "msg": message, **fields}, default=str)
+        else:
+            extra = " ".join(f"{k}={_text(v)}" for k, v in fields.items() if v is not None)
+            line = f"{now} {message}" + (f" {extra}" if extra else "")
+        print(line, file=sys.stderr, flush=True)
+
+
+def _text(value: Any) -> str:
+    text = str(value)
+    return json.dumps(text) if (not text or any(c in text for c in ' "=')) else text
+
+
+class Watcher:
+    def __init__(self, args: argparse.Namespace, options: Options) -> None:
+        self.args = args
+        self.options = options
+        self.log = Log(options.log_format)
+        self.triggers: queue.Queue[str] = queue.Queue()
+        self.stopping = False
+        self.failures = 0
+
+    # --- triggers -----------------------------------------------------------------------------
+
+    def trigger(self, reason: str) -> None:
+        self.triggers.put(reason)
+
+    def _next_delay(self, last: Result | None) -> float:
+        if last is not None and not last.ok and last.result != "refused":
+            # 5 s, 10 s, 20 s, … but never longer than the interval itself.
+            backoff = self.options.retry_interval * (2 ** min(self.failures - 1, 16))
+            return min(backoff, max(self.options.interval, self.options.retry_interval))
+        spread = self.options.interval * JITTER
+        return max(0.0, self.options.interval + random.uniform(-spread, spread))
+
+    def _wait(self, delay: float) -> str:
+        """The next trigger's reason (the timer's after ``delay``), with every trigger queued
+        meanwhile folded into it."""
+        try:
+            reason = self.triggers.get(timeout=delay)
+        except queue.Empty:
+            reason = "retry" if self.failures else "interval"
+        while True:
+            try:
+                self.triggers.get_nowait()
+            except queue.Empty:
+                return reason
+
+    # --- one reconcile --------------------------------------------------------------------------
+
+    def reconcile(self, reason: str) -> Result:
+        from reconciler import commands
+        from reconciler.apply import ApplyFailed, apply_plan, summary
+        from reconciler.apply.execute import ApplyInterrupted
+        from reconciler.apply.interrupt import Interrupt
+        from reconciler.engine import plan_for
+        from reconciler.plan.model import Action
+
+        started = time.monotonic()
+        result = Result(result="failed", reason=reason)
+        try:
+            with commands._locked(self.args):
+                ctx = commands._context(self.args)
+                with commands._desired(self.args) as desired:
+                    result.revision = desired.revision
+                    commands._recover(ctx)
+                    plan = plan_for(ctx, desired)
+                    result.drift = [f"{d.address} {d.what}" for d in plan.drift]
+                    if plan.errors:
+                        raise UserError(
+                            f"the plan has {len(plan.errors)} error(s): " + "; ".join(plan.errors)
+                        )
+                    drifted = {d.address for d in plan.drift}
+                    if self.options.drift == "report" and drifted:
+                        plan.changes = [
+                            c
+                            for c in plan.changes
+                            if c.action is Action.NOOP or str(c.address) not in drifted
+                        ]
+                    if not self.options.allow_empty:
+                        self._refuse_empty(plan, set(ctx.store.load()))
+                    if not plan.has_changes:
+                        result.result = "no-changes"
+                        return result
+                    interrupt = Interrupt()
+                    try:
+                        with interrupt.handling():
+                            outcomes = apply_plan(
+                                plan,
+                                ctx.kernel,
+                                ctx.store,
+                                emit=lambda line: self.log(line.strip()),
+                                interrupt=interrupt,
+                            )
+                        failed = None
+                    except ApplyInterrupted as e:
+                        outcomes, failed = e.outcomes, str(e)
+                        self.stopping = True
+                    except ApplyFailed as e:
+                        outcomes, failed = e.outcomes, str(e)
+                    result.added, result.changed, result.destroyed = summary(outcomes)
+                    done = {str(o.address) for o in outcomes if not o.error}
+                    result.drift_repaired = len(drifted & done)
+                    if interrupt.requested:
+                        self.stopping = True
+                    if failed:
+                        result.result = "interrupted" if self.stopping else "failed"
+                        result.error = failed
+                    else:
+                        result.result = "applied"
+        except _Refused as e:
+            result.result, result.error = "refused", str(e)
+        except UserError as e:
+            result.error = str(e)
+        finally:
+            result.duration = time.monotonic() - started
+        return result
+
+    def _refuse_empty(self, plan: Any, managed: set[str]) -> None:
+        from reconciler.plan.model import Action
+
+        deleted = {str(c.address) for c in plan.changes if c.action is Action.DELETE}
+        if managed and managed <= deleted:
+            raise _Refused(
+                f"this revision would unload every program bpfman manages here ({len(managed)}); "
+                "an empty source is usually a mistake (a wrong --path, an emptied branch). "
+                "Nothing was changed; run with --allow-empty if that is what you want"
+            )
+
+    # --- the loop ---------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        from reconciler.cli import paths
+
+        root, state_dir = paths(self.args)
+        self.log(
+            "bpfman watch starting",
+            version=__version__,
+            source=self._shown_source(),
+            bpffs_root=str(root),
+            state_dir=str(state_dir),
+            interval=self.options.interval,
+            drift=self.options.drift,
+        )
+        signal.signal(signal.SIGHUP, lambda *_: self.trigger("SIGHUP"))
+        signal.signal(signal.SIGTERM, self._on_term)
+        signal.signal(signal.SIGINT, self._on_term)
+        stop_triggers = self._start_triggers()
+        try:
+            reason = "start"
+            while not self.stopping:
+                result = self.reconcile(reason)
+                self.failures = 0 if result.ok or result.result == "refused" else self.failures + 1
+                self._report(result)
+                if self.stopping:
+                    break
+                delay = self._next_delay(result)
+                reason = self._wait(delay)
+        finally:
+            stop_triggers()
+        self.log("bpfman watch stopped; nothing was unloaded")
+        return 0
+
+    def _on_term(self, signum: int, _frame: object) -> None:
+        self.stopping = True
+        self.trigger(signal.Signals(signum).name)
+
+    def _shown_source(self) -> str:
+        from reconciler.sources import classify
+
+        try:
+            return classify(self.args.source).shown
+        except Exception:  # reported by the first reconcile, with its reason
+            return str(self.args.source)
+
+    def _start_triggers(self) -> Any:
+        """Start the file watch of a directory source; returns how to stop it."""
+        from pathlib import Path
+
+        from reconciler.sources import Kind, classify
+        from reconciler.watch.dirwatch import DirWatch
+
+        try:
+            src = classify(self.args.source)
+        except Exception:
+            return lambda: None
+        if src.kind not in (Kind.DIRECTORY, Kind.MANIFEST) or src.path is None:
+            return lambda: None
+        path = Path(src.path)
+        if self.args.path and src.kind is Kind.DIRECTORY:
+            path = path / self.args.path
+        if path.is_dir():
+            watch = DirWatch(path, self.trigger)
+        else:
+            watch = DirWatch(path.parent, self.trigger, only=path.name)
+        watch.start()
+        return watch.stop
+
+    def _report(self, r: Result) -> None:
+        fields = asdict(r)
+        fields["duration"] = round(r.duration, 3)
+        fields["drift"] = len(r.drift) or None
+        if r.error:
+            # One line: the head and the first problems (file:line), so that a log search for
+            # the reconcile finds why it failed.
+            lines = [line.strip() for line in r.error.split("\n") if line.strip()]
+            head = lines[0].rstrip(":") + (": " if len(lines) > 1 else "")
+            shown = "; ".join(lines[1 : 1 + MAX_PROBLEMS_LOGGED])
+            more = len(lines) - 1 - MAX_PROBLEMS_LOGGED
+            fields["error"] = head + shown + (f"; ... and {more} more" if more > 0 else "")
+        for line in r.drift:
+            self.log("drift", what=line, action=self.options.drift)
+        self.log("reconcile", **{k: v for k, v in fields.items() if k not in ("drift",)})
+
+
+class _Refused(Exception):
+    pass
