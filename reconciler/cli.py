@@ -230,6 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--log-format", choices=("text", "json"), default="text")
 
+    p = cmd("suspend", "stop `bpfman watch` applying changes (it keeps planning)")
+    p.add_argument("--reason", default="", help="shown by the watcher's log and status")
+    cmd("resume", "let `bpfman watch` apply changes again")
+
     p = cmd("list", "list what bpfman manages on this host")
     p.add_argument("--json", action="store_true")
     p = cmd("get", "show one managed attachment: our state and the kernel's view")

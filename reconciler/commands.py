@@ -23,6 +23,8 @@ def run(args: argparse.Namespace, color: bool) -> int:
         "apply": cmd_apply,
         "destroy": cmd_destroy,
         "watch": cmd_watch,
+        "suspend": cmd_suspend,
+        "resume": cmd_resume,
         "list": lambda a, _color: listing.cmd_list(a, _context(a)),
         "get": lambda a, _color: listing.cmd_get(a, _context(a)),
     }[args.command]
@@ -468,3 +470,31 @@ def cmd_watch(args: argparse.Namespace, _color: bool) -> int:
         log_format=args.log_format,
     )
     return Watcher(args, options).run()
+
+
+def cmd_suspend(args: argparse.Namespace, _color: bool) -> int:
+    from reconciler import hostpaths
+    from reconciler.watch.suspend import suspend
+
+    try:
+        state_dir = hostpaths.check_state_dir(args.state_dir)
+    except hostpaths.HostPathError as e:
+        raise UserError(str(e)) from None
+    s = suspend(state_dir, args.reason)
+    print(f"Suspended: `bpfman watch` plans but applies nothing until `bpfman resume` ({s}).")
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace, _color: bool) -> int:
+    from reconciler import hostpaths
+    from reconciler.watch.suspend import resume
+
+    try:
+        state_dir = hostpaths.check_state_dir(args.state_dir)
+    except hostpaths.HostPathError as e:
+        raise UserError(str(e)) from None
+    if resume(state_dir):
+        print("Resumed: `bpfman watch` applies changes again.")
+    else:
+        print("Not suspended; nothing to resume.")
+    return 0

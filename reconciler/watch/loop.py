@@ -23,6 +23,7 @@ from typing import Any
 
 from reconciler import __version__
 from reconciler.errors import UserError
+from reconciler.watch.suspend import SUSPEND_FILE, suspended
 
 JITTER = 0.1  # the interval varies by ±10%, so that a fleet does not reconcile in lockstep
 WATCH_LOCK_TIMEOUT = 300.0
@@ -42,7 +43,7 @@ class Options:
 class Result:
     """What one reconcile did."""
 
-    result: str  # applied | no-changes | failed | refused | interrupted
+    result: str  # applied | no-changes | failed | refused | suspended | interrupted
     reason: str  # what triggered it
     revision: str | None = None
     added: int = 0
@@ -55,7 +56,7 @@ class Result:
 
     @property
     def ok(self) -> bool:
-        return self.result in ("applied", "no-changes")
+        return self.result in ("applied", "no-changes", "suspended")
 
 
 class Log:
@@ -150,6 +151,13 @@ class Watcher:
                     if not plan.has_changes:
                         result.result = "no-changes"
                         return result
+                    held = suspended(ctx.store.dir)
+                    if held is not None:
+                        # Plan only: what would be done is recorded, nothing is changed.
+                        result.result = "suspended"
+                        result.added, result.changed, result.destroyed = plan.counts()
+                        result.error = f"not applied: {held}; `bpfman resume` to apply"
+                        return result
                     interrupt = Interrupt()
                     try:
                         with interrupt.handling():
@@ -198,9 +206,13 @@ class Watcher:
     # --- the loop ---------------------------------------------------------------------------------
 
     def run(self) -> int:
-        from reconciler.cli import paths
+        from reconciler import hostpaths
 
-        root, state_dir = paths(self.args)
+        try:  # a wrong path is a start-up error, not a reconcile failing forever
+            root = hostpaths.check_bpffs_root(self.args.bpffs_root)
+            state_dir = hostpaths.check_state_dir(self.args.state_dir)
+        except hostpaths.HostPathError as e:
+            raise UserError(str(e)) from None
         self.log(
             "bpfman watch starting",
             version=__version__,
@@ -242,18 +254,33 @@ class Watcher:
             return str(self.args.source)
 
     def _start_triggers(self) -> Any:
-        """Start the file watch of a directory source; returns how to stop it."""
+        """Start the file watches (the source if it is a directory or a file; the suspension
+        marker, so that `bpfman suspend`/`resume` take effect at once); returns how to stop
+        them."""
         from pathlib import Path
 
+        from reconciler.cli import paths
         from reconciler.sources import Kind, classify
+        from reconciler.state import ensure_dir
         from reconciler.watch.dirwatch import DirWatch
 
+        watches: list[DirWatch] = []
+
+        def stop_all() -> None:
+            for w in watches:
+                w.stop()
+
+        _root, state_dir = paths(self.args)
+        ensure_dir(state_dir)
+        marker = DirWatch(state_dir, lambda _why: self.trigger("suspend or resume"), SUSPEND_FILE)
+        watches.append(marker)
+        marker.start()
         try:
             src = classify(self.args.source)
         except Exception:
-            return lambda: None
+            return stop_all
         if src.kind not in (Kind.DIRECTORY, Kind.MANIFEST) or src.path is None:
-            return lambda: None
+            return stop_all
         path = Path(src.path)
         if self.args.path and src.kind is Kind.DIRECTORY:
             path = path / self.args.path
@@ -261,8 +288,9 @@ class Watcher:
             watch = DirWatch(path, self.trigger)
         else:
             watch = DirWatch(path.parent, self.trigger, only=path.name)
+        watches.append(watch)
         watch.start()
-        return watch.stop
+        return stop_all
 
     def _report(self, r: Result) -> None:
         fields = asdict(r)

@@ -62,8 +62,9 @@ class Watch:
             *args,
         ]
 
-    def start(self, *args: str) -> None:
+    def start(self, *args: str, env_extra: dict[str, str] | None = None) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("BPFMAN_")}
+        env.update(env_extra or {})
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(self.cli("watch", *args), stdout=out, stderr=out, env=env)
 
@@ -176,4 +177,81 @@ def test_drift_is_repaired_or_reported_each_interval(
     else:
         eventually(lambda: " drift " in watch.text(), "the drift reported")
         assert ours() == set()
+    assert watch.stop() == 0
+
+
+def test_suspend_plans_only_and_resume_applies(watch: Watch, tmp_path: Path) -> None:
+    before = set(perf_links())
+    src = source(tmp_path)
+    fw = src / "fw.yaml"
+    fw.write_text(tracepoint_manifest("tp", TP_O.name, "syscalls/sys_enter_getpid"))
+    suspended = subprocess.run(
+        watch.cli("suspend", "--reason", "maintenance window"), capture_output=True, text=True
+    )
+    assert suspended.returncode == 0, suspended.stderr
+    watch.start("--interval", "3600", str(src))
+    eventually(lambda: "result=suspended" in watch.text(), "a suspended reconcile")
+    assert "maintenance window" in watch.text()
+    assert set(perf_links()) == before  # planned, not applied
+    resumed = subprocess.run(watch.cli("resume"), capture_output=True, text=True)
+    assert resumed.returncode == 0 and "Resumed" in resumed.stdout
+    eventually(lambda: len(set(perf_links()) - before) == 1, "applied once resumed")
+    assert watch.stop() == 0
+
+
+def test_sigkill_mid_reconcile_then_a_restart_converges(watch: Watch, tmp_path: Path) -> None:
+    """The crash harness's pause point holds the watcher inside its first step (kernel changed,
+    not recorded); SIGKILL; a new watcher converges with nothing leaked (no_leaks)."""
+    from reconciler.apply.interrupt import PAUSE_AT_ENV, PAUSE_MARKER, PAUSE_STEP_ENV
+
+    before = set(perf_links())
+    src = source(tmp_path)
+    names = "syscalls/sys_enter_getpid, syscalls/sys_enter_getppid"
+    (src / "fw.yaml").write_text(tracepoint_manifest("tp", TP_O.name, names))
+    watch.start(
+        "--interval", "3600", str(src), env_extra={PAUSE_STEP_ENV: "1", PAUSE_AT_ENV: "kernel"}
+    )
+    eventually(lambda: PAUSE_MARKER in watch.text(), "the watcher paused inside a step")
+    assert watch.proc is not None
+    watch.proc.kill()
+    watch.proc.wait()
+    watch.start("--interval", "3600", str(src))
+    eventually(lambda: "result=applied reason=start" in watch.text(), "the restart applied")
+    eventually(lambda: len(set(perf_links()) - before) == 2, "both programs attached")
+    assert watch.stop() == 0
+
+
+def test_a_cli_apply_during_a_reconcile_waits_then_has_nothing_to_do(
+    watch: Watch, tmp_path: Path
+) -> None:
+    from reconciler.apply.interrupt import PAUSE_AT_ENV, PAUSE_MARKER, PAUSE_STEP_ENV
+
+    before = set(perf_links())
+    src = source(tmp_path)
+    (src / "fw.yaml").write_text(tracepoint_manifest("tp", TP_O.name, "syscalls/sys_enter_getpid"))
+    watch.start(
+        "--interval", "3600", str(src), env_extra={PAUSE_STEP_ENV: "1", PAUSE_AT_ENV: "kernel"}
+    )
+    eventually(lambda: PAUSE_MARKER in watch.text(), "the watcher paused inside a step")
+    cli = subprocess.Popen(
+        watch.cli("apply", "--auto-approve", str(src)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert cli.stderr is not None
+        waiting = cli.stderr.readline()
+        assert waiting.startswith("Waiting for the state lock held by pid"), waiting
+        assert " watch " in waiting
+        assert watch.proc is not None
+        watch.proc.send_signal(signal.SIGUSR1)  # let the reconcile go on
+        out, err = cli.communicate(timeout=60)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait()
+    assert cli.returncode == 0, err
+    assert "Apply complete! Resources: 0 added, 0 changed, 0 destroyed." in out
+    assert len(set(perf_links()) - before) == 1
     assert watch.stop() == 0
