@@ -20,7 +20,7 @@ from pathlib import Path
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-SETTLE = 0.15  # seconds without an event before a burst counts as finished
+SETTLE = 0.1  # seconds without an event before a burst counts as finished
 MAX_DELAY = 2.0  # a burst that never ends still triggers after this long
 
 
