@@ -229,6 +229,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="apply a revision that would unload every managed program",
     )
     p.add_argument("--log-format", choices=("text", "json"), default="text")
+    p.add_argument(
+        "--metrics-listen",
+        metavar="ADDR",
+        help="serve Prometheus metrics, /healthz and /readyz on ADDR (PORT or HOST:PORT; "
+        "loopback unless a host is given); default off",
+    )
+    p = cmd("status", "show what `bpfman watch` last did, and whether it runs")
+    p.add_argument("--json", action="store_true", help="machine-readable status")
+    p = cmd("reconcile", "ask the running `bpfman watch` to reconcile now, and wait for it")
+    p.add_argument(
+        "--timeout",
+        type=_positive_seconds,
+        default=300.0,
+        metavar="SECONDS",
+        help="how long to wait for the result (default 300)",
+    )
 
     p = cmd("suspend", "stop `bpfman watch` applying changes (it keeps planning)")
     p.add_argument("--reason", default="", help="shown by the watcher's log and status")

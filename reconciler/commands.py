@@ -24,6 +24,8 @@ def run(args: argparse.Namespace, color: bool) -> int:
         "destroy": cmd_destroy,
         "watch": cmd_watch,
         "suspend": cmd_suspend,
+        "status": cmd_status,
+        "reconcile": cmd_reconcile,
         "resume": cmd_resume,
         "list": lambda a, _color: listing.cmd_list(a, _context(a)),
         "get": lambda a, _color: listing.cmd_get(a, _context(a)),
@@ -468,6 +470,7 @@ def cmd_watch(args: argparse.Namespace, _color: bool) -> int:
         drift=args.drift,
         allow_empty=args.allow_empty,
         log_format=args.log_format,
+        metrics_listen=args.metrics_listen,
     )
     return Watcher(args, options).run()
 
@@ -497,4 +500,69 @@ def cmd_resume(args: argparse.Namespace, _color: bool) -> int:
         print("Resumed: `bpfman watch` applies changes again.")
     else:
         print("Not suspended; nothing to resume.")
+    return 0
+
+
+def _state_dir(args: argparse.Namespace):  # -> Path
+    from reconciler import hostpaths
+
+    try:
+        return hostpaths.check_state_dir(args.state_dir)
+    except hostpaths.HostPathError as e:
+        raise UserError(str(e)) from None
+
+
+def cmd_status(args: argparse.Namespace, _color: bool) -> int:
+    from reconciler.watch import status
+
+    loaded = status.read_status(_state_dir(args))
+    running = status.is_running(loaded.status)
+    if args.json:
+        print_json(status.status_document(loaded, running=running))
+    else:
+        sys.stdout.write(status.render_text(loaded, running=running))
+    return 0
+
+
+def cmd_reconcile(args: argparse.Namespace, _color: bool) -> int:
+    """SIGHUP to the watcher named by the status file (checked to be that very process), then
+    wait until the status shows a reconcile that started after the request and has ended."""
+    import os
+    import signal
+    import time
+
+    from reconciler.watch import status
+
+    state_dir = _state_dir(args)
+    loaded = status.read_status(state_dir)
+    st = loaded.status
+    if not status.is_running(st) or st.watcher_pid is None:
+        raise UserError(
+            f"no `bpfman watch` is running for the state dir {state_dir}; start it, or run "
+            "`bpfman apply`"
+        )
+    asked = status.stamp()
+    before = st.last_attempted_at
+    os.kill(st.watcher_pid, signal.SIGHUP)
+    deadline = time.monotonic() + args.timeout
+    while True:
+        time.sleep(0.1)
+        now = status.read_status(state_dir).status
+        fresh = now.last_attempted_at is not None and (
+            now.last_attempted_at != before or now.last_attempted_at >= asked
+        )
+        if fresh and now.last_result is not None:
+            break
+        if not status.is_running(now):
+            raise UserError("the watcher stopped before it reconciled")
+        if time.monotonic() > deadline:
+            raise UserError(f"no result within {args.timeout:g}s; see `bpfman status`")
+    counts = now.last_counts
+    line = (
+        f"Reconciled: {now.last_result} (revision {now.last_attempted_revision or '-'}): "
+        f"{counts.added} added, {counts.changed} changed, {counts.destroyed} destroyed."
+    )
+    if now.last_error:
+        raise UserError(f"reconcile {now.last_result}: {now.last_error}")
+    print(line)
     return 0

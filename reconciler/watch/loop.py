@@ -17,12 +17,16 @@ import random
 import signal
 import sys
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from reconciler import __version__
 from reconciler.errors import UserError
+from reconciler.watch import metrics as metrics_mod
+from reconciler.watch import status
 from reconciler.watch.suspend import SUSPEND_FILE, suspended
 
 JITTER = 0.1  # the interval varies by ±10%, so that a fleet does not reconcile in lockstep
@@ -37,13 +41,14 @@ class Options:
     drift: str = "repair"  # or "report"
     allow_empty: bool = False
     log_format: str = "text"
+    metrics_listen: str | None = None
 
 
 @dataclass
 class Result:
     """What one reconcile did."""
 
-    result: str  # applied | no-changes | failed | refused | suspended | interrupted
+    result: str  # applied | no-changes | planned (suspended) | failed | refused | interrupted
     reason: str  # what triggered it
     revision: str | None = None
     added: int = 0
@@ -53,10 +58,14 @@ class Result:
     drift_repaired: int = 0
     error: str | None = None
     duration: float = 0.0
+    # Where a failure came from: source (fetching), validation, or plan/apply; for the status.
+    stage: str = "source"
+    diagnostics: list[Any] = field(default_factory=list)
+    programs_by_kind: dict[str, int] | None = None
 
     @property
     def ok(self) -> bool:
-        return self.result in ("applied", "no-changes", "suspended")
+        return self.result in ("applied", "no-changes", "planned")
 
 
 class Log:
@@ -88,6 +97,9 @@ class Watcher:
         self.triggers: queue.Queue[str] = queue.Queue()
         self.stopping = False
         self.failures = 0
+        self.metrics = metrics_mod.WatchMetrics()
+        self.state_dir = Path(args.state_dir)
+        self.status = status.not_watching()
 
     # --- triggers -----------------------------------------------------------------------------
 
@@ -131,6 +143,7 @@ class Watcher:
             with commands._locked(self.args):
                 ctx = commands._context(self.args)
                 with commands._desired(self.args) as desired:
+                    result.stage = "plan"
                     result.revision = desired.revision
                     commands._recover(ctx)
                     plan = plan_for(ctx, desired)
@@ -150,11 +163,12 @@ class Watcher:
                         self._refuse_empty(plan, set(ctx.store.load()))
                     if not plan.has_changes:
                         result.result = "no-changes"
+                        result.programs_by_kind = _by_kind(ctx.store.load())
                         return result
                     held = suspended(ctx.store.dir)
                     if held is not None:
                         # Plan only: what would be done is recorded, nothing is changed.
-                        result.result = "suspended"
+                        result.result = "planned"
                         result.added, result.changed, result.destroyed = plan.counts()
                         result.error = f"not applied: {held}; `bpfman resume` to apply"
                         return result
@@ -184,10 +198,14 @@ class Watcher:
                         result.error = failed
                     else:
                         result.result = "applied"
+                    result.programs_by_kind = _by_kind(ctx.store.load())
         except _Refused as e:
             result.result, result.error = "refused", str(e)
         except UserError as e:
             result.error = str(e)
+            result.diagnostics = list(e.diagnostics)
+            if result.stage == "source" and e.diagnostics:
+                result.stage = "validation"  # read, but the manifests are invalid
         finally:
             result.duration = time.monotonic() - started
         return result
@@ -222,6 +240,15 @@ class Watcher:
             interval=self.options.interval,
             drift=self.options.drift,
         )
+        self.state_dir = state_dir
+        loaded = status.read_status(state_dir)
+        if loaded.problem:
+            self.log("the status file was unreadable; starting a new one", problem=loaded.problem)
+        self.status = loaded.status
+        self.status.record_start(self._shown_source())
+        self.status.set_suspended(suspended(state_dir) is not None)
+        self._save_status()
+        server = self._start_metrics()
         signal.signal(signal.SIGHUP, lambda *_: self.trigger("SIGHUP"))
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGINT, self._on_term)
@@ -229,17 +256,91 @@ class Watcher:
         try:
             reason = "start"
             while not self.stopping:
+                self.status.record_attempt(None)
+                self._save_status()
                 result = self.reconcile(reason)
                 self.failures = 0 if result.ok or result.result == "refused" else self.failures + 1
+                delay = self._next_delay(result)
+                self._record(result, time.time() + delay)
                 self._report(result)
                 if self.stopping:
                     break
-                delay = self._next_delay(result)
                 reason = self._wait(delay)
         finally:
             stop_triggers()
+            if server is not None:
+                server.stop()
+            self.status.record_stop()
+            self._save_status()
         self.log("bpfman watch stopped; nothing was unloaded")
         return 0
+
+    def _start_metrics(self) -> Any:
+        if not self.options.metrics_listen:
+            return None
+        host, port = metrics_mod.parse_listen(self.options.metrics_listen)
+        server = metrics_mod.MetricsServer(self.metrics, host, port)
+        try:
+            server.start()
+        except OSError as e:
+            raise UserError(
+                f"--metrics-listen {self.options.metrics_listen}: cannot listen: {e.strerror or e}"
+            ) from None
+        self.log("serving metrics", url=server.url)
+        return server
+
+    def _save_status(self) -> None:
+        try:
+            status.write_status(self.state_dir, self.status)
+        except OSError as e:  # the loop goes on: the kernel matters more than the report
+            self.log("cannot write the status file", error=e.strerror or str(e))
+
+    def _record(self, r: Result, next_at: float) -> None:
+        """The result into the status file and the metrics."""
+        st = self.status
+        held = suspended(self.state_dir)
+        if (held is not None) != st.suspended:
+            st.set_suspended(held is not None)
+        counts = status.Counts(r.added, r.changed, r.destroyed)
+        if r.result in ("applied", "no-changes"):
+            st.record_success(
+                r.revision,
+                result=r.result,
+                counts=counts,
+                programs_by_kind=r.programs_by_kind,
+                duration_seconds=r.duration,
+                drift_repaired=r.drift_repaired,
+                drift_reported=len(r.drift) if self.options.drift == "report" else 0,
+                next_reconcile_at=next_at,
+            )
+        elif r.result == "planned":
+            st.record_planned(
+                r.revision, counts, duration_seconds=r.duration, next_reconcile_at=next_at
+            )
+        else:
+            if r.result == "refused":
+                why = status.EMPTY_SOURCE_REFUSED
+            elif r.stage == "validation":
+                why = status.VALIDATION_FAILED
+            elif r.stage == "source":
+                why = status.SOURCE_FETCH_FAILED
+                self.metrics.source_fetch_failed()
+            else:
+                why = status.RECONCILIATION_FAILED
+            st.record_failure(
+                r.revision,
+                r.error or r.result,
+                reason=why,
+                result="refused" if r.result == "refused" else "failed",
+                diagnostics=r.diagnostics,
+                duration_seconds=r.duration,
+                next_reconcile_at=next_at,
+            )
+        self._save_status()
+        self.metrics.observe_reconcile(r.result, r.duration)
+        if r.drift_repaired:
+            self.metrics.add_drift_repairs(r.drift_repaired)
+        self.metrics.sync_status(st)
 
     def _on_term(self, signum: int, _frame: object) -> None:
         self.stopping = True
@@ -257,8 +358,6 @@ class Watcher:
         """Start the file watches (the source if it is a directory or a file; the suspension
         marker, so that `bpfman suspend`/`resume` take effect at once); returns how to stop
         them."""
-        from pathlib import Path
-
         from reconciler.cli import paths
         from reconciler.sources import Kind, classify
         from reconciler.state import ensure_dir
@@ -311,3 +410,8 @@ class Watcher:
 
 class _Refused(Exception):
     pass
+
+
+def _by_kind(records: dict[str, Any]) -> dict[str, int]:
+    """Programs managed here by manifest kind (records are keyed by address, KIND/NAME[...])."""
+    return dict(Counter(key.split("/", 1)[0] for key in records))

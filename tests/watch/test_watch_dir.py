@@ -190,7 +190,7 @@ def test_suspend_plans_only_and_resume_applies(watch: Watch, tmp_path: Path) -> 
     )
     assert suspended.returncode == 0, suspended.stderr
     watch.start("--interval", "3600", str(src))
-    eventually(lambda: "result=suspended" in watch.text(), "a suspended reconcile")
+    eventually(lambda: "result=planned" in watch.text(), "a suspended reconcile")
     assert "maintenance window" in watch.text()
     assert set(perf_links()) == before  # planned, not applied
     resumed = subprocess.run(watch.cli("resume"), capture_output=True, text=True)
@@ -255,3 +255,61 @@ def test_a_cli_apply_during_a_reconcile_waits_then_has_nothing_to_do(
     assert "Apply complete! Resources: 0 added, 0 changed, 0 destroyed." in out
     assert len(set(perf_links()) - before) == 1
     assert watch.stop() == 0
+
+
+def test_status_reconcile_on_demand_and_metrics(watch: Watch, tmp_path: Path) -> None:
+    import json
+    import socket
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    before = set(perf_links())
+    src = source(tmp_path)
+    (src / "fw.yaml").write_text(tracepoint_manifest("tp", TP_O.name, "syscalls/sys_enter_getpid"))
+    with socket.socket() as s:  # a free port on loopback for the metrics endpoint
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    watch.start("--interval", "3600", "--metrics-listen", str(port), str(src))
+    eventually(lambda: "result=applied" in watch.text(), "the first reconcile")
+
+    st = json.loads(
+        subprocess.run(watch.cli("status", "--json"), capture_output=True, text=True).stdout
+    )
+    assert st["watcher_running"] is True
+    assert st["last_result"] == "applied"
+    assert st["programs_by_kind"] == {"TracepointProgram": 1}
+    ready = {c["type"]: c["status"] for c in st["conditions"]}
+    assert ready == {"Ready": "True", "Reconciling": "False", "Stalled": "False"}
+
+    # On demand: bpfman reconcile waits for the watcher's answer.
+    asked = subprocess.run(watch.cli("reconcile"), capture_output=True, text=True, timeout=120)
+    assert asked.returncode == 0, asked.stderr
+    assert asked.stdout.startswith("Reconciled: no-changes")
+    assert "reason=SIGHUP" in watch.text()
+
+    # A bad revision: the status says why and where; Ready goes False, the program stays.
+    (src / "bad.yaml").write_text("apiVersion: bpfman.io/v1alpha1\nkind: [\n")
+    eventually(lambda: "bad.yaml:3" in watch.text(), "the failure logged")
+    st = json.loads(
+        subprocess.run(watch.cli("status", "--json"), capture_output=True, text=True).stdout
+    )
+    assert st["last_result"] == "failed" and st["last_applied_revision"] is None
+    assert any(d["file"] and d["file"].endswith("bad.yaml") for d in st["diagnostics"])
+    conditions = {c["type"]: c for c in st["conditions"]}
+    assert conditions["Ready"]["status"] == "False"
+    assert conditions["Ready"]["reason"] == "ValidationFailed"
+    assert len(set(perf_links()) - before) == 1
+
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(body)
+        for s in family.samples
+    }
+    assert samples[("bpfman_reconciles_total", (("result", "applied"),))] == 1
+    assert samples[("bpfman_reconciles_total", (("result", "failed"),))] >= 1
+    assert samples[("bpfman_managed_programs", (("kind", "TracepointProgram"),))] == 1
+    assert watch.stop() == 0
+    stopped = subprocess.run(watch.cli("status"), capture_output=True, text=True)
+    assert stopped.returncode == 0 and "TracepointProgram" in stopped.stdout
