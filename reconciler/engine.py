@@ -8,7 +8,7 @@ from pathlib import Path
 from reconciler.hostpaths import pin_path_errors
 from reconciler.kernel.types import Installed, Kernel, KernelError
 from reconciler.plan import Plan, build_plan, drift, preflight
-from reconciler.plan.hooks import assign_hooks, hook_of_point
+from reconciler.plan.hooks import assign_hooks, hook_from_json, hook_label, hook_of_point
 from reconciler.plan.hostcheck import check_host
 from reconciler.plan.verdicts import VerdictCache
 from reconciler.spec.model import DesiredAttachment, DesiredState
@@ -49,7 +49,9 @@ def plan_for(ctx: Context, desired: DesiredState | None) -> Plan:
     ctx.kernel.remember_probes(verdicts.probes())
     try:
         if desired is None:
-            plan = build_plan([], installed, records, bpffs_root=str(ctx.kernel.root))
+            plan = build_plan(
+                [], installed, records, bpffs_root=str(ctx.kernel.root), keep_orphans=False
+            )
             plan.destroy = True
             plan.drift = drift.detect(installed, records, _interfaces(ctx.kernel, records))
             plan.dispatching = any(r.extra.get("hook") for r in records.values())
@@ -74,6 +76,7 @@ def plan_for(ctx: Context, desired: DesiredState | None) -> Plan:
         )
         plan.dispatching = dispatching
         assign_hooks(plan, records)
+        plan.errors += _orphans_on_changed_hooks(plan, records)
         plan.drift = drift.detect(installed, records, _interfaces(ctx.kernel, records))
         verified = preflight.check(preflight.loads_of(plan, flagged), ctx.kernel, verdicts)
         plan.errors += verified.errors
@@ -83,6 +86,25 @@ def plan_for(ctx: Context, desired: DesiredState | None) -> Plan:
         if ctx.kernel.load_permission() is None:  # answers of a process that could probe
             verdicts.put_probes(ctx.kernel.probe_answers())
         verdicts.save()
+
+
+def _orphans_on_changed_hooks(plan: Plan, records: dict[str, Record]) -> list[str]:
+    """A dispatcher hook is rebuilt from the manifests' programs on it: an orphan there (kept by
+    bpfman.io/prune: disabled, but in no manifest) would be dropped by the rebuild. Refuse to
+    change such a hook rather than unload the orphan behind the user's back."""
+    changed = {c.hook for c in plan.actionable if c.hook is not None}
+    out = []
+    for address, origin in plan.orphans:
+        rec = records.get(address)
+        hook = hook_from_json(rec.extra.get("hook")) if rec else None
+        if hook is not None and hook in changed:
+            out.append(
+                f"{address}: orphaned (its manifest {origin} is gone; bpfman.io/prune: "
+                f"disabled keeps it) and runs on {hook_label(hook)}, which this plan changes; "
+                f"restore its manifest, or unload it first with "
+                f"`bpfman destroy --target {address}`"
+            )
+    return out
 
 
 def _interfaces(kernel: Kernel, records: dict[str, Record]) -> set[tuple[str | None, str]]:

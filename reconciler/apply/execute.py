@@ -133,7 +133,9 @@ def apply_plan(
     # Records whose pins are gone and that no manifest wants any more carry no information.
     planned = {str(c.address) for c in plan.changes}
     # A targeted plan leaves out changes on purpose: their records are not stale.
-    stale = [] if plan.targeted else [k for k in records if k not in planned]
+    # Orphans (bpfman.io/prune: disabled) are in no change on purpose: their records stay.
+    kept = planned | {address for address, _origin in plan.orphans}
+    stale = [] if plan.targeted else [k for k in records if k not in kept]
     for key in stale:
         del records[key]
     _preflight(plan, kernel, store)

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from reconciler.address import Address
 from reconciler.kernel.types import Installed, ProgType
 from reconciler.plan.model import Action, Plan, ResourceChange
-from reconciler.spec.model import DesiredAttachment
+from reconciler.spec.model import PRUNE_ATTRIBUTE, DesiredAttachment
 from reconciler.state import Record
 
 # Attributes whose change cannot be carried out on the running program. Everything else is
@@ -180,19 +180,46 @@ def compute(
     return delete_order + _ordered(list(rest.values()), deps)
 
 
+def _orphans(
+    desired: list[DesiredAttachment], installed: list[Installed], records: dict[str, Record]
+) -> tuple[list[Installed], list[tuple[str, str]]]:
+    """Split off what is installed, no longer desired, and recorded with ``prune: disabled``:
+    such attachments are kept (not planned at all) and listed."""
+    want = {str(d.address) for d in desired}
+    kept, orphans = [], []
+    for inst in installed:
+        try:
+            key = str(Address.from_pin_dir(inst.pin_dir))
+        except ValueError:
+            kept.append(inst)
+            continue
+        rec = records.get(key)
+        if key not in want and rec and rec.attributes.get(PRUNE_ATTRIBUTE) == "disabled":
+            orphans.append((key, rec.origin))
+        else:
+            kept.append(inst)
+    return kept, sorted(orphans)
+
+
 def build_plan(
     desired: Iterable[DesiredAttachment],
     installed: Iterable[Installed],
     records: dict[str, Record],
     *,
+    keep_orphans: bool = True,
     errors: list[str] | None = None,
     source: str = "",
     revision: str | None = None,
     bpffs_root: str = "",
     unselected: list[tuple[str, str, str]] | None = None,
 ) -> Plan:
+    desired, installed = list(desired), list(installed)
+    orphans: list[tuple[str, str]] = []
+    if keep_orphans:
+        installed, orphans = _orphans(desired, installed, records)
     return Plan(
         changes=compute(desired, installed, records),
+        orphans=orphans,
         errors=list(errors or []),
         source=source,
         revision=revision,

@@ -46,6 +46,7 @@ def plan_document(plan: Plan) -> dict[str, Any]:
         # The errors again, each with its address, file and line when it has them.
         "diagnostics": [Diagnostic.parse(e).to_json() for e in plan.errors],
         "warnings": plan.warnings,
+        "orphans": [{"address": a, "origin": o} for a, o in plan.orphans],
         "unselected": [
             {"resource": r, "origin": o, "reason": why} for r, o, why in plan.unselected
         ],

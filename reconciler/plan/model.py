@@ -62,6 +62,9 @@ class Plan:
     drift: list[Any] = field(default_factory=list)
     # Manifests whose nodeselector does not match this host: (KIND/NAME, file:line, reason).
     unselected: list[tuple[str, str, str]] = field(default_factory=list)
+    # Attachments whose manifest is gone but that bpfman.io/prune: disabled keeps loaded:
+    # (address, file:line it came from). Never unloaded by an apply; listed until removed.
+    orphans: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def actionable(self) -> list[ResourceChange]:

@@ -189,6 +189,7 @@ def save(plan: Plan, path: Path, fp: str) -> None:
         "dispatching": plan.dispatching,
         "errors": plan.errors,
         "unselected": plan.unselected,
+        "orphans": plan.orphans,
         "drift": [d.to_json() for d in plan.drift],
         "changes": changes,
         "objects": embedded,
@@ -235,6 +236,7 @@ def load(path: Path, objects_dir: Path) -> tuple[Plan, str]:
             destroy=doc["destroy"],
             dispatching=doc["dispatching"],
             unselected=[tuple(u) for u in doc["unselected"]],
+            orphans=[(str(a), str(o)) for a, o in doc.get("orphans", [])],
             drift=[Drift(d["address"], d["change"]) for d in doc["drift"]],
         )
     except (KeyError, TypeError, ValueError) as e:

@@ -126,6 +126,19 @@ def render_drift(plan: Plan, style: Style) -> list[str]:
     return out
 
 
+def render_orphans(plan: Plan, style: Style) -> list[str]:
+    if not plan.orphans:
+        return []
+    out = [
+        style.bold("Orphaned:") + " kept loaded by bpfman.io/prune: disabled, though their "
+        "manifests are gone; `bpfman destroy --target ADDRESS` unloads one:"
+    ]
+    for address, origin in plan.orphans:
+        out.append(f"  {address} (was {origin})")
+    out.append("")
+    return out
+
+
 def render_plan(plan: Plan, style: Style | None = None) -> str:
     style = style or Style(False)
     out: list[str] = []
@@ -137,6 +150,7 @@ def render_plan(plan: Plan, style: Style | None = None) -> str:
         out.append(style.paint("Warning: ", "33;1") + w)
         out.append("")
     out.extend(render_drift(plan, style))
+    out.extend(render_orphans(plan, style))
     if not plan.has_changes:
         if not plan.errors:
             out.append(style.bold("No changes.") + " Kernel state matches the manifests.")

@@ -36,6 +36,8 @@ from reconciler.spec.host import HostError, HostFacts
 from reconciler.spec.indexes import kprobe_index, netns_index, uprobe_index
 from reconciler.spec.loader import FieldPath, format_path, source_base
 from reconciler.spec.model import (
+    PRUNE_ANNOTATION,
+    PRUNE_ATTRIBUTE,
     DesiredAttachment,
     DesiredState,
     Manifest,
@@ -137,6 +139,8 @@ class _Expander:
         shown = written if Path(written).is_absolute() else _relative(located, self.base)
         global_data = {name: value.hex() for name, value in m.global_data} or None
         out = []
+        disabled = m.annotations.get(PRUNE_ANNOTATION) == "disabled"
+        keep = {PRUNE_ATTRIBUTE: "disabled"} if disabled else {}
         for program in programs_of(m.kind, m.spec):
             spec = ProgramSpec(
                 str(resolved), program.function, program.prog_type, global_data=m.global_data
@@ -159,6 +163,7 @@ class _Expander:
                                 **point.attributes,
                                 "global_data": dict(global_data) if global_data else None,
                                 "map_owner": m.map_owner,
+                                **keep,
                             },
                         )
                     )

@@ -51,6 +51,13 @@ class DesiredAttachment:
     attributes: dict[str, Any] = field(default_factory=dict)
 
 
+# ``bpfman.io/prune: disabled`` on a manifest: its attachments carry the attribute
+# ``prune: disabled`` (absent otherwise), so that a plan made after the manifest is gone still
+# knows, from the record, to keep them.
+PRUNE_ANNOTATION = "bpfman.io/prune"
+PRUNE_ATTRIBUTE = "prune"
+
+
 @dataclass(frozen=True)
 class Manifest:
     """One validated manifest document (before expansion into attachments)."""

@@ -214,6 +214,7 @@ class Watcher:
         from reconciler.plan.model import Action
 
         deleted = {str(c.address) for c in plan.changes if c.action is Action.DELETE}
+        managed -= {address for address, _origin in plan.orphans}
         if managed and managed <= deleted:
             raise _Refused(
                 f"this revision would unload every program bpfman manages here ({len(managed)}); "
