@@ -1,0 +1,1 @@
+"""The long-running ``bpfman watch`` loop: triggers, status, metrics, service integration."""
