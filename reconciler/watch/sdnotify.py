@@ -101,6 +101,9 @@ class Notifier:
                 notify.kick()
                 ...
             notify.stopping()
+
+    ``environ`` (default: the process environment, read once here) and ``clock`` (the monotonic
+    clock progress is measured with) are there for tests.
     """
 
     def __init__(
