@@ -1,0 +1,1 @@
+"""The long-running reconciler (``bpfman watch``): triggers, status, metrics."""
