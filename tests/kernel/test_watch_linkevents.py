@@ -222,3 +222,41 @@ def test_an_overrun_asks_for_a_full_reread(ns: str) -> None:
     finally:
         release.set()
         lw.stop()
+
+
+def _host_link_exists(name: str) -> bool:
+    return support.sh("ip", "link", "show", name, check=False).returncode == 0
+
+
+def test_the_host_namespace_by_default() -> None:
+    calls = Calls()
+    lw = LinkWatch(calls)  # namespaces default to [None]: the host's
+    a, b = support.unique("lwa"), support.unique("lwb")
+    lw.start()
+    try:
+        assert lw.watched() == [None]
+        support.sh("ip", "link", "add", a, "type", "veth", "peer", "name", b)
+        reason = calls.wait_for(lambda r: f"interface {a} added" in r, f"{a} added in the host")
+        assert "network namespace" not in reason
+    finally:
+        lw.stop()
+        support.sh("ip", "link", "del", a, check=False)
+
+
+def test_a_deleted_namespace_is_released(ns: str, watch: tuple[LinkWatch, Calls]) -> None:
+    """Our socket holds a reference to its namespace: unless it is closed, the namespace and
+    its veths outlive `ip netns del` (seen here through the veth's peer left in the host)."""
+    _, calls = watch
+    inside, host_end = support.unique("lwa"), support.unique("lwh")
+    support.sh("ip", "link", "add", inside, "type", "veth", "peer", "name", host_end)
+    try:
+        support.sh("ip", "link", "set", inside, "netns", ns)
+        calls.wait_for(lambda r: inside in r, f"{inside} moved into the namespace")
+        support.sh("ip", "netns", "del", ns)
+        calls.wait_for(lambda r: "disappeared" in r, "namespace gone")
+        deadline = time.monotonic() + WAIT  # the kernel tears a namespace down asynchronously
+        while _host_link_exists(host_end):
+            assert time.monotonic() < deadline, f"{host_end} outlived its namespace's deletion"
+            time.sleep(0.05)
+    finally:
+        support.sh("ip", "link", "del", host_end, check=False)
