@@ -399,6 +399,7 @@ class LinkWatch:
             # reopen it rather than spin on the error.
             log.warning("netlink socket%s failed (%s); reopening", _where(feed.ns), e)
             self._drop(feed.ns)
+            self._missing.add(feed.ns)
             self._note([f"link events{_where(feed.ns)} lost: re-reading interfaces"])
 
     def _note(self, changes: list[str]) -> None:
@@ -455,7 +456,7 @@ class LinkWatch:
                 self._note([f"network namespace {ns} disappeared"])
         for ns in list(self._missing):
             if self._open(ns):
-                self._note([f"network namespace {ns} appeared"])
+                self._note([f"network namespace {ns or 'of the host'} appeared"])
 
     def _drop(self, ns: str | None) -> None:
         feed = self._feeds.pop(ns, None)
@@ -468,8 +469,8 @@ class LinkWatch:
         try:
             feed = _subscribe(ns, self._rcvbuf)
         except (KernelError, OSError) as e:
-            if ns is None:
-                raise  # the host's own namespace: nothing sensible to wait for
+            if ns is None and self._thread is None:
+                raise  # start() cannot watch the host's own namespace: say so to the caller
             if ns not in self._missing:
                 log.info("not watching network namespace %s yet: %s", ns, e)
             self._missing.add(ns)
