@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import queue
 import random
 import signal
@@ -27,6 +28,8 @@ from reconciler import __version__
 from reconciler.errors import UserError
 from reconciler.watch import metrics as metrics_mod
 from reconciler.watch import status
+from reconciler.watch.linkevents import LinkWatch
+from reconciler.watch.sdnotify import Notifier
 from reconciler.watch.suspend import SUSPEND_FILE, suspended
 
 JITTER = 0.1  # the interval varies by ±10%, so that a fleet does not reconcile in lockstep
@@ -62,6 +65,9 @@ class Result:
     stage: str = "source"
     diagnostics: list[Any] = field(default_factory=list)
     programs_by_kind: dict[str, int] | None = None
+    # Attachments on interfaces or network namespaces that do not exist (yet): not planned now;
+    # a link event brings them in when the interface appears.
+    waiting: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -100,6 +106,11 @@ class Watcher:
         self.metrics = metrics_mod.WatchMetrics()
         self.state_dir = Path(args.state_dir)
         self.status = status.not_watching()
+        self.notifier = Notifier()
+        self.namespaces: set[str] = set()
+        self.links: LinkWatch | None = None
+        self.source_watch: Any = None
+        self.source_ino: tuple[int, int] | None = None
 
     # --- triggers -----------------------------------------------------------------------------
 
@@ -117,10 +128,18 @@ class Watcher:
     def _wait(self, delay: float) -> str:
         """The next trigger's reason (the timer's after ``delay``), with every trigger queued
         meanwhile folded into it."""
-        try:
-            reason = self.triggers.get(timeout=delay)
-        except queue.Empty:
-            reason = "retry" if self.failures else "interval"
+        deadline = time.monotonic() + delay
+        beat = self.notifier.watchdog_interval
+        while True:
+            self.notifier.kick()  # the loop is alive: systemd's watchdog may go on
+            left = deadline - time.monotonic()
+            try:
+                reason = self.triggers.get(timeout=max(0.0, min(left, beat or left)))
+                break
+            except queue.Empty:
+                if time.monotonic() >= deadline:
+                    reason = "retry" if self.failures else "interval"
+                    break
         while True:
             try:
                 self.triggers.get_nowait()
@@ -145,6 +164,9 @@ class Watcher:
                 with commands._desired(self.args) as desired:
                     result.stage = "plan"
                     result.revision = desired.revision
+                    from_source = len(desired.attachments)
+                    desired.attachments, waiting = _split_waiting(desired.attachments, ctx.kernel)
+                    result.waiting = [why for _d, why in waiting]
                     commands._recover(ctx)
                     plan = plan_for(ctx, desired)
                     result.drift = [f"{d.address} {d.what}" for d in plan.drift]
@@ -159,8 +181,12 @@ class Watcher:
                             for c in plan.changes
                             if c.action is Action.NOOP or str(c.address) not in drifted
                         ]
-                    if not self.options.allow_empty:
-                        self._refuse_empty(plan, set(ctx.store.load()))
+                    records = ctx.store.load()
+                    self.namespaces = _namespaces_of(
+                        records, desired.attachments, [d for d, _why in waiting]
+                    )
+                    if not self.options.allow_empty and from_source == 0:
+                        self._refuse_empty(plan, set(records))
                     if not plan.has_changes:
                         result.result = "no-changes"
                         result.programs_by_kind = _by_kind(ctx.store.load())
@@ -250,10 +276,12 @@ class Watcher:
         self.status.set_suspended(suspended(state_dir) is not None)
         self._save_status()
         server = self._start_metrics()
+        self.notifier.start()
         signal.signal(signal.SIGHUP, lambda *_: self.trigger("SIGHUP"))
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGINT, self._on_term)
         stop_triggers = self._start_triggers()
+        ready = False
         try:
             reason = "start"
             while not self.stopping:
@@ -264,13 +292,27 @@ class Watcher:
                 delay = self._next_delay(result)
                 self._record(result, time.time() + delay)
                 self._report(result)
+                summary = f"{result.result}: {result.added} added, {result.changed} changed, "
+                summary += f"{result.destroyed} destroyed"
+                if not ready:
+                    # After the first reconcile, whatever its result: a bad revision at boot
+                    # must not hold the unit in "activating" until systemd gives up.
+                    self.notifier.ready(summary)
+                    ready = True
+                else:
+                    self.notifier.status(summary)
+                if self.links is not None:
+                    self.links.refresh_namespaces()
+                self._watch_source()
                 if self.stopping:
                     break
                 reason = self._wait(delay)
         finally:
+            self.notifier.stopping("stopping; nothing is unloaded")
             stop_triggers()
             if server is not None:
                 server.stop()
+            self.notifier.stop()
             self.status.record_stop()
             self._save_status()
         self.log("bpfman watch stopped; nothing was unloaded")
@@ -356,41 +398,58 @@ class Watcher:
             return str(self.args.source)
 
     def _start_triggers(self) -> Any:
-        """Start the file watches (the source if it is a directory or a file; the suspension
-        marker, so that `bpfman suspend`/`resume` take effect at once); returns how to stop
-        them."""
+        """Start what triggers reconciles besides the timer: netlink link events (host and
+        managed namespaces), the suspension marker (so that `bpfman suspend`/`resume` act at
+        once) and file events of a directory or file source. Returns how to stop them all."""
         from reconciler.cli import paths
-        from reconciler.sources import Kind, classify
         from reconciler.state import ensure_dir
         from reconciler.watch.dirwatch import DirWatch
 
-        watches: list[DirWatch] = []
-
-        def stop_all() -> None:
-            for w in watches:
-                w.stop()
-
         _root, state_dir = paths(self.args)
+        links = LinkWatch(self.trigger, lambda: [None, *sorted(self.namespaces)])
+        links.start()
+        self.links = links
         ensure_dir(state_dir)
         marker = DirWatch(state_dir, lambda _why: self.trigger("suspend or resume"), SUSPEND_FILE)
-        watches.append(marker)
         marker.start()
+        self._watch_source()
+
+        def stop_all() -> None:
+            links.stop()
+            marker.stop()
+            if self.source_watch is not None:
+                self.source_watch.stop()
+
+        return stop_all
+
+    def _watch_source(self) -> None:
+        """(Re)start the file watch of a directory or file source when what its path names is
+        not the directory watched (first call; the directory deleted and made again, which
+        leaves inotify watching a dead inode). Called after every reconcile."""
+        from reconciler.sources import Kind, classify
+        from reconciler.watch.dirwatch import DirWatch
+
         try:
             src = classify(self.args.source)
         except Exception:
-            return stop_all
+            return  # the reconcile says why
         if src.kind not in (Kind.DIRECTORY, Kind.MANIFEST) or src.path is None:
-            return stop_all
+            return
         path = Path(src.path)
         if self.args.path and src.kind is Kind.DIRECTORY:
             path = path / self.args.path
-        if path.is_dir():
-            watch = DirWatch(path, self.trigger)
-        else:
-            watch = DirWatch(path.parent, self.trigger, only=path.name)
-        watches.append(watch)
-        watch.start()
-        return stop_all
+        directory, only = (path, None) if path.is_dir() else (path.parent, path.name)
+        try:
+            st = os.stat(directory)
+        except OSError:
+            return  # gone: retries (with backoff) look again
+        if self.source_watch is not None and self.source_ino == (st.st_dev, st.st_ino):
+            return
+        if self.source_watch is not None:
+            self.source_watch.stop()
+        self.source_watch = DirWatch(directory, self.trigger, only=only)
+        self.source_watch.start()
+        self.source_ino = (st.st_dev, st.st_ino)
 
     def _report(self, r: Result) -> None:
         fields = asdict(r)
@@ -404,13 +463,53 @@ class Watcher:
             shown = "; ".join(lines[1 : 1 + MAX_PROBLEMS_LOGGED])
             more = len(lines) - 1 - MAX_PROBLEMS_LOGGED
             fields["error"] = head + shown + (f"; ... and {more} more" if more > 0 else "")
+        fields["waiting"] = len(r.waiting) or None
         for line in r.drift:
             self.log("drift", what=line, action=self.options.drift)
-        self.log("reconcile", **{k: v for k, v in fields.items() if k not in ("drift",)})
+        for line in r.waiting:
+            self.log("waiting", what=line)
+        hidden = ("drift", "stage", "diagnostics", "programs_by_kind")
+        self.log("reconcile", **{k: v for k, v in fields.items() if k not in hidden})
 
 
 class _Refused(Exception):
     pass
+
+
+def _split_waiting(attachments: list[Any], kernel: Any) -> tuple[list[Any], list[tuple[Any, str]]]:
+    """The attachments to plan now, and a sentence for each one whose interface or network
+    namespace is absent. For the CLI a missing interface is an error (someone asked for it now);
+    for the watcher it is a wait: interfaces come and go (a veth of a container, a VLAN), and
+    the other programs must not be held hostage. What such an attachment had loaded is unloaded
+    (its interface took it away), and it comes back when the interface does."""
+    import os
+
+    from reconciler.kernel.types import TcHook, TcxPoint, XdpPoint
+
+    now, waiting = [], []
+    for d in attachments:
+        p = d.point
+        if isinstance(p, XdpPoint | TcxPoint | TcHook):
+            where = f" in {p.netns}" if p.netns else ""
+            if p.netns and not os.path.exists(p.netns):
+                waiting.append((d, f"{d.address}: network namespace {p.netns} does not exist"))
+                continue
+            if not kernel.interface_exists(p.ifname, p.netns):
+                waiting.append((d, f"{d.address}: interface {p.ifname}{where} does not exist"))
+                continue
+        now.append(d)
+    return now, waiting
+
+
+def _namespaces_of(records: dict[str, Any], *groups: Any) -> set[str]:
+    """Network namespaces the watcher must watch for interfaces: those of the manifests (planned
+    or waiting) and those recorded."""
+    out = {r.attributes.get("netns") for r in records.values()}
+    for group in groups:
+        for d in group:
+            point = getattr(d, "point", None)
+            out.add(getattr(point, "netns", None))
+    return {ns for ns in out if isinstance(ns, str) and ns}
 
 
 def _by_kind(records: dict[str, Any]) -> dict[str, int]:
