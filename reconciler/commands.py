@@ -461,7 +461,10 @@ def cmd_destroy(args: argparse.Namespace, color: bool) -> int:
 
 
 def cmd_watch(args: argparse.Namespace, _color: bool) -> int:
-    from reconciler.watch.loop import WATCH_LOCK_TIMEOUT, Options, Watcher
+    from reconciler.watch.loop import WATCH_LOCK_TIMEOUT, JsonLines, Options, Watcher
+
+    if args.log_format == "json":
+        sys.stderr = JsonLines(sys.stderr)
 
     args.lock_timeout = WATCH_LOCK_TIMEOUT
     options = Options(

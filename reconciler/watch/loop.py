@@ -90,6 +90,33 @@ class Log:
         print(line, file=sys.stderr, flush=True)
 
 
+class JsonLines:
+    """Under ``--log-format json``, stderr for the whole watcher: what other layers print there
+    (the lock's "Waiting for…", recovery sentences, state warnings) becomes a JSON line too, so
+    that a log shipper never meets a line it cannot parse."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self._partial = ""
+
+    def write(self, text: str) -> int:
+        self._partial += text
+        *lines, self._partial = self._partial.split("\n")
+        for line in lines:
+            if line.startswith("{") or not line.strip():
+                self.stream.write(line + "\n")
+            else:
+                now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+                self.stream.write(json.dumps({"time": now, "msg": line.strip()}) + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
 def _text(value: Any) -> str:
     text = str(value)
     return json.dumps(text) if (not text or any(c in text for c in ' "=')) else text

@@ -313,3 +313,72 @@ def test_status_reconcile_on_demand_and_metrics(watch: Watch, tmp_path: Path) ->
     assert watch.stop() == 0
     stopped = subprocess.run(watch.cli("status"), capture_output=True, text=True)
     assert stopped.returncode == 0 and "TracepointProgram" in stopped.stdout
+
+
+def test_a_reconcile_during_a_cli_apply_waits_then_plans_against_it(
+    watch: Watch, tmp_path: Path
+) -> None:
+    """The reverse of the test above: a CLI apply of the new revision (from a copy of the
+    source) holds the lock mid-step; the same edit lands in the watched source; the watcher
+    waits for the lock, then plans against what the CLI did: nothing to do."""
+    from reconciler.apply.interrupt import PAUSE_AT_ENV, PAUSE_MARKER, PAUSE_STEP_ENV
+
+    before = set(perf_links())
+    src = source(tmp_path)
+    fw = src / "fw.yaml"
+    fw.write_text(tracepoint_manifest("tp", TP_O.name, "syscalls/sys_enter_getpid"))
+    watch.start("--interval", "3600", str(src))
+    eventually(lambda: "result=applied" in watch.text(), "the first reconcile")
+    both = tracepoint_manifest(
+        "tp", TP_O.name, "syscalls/sys_enter_getpid, syscalls/sys_enter_getppid"
+    )
+    copy = tmp_path / "copy"
+    shutil.copytree(src, copy)
+    (copy / "fw.yaml").write_text(both)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BPFMAN_")}
+    env.update({PAUSE_STEP_ENV: "1", PAUSE_AT_ENV: "kernel"})
+    cli = subprocess.Popen(
+        watch.cli("apply", "--auto-approve", str(copy)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert cli.stderr is not None
+        assert cli.stderr.readline().startswith(PAUSE_MARKER)
+        n = len(watch.reconciles())
+        fw.write_text(both)  # the watcher sees it now, and must wait for the CLI's lock
+        eventually(lambda: "Waiting for the state lock" in watch.text(), "the watcher waiting")
+        assert len(watch.reconciles()) == n
+        cli.send_signal(signal.SIGUSR1)
+        out, err = cli.communicate(timeout=60)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait()
+    assert cli.returncode == 0, err
+    assert "Apply complete! Resources: 1 added, 0 changed, 0 destroyed." in out
+    eventually(lambda: len(watch.reconciles()) > n, "the watcher's reconcile")
+    assert "result=no-changes" in watch.reconciles()[-1]
+    assert len(set(perf_links()) - before) == 2
+    assert watch.stop() == 0
+
+
+def test_json_logs_are_json_lines_only(watch: Watch, tmp_path: Path) -> None:
+    import json
+
+    src = source(tmp_path)
+    (src / "fw.yaml").write_text(tracepoint_manifest("tp", TP_O.name, "syscalls/sys_enter_getpid"))
+    watch.start("--interval", "3600", "--log-format", "json", str(src))
+    eventually(lambda: '"result": "applied"' in watch.text(), "the first reconcile")
+    (src / "bad.yaml").write_text("kind: [\n")
+    eventually(lambda: '"result": "failed"' in watch.text(), "a failed reconcile")
+    assert watch.stop() == 0
+    lines = [json.loads(line) for line in watch.text().splitlines()]
+    first = lines[0]
+    assert first["msg"] == "bpfman watch starting"
+    assert {"version", "source", "bpffs_root", "state_dir"} <= set(first)
+    failed = next(x for x in lines if x.get("result") == "failed")
+    assert "bad.yaml:2: YAML syntax error" in failed["error"]
+    assert lines[-1]["msg"] == "bpfman watch stopped; nothing was unloaded"
