@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# bpfman demo: plan, apply, list, re-plan (no changes), live counters, destroy.
+# bpfman demo: plan, apply, list, re-plan (no changes), live counters, a watcher picking up an
+# edit, destroy.
 #
 # Everything happens in throwaway places so the host is never touched:
 #   - a network namespace bpfman-demo-$$ whose eth0 is one end of a veth pair (the other end,
@@ -44,6 +45,10 @@ cleanup() {
     local rc=$?
     set +e
     trap - EXIT INT TERM
+    if [ -n "${WATCH_PID:-}" ]; then
+        kill -TERM "$WATCH_PID" 2>/dev/null && wait "$WATCH_PID" 2>/dev/null
+    fi
+    [ -n "${WATCHED:-}" ] && rm -rf "$WATCHED"
     if [ "$applied" = 1 ]; then
         # Normally already done by the last step; after a failure this is the orderly way out.
         bpfman destroy --auto-approve >/dev/null 2>&1
@@ -153,6 +158,38 @@ show_counter "XDP on eth0:" XdpProgram/xdp-counter xdp_stats_map
 show_counter "tcx ingress eth0:" TcxProgram/tcx-counter tcx_stats_map
 show_counter "openat(2) calls:" TracepointProgram/tracepoint-counter tp_hits_map
 show_counter "malloc() calls:" UprobeProgram/uprobe-counter uprobe_hits_map
+
+bold "bpfman watch: a copy of the examples, kept converged while we edit it"
+WATCHED=$(mktemp -d /tmp/bpfman-demo-watched.XXXXXX)
+cp -r "$EXAMPLES"/. "$WATCHED"/
+WATCH_LOG="$STATE/watch.log"
+bpfman watch --interval 60 "$WATCHED" >"$WATCH_LOG" 2>&1 &
+WATCH_PID=$!
+wait_for() {  # wait_for PATTERN: until the watcher's log has it (at most 30 s)
+    for _ in $(seq 300); do
+        grep -q -- "$1" "$WATCH_LOG" && return 0
+        kill -0 "$WATCH_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    echo "demo.sh: the watcher never logged '$1':" >&2
+    cat "$WATCH_LOG" >&2
+    return 1
+}
+wait_for "reconcile result=no-changes reason=start"
+echo "The watcher started, found the kernel already converged. Now an edit (saved by rename):"
+echo "  tracepoint-counter also counts openat2(2)"
+sed 's|    - syscalls/sys_enter_openat$|    - syscalls/sys_enter_openat\n    - syscalls/sys_enter_openat2|' \
+    "$WATCHED/tracepoint/tracepoint-counter.yaml" >"$WATCHED/tracepoint/.edit"
+mv "$WATCHED/tracepoint/.edit" "$WATCHED/tracepoint/tracepoint-counter.yaml"
+wait_for "reconcile result=applied"
+sed -n '2,$p' "$WATCH_LOG"
+bold "bpfman status"
+bpfman status
+kill -TERM "$WATCH_PID"
+wait "$WATCH_PID" || true
+WATCH_PID=
+rm -rf "$WATCHED"
+echo "The watcher stopped (SIGTERM) and unloaded nothing."
 
 bold "bpfman destroy --auto-approve"
 bpfman destroy --auto-approve
