@@ -1,0 +1,1 @@
+"""The long-running watcher behind ``bpfman watch``: triggers, status, metrics."""
