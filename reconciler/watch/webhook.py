@@ -89,6 +89,8 @@ def parse_listen(text: str) -> tuple[str, int]:
     s = text.strip()
     if not s:
         raise bad("empty")
+    if "/" in s:
+        raise bad("a URL is not an address")
     if s.startswith("["):
         end = s.find("]")
         if end < 0:
@@ -231,8 +233,10 @@ class WebhookServer:
         read_timeout: float = READ_TIMEOUT,
         max_connections: int = MAX_CONNECTIONS,
     ) -> None:
+        if max_body < 0 or read_timeout <= 0 or max_connections < 1:
+            raise ValueError("webhook: max_body, read_timeout and max_connections must be positive")
         self._listen = parse_listen(listen)
-        self.secret = read_secret(secret_file)
+        self._secret = read_secret(secret_file)
         self.on_trigger = on_trigger
         self.on_request = on_request
         self.max_body = max_body
@@ -269,7 +273,11 @@ class WebhookServer:
             ) from None
         self._httpd = httpd
         self._threads = [
-            threading.Thread(target=httpd.serve_forever, name="webhook-http", daemon=True),
+            # serve_forever polls for stop() this often: a few cheap wakeups a second, for a
+            # stop() that does not keep a SIGTERM waiting.
+            threading.Thread(
+                target=httpd.serve_forever, args=(0.1,), name="webhook-http", daemon=True
+            ),
             threading.Thread(target=self._dispatch, name="webhook-trigger", daemon=True),
         ]
         for t in self._threads:
@@ -320,6 +328,7 @@ def _join(host: str, port: int) -> str:
 
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True  # a handler stuck reading must not keep the process alive
+    request_queue_size = 128  # socketserver's 5 resets connections of a burst of pushes
 
     def __init__(
         self,
@@ -461,7 +470,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _authenticate(self, body: bytes) -> str:
         """``github`` or ``gitlab``, whichever header proved the sender knows the secret."""
-        secret = self.owner.secret
+        secret = self.owner._secret
         signature = self.headers.get("X-Hub-Signature-256")
         if signature is not None:
             expected = b"sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest().encode()
@@ -480,6 +489,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.owner._count(outcome)
         body = (text + "\n").encode()
         self.close_connection = True
+        if self.request_version not in ("HTTP/1.0", "HTTP/1.1"):
+            self.request_version = "HTTP/1.0"  # not 0.9, which would get the body alone
         try:
             self.send_response(status)
             self.send_header("Content-Type", "text/plain; charset=utf-8")
