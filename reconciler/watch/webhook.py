@@ -427,7 +427,8 @@ class _Handler(BaseHTTPRequestHandler):
         if urlsplit(self.path).path not in PATHS:
             raise _Refuse(404, "not_found", "not found")
         length = self._content_length()
-        if self.headers.get("Expect", "").lower() == "100-continue":
+        expect = self.headers.get("Expect", "").lower() == "100-continue"
+        if expect and self.request_version == "HTTP/1.1":
             self.send_response_only(100)
             self.end_headers()
             self.wfile.flush()
@@ -532,7 +533,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.client_address[0],
             status,
             outcome,
-            text,
+            _printable(text),  # http.server's messages quote the request line
         )
 
 
