@@ -62,7 +62,16 @@ DEFAULT_HOST = "127.0.0.1"  # metrics reveal what runs on the host: loopback unl
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 # Label values created up front, so that rate() and absent() work before the first of each.
 RESULTS = (APPLIED, NO_CHANGES, PLANNED, FAILED, REFUSED)
-WEBHOOK_OUTCOMES = ("accepted", "unauthorized", "too-large", "rate-limited", "bad-request")
+# As the webhook receiver counts them (reconciler/watch/webhook.py OUTCOMES).
+WEBHOOK_OUTCOMES = (
+    "accepted",
+    "unauthorized",
+    "too_large",
+    "bad_method",
+    "not_found",
+    "bad_request",
+    "busy",
+)
 
 
 class WatchMetrics:

@@ -217,3 +217,9 @@ def test_parse_listen(text: str, expected: tuple[str, int]) -> None:
 def test_parse_listen_rejects(text: str) -> None:
     with pytest.raises(ValueError):
         parse_listen(text)
+
+
+def test_webhook_outcomes_are_the_receivers() -> None:
+    from reconciler.watch import metrics, webhook
+
+    assert metrics.WEBHOOK_OUTCOMES == webhook.OUTCOMES
