@@ -235,6 +235,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve Prometheus metrics, /healthz and /readyz on ADDR (PORT or HOST:PORT; "
         "loopback unless a host is given); default off",
     )
+    p.add_argument(
+        "--webhook-listen",
+        metavar="ADDR",
+        help="receive push webhooks (GitHub X-Hub-Signature-256 or GitLab X-Gitlab-Token) on "
+        "ADDR (PORT or HOST:PORT; loopback unless a host is given): each triggers a reconcile",
+    )
+    p.add_argument(
+        "--webhook-secret-file",
+        metavar="PATH",
+        help="the webhook secret (required with --webhook-listen)",
+    )
     p = cmd("status", "show what `bpfman watch` last did, and whether it runs")
     p.add_argument("--json", action="store_true", help="machine-readable status")
     p = cmd("reconcile", "ask the running `bpfman watch` to reconcile now, and wait for it")

@@ -474,7 +474,14 @@ def cmd_watch(args: argparse.Namespace, _color: bool) -> int:
         allow_empty=args.allow_empty,
         log_format=args.log_format,
         metrics_listen=args.metrics_listen,
+        webhook_listen=args.webhook_listen,
+        webhook_secret_file=args.webhook_secret_file,
     )
+    if options.webhook_listen and not options.webhook_secret_file:
+        raise UserError(
+            "--webhook-listen needs --webhook-secret-file: an unauthenticated webhook would let "
+            "anyone who can reach it make this host fetch and reconcile"
+        )
     return Watcher(args, options).run()
 
 

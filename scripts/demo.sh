@@ -163,7 +163,9 @@ bold "bpfman watch: a copy of the examples, kept converged while we edit it"
 WATCHED=$(mktemp -d /tmp/bpfman-demo-watched.XXXXXX)
 cp -r "$EXAMPLES"/. "$WATCHED"/
 WATCH_LOG="$STATE/watch.log"
-bpfman watch --interval 60 "$WATCHED" >"$WATCH_LOG" 2>&1 &
+# exec: $! must be the watcher itself (nsenter execs bpfman), not a subshell around it.
+(exec nsenter --net="/run/netns/$NS" -- "$BPFMAN" --bpffs-root "$ROOT" --state-dir "$STATE" \
+    watch --interval 60 "$WATCHED" >"$WATCH_LOG" 2>&1) &
 WATCH_PID=$!
 wait_for() {  # wait_for PATTERN: until the watcher's log has it (at most 30 s)
     for _ in $(seq 300); do

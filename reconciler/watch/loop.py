@@ -45,6 +45,8 @@ class Options:
     allow_empty: bool = False
     log_format: str = "text"
     metrics_listen: str | None = None
+    webhook_listen: str | None = None
+    webhook_secret_file: str | None = None
 
 
 @dataclass
@@ -303,6 +305,7 @@ class Watcher:
         self.status.set_suspended(suspended(state_dir) is not None)
         self._save_status()
         server = self._start_metrics()
+        hooks = self._start_webhook()
         self.notifier.start()
         signal.signal(signal.SIGHUP, lambda *_: self.trigger("SIGHUP"))
         signal.signal(signal.SIGTERM, self._on_term)
@@ -339,11 +342,35 @@ class Watcher:
             stop_triggers()
             if server is not None:
                 server.stop()
+            if hooks is not None:
+                hooks.stop()
             self.notifier.stop()
             self.status.record_stop()
             self._save_status()
         self.log("bpfman watch stopped; nothing was unloaded")
         return 0
+
+    def _start_webhook(self) -> Any:
+        """The webhook receiver: a good request queues a reconcile (folded with any other
+        pending trigger, so a flood costs one fetch at a time); the receiver never touches the
+        kernel or git itself."""
+        if not self.options.webhook_listen or not self.options.webhook_secret_file:
+            return None
+        from reconciler.watch.webhook import WebhookError, WebhookServer
+
+        try:
+            server = WebhookServer(
+                self.options.webhook_listen,
+                self.options.webhook_secret_file,
+                self.trigger,
+                on_request=self.metrics.webhook_request,
+            )
+            server.start()
+        except WebhookError as e:
+            raise UserError(str(e)) from None
+        host, port = server.address
+        self.log("receiving webhooks", address=f"{host}:{port}")
+        return server
 
     def _start_metrics(self) -> Any:
         if not self.options.metrics_listen:
