@@ -1,0 +1,1 @@
+"""The long-running watcher: triggers, status, metrics and service integration."""
