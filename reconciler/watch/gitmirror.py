@@ -325,6 +325,7 @@ class GitMirror:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
+        self._prepare_dir()  # removed since the last call (a cleaned state dir): made again
         fd = os.open(
             self.cache_dir / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600
         )

@@ -8,6 +8,7 @@ import functools
 import http.server
 import logging
 import os
+import pwd
 import shutil
 import socket
 import stat
@@ -291,9 +292,21 @@ def _not_a_repository(repo: Path) -> None:
     repo.write_text("garbage")
 
 
+def _cache_removed(repo: Path) -> None:
+    shutil.rmtree(repo.parent)  # the whole state directory cleaned under a running watcher
+
+
 @pytest.mark.parametrize(
     "damage",
-    [_delete_head, _truncate_tip, _stale_lock, _half_packed_refs, _no_objects, _not_a_repository],
+    [
+        _delete_head,
+        _truncate_tip,
+        _stale_lock,
+        _half_packed_refs,
+        _no_objects,
+        _not_a_repository,
+        _cache_removed,
+    ],
 )
 def test_a_damaged_cache_is_recovered_at_the_next_sync(damage, daemon, origin, cache):
     mirror = GitMirror(daemon.url, "main", cache)
@@ -464,9 +477,68 @@ def test_mirror_dir_is_named_without_credentials(tmp_path):
     assert mirror_dir(tmp_path, "https://host/other.git") != a
 
 
-@pytest.mark.skipif(
-    shutil.which("sshd") is None and not Path("/usr/sbin/sshd").exists(),
-    reason="sshd is not installed (Debian package openssh-server)",
-)
-def test_ssh_with_a_key_file():  # pragma: no cover - needs sshd
-    pytest.skip("an sshd fixture is not written yet")
+SSHD = "/usr/sbin/sshd"
+
+
+@pytest.fixture
+def sshd(origin: Origin, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A real ``sshd`` on 127.0.0.1 letting this user in with a fresh key; the repository's
+    ssh URL and the key file. Always stopped. Skipped where openssh-server is not installed."""
+    if not Path(SSHD).exists():
+        pytest.skip("sshd is not installed (Debian package openssh-server)")
+    if os.geteuid() != 0:
+        pytest.skip("sshd needs root here (privilege separation)")
+    d = tmp_path / "sshd"
+    d.mkdir()
+    for name in ("host", "user"):
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / name)], check=True
+        )
+    shutil.copy(d / "user.pub", d / "authorized_keys")
+    port = free_port()
+    user = pwd.getpwuid(os.geteuid()).pw_name
+    (d / "config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d / 'host'}\nPidFile {d / 'pid'}\n"
+        f"AuthorizedKeysFile {d / 'authorized_keys'}\nStrictModes no\nUsePAM no\n"
+        "PasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+        f"PermitRootLogin prohibit-password\nAllowUsers {user}\n"
+    )
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation directory
+    proc = subprocess.Popen(
+        [SSHD, "-D", "-e", "-f", str(d / "config")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            assert proc.poll() is None, "sshd exited"
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "sshd is not listening"
+                time.sleep(0.05)
+        yield f"ssh://{user}@127.0.0.1:{port}{origin.bare}", d / "user"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_ssh_with_a_key_file(sshd, origin, cache, tmp_path):
+    url, key = sshd
+    mirror = GitMirror(url, "main", cache, ssh_key_file=key)
+    assert mirror.sync().commit == origin.head()
+    assert "ssh-ed25519" in (cache / "known_hosts").read_text()  # learnt on first contact
+    pushed = origin.push({"fw.yaml": "over ssh\n"})
+    assert mirror.sync().commit == pushed
+    assert (mirror.checkout(pushed) / "fw.yaml").read_text() == "over ssh\n"
+
+    other = tmp_path / "other"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    with pytest.raises(MirrorError, match="Permission denied"):
+        GitMirror(url, "main", tmp_path / "c2", ssh_key_file=other).sync()
