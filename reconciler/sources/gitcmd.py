@@ -87,14 +87,23 @@ def git_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
 DEFAULT_TIMEOUT = 300.0  # seconds a git command may take (--git-timeout)
 
 
-def run_git(args: Sequence[str], cwd: Path | None = None, timeout: float | None = None) -> str:
+def run_git(
+    args: Sequence[str],
+    cwd: Path | None = None,
+    timeout: float | None = None,
+    extra_env: Mapping[str, str] | None = None,
+) -> str:
     """Run ``git ARGS`` (in ``cwd``) as described above; its stdout, or GitFailed with git's
     reason. git not installed is a GitFailed too.
 
     ``timeout`` (default :data:`DEFAULT_TIMEOUT`) bounds the whole command: a remote that
     accepts the connection and then sends nothing would otherwise hold the command forever. git
     runs in a session of its own, so that on expiry its helpers (``git-remote-http``, ``ssh``)
-    are killed with it, and is killed by the kernel if bpfman dies first."""
+    are killed with it, and is killed by the kernel if bpfman dies first.
+
+    ``extra_env`` is added to the safe environment (after it, so that e.g. a private
+    ``GIT_INDEX_FILE`` survives): credentials travel there, never on a command line. The log
+    line shows the command, never the environment."""
     limit = DEFAULT_TIMEOUT if timeout is None else timeout
     cmd = ["git"]
     for setting in _CONFIG:
@@ -106,7 +115,7 @@ def run_git(args: Sequence[str], cwd: Path | None = None, timeout: float | None 
             p = subprocess.Popen(
                 cmd,
                 cwd=cwd,
-                env=git_env(),
+                env={**git_env(), **(extra_env or {})},
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
@@ -124,8 +133,8 @@ def run_git(args: Sequence[str], cwd: Path | None = None, timeout: float | None 
         except subprocess.TimeoutExpired:
             _kill_group(p)
             raise GitFailed(
-                f"git {args[0]} did not finish within {limit:g} s (the remote may be stalled); "
-                "raise --git-timeout if the repository is just slow to fetch"
+                f"git {command_name(args)} did not finish within {limit:g} s (the remote may be "
+                "stalled); raise --git-timeout if the repository is just slow to fetch"
             ) from None
         except BaseException:  # Ctrl-C, SIGTERM: git must not outlive us (nor write the clone)
             _kill_group(p)
@@ -135,8 +144,23 @@ def run_git(args: Sequence[str], cwd: Path | None = None, timeout: float | None 
         out.seek(0)
         stdout = out.read().decode(errors="replace")
     if returncode != 0:
-        raise GitFailed(git_reason(stderr) or f"git {args[0]} exited with status {returncode}")
+        raise GitFailed(
+            git_reason(stderr) or f"git {command_name(args)} exited with status {returncode}"
+        )
     return stdout
+
+
+def command_name(args: Sequence[str]) -> str:
+    """The git command among ``args`` (past ``-c NAME=VALUE`` and other options), for messages."""
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == "-c":
+            skip = True
+        elif not arg.startswith("-"):
+            return arg
+    return "command"
 
 
 def _die_with_parent() -> None:

@@ -31,7 +31,6 @@ import re
 import shlex
 import shutil
 import stat
-import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -376,62 +375,7 @@ class GitMirror:
 
 
 def _run_git(args: Sequence[str], timeout: float | None, extra_env: Mapping[str, str]) -> str:
-    """:func:`gitcmd.run_git` with ``extra_env`` added to git's safe environment (credentials
-    travel there, never on a command line). It is run_git's own procedure, through its parts;
-    once run_git takes an ``extra_env`` parameter this becomes a call to it."""
-    if not extra_env:
-        return gitcmd.run_git(args, timeout=timeout)
-    limit = gitcmd.DEFAULT_TIMEOUT if timeout is None else timeout
-    cmd = ["git"]
-    for setting in gitcmd._CONFIG:
-        cmd += ["-c", setting]
-    cmd += list(args)
-    log.debug("running %s", shown(" ".join(cmd)))  # the environment, and so secrets, not shown
-    env = gitcmd.git_env()
-    env.update(extra_env)
-    with tempfile.TemporaryFile() as err, tempfile.TemporaryFile() as out:
-        try:
-            p = subprocess.Popen(
-                cmd,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                start_new_session=True,
-                preexec_fn=gitcmd._die_with_parent,
-            )
-        except OSError as e:
-            raise GitFailed(f"cannot run git: {e.strerror}") from None
-        try:
-            returncode = p.wait(timeout=limit)
-        except subprocess.TimeoutExpired:
-            gitcmd._kill_group(p)
-            raise GitFailed(
-                f"git {_verb(args)} did not finish within {limit:g} s (the remote may be stalled)"
-            ) from None
-        except BaseException:
-            gitcmd._kill_group(p)
-            raise
-        err.seek(max(0, os.fstat(err.fileno()).st_size - gitcmd.STDERR_TAIL))
-        stderr = err.read().decode(errors="replace")
-        out.seek(0)
-        stdout = out.read().decode(errors="replace")
-    if returncode != 0:
-        raise GitFailed(gitcmd.git_reason(stderr) or f"git exited with status {returncode}")
-    return stdout
-
-
-def _verb(args: Sequence[str]) -> str:
-    """The git command among ``args`` (past ``-c`` settings and ``--git-dir``), for messages."""
-    skip = False
-    for arg in args:
-        if skip:
-            skip = False
-        elif arg == "-c":
-            skip = True
-        elif not arg.startswith("-"):
-            return arg
-    return "command"
+    return gitcmd.run_git(args, timeout=timeout, extra_env=extra_env)
 
 
 def _regular(path: Path, what: str) -> None:
