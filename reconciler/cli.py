@@ -246,6 +246,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="the webhook secret (required with --webhook-listen)",
     )
+    p.add_argument(
+        "--ssh-key-file",
+        metavar="PATH",
+        help="private key for an ssh:// or user@host: git source",
+    )
+    p.add_argument(
+        "--git-credentials-file",
+        metavar="PATH",
+        help="USER:PASSWORD or a token, for an https:// git source (never logged)",
+    )
     p = cmd("status", "show what `bpfman watch` last did, and whether it runs")
     p.add_argument("--json", action="store_true", help="machine-readable status")
     p = cmd("reconcile", "ask the running `bpfman watch` to reconcile now, and wait for it")

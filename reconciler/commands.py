@@ -476,6 +476,8 @@ def cmd_watch(args: argparse.Namespace, _color: bool) -> int:
         metrics_listen=args.metrics_listen,
         webhook_listen=args.webhook_listen,
         webhook_secret_file=args.webhook_secret_file,
+        ssh_key_file=args.ssh_key_file,
+        git_credentials_file=args.git_credentials_file,
     )
     if options.webhook_listen and not options.webhook_secret_file:
         raise UserError(

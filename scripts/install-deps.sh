@@ -14,6 +14,8 @@ have ip || need_pkgs+=(iproute2)
 have tc || need_pkgs+=(iproute2)
 have nsenter || need_pkgs+=(util-linux)
 have git || need_pkgs+=(git)
+# The watcher's git tests serve a repository over ssh with a real sshd (key auth, loopback).
+[ -x /usr/sbin/sshd ] || need_pkgs+=(openssh-server)
 have make || need_pkgs+=(make)
 have gcc || need_pkgs+=(gcc)
 # The VM tier (scripts/vm/vm.py, which downloads the kernel itself): qemu under TCG, a static

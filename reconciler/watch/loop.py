@@ -19,6 +19,8 @@ import signal
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,6 +49,8 @@ class Options:
     metrics_listen: str | None = None
     webhook_listen: str | None = None
     webhook_secret_file: str | None = None
+    ssh_key_file: str | None = None
+    git_credentials_file: str | None = None
 
 
 @dataclass
@@ -139,6 +143,10 @@ class Watcher:
         self.namespaces: set[str] = set()
         self.links: LinkWatch | None = None
         self.source_watch: Any = None
+        self.mirror: Any = None  # a git source's persistent mirror (gitmirror.GitMirror)
+        self.attempted: str | None = None  # the commit the reconcile in progress read
+        # The manifests of the last commit read from the mirror: (commit, root, manifests).
+        self.manifests: tuple[str, Path, Any] | None = None
         self.source_ino: tuple[int, int] | None = None
 
     # --- triggers -----------------------------------------------------------------------------
@@ -187,10 +195,11 @@ class Watcher:
 
         started = time.monotonic()
         result = Result(result="failed", reason=reason)
+        self.attempted = None
         try:
             with commands._locked(self.args):
                 ctx = commands._context(self.args)
-                with commands._desired(self.args) as desired:
+                with self._desired() as desired:
                     result.stage = "plan"
                     result.revision = desired.revision
                     from_source = len(desired.attachments)
@@ -259,11 +268,49 @@ class Watcher:
         except UserError as e:
             result.error = str(e)
             result.diagnostics = list(e.diagnostics)
+            result.revision = result.revision or self.attempted
             if result.stage == "source" and e.diagnostics:
                 result.stage = "validation"  # read, but the manifests are invalid
         finally:
             result.duration = time.monotonic() - started
         return result
+
+    @contextmanager
+    def _desired(self) -> Iterator[Any]:
+        """The desired state of the source now. A git source is read from the persistent
+        mirror: one fetch per reconcile (nothing re-downloaded when the remote did not move),
+        and the manifests of an unchanged commit are not read again, only expanded against the
+        host's current facts (interfaces may have come or gone). Other sources: as `apply`."""
+        from reconciler import commands
+
+        if self.mirror is None:
+            with commands._desired(self.args) as desired:
+                yield desired
+            return
+        from reconciler.sources import SourceError
+        from reconciler.spec import HostError, ManifestError, expand, load_manifests
+
+        try:
+            synced = self.mirror.sync()
+            self.attempted = synced.commit  # known even if its manifests turn out invalid
+            if self.manifests is None or synced.commit != self.manifests[0]:
+                root = self.mirror.checkout(synced.commit)
+                if self.args.path:
+                    root = _inside_checkout(root, self.args.path)
+                host = commands._host(self.args)
+                manifests = load_manifests(root, host.bytecode_dirs(), source_root=root)
+                self.manifests = (synced.commit, root, manifests)
+            _commit, root, manifests = self.manifests
+            desired = expand(manifests, root, commands._host(self.args))
+        except SourceError as e:
+            raise UserError(str(e)) from None
+        except ManifestError as e:
+            raise commands._manifest_error(e) from None
+        except HostError as e:
+            raise commands._host_error(e) from None
+        desired.source = self._shown_source() + (f"@{self.args.ref}" if self.args.ref else "")
+        desired.revision = synced.commit
+        yield desired
 
     def _refuse_empty(self, plan: Any, managed: set[str]) -> None:
         from reconciler.plan.model import Action
@@ -297,6 +344,7 @@ class Watcher:
             drift=self.options.drift,
         )
         self.state_dir = state_dir
+        self.mirror = self._git_mirror(state_dir)
         loaded = status.read_status(state_dir)
         if loaded.problem:
             self.log("the status file was unreadable; starting a new one", problem=loaded.problem)
@@ -349,6 +397,36 @@ class Watcher:
             self._save_status()
         self.log("bpfman watch stopped; nothing was unloaded")
         return 0
+
+    def _git_mirror(self, state_dir: Path) -> Any:
+        """The persistent mirror of a git source under ``<state-dir>/git/`` (None for other
+        sources). Its arguments are checked now: a wrong ref or credentials file is a start-up
+        error, not a reconcile failing forever."""
+        from reconciler.sources import Kind, SourceError, classify
+        from reconciler.watch.gitmirror import GitMirror, mirror_dir
+
+        try:
+            src = classify(self.args.source)
+        except SourceError:
+            return None  # the first reconcile says why
+        if src.kind is not Kind.GIT:
+            if self.options.ssh_key_file or self.options.git_credentials_file:
+                raise UserError(
+                    "--ssh-key-file and --git-credentials-file apply to git sources, not to "
+                    f"{src.shown}"
+                )
+            return None
+        try:
+            return GitMirror(
+                src.given,
+                self.args.ref,
+                mirror_dir(state_dir, src.given),
+                timeout=self.args.git_timeout,
+                ssh_key_file=_path(self.options.ssh_key_file),
+                credentials_file=_path(self.options.git_credentials_file),
+            )
+        except SourceError as e:
+            raise UserError(str(e)) from None
 
     def _start_webhook(self) -> Any:
         """The webhook receiver: a good request queues a reconcile (folded with any other
@@ -528,6 +606,21 @@ class Watcher:
 
 class _Refused(Exception):
     pass
+
+
+def _path(text: str | None) -> Path | None:
+    return Path(text) if text else None
+
+
+def _inside_checkout(root: Path, path: str) -> Path:
+    """``--path`` inside a checkout, refused if it leads out of it (as for a clone)."""
+    from reconciler.sources import SourceError
+    from reconciler.spec.paths import is_within, real
+
+    inside = real(root / path)
+    if not is_within(inside, real(root)) or not inside.exists():
+        raise SourceError(f"--path {path!r} is not a directory or manifest file in the repository")
+    return inside
 
 
 def _split_waiting(attachments: list[Any], kernel: Any) -> tuple[list[Any], list[tuple[Any, str]]]:
