@@ -147,6 +147,11 @@ class Watcher:
         self.attempted: str | None = None  # the commit the reconcile in progress read
         # The manifests of the last commit read from the mirror: (commit, root, manifests).
         self.manifests: tuple[str, Path, Any] | None = None
+        # A directory or file source's manifests, with the fingerprint of the tree they were
+        # read from: reused while nothing in it changed (an interval's drift check, a link
+        # event), so that such a reconcile costs a stat walk, not a parse.
+        self.tree: tuple[tuple[Path, str], Any] | None = None
+        self.outside: list[str] = []
         self.source_ino: tuple[int, int] | None = None
 
     # --- triggers -----------------------------------------------------------------------------
@@ -282,13 +287,45 @@ class Watcher:
         and the manifests of an unchanged commit are not read again, only expanded against the
         host's current facts (interfaces may have come or gone). Other sources: as `apply`."""
         from reconciler import commands
+        from reconciler.sources import SourceError, open_source
+        from reconciler.spec import HostError, ManifestError, expand, load_manifests
 
         if self.mirror is None:
-            with commands._desired(self.args) as desired:
+            try:
+                snap = open_source(
+                    self.args.source, self.args.ref, self.args.path, self.args.git_timeout
+                )
+            except SourceError as e:
+                raise UserError(str(e)) from None
+            with snap:
+                base = snap.base or snap.root
+                try:
+                    host = commands._host(self.args)
+                    seen = _tree_fingerprint(base, self.outside)
+                    if self.tree is None or self.tree[0] != (snap.root, seen):
+                        # Read before use: a change while reading gives another file event.
+                        manifests = load_manifests(
+                            snap.root, host.bytecode_dirs(), source_root=snap.base
+                        )
+                        self.tree = ((snap.root, seen), manifests)
+                    desired = expand(self.tree[1], snap.root, host)
+                except ManifestError as e:
+                    raise commands._manifest_error(e) from None
+                except HostError as e:
+                    raise commands._host_error(e) from None
+                # Bytecode outside the source (the host's bytecode_dirs) is part of what must
+                # not have changed for the manifests to be reused.
+                self.outside = sorted(
+                    {
+                        d.program.object_path
+                        for d in desired.attachments
+                        if not Path(d.program.object_path).is_relative_to(base)
+                    }
+                )
+                desired.source = snap.description
+                desired.revision = snap.revision
                 yield desired
             return
-        from reconciler.sources import SourceError
-        from reconciler.spec import HostError, ManifestError, expand, load_manifests
 
         try:
             synced = self.mirror.sync()
@@ -606,6 +643,42 @@ class Watcher:
 
 class _Refused(Exception):
     pass
+
+
+def _tree_fingerprint(base: Path, outside: list[str]) -> str:
+    """Every file under ``base`` (and the files ``outside`` it) by path, inode, size and
+    modification time: any edit, rename or replacement changes it."""
+    import hashlib
+
+    h = hashlib.sha256()
+    stack = [str(base)]
+    while stack:
+        top = stack.pop()
+        try:
+            entries = sorted(os.scandir(top), key=lambda e: e.name)
+        except OSError as e:
+            h.update(f"{top}\0error {e.errno}\n".encode())
+            continue
+        for entry in entries:
+            try:
+                st = entry.stat()  # followed: a symlinked file counts as its target
+            except OSError:
+                h.update(f"{entry.path}\0dangling\n".encode())
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(entry.path)
+            h.update(
+                f"{entry.path}\0{st.st_ino}\0{st.st_size}\0{st.st_mtime_ns}\n".encode(
+                    errors="surrogateescape"
+                )
+            )
+    for path in outside:
+        try:
+            st = os.stat(path)
+            h.update(f"{path}\0{st.st_ino}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{path}\0missing\n".encode())
+    return h.hexdigest()
 
 
 def _path(text: str | None) -> Path | None:

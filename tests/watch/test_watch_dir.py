@@ -382,3 +382,22 @@ def test_json_logs_are_json_lines_only(watch: Watch, tmp_path: Path) -> None:
     failed = next(x for x in lines if x.get("result") == "failed")
     assert "bad.yaml:2: YAML syntax error" in failed["error"]
     assert lines[-1]["msg"] == "bpfman watch stopped; nothing was unloaded"
+
+
+def test_sigterm_inside_a_step_finishes_it_and_exits_0(watch: Watch, tmp_path: Path) -> None:
+    """The watcher is held inside its first step (kernel changed, not yet recorded); SIGTERM
+    lets that step finish and be recorded, stops before the next, and exits 0."""
+    from reconciler.apply.interrupt import PAUSE_AT_ENV, PAUSE_MARKER, PAUSE_STEP_ENV
+
+    before = set(perf_links())
+    src = source(tmp_path)
+    names = "syscalls/sys_enter_getpid, syscalls/sys_enter_getppid"
+    (src / "fw.yaml").write_text(tracepoint_manifest("tp", TP_O.name, names))
+    pause = {PAUSE_STEP_ENV: "1", PAUSE_AT_ENV: "kernel"}
+    watch.start("--interval", "3600", str(src), env_extra=pause)
+    eventually(lambda: PAUSE_MARKER in watch.text(), "the watcher paused inside a step")
+    assert watch.stop() == 0  # SIGTERM
+    assert "result=interrupted" in watch.text()
+    assert len(set(perf_links()) - before) == 1  # the first step done, the second never begun
+    st = subprocess.run(watch.cli("list", "--json"), capture_output=True, text=True)
+    assert st.returncode == 0 and st.stdout.count('"address"') == 1  # and recorded
