@@ -490,7 +490,10 @@ class Watcher:
     def _start_metrics(self) -> Any:
         if not self.options.metrics_listen:
             return None
-        host, port = metrics_mod.parse_listen(self.options.metrics_listen)
+        try:
+            host, port = metrics_mod.parse_listen(self.options.metrics_listen)
+        except ValueError as e:
+            raise UserError(f"--metrics-listen: {e}") from None
         server = metrics_mod.MetricsServer(self.metrics, host, port)
         try:
             server.start()

@@ -43,6 +43,7 @@ from prometheus_client import (
 )
 
 from reconciler import __version__
+from reconciler.watch import listen
 from reconciler.watch.status import (
     APPLIED,
     FAILED,
@@ -57,7 +58,7 @@ from reconciler.watch.status import (
 
 log = logging.getLogger(__name__)
 
-DEFAULT_HOST = "127.0.0.1"  # metrics reveal what runs on the host: loopback unless asked
+DEFAULT_HOST = listen.DEFAULT_HOST  # metrics reveal what runs on the host: loopback unless asked
 # From a no-op reconcile (milliseconds) to a large apply with verifier work (minutes).
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 # Label values created up front, so that rate() and absent() work before the first of each.
@@ -192,19 +193,8 @@ class WatchMetrics:
 
 
 def parse_listen(text: str) -> tuple[str, int]:
-    """``--metrics-listen``'s ``HOST:PORT`` (``[v6]:PORT``; a bare ``PORT`` or ``:PORT`` means
-    loopback) as a host and a port; ValueError with the reason."""
-    text = text.strip()
-    host, sep, port_text = text.rpartition(":")
-    if not sep:
-        host, port_text = "", text
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif ":" in host:
-        raise ValueError(f"{text!r}: write an IPv6 address in brackets, as [::1]:9100")
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ValueError(f"{text!r}: the port must be a number from 0 to 65535")
-    return host or DEFAULT_HOST, int(port_text)
+    """``--metrics-listen``'s address: :func:`reconciler.watch.listen.parse_listen`."""
+    return listen.parse_listen(text)
 
 
 class _Server(ThreadingHTTPServer):

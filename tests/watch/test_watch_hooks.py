@@ -87,3 +87,24 @@ def test_a_webhook_needs_a_secret(watch: Watch, tmp_path: Path) -> None:  # noqa
     )
     assert p.returncode == 1
     assert p.stderr.startswith("Error: --webhook-listen needs --webhook-secret-file")
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--metrics-listen", "::1:9100"], "Error: --metrics-listen: listen address '::1:9100'"),
+        (["--metrics-listen", "host:http"], "is not a number"),
+        (["--webhook-listen", "1.2.3.4.5:80", "--webhook-secret-file", "/dev/null"], "IPv4"),
+    ],
+)
+def test_bad_listen_addresses_are_start_up_errors(
+    watch: Watch,  # noqa: F811
+    tmp_path: Path,
+    flags: list[str],
+    message: str,
+) -> None:
+    p = subprocess.run(
+        watch.cli("watch", *flags, str(tmp_path)), capture_output=True, text=True, timeout=60
+    )
+    assert p.returncode == 1, p.stderr
+    assert message in p.stderr and "Traceback" not in p.stderr
