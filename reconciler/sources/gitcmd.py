@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import logging
 import os
 import re
@@ -120,7 +121,7 @@ def run_git(
                 stdout=out,
                 stderr=err,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=functools.partial(_die_with_parent, os.getpid()),
             )
         except FileNotFoundError as e:
             if cwd is not None and e.filename != "git":
@@ -163,11 +164,14 @@ def command_name(args: Sequence[str]) -> str:
     return "command"
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent: int) -> None:
     """In the child, before exec: SIGKILL when bpfman dies, even by SIGKILL, so that git never
-    outlives it (prctl PR_SET_PDEATHSIG; Linux)."""
+    outlives it (prctl PR_SET_PDEATHSIG; Linux). A parent that died between the fork and the
+    prctl sends no signal: then the child has been reparented already, and exits at once."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 _PR_SET_PDEATHSIG = 1

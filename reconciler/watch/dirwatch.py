@@ -12,6 +12,7 @@ directories created after the start and moves in and out of the tree.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +32,12 @@ class _Mark(FileSystemEventHandler):
     def on_any_event(self, event: FileSystemEvent) -> None:
         if event.event_type in ("opened", "closed_no_write"):
             return  # reads (our own, among them) change nothing
+        if event.event_type in ("deleted", "moved") and os.path.normpath(
+            str(event.src_path)
+        ) == os.path.normpath(str(self.watcher.directory)):
+            self.watcher.gone = (
+                True  # inotify watched that inode: a new directory needs a new watch
+            )
         self.watcher.mark(str(event.src_path))
 
 
@@ -58,6 +65,7 @@ class DirWatch:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._observer = Observer()
+        self.gone = False  # the watched directory itself was deleted or moved away
         self._thread = threading.Thread(target=self._settle_loop, name="dirwatch", daemon=True)
 
     def start(self) -> None:

@@ -614,14 +614,23 @@ class Watcher:
         try:
             st = os.stat(directory)
         except OSError:
-            return  # gone: retries (with backoff) look again
-        if self.source_watch is not None and self.source_ino == (st.st_dev, st.st_ino):
+            # Gone: the retries (with backoff) look again, and watch what comes in its place.
+            if self.source_watch is not None:
+                self.source_watch.stop()
+                self.source_watch = None
             return
+        same = self.source_ino == (st.st_dev, st.st_ino)  # inode numbers can be reused, so:
+        if self.source_watch is not None and same and not self.source_watch.gone:
+            return
+        first = self.source_ino is None  # never watched before
         if self.source_watch is not None:
             self.source_watch.stop()
         self.source_watch = DirWatch(directory, self.trigger, only=only)
         self.source_watch.start()
         self.source_ino = (st.st_dev, st.st_ino)
+        if not first:
+            # Files written while nothing watched them sent no event: look once more.
+            self.trigger("source directory replaced")
 
     def _report(self, r: Result) -> None:
         fields = asdict(r)

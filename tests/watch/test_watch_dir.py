@@ -401,3 +401,54 @@ def test_sigterm_inside_a_step_finishes_it_and_exits_0(watch: Watch, tmp_path: P
     assert len(set(perf_links()) - before) == 1  # the first step done, the second never begun
     st = subprocess.run(watch.cli("list", "--json"), capture_output=True, text=True)
     assert st.returncode == 0 and st.stdout.count('"address"') == 1  # and recorded
+
+
+def test_a_mass_change_is_one_settled_reconcile(watch: Watch, tmp_path: Path) -> None:
+    """50 manifests land at once (as a `git checkout` writes them): the watcher reconciles the
+    settled tree, not 50 partial ones, and ends with all 50 attached."""
+    import subprocess as sp
+
+    before = set(perf_links())
+    src = source(tmp_path)
+    (src / "fw.yaml").write_text(tracepoint_manifest("tp", TP_O.name, "syscalls/sys_enter_getpid"))
+    watch.start("--interval", "3600", str(src))
+    eventually(lambda: len(set(perf_links()) - before) == 1, "the first program attached")
+    n = len(watch.reconciles())
+    staged = tmp_path / "staged"
+    staged.mkdir()
+    for i in range(50):
+        (staged / f"m{i:02d}.yaml").write_text(
+            tracepoint_manifest(f"m{i:02d}", TP_O.name, "syscalls/sys_enter_getppid")
+        )
+    sp.run(f"cp {staged}/*.yaml {src}/", shell=True, check=True)
+    eventually(lambda: len(set(perf_links()) - before) == 51, "all 51 attached")
+    eventually(lambda: "result=" in (watch.reconciles()[-1:] or [""])[0], "settled")
+    later = watch.reconciles()[n:]
+    assert len(later) <= 3, later  # one settled reconcile (a slow copy may split it once)
+    assert all("result=failed" not in line for line in later)
+    assert watch.stop() == 0
+
+
+def test_the_source_directory_deleted_and_made_again(watch: Watch, tmp_path: Path) -> None:
+    """Deleted: the reconcile fails (nothing unloaded, not refused as empty: the source is
+    missing, not empty); made again: its files are watched anew and an edit converges."""
+    before = set(perf_links())
+    src = source(tmp_path)
+    fw = tracepoint_manifest("tp", TP_O.name, "syscalls/sys_enter_getpid")
+    (src / "fw.yaml").write_text(fw)
+    watch.start("--interval", "3600", "--retry-interval", "0.2", str(src))
+    eventually(lambda: len(set(perf_links()) - before) == 1, "the first program attached")
+    shutil.rmtree(src)
+    eventually(lambda: "result=failed" in watch.text(), "the missing source reported")
+    assert len(set(perf_links()) - before) == 1
+    src.mkdir()
+    shutil.copy(TP_O, src / TP_O.name)
+    (src / "fw.yaml").write_text(fw)
+    after = lambda: watch.text().split("result=failed", 1)[1]  # noqa: E731
+    eventually(lambda: "result=no-changes" in after(), "the source back")
+    both = tracepoint_manifest(
+        "tp", TP_O.name, "syscalls/sys_enter_getpid, syscalls/sys_enter_getppid"
+    )
+    write_atomically(src / "fw.yaml", both)  # seen only if the new directory is watched
+    eventually(lambda: len(set(perf_links()) - before) == 2, "the edit in the new directory")
+    assert watch.stop() == 0
