@@ -95,6 +95,25 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def write_atomic(path: Path, text: str, prefix: str) -> None:
+    """Replace ``path`` so that a reader sees the old content or the new, never a torn file,
+    even after a kill or a power cut: a temporary file (``prefix``, 0600 from mkstemp) in the
+    same directory, fsynced, renamed over it, and the directory fsynced. The temporary file is
+    removed on every way out but SIGKILL."""
+    fd, tmp = tempfile.mkstemp(prefix=prefix, dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
 class StateStore:
     def __init__(self, directory: Path) -> None:
         self.dir = directory
@@ -283,19 +302,7 @@ class StateStore:
             "format_version": FORMAT_VERSION,
             "records": [records[k].to_json() for k in sorted(records)],
         }
-        fd, tmp = tempfile.mkstemp(prefix=".state-", dir=self.dir)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(doc, f, indent=2, sort_keys=True)
-                f.write("\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-            _fsync_dir(self.dir)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        write_atomic(self.path, json.dumps(doc, indent=2, sort_keys=True) + "\n", ".state-")
         for left in self.dir.glob(".state-*"):
             left.unlink(missing_ok=True)
 

@@ -43,7 +43,7 @@ from prometheus_client import (
 )
 
 from reconciler import __version__
-from reconciler.watch import listen
+from reconciler.watch import listen, webhook
 from reconciler.watch.status import (
     APPLIED,
     FAILED,
@@ -63,16 +63,8 @@ DEFAULT_HOST = listen.DEFAULT_HOST  # metrics reveal what runs on the host: loop
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 # Label values created up front, so that rate() and absent() work before the first of each.
 RESULTS = (APPLIED, NO_CHANGES, PLANNED, FAILED, REFUSED)
-# As the webhook receiver counts them (reconciler/watch/webhook.py OUTCOMES).
-WEBHOOK_OUTCOMES = (
-    "accepted",
-    "unauthorized",
-    "too_large",
-    "bad_method",
-    "not_found",
-    "bad_request",
-    "busy",
-)
+# As the webhook receiver counts them: every label exists (at 0) before the first request.
+WEBHOOK_OUTCOMES = webhook.OUTCOMES
 
 
 class WatchMetrics:

@@ -23,10 +23,8 @@ what it says even though every interval re-runs the reconcile.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,7 +36,7 @@ from reconciler import __version__
 from reconciler.errors import Diagnostic
 from reconciler.files import NotReadable, read_regular
 from reconciler.sources.redact import redact, shown
-from reconciler.state import _fsync_dir, ensure_dir
+from reconciler.state import ensure_dir, write_atomic
 
 STATUS_FILE = "watch-status.json"
 FILE_FORMAT = 1  # of the file; bumped when a field changes meaning
@@ -517,19 +515,8 @@ def write_status(state_dir: Path, status: WatchStatus) -> None:
     state_dir = Path(state_dir)
     ensure_dir(state_dir)
     text = json.dumps(status.to_json(), indent=2, sort_keys=True) + "\n"
-    # mkstemp creates the file 0600: the status names the source and what runs on the host.
-    fd, tmp = tempfile.mkstemp(prefix=".watch-status-", dir=state_dir)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, status_path(state_dir))
-        _fsync_dir(state_dir)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    # 0600: the status names the source and what runs on the host.
+    write_atomic(status_path(state_dir), text, ".watch-status-")
 
 
 @dataclass(frozen=True)

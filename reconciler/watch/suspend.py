@@ -7,16 +7,14 @@ watcher still plans on every trigger and records what it would do; it changes no
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from reconciler import files
-from reconciler.state import ensure_dir
+from reconciler.state import ensure_dir, write_atomic
 
 SUSPEND_FILE = "watch-suspended.json"
 MAX_SIZE = 64 * 1024
@@ -48,16 +46,8 @@ def suspend(state_dir: Path, reason: str) -> Suspension:
     ensure_dir(state_dir)
     now = datetime.now(UTC).isoformat(timespec="seconds")
     s = Suspension(since=now, reason=reason)
-    fd, tmp = tempfile.mkstemp(prefix=".suspend-", dir=state_dir)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump({"since": s.since, "reason": s.reason}, f)
-            f.write("\n")
-        os.replace(tmp, state_dir / SUSPEND_FILE)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    doc = {"since": s.since, "reason": s.reason}
+    write_atomic(state_dir / SUSPEND_FILE, json.dumps(doc) + "\n", ".suspend-")
     return s
 
 
