@@ -112,6 +112,11 @@ def run_git(
     cmd += list(args)
     log.debug("running %s", shown(" ".join(cmd)))
     with tempfile.TemporaryFile() as err, tempfile.TemporaryFile() as out:
+        # A SIGTERM or Ctrl-C that lands during the fork would run its handler inside an at-fork
+        # hook (logging's), where the exception is printed and dropped: bpfman would then wait
+        # for git as if nothing had happened. Hold them until git's process group exists; they
+        # are raised below, where git is killed on the way out.
+        unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
         try:
             p = subprocess.Popen(
                 cmd,
@@ -121,15 +126,21 @@ def run_git(
                 stdout=out,
                 stderr=err,
                 start_new_session=True,
-                preexec_fn=functools.partial(_die_with_parent, os.getpid()),
+                preexec_fn=functools.partial(_child_setup, os.getpid(), unblocked),
             )
         except FileNotFoundError as e:
+            signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
             if cwd is not None and e.filename != "git":
                 raise GitFailed(f"{cwd}: {e.strerror}") from None
             raise GitFailed("git is not installed (install git to read git sources)") from None
         except OSError as e:  # cwd is not a directory, or git cannot be run
+            signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
             raise GitFailed(f"cannot run git: {e.strerror}") from None
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
+            raise
         try:
+            signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)  # a pending stop lands here
             returncode = p.wait(timeout=limit)
         except subprocess.TimeoutExpired:
             _kill_group(p)
@@ -164,10 +175,16 @@ def command_name(args: Sequence[str]) -> str:
     return "command"
 
 
-def _die_with_parent(parent: int) -> None:
-    """In the child, before exec: SIGKILL when bpfman dies, even by SIGKILL, so that git never
-    outlives it (prctl PR_SET_PDEATHSIG; Linux). A parent that died between the fork and the
-    prctl sends no signal: then the child has been reparented already, and exits at once."""
+_STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
+
+
+def _child_setup(parent: int, mask: set[signal.Signals]) -> None:
+    """In the child, before exec: the parent's signal mask as it was before run_git held the
+    stop signals (git must see a SIGTERM), and SIGKILL when bpfman dies, even by SIGKILL, so
+    that git never outlives it (prctl PR_SET_PDEATHSIG; Linux). A parent that died between the
+    fork and the prctl sends no signal: then the child has been reparented already, and exits
+    at once."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent:

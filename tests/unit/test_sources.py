@@ -1,7 +1,10 @@
 import os
 import re
+import signal
+import socket
 import subprocess
 import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -464,3 +467,58 @@ def test_a_git_command_has_a_deadline(private_tmp):
     finally:
         server.close()
     assert list(private_tmp.iterdir()) == []
+
+
+class _Stop(BaseException):
+    pass
+
+
+_SIGNAL_IN_FORK = {"armed": False}
+
+
+def _signal_self_after_fork() -> None:
+    # Runs in the parent after each fork (after logging's own at-fork hook, registered earlier):
+    # the handler of a signal delivered here would run inside the hook, where an exception is
+    # printed and dropped unless the signal is held.
+    if _SIGNAL_IN_FORK["armed"]:
+        _SIGNAL_IN_FORK["armed"] = False
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+os.register_at_fork(after_in_parent=_signal_self_after_fork)
+
+
+def test_a_sigterm_during_the_fork_is_not_lost(private_tmp):
+    """The CI failure this guards: SIGTERM arrived while git was being forked, its handler's
+    exception was swallowed by an at-fork hook, and bpfman waited for a stalled remote."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+
+    def stop(_signum, _frame):
+        raise _Stop
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        _SIGNAL_IN_FORK["armed"] = True
+        with pytest.raises(_Stop):
+            run_git(["ls-remote", f"git://127.0.0.1:{port}/r.git"], timeout=20)
+    finally:
+        _SIGNAL_IN_FORK["armed"] = False
+        signal.signal(signal.SIGTERM, previous)
+        server.close()
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == set()  # nothing left held
+    left = [
+        e.name
+        for e in Path("/proc").iterdir()
+        if e.name.isdigit() and f"127.0.0.1:{port}".encode() in _cmdline(e)
+    ]
+    assert left == []  # git was killed, not left to wait
+
+
+def _cmdline(entry: Path) -> bytes:
+    try:
+        return (entry / "cmdline").read_bytes()
+    except OSError:
+        return b""
