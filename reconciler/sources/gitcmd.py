@@ -178,7 +178,7 @@ def command_name(args: Sequence[str]) -> str:
 _STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
 
 
-def _child_setup(parent: int, mask: set[signal.Signals]) -> None:
+def _child_setup(parent: int, mask: set[int | signal.Signals]) -> None:
     """In the child, before exec: the parent's signal mask as it was before run_git held the
     stop signals (git must see a SIGTERM), and SIGKILL when bpfman dies, even by SIGKILL, so
     that git never outlives it (prctl PR_SET_PDEATHSIG; Linux). A parent that died between the
