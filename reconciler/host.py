@@ -123,7 +123,7 @@ class Host:
         """Names of the interfaces, in if_nameindex order (by ifindex)."""
         if netns is None:
             return [name for _, name in socket.if_nameindex()]
-        from reconciler.kernel import netns as namespaces
+        from reconciler.kernel.sys import netns as namespaces
         from reconciler.kernel.types import KernelError
 
         if not os.path.exists(netns):

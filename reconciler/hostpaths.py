@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from reconciler.files import kind_of
-from reconciler.kernel import bpffs, statfs
+from reconciler.kernel.sys import bpffs, statfs
 from reconciler.lock import LOCK_FILE
 from reconciler.state import JOURNAL_FILE, STATE_FILE
 

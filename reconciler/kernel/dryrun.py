@@ -23,14 +23,16 @@ from functools import cache
 from pathlib import Path
 
 from reconciler import files
-from reconciler.kernel import bpf, libbpf, maps, points, xdpproto
-from reconciler.kernel.bpfobject import BpfObject
+from reconciler.kernel import maps, points
+from reconciler.kernel.sys import bpf, libbpf
+from reconciler.kernel.sys.bpfobject import BpfObject
 from reconciler.kernel.types import (
     AttachPoint,
     KernelError,
     ProgramSpec,
     ProgType,
 )
+from reconciler.kernel.xdp import proto as xdpproto
 
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 _CAP_SYS_ADMIN, _CAP_BPF = 21, 39
@@ -50,7 +52,8 @@ def verify(root: Path, spec: ProgramSpec, point: AttachPoint | None, dispatched:
         disp_fd = _dispatcher(stack, spec.prog_type) if dispatched else None
         obj = stack.enter_context(BpfObject(spec.object_path))
         if disp_fd is not None:
-            from reconciler.kernel import tcdispatch, xdpdispatch
+            from reconciler.kernel.tc import dispatcher as tcdispatch
+            from reconciler.kernel.xdp import dispatcher as xdpdispatch
 
             component = (
                 xdpdispatch.prepare_component
@@ -92,7 +95,8 @@ def shared_map_conflict(root: Path, spec: ProgramSpec, owner: ProgramSpec) -> st
 def _dispatcher(stack: ExitStack, prog_type: ProgType) -> int:
     """A dispatcher of the kind ``prog_type`` runs behind, loaded for the moment (every slot has
     the same prototype, so slot 0 stands for all)."""
-    from reconciler.kernel import tcdispatch, xdpdispatch
+    from reconciler.kernel.tc import dispatcher as tcdispatch
+    from reconciler.kernel.xdp import dispatcher as xdpdispatch
 
     if prog_type is ProgType.XDP:
         config = xdpproto.Config(1, (xdpproto.action_bits(()),), (xdpproto.DEFAULT_PRIORITY,))
@@ -128,7 +132,7 @@ def _digest(path: str) -> str:
 
 
 def _dispatcher_digest(prog_type: ProgType) -> str:
-    from reconciler.kernel import tcdispatch
+    from reconciler.kernel.tc import dispatcher as tcdispatch
 
     obj = xdpproto.OBJECT if prog_type is ProgType.XDP else tcdispatch.DISPATCHER_OBJECT
     return f"{prog_type.value}:{_digest(str(obj))}"

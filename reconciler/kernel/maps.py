@@ -18,9 +18,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reconciler.kernel import bpf, bpffs
-from reconciler.kernel.bpffs import LINK, PROG
-from reconciler.kernel.bpfobject import BpfObject, MapDecl, MapShape
+from reconciler.kernel.sys import bpf, bpffs
+from reconciler.kernel.sys.bpffs import LINK, PROG
+from reconciler.kernel.sys.bpfobject import BpfObject, MapDecl, MapShape
 from reconciler.kernel.types import KernelError
 
 _PERF_EVENT_ARRAY = 4  # libbpf sizes it to the number of CPUs when it declares max_entries 0

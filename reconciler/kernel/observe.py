@@ -7,9 +7,15 @@ import os
 from functools import cached_property
 from pathlib import Path
 
-from reconciler.kernel import attach, bpf, bpffs, maps, netlink, netns, tcdirect
-from reconciler.kernel.bpffs import LINK, MAPS, PROG
+from reconciler.kernel import maps
+from reconciler.kernel.sys import bpf, bpffs, netlink, netns
+from reconciler.kernel.sys.bpffs import LINK, MAPS, PROG
+from reconciler.kernel.tc import direct as tcdirect
+from reconciler.kernel.tc import hooks as tchooks
+from reconciler.kernel.tc import tcx
 from reconciler.kernel.types import Installed, KernelError, MapInfo
+from reconciler.kernel.xdp import attach as xdpattach
+from reconciler.kernel.xdp import hooks as xdphooks
 
 log = logging.getLogger("bpfman.kernel")
 
@@ -21,9 +27,9 @@ class Scan:
         self.root = root
 
     @cached_property
-    def xdp(self) -> dict[int, list[attach.XdpAttachment]]:
+    def xdp(self) -> dict[int, list[xdpattach.XdpAttachment]]:
         """prog id -> where it is attached as XDP (our namespace and every named one)."""
-        index: dict[int, list[attach.XdpAttachment]] = {}
+        index: dict[int, list[xdpattach.XdpAttachment]] = {}
         for ns in netns.all_known():
             try:
                 ifaces = netlink.interfaces(ns)
@@ -31,15 +37,13 @@ class Scan:
                 continue
             for i in ifaces:
                 if i.xdp_prog_id:
-                    index.setdefault(i.xdp_prog_id, []).append(attach.XdpAttachment(ns, i))
+                    index.setdefault(i.xdp_prog_id, []).append(xdpattach.XdpAttachment(ns, i))
         return index
 
     @cached_property
     def dispatched(self) -> dict[int, dict[str, object]]:
         """prog id -> its slot on an XDP or TC dispatcher (extension programs run as slots)."""
-        from reconciler.kernel import tcdispatch, xdpdispatch  # they import this module
-
-        return tcdispatch.where(self.root) | xdpdispatch.where(self.root, self.xdp)
+        return tchooks.where(self.root) | xdphooks.where(self.root, self.xdp)
 
     def all(self) -> list[Installed]:
         out = []
@@ -101,7 +105,7 @@ class Scan:
         # defunct); otherwise the hook's query lists it, which also gives its position. A link
         # in a namespace we cannot see (not ours, not named) keeps its ifindex but goes
         # unconfirmed: it is reported attached without ifname/position.
-        found = attach.tcx_find(info)
+        found = tcx.tcx_find(info)
         if found is not None:
             where |= {"ifname": found.ifname, "position": found.position}
             if found.ns is not None:
@@ -145,17 +149,9 @@ def maps_of(maps_dir: Path) -> tuple[MapInfo, ...]:
     return tuple(out)
 
 
-def prog_id_at(pin: Path) -> int | None:
-    try:
-        with bpf.opened(bpf.obj_get(str(pin))) as fd:
-            return bpf.prog_info(fd).id
-    except OSError:
-        return None
-
-
-def owner_of(root: Path, prog_id: int) -> str | None:
-    """The managed pin dir whose program is ``prog_id`` (None: not ours)."""
-    for rel in bpffs.managed_dirs(root):
-        if prog_id_at(bpffs.path_of(root, rel) / PROG) == prog_id:
-            return rel
-    return None
+def installed(root: Path, pin_dir: str) -> Installed:
+    """What ``pin_dir`` holds right after it was installed (an error if it vanished)."""
+    found = Scan(root).one(pin_dir)
+    if found is None:
+        raise KernelError(f"{pin_dir} vanished right after it was installed")
+    return found

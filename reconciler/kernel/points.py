@@ -4,11 +4,12 @@ anything is loaded so that a user's mistake fails early, with a clear message, c
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from reconciler.kernel import attach, bpf, probes, tracefs
+from reconciler.kernel import probes
+from reconciler.kernel.sys import bpf
+from reconciler.kernel.tc import tcx
 from reconciler.kernel.types import (
     AttachPoint,
     FentryPoint,
@@ -25,7 +26,7 @@ from reconciler.kernel.types import (
 )
 
 if TYPE_CHECKING:
-    from reconciler.kernel.bpfobject import BpfObject
+    from reconciler.kernel.sys.bpfobject import BpfObject
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ def expected_attach(prog_type: ProgType, point: AttachPoint | None) -> int | Non
     (the verifier does not depend on a tcx direction: ingress stands in when none is known)."""
     if prog_type is ProgType.TCX:
         direction = point.direction if isinstance(point, TcxPoint) else "ingress"
-        return attach.tcx_attach_type(direction)
+        return tcx.tcx_attach_type(direction)
     if prog_type is ProgType.XDP:
         return bpf.ATTACH_XDP
     if prog_type is ProgType.FENTRY:
@@ -73,13 +74,13 @@ def prepare(obj: BpfObject, spec: ProgramSpec, point: AttachPoint | None) -> Non
     """Everything set on the opened object before load: which program, as what type (and for
     which kernel function), and the initial values of its global variables. Install and the
     verifier's dry run both go through here, so they load the same program."""
-    from reconciler.kernel import btf
+    from reconciler.kernel.sys import btfinfo
 
     kind = KINDS[spec.prog_type]
     obj.select(
         spec.function, kind.prog_type, expected_attach(spec.prog_type, point), attach_target(point)
     )
-    btf.set_global_data(obj, spec.global_data)
+    btfinfo.set_global_data(obj, spec.global_data)
 
 
 def require_feature(spec: ProgramSpec) -> None:
@@ -101,78 +102,3 @@ def uprobe_path(point: UprobePoint) -> str:
     if point.container_pid is None:
         return point.target
     return f"/proc/{point.container_pid}/root{point.target}"
-
-
-def check(spec: ProgramSpec, point: AttachPoint) -> None:
-    """Fail early, with a clear message, before loading anything."""
-    kind = KINDS[spec.prog_type]
-    if not isinstance(point, kind.point):
-        raise KernelError(
-            f"a {spec.prog_type.value} program cannot attach to {type(point).__name__}"
-        )
-    if not os.path.isfile(spec.object_path):
-        raise KernelError(f"BPF object {spec.object_path} not found; build it or fix the path")
-    if isinstance(point, XdpPoint | TcxPoint):
-        if isinstance(point, TcxPoint):
-            attach.tcx_attach_type(point.direction)
-        elif point.mode not in ("auto", "native", "generic"):
-            raise KernelError(f"XDP mode must be auto, native or generic, not {point.mode!r}")
-        attach.ifindex(point.ifname, point.netns)
-    elif isinstance(point, TracepointPoint):
-        if not tracefs.exists(point.group, point.name):
-            raise KernelError(
-                f"tracepoint {point.group}/{point.name} does not exist on this kernel; see "
-                f"{tracefs.TRACEFS}/available_events for the ones it has"
-            )
-    elif isinstance(point, UprobePoint):
-        _check_uprobe(point)
-    require_feature(spec)
-    if isinstance(point, KprobePoint):
-        _check_kprobe(point)
-
-
-def _check_uprobe(point: UprobePoint) -> None:
-    if not os.path.isabs(point.target):
-        raise KernelError(f"uprobe target {point.target} must be an absolute path")
-    pid = point.container_pid
-    if pid is not None and not os.path.isdir(f"/proc/{pid}"):
-        raise KernelError(
-            f"container process {pid} does not exist, so uprobe target {point.target} cannot "
-            "be found in its mount namespace; give the pid of a running process of the container"
-        )
-    if not os.path.isfile(uprobe_path(point)):
-        if pid is None:
-            raise KernelError(
-                f"uprobe target {point.target} is not an existing file (give an absolute path)"
-            )
-        raise KernelError(
-            f"uprobe target {point.target} is not an existing file in the mount namespace of "
-            f"process {pid} (looked for {uprobe_path(point)})"
-        )
-
-
-def _check_kprobe(point: KprobePoint) -> None:
-    if point.retprobe and point.offset:
-        raise KernelError(
-            f"a kretprobe on {point.func_name} fires when the function returns: it takes no "
-            f"offset (got {point.offset:#x}); drop the offset or use a kprobe"
-        )
-    if point.offset < 0:
-        raise KernelError(f"kprobe offset must not be negative, got {point.offset}")
-    found = kallsyms_has(point.func_name)
-    if found is False:
-        raise KernelError(
-            f"kernel function {point.func_name} does not exist on this kernel (not in "
-            "/proc/kallsyms); check the name, e.g. `grep -w NAME /proc/kallsyms`"
-        )
-
-
-def kallsyms_has(name: str) -> bool | None:
-    """Whether /proc/kallsyms lists a text symbol ``name`` (None: kallsyms unreadable)."""
-    try:
-        with open("/proc/kallsyms") as f:
-            text = f.read()
-    except OSError:
-        return None
-    # "<addr> <type> <name>[\t[module]]"; functions are text symbols (t/T), weak ones w/W.
-    return re.search(rf"^\S+ [tTwW] {re.escape(name)}(\t|$)", text, re.M) is not None

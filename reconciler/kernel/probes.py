@@ -17,7 +17,7 @@ from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
-from reconciler.kernel import bpf
+from reconciler.kernel.sys import bpf
 from reconciler.kernel.types import Probe
 
 FEATURES = ("tcx", "perf_link", "kprobe", "uprobe", "tracepoint", "fentry", "fexit", "freplace")
@@ -196,7 +196,7 @@ def uprobe_supported() -> Probe:
 
 @cache
 def tracepoint_supported() -> Probe:
-    from reconciler.kernel import tracefs
+    from reconciler.kernel.sys import tracefs
     from reconciler.kernel.types import KernelError
 
     loads = prog_type_supported(bpf.PROG_TYPE_TRACEPOINT)
@@ -210,10 +210,10 @@ def tracepoint_supported() -> Probe:
 
 
 def _fentry_target() -> tuple[str, int] | None:
-    from reconciler.kernel import btf
+    from reconciler.kernel.sys import btfinfo
 
     for name in _FENTRY_TARGETS:
-        type_id = btf.kernel_function_id(name)
+        type_id = btfinfo.kernel_function_id(name)
         if type_id is not None:
             return name, type_id
     return None
@@ -223,9 +223,9 @@ def _fentry_target() -> tuple[str, int] | None:
 def tracing_supported(feature: str) -> Probe:
     """fentry or fexit: load a tracing program aimed at a kernel function found in vmlinux BTF
     (which is what libbpf does for ours), with the matching expected attach type."""
-    from reconciler.kernel import btf
+    from reconciler.kernel.sys import btfinfo
 
-    if not btf.has_kernel_btf():
+    if not btfinfo.has_kernel_btf():
         why = "this kernel has no BTF (/sys/kernel/btf/vmlinux, CONFIG_DEBUG_INFO_BTF)"
         return Probe(feature, False, f"{why}, which fentry/fexit need")
     target = _fentry_target()

@@ -1,47 +1,27 @@
 """RealKernel: the ``Kernel`` protocol over libbpf, bpf(2), bpffs and netlink.
 
-Pin layout of a managed attachment, under ``<root>/<pin_dir>/``::
-
-    prog            the program
-    link            its bpf_link (tcx, tracepoint, uprobe, kprobe, fentry, fexit); none for
-                    netlink-attached XDP
-    maps/<name>     its maps (global data maps as rodata, data, bss); a map shared through
-                    ``ProgramSpec.maps_dir`` is a symlink to its pin there (see maps.py)
-    %next/          staging: the same layout while a new version is loaded and swapped in
-
-('.' is not allowed in bpffs names, so a '.' in a pin dir is stored as ``%2E``: see bpffs.py.)
-
-Everything an attachment holds is pinned, so it outlives this process; nothing about it is
-stored outside bpffs.
+Everything an attachment holds is pinned (see pins.py for the layout), so it outlives this
+process; nothing about it is stored outside bpffs.
 """
 
 from __future__ import annotations
 
-import errno
 import os
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
-from reconciler.kernel import (
-    attach,
-    bpf,
-    bpffs,
-    dryrun,
-    ksyms,
-    maps,
-    netlink,
-    netns,
-    points,
-    probes,
-    tcdirect,
-    tcdispatch,
-    tracefs,
-    xdpdispatch,
-)
-from reconciler.kernel.bpffs import LINK, MAPS, PROG, STAGING
-from reconciler.kernel.bpfobject import BpfObject
-from reconciler.kernel.observe import Scan, owner_of, prog_id_at
+from reconciler.kernel import dryrun, maps, observe, points, precheck, probes
+from reconciler.kernel.observe import Scan
+from reconciler.kernel.pins import PinStore
+from reconciler.kernel.sys import bpf, bpffs, ifaces, netlink, netns, tracefs
+from reconciler.kernel.sys.bpffs import LINK, MAPS, PROG, STAGING
+from reconciler.kernel.sys.bpfobject import BpfObject
+from reconciler.kernel.tc import direct as tcdirect
+from reconciler.kernel.tc import dispatcher as tcdispatch
+from reconciler.kernel.tc import hooks as tchooks
+from reconciler.kernel.tc import tcx
+from reconciler.kernel.tracing import ksyms
 from reconciler.kernel.types import (
     AttachPoint,
     DispatchSlot,
@@ -62,26 +42,33 @@ from reconciler.kernel.types import (
     XdpHook,
     XdpPoint,
 )
+from reconciler.kernel.xdp import attach as xdpattach
+from reconciler.kernel.xdp import dispatcher as xdpdispatch
+from reconciler.kernel.xdp import hooks as xdphooks
 
 DEFAULT_ROOT = Path("/sys/fs/bpf/bpfman")
-SPEC_MARK = "%spec-"  # a dispatcher component's mark of what it was loaded from
 
 
 class RealKernel:
     def __init__(self, root: Path | str = DEFAULT_ROOT) -> None:
         self.root = Path(root)
-        # Called with "staged" once a new program is loaded and pinned in staging, before it is
-        # attached or swapped in: the apply's test-only pause point (apply/interrupt.py).
-        self.checkpoint: Callable[[str], None] = lambda _point: None
+        self.pins = PinStore(self.root)
+
+    @property
+    def checkpoint(self) -> Callable[[str], None]:
+        """Called with "staged" once a new program is loaded and pinned in staging, before it is
+        attached or swapped in (and at the other points a kill leaves work for the next apply):
+        the apply's test-only pause point (apply/interrupt.py)."""
+        return self.pins.checkpoint
+
+    @checkpoint.setter
+    def checkpoint(self, at: Callable[[str], None]) -> None:
+        self.pins.checkpoint = at
 
     # --- paths ----------------------------------------------------------------------------------
 
-    def _dir(self, pin_dir: str) -> Path:
-        bpffs.check_pin_dir(pin_dir)
-        return bpffs.path_of(self.root, pin_dir)
-
     def ensure_root(self) -> None:
-        bpffs.ensure_root(self.root)
+        self.pins.ensure_root()
 
     # --- install / replace ----------------------------------------------------------------------
 
@@ -92,28 +79,28 @@ class RealKernel:
         point: AttachPoint,
         placement: Placement | None = None,
     ) -> Installed:
-        d = self._dir(pin_dir)
+        d = self.pins.path(pin_dir)
         if (d / PROG).exists():
             raise KernelError(f"{pin_dir} is already installed; replace it, or uninstall it first")
-        self._precheck(spec, point)
+        precheck.program(self.root, spec, point)
         self.ensure_root()
         stage = d / STAGING
         loaded = self._load(d, spec, point)
         try:
-            self._discard(stage)  # leftovers of an interrupted run
+            self.pins.discard(stage)  # leftovers of an interrupted run
             with loaded as (obj, prog_fd):
                 self.checkpoint("staged")
                 self._attach(stage, obj, prog_fd, point, placement)
         except BaseException:
-            self._discard(stage)
+            self.pins.discard(stage)
             loaded.undo()
             bpffs.prune_empty_parents(d, self.root)
             raise
         # Attached from %next: a kill from here on is completed by the next apply
         # (discard_staging rolls forward what already runs).
         self.checkpoint("swapped")
-        self._commit(d, keep_link=False)
-        return self._observed(pin_dir)
+        self.pins.commit(d, keep_link=False)
+        return observe.installed(self.root, pin_dir)
 
     def replace(
         self,
@@ -123,33 +110,27 @@ class RealKernel:
         placement: Placement | None = None,
     ) -> Installed:
         """Make-before-break. With nothing installed at ``pin_dir`` this is ``install``."""
-        d = self._dir(pin_dir)
+        d = self.pins.path(pin_dir)
         if not (d / PROG).exists():
             return self.install(pin_dir, spec, point, placement)
-        self._precheck(spec, point)
+        precheck.program(self.root, spec, point)
         stage = d / STAGING
         loaded = self._load(d, spec, point)
         try:
-            self._discard(stage)
+            self.pins.discard(stage)
             # The verifier runs here; if it rejects the new program the old one is untouched.
             with loaded as (obj, prog_fd):
                 self.checkpoint("staged")
                 keep_link = self._swap(d, obj, prog_fd, point, placement)
         except BaseException:
-            self._discard(stage)
+            self.pins.discard(stage)
             loaded.undo()
             raise
         # The new program runs from %next, the old one no longer does (or, for a perf-event
         # link, both do until the commit): a kill here is completed by the next apply.
         self.checkpoint("swapped")
-        self._commit(d, keep_link)
-        return self._observed(pin_dir)
-
-    def _precheck(self, spec: ProgramSpec, point: AttachPoint) -> None:
-        """Fail early, with a clear message, before loading anything."""
-        points.check(spec, point)
-        if spec.maps_dir is not None:
-            maps.directory(self.root, spec.maps_dir)
+        self.pins.commit(d, keep_link)
+        return observe.installed(self.root, pin_dir)
 
     def _load(self, d: Path, spec: ProgramSpec, point: AttachPoint) -> _Loaded:
         shared = maps.directory(self.root, spec.maps_dir) if spec.maps_dir is not None else None
@@ -165,17 +146,17 @@ class RealKernel:
     ) -> None:
         """Attach the staged program at ``point``, pinning its link (if any) in ``stage``."""
         if isinstance(point, XdpPoint):
-            attach.xdp_attach(point, prog_fd, lambda pid: owner_of(self.root, pid))
+            xdpattach.xdp_attach(point, prog_fd, self.pins.owner_of)
         elif isinstance(point, TcHook):
             name = bpf.prog_info(prog_fd).name
-            tcdirect.attach_prog(point, prog_fd, name, lambda pid: owner_of(self.root, pid))
+            tcdirect.attach_prog(point, prog_fd, name, self.pins.owner_of)
         elif isinstance(point, TcxPoint):
             with ExitStack() as stack:
                 flags, relative_fd = self._relative(point, placement)
                 if relative_fd:
                     stack.enter_context(bpf.opened(relative_fd))
                 link_fd = stack.enter_context(
-                    bpf.opened(attach.tcx_create(prog_fd, point, flags, relative_fd))
+                    bpf.opened(tcx.tcx_create(prog_fd, point, flags, relative_fd))
                 )
                 # If pinning fails, closing the only fd releases (detaches) the new link.
                 bpf.obj_pin(link_fd, str(stage / LINK))
@@ -210,7 +191,7 @@ class RealKernel:
             raise KernelError("a placement names a neighbour before or after, not both")
         word, rel = ("before", placement.before) if placement.before else ("after", placement.after)
         assert rel is not None
-        path = self._dir(rel) / LINK
+        path = self.pins.path(rel) / LINK
         try:
             fd = bpf.obj_get(str(path))
         except OSError:
@@ -239,7 +220,7 @@ class RealKernel:
                 return False
             if isinstance(point, TcHook):
                 name = bpf.prog_info(new_fd).name
-                tcdirect.swap(point, old.id, new_fd, name, lambda pid: owner_of(self.root, pid))
+                tcdirect.swap(point, old.id, new_fd, name, self.pins.owner_of)
                 return False
             old_link = d / LINK
             if isinstance(point, TcxPoint) and old_link.exists():
@@ -252,7 +233,7 @@ class RealKernel:
             self._attach(stage, obj, new_fd, point, placement)
             if isinstance(point, TcxPoint) and old_link.exists():
                 with bpf.opened(bpf.obj_get(str(old_link))) as fd:
-                    attach.link_detach(fd)
+                    ifaces.link_detach(fd)
             # A perf-event or tracing link cannot be detached: it goes when _commit replaces
             # its pin (the old and the new program both run for that moment).
             return False
@@ -262,7 +243,7 @@ class RealKernel:
         info = bpf.link_info(link_fd)
         if info.type != bpf.LINK_TYPE_TCX or info.prog_id != old_prog_id:
             return False
-        found = attach.tcx_find(info, point.netns)
+        found = tcx.tcx_find(info, point.netns)
         return (
             found is not None
             and found.ifname == point.ifname
@@ -276,8 +257,8 @@ class RealKernel:
         if current.xdp_prog_id != old_id:
             # The old program is not on this interface (the point moved, or it was detached):
             # attach the new one without clobbering anything, then remove the old one.
-            attach.xdp_attach(point, new_fd, lambda pid: owner_of(self.root, pid))
-            attach.xdp_detach(old_fd, old_id, point.netns)
+            xdpattach.xdp_attach(point, new_fd, self.pins.owner_of)
+            xdpattach.xdp_detach(old_fd, old_id, point.netns)
         elif point.mode in ("auto", mode):
             try:
                 # Atomic: the kernel swaps only if the attached program is still the old one.
@@ -292,46 +273,10 @@ class RealKernel:
             # interface runs without XDP between these two calls.
             netlink.xdp_detach(point.ifname, old_fd, mode, point.netns)
             try:
-                attach.xdp_attach(point, new_fd, lambda pid: owner_of(self.root, pid))
+                xdpattach.xdp_attach(point, new_fd, self.pins.owner_of)
             except BaseException:
                 netlink.xdp_attach(point.ifname, old_fd, mode, point.netns)
                 raise
-
-    def _commit(self, d: Path, keep_link: bool) -> None:
-        """Move the staged pins into place, ``prog`` last: a pin dir counts as installed once it
-        holds a prog, so an interrupted install stays invisible (and is cleaned up by the next
-        one), and an interrupted replace shows as not attached (its link runs another program).
-        rename(2) over an existing pin drops the old pin's reference: an old perf-event link
-        is released (detached) right here.
-
-        Resumable: a commit killed part way is finished by calling it again (with
-        ``keep_link``, as ``discard_staging`` does): every move is skipped once done."""
-        stage = d / STAGING
-        if (stage / MAPS).exists():
-            # A directory cannot be renamed over a non-empty one: park the old maps in the stage.
-            if (d / MAPS).exists():
-                os.rename(d / MAPS, stage / "old-maps")
-            os.rename(stage / MAPS, d / MAPS)
-        if (stage / LINK).exists():
-            os.replace(stage / LINK, d / LINK)
-        elif not keep_link:
-            (d / LINK).unlink(missing_ok=True)
-        # A dispatcher component's marks of what it was loaded from (``%spec-…``) describe the
-        # program being replaced, unless they pin the one being committed (XDP's marks are pins
-        # of their program: one staged with it, or moved in by a commit killed part way). TC's
-        # marks are plain directories: dropped here, written again by tcdispatch (or, after a
-        # kill, unknown: the next dispatch reloads that program rather than trust them).
-        new_id = prog_id_at(stage / PROG)
-        for mark in d.iterdir():
-            if new_id and mark.name.startswith(SPEC_MARK) and prog_id_at(mark) != new_id:
-                bpffs.remove_tree(mark)
-        for mark in sorted(stage.iterdir()):
-            if mark.name.startswith(SPEC_MARK):
-                os.replace(mark, d / mark.name)
-        self.checkpoint("committing")
-        if (stage / PROG).exists():
-            os.replace(stage / PROG, d / PROG)
-        bpffs.remove_tree(stage)
 
     def verify(
         self, spec: ProgramSpec, point: AttachPoint | None = None, dispatched: bool = False
@@ -366,64 +311,16 @@ class RealKernel:
     # --- uninstall ------------------------------------------------------------------------------
 
     def uninstall(self, pin_dir: str) -> None:
-        d = self._dir(pin_dir)
-        if not d.exists():
-            return
-        self._discard(d / STAGING)
-        # A kill after the detach leaves pins of a program that no longer runs: the next plan
-        # unloads them again (detaching twice is harmless), or reinstalls them if wanted.
-        self._discard(d, detached=lambda: self.checkpoint("detached"))
-        bpffs.prune_empty_parents(d.parent, self.root)
-
-    def _discard(self, d: Path, detached: Callable[[], None] | None = None) -> None:
-        """Detach what the pins in ``d`` attached (only ours), then unpin everything in it."""
-        if not d.exists():
-            return
-        link = d / LINK
-        if link.exists():
-            try:
-                with bpf.opened(bpf.obj_get(str(link))) as fd:
-                    attach.link_detach(fd)
-            except OSError as e:
-                if e.errno != errno.ENOENT:
-                    raise
-        elif (d / PROG).exists():
-            # XDP attached over netlink: the pins do not say where, so look for our program
-            # id on every interface of our namespace and of every named (`ip netns`) one.
-            # Limitation: a namespace that is neither is not searched; the program then stays
-            # attached there (until the interface or namespace goes) although it is unpinned.
-            with bpf.opened(bpf.obj_get(str(d / PROG))) as fd:
-                info = bpf.prog_info(fd)
-                if info.type == bpf.PROG_TYPE_XDP:
-                    attach.xdp_detach(fd, info.id)
-                elif info.type == bpf.PROG_TYPE_SCHED_CLS:  # a TC program attached directly
-                    tcdirect.detach(info.id)
-        if detached is not None:
-            detached()
-        bpffs.remove_tree(d)
+        self.pins.uninstall(pin_dir)
 
     # --- what a killed apply leaves ---------------------------------------------------------
-
-    def _stagings(self) -> list[str]:
-        """``%next`` in pin dirs and the pre-flight's ``%next-verify-<pid>``, relative to root."""
-        found: list[str] = []
-        if not self.root.is_dir():
-            return found
-        for dirpath, dirnames, _files in os.walk(self.root):
-            here = Path(dirpath)
-            for name in dirnames:
-                if name == STAGING or (here == self.root and name.startswith(f"{STAGING}-verify-")):
-                    found.append(str((here / name).relative_to(self.root)))
-            # Dispatcher hooks (%xdp, %tc) are looked at by their own modules.
-            dirnames[:] = [n for n in dirnames if not bpffs.skipped(n)]
-        return sorted(found)
 
     def staging_leftovers(self) -> list[str]:
         """What a killed apply left under the root (outside an apply, which the caller's lock
         rules out): staging (``%next`` in a pin dir, the pre-flight's ``%next-verify-<pid>``),
         and dispatcher revisions that are not the one their hook runs, or not yet committed."""
         return sorted(
-            self._stagings() + xdpdispatch.leftovers(self.root) + tcdispatch.leftovers(self.root)
+            self.pins.stagings() + xdphooks.leftovers(self.root) + tchooks.leftovers(self.root)
         )
 
     def discard_staging(self) -> list[str]:
@@ -436,20 +333,20 @@ class RealKernel:
         goes without it; anything else is detached and unpinned (rolled back: the old program
         never stopped running). Dispatcher hooks go first: a swapped-in revision's pins are
         committed, those of revisions that do not run are removed."""
-        done, live = xdpdispatch.recover(self)
-        more, tc_live = tcdispatch.recover(self)
+        done, live = xdpdispatch.recover(self.pins)
+        more, tc_live = tcdispatch.recover(self.pins)
         done += more
         live |= tc_live
         scan = Scan(self.root)
-        for rel in self._stagings():
+        for rel in self.pins.stagings():
             stage = self.root / rel
             if stage.name == STAGING and self._runs(stage, live, scan):
-                self._commit(stage.parent, keep_link=True)
+                self.pins.commit(stage.parent, keep_link=True)
                 done.append(
                     f"Completed {rel}: its program already ran (a kill came after its swap)"
                 )
             else:
-                self._discard(stage)
+                self.pins.discard(stage)
                 bpffs.prune_empty_parents(stage.parent, self.root)
                 done.append(f"Removed {rel}, left by an interrupted apply")
         return done
@@ -482,19 +379,13 @@ class RealKernel:
     def observe(self) -> list[Installed]:
         return Scan(self.root).all()
 
-    def _observed(self, pin_dir: str) -> Installed:
-        found = Scan(self.root).one(pin_dir)
-        if found is None:
-            raise KernelError(f"{pin_dir} vanished right after it was installed")
-        return found
-
     def xdp_program_on(self, ifname: str, netns: str | None = None) -> int | None:
         found = netlink.interface(ifname, netns)
         return found.xdp_prog_id if found is not None else None
 
     def interface_exists(self, ifname: str, netns: str | None = None) -> bool:
         try:
-            return attach.interface_exists(ifname, netns)
+            return ifaces.interface_exists(ifname, netns)
         except KernelError:  # the namespace itself does not exist
             return False
 
@@ -508,13 +399,13 @@ class RealKernel:
 
     def dispatch(self, hook: Hook, slots: list[DispatchSlot]) -> list[Installed]:
         if isinstance(hook, XdpHook):
-            return xdpdispatch.dispatch(self, hook, slots)
-        return tcdispatch.dispatch(self, hook, slots)
+            return xdpdispatch.dispatch(self.pins, hook, slots)
+        return tcdispatch.dispatch(self.pins, hook, slots)
 
     def hook_state(self, hook: Hook) -> HookState:
         if isinstance(hook, XdpHook):
-            return xdpdispatch.hook_state(self, hook)
-        return tcdispatch.hook_state(self, hook)
+            return xdpdispatch.hook_state(self.pins, hook)
+        return tcdispatch.hook_state(self.pins, hook)
 
     # --- features, interfaces, shared maps --------------------------------------------------
 

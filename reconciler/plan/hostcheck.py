@@ -11,7 +11,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 
 from reconciler.address import Address
-from reconciler.kernel.elfsyms import ElfFile, Lookup, TargetError, printable
+from reconciler.kernel.tracing.elfsyms import ElfFile, Lookup, TargetError, printable
 from reconciler.kernel.types import (
     MAX_DISPATCHER_SLOTS,
     FentryPoint,

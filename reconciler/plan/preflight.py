@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from reconciler.address import Address
-from reconciler.kernel.elfsyms import printable
+from reconciler.kernel.tracing.elfsyms import printable
 from reconciler.kernel.types import (
     AttachPoint,
     Kernel,

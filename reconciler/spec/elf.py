@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from reconciler import files
-from reconciler.kernel.elfsyms import machine_name
+from reconciler.kernel.tracing.elfsyms import machine_name
 
 EM_BPF = 247
 _MAGIC = b"\x7fELF"

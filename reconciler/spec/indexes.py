@@ -18,7 +18,7 @@ import os
 from collections.abc import Iterator, Sequence
 
 from reconciler.address import Address
-from reconciler.kernel import bpffs
+from reconciler.kernel.sys import bpffs
 from reconciler.kernel.types import ProgType
 from reconciler.spec.loader import Document, FieldPath
 from reconciler.spec.model import Problem

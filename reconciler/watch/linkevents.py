@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from reconciler.kernel import netns
+from reconciler.kernel.sys import netns
 from reconciler.kernel.types import KernelError
 
 log = logging.getLogger("bpfman.watch.links")

@@ -179,7 +179,7 @@ def test_tcx_programs_run_in_priority_order(no_leaks, in_ns, veth, mdir):
         get(b, f"TcxProgram/{n}[eth0]")["kernel"]["prog_id"] for n in ("first", "second", "third")
     ]
     # The kernel's order of the hook (BPF_PROG_QUERY): bpftool 7.1 predates tcx and cannot show it.
-    from reconciler.kernel import bpf as rawbpf
+    from reconciler.kernel.sys import bpf as rawbpf
 
     chain = rawbpf.tcx_query_prog_ids_in_netns(veth.netns_a, "eth0", "ingress")
     assert chain == ids

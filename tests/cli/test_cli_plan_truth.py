@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.kernel import bpf, probes
+from reconciler.kernel import probes
+from reconciler.kernel.sys import bpf
 from tests import support
 from tests.cli.conftest import (
     EXAMPLES,

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from reconciler.kernel import bpf as rawbpf
+from reconciler.kernel.sys import bpf as rawbpf
 from tests import support
 from tests.cli.conftest import EXAMPLES, TEST_BPF, tcx_manifest
 

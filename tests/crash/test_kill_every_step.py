@@ -136,14 +136,15 @@ class HookWatch:
         self._thread = threading.Thread(target=self._run)
 
     def _run(self) -> None:
-        from reconciler.kernel import netlink, netns, real, tcdispatch  # noqa: F401 (real first)
+        from reconciler.kernel.sys import netlink, netns
+        from reconciler.kernel.tc import netlink as tcnetlink
 
         try:
             iface = netlink.require("eth0", self.netns_path)
             while not self._stop.is_set():
                 xdp = netlink.require("eth0", self.netns_path).xdp_prog_id
                 with netns.enter(self.netns_path):
-                    tc = tcdispatch.our_filter(iface.ifindex, "ingress")
+                    tc = tcnetlink.our_filter(iface.ifindex, "ingress")
                 self.polls += 1
                 self.empty += not xdp or tc is None or not tc.prog_id
         except BaseException as e:  # reported by __exit__: a dead watcher proves nothing

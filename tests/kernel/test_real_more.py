@@ -8,8 +8,9 @@ import re
 
 import pytest
 
-from reconciler.kernel import KernelError, ProgramSpec, ProgType, RealKernel, bpf, probes
-from reconciler.kernel.points import kallsyms_has
+from reconciler.kernel import KernelError, ProgramSpec, ProgType, RealKernel, probes
+from reconciler.kernel.sys import bpf
+from reconciler.kernel.tracing.ksyms import kallsyms_has
 from tests import support
 from tests.kernel.harness import World
 from tests.kernel.test_contract_more import GETPID, READER, WRITER

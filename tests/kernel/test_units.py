@@ -18,13 +18,13 @@ from reconciler.kernel import (
     TracepointPoint,
     UprobePoint,
     XdpPoint,
-    bpffs,
     maps,
     probes,
 )
-from reconciler.kernel.bpfobject import _pin_name
-from reconciler.kernel.libbpf import verifier_summary
 from reconciler.kernel.real import RealKernel
+from reconciler.kernel.sys import bpffs
+from reconciler.kernel.sys.bpfobject import _pin_name
+from reconciler.kernel.sys.libbpf import verifier_summary
 
 
 def test_pin_dir_components_escape_dots_reversibly() -> None:
@@ -210,7 +210,7 @@ def test_btf_blob_of_the_freplace_probe() -> None:
 
 
 def test_data_section_of_an_internal_map() -> None:
-    from reconciler.kernel.btf import _section_of
+    from reconciler.kernel.sys.btfinfo import _section_of
 
     assert _section_of("global_d.rodata") == ".rodata"
     assert _section_of("x.bss") == ".bss"

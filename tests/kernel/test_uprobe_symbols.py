@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.kernel import KernelError, RealKernel
-from reconciler.kernel.elfsyms import ElfFile, libbpf_version
+from reconciler.kernel.tracing.elfsyms import ElfFile, libbpf_version
 from reconciler.kernel.types import ProgramSpec, ProgType, UprobePoint
 from tests import support
 

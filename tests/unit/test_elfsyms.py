@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from reconciler import files
-from reconciler.kernel.elfsyms import ElfFile, TargetError, near_names, printable
+from reconciler.kernel.tracing.elfsyms import ElfFile, TargetError, near_names, printable
 
 REPO = Path(__file__).resolve().parents[2]
 LIBC = "/lib/x86_64-linux-gnu/libc.so.6"

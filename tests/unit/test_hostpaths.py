@@ -12,7 +12,7 @@ import pytest
 
 from reconciler import hostpaths
 from reconciler.hostpaths import HostPathError, check_bpffs_root, check_state_dir
-from reconciler.kernel import bpffs, statfs
+from reconciler.kernel.sys import bpffs, statfs
 from reconciler.lock import ApplyLock, LockTimeout, LockUnusable
 from reconciler.plan.planfile import PlanFileError
 from reconciler.plan.planfile import load as load_plan

@@ -11,7 +11,7 @@ import pytest
 
 from reconciler.address import Address
 from reconciler.hostpaths import pin_path_errors
-from reconciler.kernel import bpffs
+from reconciler.kernel.sys import bpffs
 from reconciler.spec import load_desired, load_manifests
 from reconciler.spec.elf import parse_bpf_object
 from reconciler.spec.indexes import stored_length

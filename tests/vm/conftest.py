@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.kernel.points import kallsyms_has
+from reconciler.kernel.tracing.ksyms import kallsyms_has
 from tests import support
 
 VM_BPF = Path(__file__).resolve().parent / "bpf"

@@ -26,8 +26,9 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.kernel import RealKernel, xdpproto
+from reconciler.kernel import RealKernel
 from reconciler.kernel.types import DispatchSlot, Hook, ProgramSpec, ProgType, TcHook, XdpHook
+from reconciler.kernel.xdp import proto as xdpproto
 from tests import support
 
 pytestmark = pytest.mark.vm

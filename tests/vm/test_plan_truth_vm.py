@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.kernel import RealKernel, VerifierError, XdpPoint, bpf, probes
+from reconciler.kernel import RealKernel, VerifierError, XdpPoint, probes
+from reconciler.kernel.sys import bpf
 from reconciler.kernel.types import DispatchSlot, ProgramSpec, ProgType, TcHook, XdpHook
 from tests import support
 

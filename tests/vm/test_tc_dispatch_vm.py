@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.kernel import RealKernel
-from reconciler.kernel.tcdispatch import HANDLE, PREF
+from reconciler.kernel.tc.netlink import HANDLE, PREF
 from reconciler.kernel.types import DispatchSlot, ProgramSpec, ProgType, TcHook
 from tests import support
 

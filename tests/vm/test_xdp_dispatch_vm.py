@@ -15,8 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.kernel import RealKernel, bpf, bpffs, netns, xdpproto
+from reconciler.kernel import RealKernel
+from reconciler.kernel.sys import bpf, bpffs, netns
 from reconciler.kernel.types import DispatchSlot, ProgramSpec, ProgType, XdpHook
+from reconciler.kernel.xdp import proto as xdpproto
 from tests import support
 from tests.kernel.harness import BPF
 

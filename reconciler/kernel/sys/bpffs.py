@@ -16,8 +16,8 @@ import contextlib
 import os
 from pathlib import Path
 
-from reconciler.kernel import mounts, statfs
-from reconciler.kernel.statfs import BPF_FS_MAGIC
+from reconciler.kernel.sys import mounts, statfs
+from reconciler.kernel.sys.statfs import BPF_FS_MAGIC
 from reconciler.kernel.types import KernelError
 
 DEFAULT_MOUNT = Path("/sys/fs/bpf")

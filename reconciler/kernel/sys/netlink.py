@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from reconciler.kernel import netns
+from reconciler.kernel.sys import netns
 from reconciler.kernel.types import KernelError
 
 XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0

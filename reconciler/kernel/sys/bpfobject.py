@@ -9,8 +9,8 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from reconciler.kernel import bpf, libbpf
-from reconciler.kernel.libbpf import Link, verifier_summary
+from reconciler.kernel.sys import bpf, libbpf
+from reconciler.kernel.sys.libbpf import Link, verifier_summary
 from reconciler.kernel.types import KernelError, LoadNotPermitted, VerifierError
 
 _lib = libbpf.lib

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from reconciler.kernel import mounts
+from reconciler.kernel.sys import mounts
 from reconciler.kernel.types import KernelError
 
 TRACEFS = Path("/sys/kernel/tracing")

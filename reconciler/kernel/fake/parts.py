@@ -8,7 +8,7 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reconciler.kernel import bpffs
+from reconciler.kernel.sys import bpffs
 from reconciler.kernel.types import (
     AttachPoint,
     FentryPoint,

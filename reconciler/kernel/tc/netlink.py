@@ -164,3 +164,16 @@ def del_filter(ifindex: int, direction: str, pref: int, handle: int) -> None:
     info = (pref << 16) | socket.htons(ETH_P_ALL)
     body = _tcmsg(ifindex, handle, PARENTS[direction], info) + _nla(TCA_KIND, b"bpf\0")
     _request(RTM_DELTFILTER, NLM_F_REQUEST | NLM_F_ACK, body)
+
+
+# --- our place on a clsact hook ---------------------------------------------------------
+
+PREF = 50  # our filter's priority on the clsact hook (tc "pref")
+HANDLE = 0xB7F  # our filter's handle
+
+
+def our_filter(ifindex: int, direction: str) -> Filter | None:
+    """The filter at our pref and handle on a hook of the current namespace (whoever put it
+    there): the TC dispatcher, or a program attached directly (tcdirect) sit at the same place."""
+    found = filters(ifindex, direction)
+    return next((f for f in found if f.pref == PREF and f.handle == HANDLE), None)

@@ -16,10 +16,13 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reconciler.kernel import bpffs, fakedispatch, fakeparts
-from reconciler.kernel.fakedispatch import FakeDispatchers, FakeSlot, hook_key
-from reconciler.kernel.fakeparts import SharedMaps
+from reconciler.kernel.fake import dispatch as fakedispatch
+from reconciler.kernel.fake import parts as fakeparts
+from reconciler.kernel.fake.dispatch import FakeDispatchers, FakeSlot
+from reconciler.kernel.fake.parts import SharedMaps
 from reconciler.kernel.probes import FEATURES
+from reconciler.kernel.slots import check_hook, hook_key, too_many
+from reconciler.kernel.sys import bpffs
 from reconciler.kernel.types import (
     MAX_DISPATCHER_SLOTS,
     AttachConflict,
@@ -644,7 +647,7 @@ class FakeKernel:
         return Probe(feature, False, f"{feature} is turned off in this fake kernel (features)")
 
     def dispatch(self, hook: Hook, slots: list[DispatchSlot]) -> list[Installed]:
-        fakedispatch.check_hook(hook, slots)
+        check_hook(hook, slots)
         iface = self._iface(hook.ifname, hook.netns)
         key = hook_key(hook)
         point: AttachPoint = (
@@ -656,7 +659,7 @@ class FakeKernel:
             raise self._hook_conflict(hook, on_iface)
         kept = [s for s in current.slots if s.pin_dir is None] if current else []
         if len(slots) + len(kept) > MAX_DISPATCHER_SLOTS:
-            raise fakedispatch.too_many(hook, len(slots) + len(kept))
+            raise too_many(hook, len(slots) + len(kept))
         for slot in slots:
             old = self._entries.get(slot.pin_dir)
             if old is not None and (old.hook is None or hook_key(old.hook) != key):

@@ -21,13 +21,13 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from reconciler.kernel import attach, bpf, bpffs, btf, libbpf, maps, netlink, netns, xdpproto
-from reconciler.kernel.bpffs import MAPS, PROG, STAGING
-from reconciler.kernel.bpfobject import BpfObject
-from reconciler.kernel.fakedispatch import check_hook, too_many
-from reconciler.kernel.observe import prog_id_at
+from reconciler.kernel import maps, observe, precheck
+from reconciler.kernel.pins import PinStore, owners
+from reconciler.kernel.slots import check_hook, too_many
+from reconciler.kernel.sys import bpf, bpffs, btfinfo, ifaces, libbpf, netlink
+from reconciler.kernel.sys.bpffs import MAPS, PROG, STAGING
+from reconciler.kernel.sys.bpfobject import BpfObject
 from reconciler.kernel.types import (
     AttachConflict,
     DispatchSlot,
@@ -39,71 +39,19 @@ from reconciler.kernel.types import (
     XdpHook,
     XdpPoint,
 )
-from reconciler.kernel.xdpproto import Config
-
-if TYPE_CHECKING:
-    from reconciler.kernel.real import RealKernel
-
-HOOKS = "%xdp"
-SPEC = "%spec-"
-DISPATCHER = "dispatcher"
-
-
-@dataclass
-class Component:
-    prog_id: int
-    name: str
-    priority: int
-    bits: int  # chain_call_actions
-    flags: int
-    pin_dir: str | None  # ours, or None: foreign
-
-    def order(self) -> tuple[int, str]:
-        return (self.priority, self.pin_dir if self.pin_dir is not None else self.name)
-
-
-@dataclass
-class Current:
-    iface: netlink.Interface
-    dispatcher_id: int | None = None
-    components: tuple[Component, ...] = ()
-    direct: int | None = None  # a program that is not a dispatcher
-
-
-def hook_dir(root: Path, ns: str | None, ifindex: int) -> Path:
-    return root / HOOKS / f"{netns.identity(ns)[1]}-{ifindex}"
-
-
-def owners(root: Path) -> dict[int, str]:
-    """prog id -> our pin dir, for every managed pin dir."""
-    out: dict[int, str] = {}
-    for rel in bpffs.managed_dirs(root):
-        pid = prog_id_at(bpffs.path_of(root, rel) / PROG)
-        if pid is not None:
-            out[pid] = rel
-    return out
-
-
-def components(
-    root: Path, ns: str | None, ifindex: int, dispatcher_id: int, config: Config
-) -> list[int]:
-    """Program ids of a dispatcher's slots, from libxdp's pins (or, if those are gone, ours)."""
-    libxdp = xdpproto.libxdp_pins(ifindex, dispatcher_id)
-    ours = hook_dir(root, ns, ifindex) / f"dispatch-{dispatcher_id}"
-    out = []
-    for i in range(config.num_progs_enabled):
-        pid = prog_id_at(libxdp / f"prog{i}-prog")
-        if pid is None:
-            link = str(ours / f"prog{i}-link")
-            with contextlib.suppress(OSError), bpf.opened(bpf.obj_get(link)) as fd:
-                pid = bpf.link_info(fd).prog_id
-        if pid is None:
-            raise KernelError(
-                f"slot {i} of the XDP dispatcher id {dispatcher_id} (ifindex {ifindex}) has no "
-                f"pins in {libxdp} nor {ours}: its programs cannot be found"
-            )
-        out.append(pid)
-    return out
+from reconciler.kernel.xdp import attach as xdpattach
+from reconciler.kernel.xdp import proto as xdpproto
+from reconciler.kernel.xdp.hooks import (
+    DISPATCHER,
+    SPEC,
+    Component,
+    Current,
+    components,
+    hook_dir,
+    hook_dirs,
+    revisions,
+)
+from reconciler.kernel.xdp.proto import Config
 
 
 def _read(root: Path, hook: XdpHook, owned: dict[int, str]) -> Current:
@@ -121,7 +69,7 @@ def _read(root: Path, hook: XdpHook, owned: dict[int, str]) -> Current:
     comps = tuple(
         Component(
             pid,
-            attach.prog_name(pid),
+            ifaces.prog_name(pid),
             config.run_prios[i],
             config.chain_call_actions[i],
             config.program_flags[i],
@@ -132,8 +80,8 @@ def _read(root: Path, hook: XdpHook, owned: dict[int, str]) -> Current:
     return Current(iface, iface.xdp_prog_id, comps)
 
 
-def hook_state(kernel: RealKernel, hook: XdpHook) -> HookState:
-    cur = _read(kernel.root, hook, owners(kernel.root))
+def hook_state(store: PinStore, hook: XdpHook) -> HookState:
+    cur = _read(store.root, hook, owners(store.root))
     slots = tuple(
         SlotState(c.prog_id, c.name, c.priority, xdpproto.action_names(c.bits), c.pin_dir)
         for c in cur.components
@@ -166,17 +114,17 @@ class _Want:
         return (self.priority, self.pin_dir if self.pin_dir is not None else self.name)
 
 
-def dispatch(kernel: RealKernel, hook: XdpHook, slots: list[DispatchSlot]) -> list[Installed]:
+def dispatch(store: PinStore, hook: XdpHook, slots: list[DispatchSlot]) -> list[Installed]:
     check_hook(hook, slots)
-    root = kernel.root
+    root = store.root
     point = XdpPoint(hook.ifname, hook.mode, hook.netns)
     for s in slots:
-        kernel._precheck(s.spec, point)
+        precheck.program(store.root, s.spec, point)
         if not os.path.isfile(s.spec.object_path):
             raise KernelError(
                 f"BPF object {s.spec.object_path} not found; build it or fix the path"
             )
-    kernel.ensure_root()
+    store.ensure_root()
     with xdpproto.libxdp_lock():
         owned = owners(root)
         cur = _read(root, hook, owned)
@@ -187,7 +135,7 @@ def dispatch(kernel: RealKernel, hook: XdpHook, slots: list[DispatchSlot]) -> li
                     f"interface {hook.ifname} runs bpfman's {owner} attached directly; "
                     "uninstall it before dispatching several programs there"
                 )
-            raise attach.xdp_conflict(point, cur.direct, None)
+            raise xdpattach.xdp_conflict(point, cur.direct, None)
         foreign = [c for c in cur.components if c.pin_dir is None]
         if len(slots) + len(foreign) > xdpproto.MAX_DISPATCHER_SLOTS:
             raise too_many(hook, len(slots) + len(foreign))
@@ -217,15 +165,15 @@ def dispatch(kernel: RealKernel, hook: XdpHook, slots: list[DispatchSlot]) -> li
             )
         wants.sort(key=_Want.order)
         if _unchanged(cur, wants, hook):
-            return [kernel._observed(s.pin_dir) for s in slots]
-        _swap(kernel, hook, cur, wants)
+            return [observe.installed(store.root, s.pin_dir) for s in slots]
+        _swap(store, hook, cur, wants)
         listed = {s.pin_dir for s in slots}
         for pin_dir in on_hook:
             if pin_dir not in listed:
                 d = bpffs.path_of(root, pin_dir)
                 bpffs.remove_tree(d)
                 bpffs.prune_empty_parents(d.parent, root)
-    return [kernel._observed(s.pin_dir) for s in slots]
+    return [observe.installed(store.root, s.pin_dir) for s in slots]
 
 
 def _unchanged(cur: Current, wants: list[_Want], hook: XdpHook) -> bool:
@@ -235,9 +183,9 @@ def _unchanged(cur: Current, wants: list[_Want], hook: XdpHook) -> bool:
     return now == [(w.prog_id, w.priority, w.bits) for w in wants]
 
 
-def _swap(kernel: RealKernel, hook: XdpHook, cur: Current, wants: list[_Want]) -> None:
+def _swap(store: PinStore, hook: XdpHook, cur: Current, wants: list[_Want]) -> None:
     """Build the new dispatcher revision, swap it in, release the old one."""
-    root, ifindex = kernel.root, cur.iface.ifindex
+    root, ifindex = store.root, cur.iface.ifindex
     mine = hook_dir(root, hook.netns, ifindex)
     old_fd = bpf.prog_fd_by_id(cur.dispatcher_id) if cur.dispatcher_id else None
     new_pins: list[Path] = []
@@ -287,7 +235,7 @@ def _swap(kernel: RealKernel, hook: XdpHook, cur: Current, wants: list[_Want]) -
                     bpf.obj_pin(link_fd, str(lib / f"prog{i}-link"))
                     if ours in new_pins:
                         bpf.obj_pin(link_fd, str(ours / f"prog{i}-link"))
-                kernel.checkpoint("staged")
+                store.checkpoint("staged")
                 _attach(hook, cur, disp_fd, old_fd)
     except BaseException:
         for p in new_pins:
@@ -306,9 +254,9 @@ def _swap(kernel: RealKernel, hook: XdpHook, cur: Current, wants: list[_Want]) -
     # The new revision runs (or the last one was removed); a kill from here on is completed by
     # the next apply: ``recover`` removes the revisions that do not run, RealKernel commits the
     # components that do.
-    kernel.checkpoint("swapped")
+    store.checkpoint("swapped")
     for d, _, _ in staged:
-        kernel._commit(d, keep_link=False)
+        store.commit(d, keep_link=False)
     if cur.dispatcher_id is not None:
         bpffs.remove_tree(xdpproto.libxdp_pins(ifindex, cur.dispatcher_id))
     if mine.is_dir():
@@ -349,7 +297,7 @@ def load_dispatcher(stack: contextlib.ExitStack, config: Config) -> int:
     """Load (not attach) a dispatcher running ``config``; its fd lives as long as ``stack``."""
     disp = stack.enter_context(BpfObject(str(xdpproto.OBJECT)))
     disp.select(xdpproto.DISPATCHER_NAME, bpf.PROG_TYPE_XDP)
-    btf.set_global_data(disp, [("conf", config.pack())])
+    btfinfo.set_global_data(disp, [("conf", config.pack())])
     return disp.load()
 
 
@@ -361,7 +309,7 @@ def prepare_component(obj: BpfObject, spec: ProgramSpec, disp_fd: int, slot: str
     ret = libbpf.lib.bpf_program__set_attach_target(obj._prog, disp_fd, slot.encode())
     if ret < 0:
         raise libbpf.fail(f"cannot target slot {slot} of the XDP dispatcher", -ret)
-    btf.set_global_data(obj, spec.global_data)
+    btfinfo.set_global_data(obj, spec.global_data)
 
 
 def _load_component(
@@ -390,53 +338,14 @@ def _load_component(
     return fd, sharing
 
 
-def _hook_dirs(root: Path) -> list[tuple[Path, str | None, int, int | None]]:
-    """(hook dir, namespace, ifindex, XDP program id running there) of every hook dir whose
-    namespace we can enter; a hook in a namespace we cannot see is left alone."""
-    hooks = root / HOOKS
-    if not hooks.is_dir():
-        return []
-    namespaces = netns.by_inode()
-    out = []
-    for hdir in sorted(hooks.iterdir()):
-        try:
-            ino, ifindex = (int(x) for x in hdir.name.split("-"))
-            ns = namespaces[ino]
-            ifaces = netlink.interfaces(ns)
-        except (ValueError, KeyError, OSError, KernelError):
-            continue
-        running = next((i.xdp_prog_id for i in ifaces if i.ifindex == ifindex), None)
-        out.append((hdir, ns, ifindex, running or None))
-    return out
-
-
-def _revisions(hdir: Path) -> list[tuple[Path, int]]:
-    out = []
-    for d in sorted(hdir.iterdir()):
-        with contextlib.suppress(ValueError):
-            out.append((d, int(d.name.removeprefix("dispatch-"))))
-    return out
-
-
-def leftovers(root: Path) -> list[str]:
-    """Our dispatcher revisions that their interface does not run: pinned by an apply killed
-    before its swap, or not yet removed by one killed after it."""
-    return [
-        str(d.relative_to(root))
-        for hdir, _ns, _ifindex, running in _hook_dirs(root)
-        for d, disp_id in _revisions(hdir)
-        if disp_id != running
-    ]
-
-
-def recover(kernel: RealKernel) -> tuple[list[str], set[int]]:
+def recover(store: PinStore) -> tuple[list[str], set[int]]:
     """Remove our revisions (and their libxdp pins) that do not run; call with the apply lock
     held. Returns what was removed, and the program ids in the slots of the revisions that do
     run (a component staged by a killed apply and running there is committed by the caller)."""
     done: list[str] = []
     live: set[int] = set()
-    for hdir, _ns, ifindex, running in _hook_dirs(kernel.root):
-        for d, disp_id in _revisions(hdir):
+    for hdir, _ns, ifindex, running in hook_dirs(store.root):
+        for d, disp_id in revisions(hdir):
             if disp_id == running:
                 for link in d.glob("prog*-link"):
                     with contextlib.suppress(OSError), bpf.opened(bpf.obj_get(str(link))) as fd:
@@ -445,41 +354,7 @@ def recover(kernel: RealKernel) -> tuple[list[str], set[int]]:
             bpffs.remove_tree(xdpproto.libxdp_pins(ifindex, disp_id))
             bpffs.remove_tree(d)
             done.append(
-                f"Removed {d.relative_to(kernel.root)}: an XDP dispatcher revision that does "
-                "not run"
+                f"Removed {d.relative_to(store.root)}: an XDP dispatcher revision that does not run"
             )
-        bpffs.prune_empty_parents(hdir, kernel.root)
+        bpffs.prune_empty_parents(hdir, store.root)
     return done, live
-
-
-def where(root: Path, xdp: dict[int, list[attach.XdpAttachment]]) -> dict[int, dict[str, object]]:
-    """For observe: component prog id -> its place on a dispatcher, for every dispatcher that
-    runs on an interface (``xdp``: prog id -> where it is attached, as observe's Scan has it)."""
-    out: dict[int, dict[str, object]] = {}
-    for prog_id, places in xdp.items():
-        try:
-            with bpf.opened(bpf.prog_fd_by_id(prog_id)) as fd:
-                config = xdpproto.read_config(fd)
-        except (OSError, KernelError):
-            continue
-        if config is None:
-            continue
-        for place in places:
-            try:
-                ids = components(root, place.ns, place.iface.ifindex, prog_id, config)
-            except (KernelError, OSError):
-                continue
-            for i, pid in enumerate(ids):
-                w: dict[str, object] = {
-                    "dispatcher_id": prog_id,
-                    "position": i,
-                    "priority": config.run_prios[i],
-                    "proceed_on": list(xdpproto.action_names(config.chain_call_actions[i])),
-                    "ifindex": place.iface.ifindex,
-                    "ifname": place.iface.ifname,
-                    "mode": place.iface.xdp_mode,
-                }
-                if place.ns is not None:
-                    w["netns"] = place.ns
-                out.setdefault(pid, w)
-    return out

@@ -149,7 +149,7 @@ def describe_machine(machine: int) -> str:
 
 def libbpf_version() -> tuple[int, int]:
     """The version of the libbpf bpfman attaches with (its name matching changed in 1.3)."""
-    from reconciler.kernel import libbpf
+    from reconciler.kernel.sys import libbpf
 
     return libbpf.version()
 

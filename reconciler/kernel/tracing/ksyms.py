@@ -8,10 +8,11 @@ or a kernel built without CONFIG_DEBUG_INFO_BTF) cannot be traced that way.
 
 from __future__ import annotations
 
+import re
 from functools import cache
 
-from reconciler.kernel import btf
-from reconciler.kernel.elfsyms import near_names
+from reconciler.kernel.sys import btfinfo
+from reconciler.kernel.tracing.elfsyms import near_names
 
 KALLSYMS = "/proc/kallsyms"
 VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
@@ -45,8 +46,8 @@ def missing(name: str, need_btf: bool) -> str | None:
     """None when a program can attach to kernel function ``name`` as far as can be told without
     loading; otherwise why not (with near names), to follow "kernel function NAME"."""
     syms = kallsyms()
-    if need_btf and btf.has_kernel_btf():
-        if btf.kernel_function_id(name) is not None:
+    if need_btf and btfinfo.has_kernel_btf():
+        if btfinfo.kernel_function_id(name) is not None:
             return None
         module = syms.get(name) if syms else None
         if module:
@@ -64,3 +65,14 @@ def missing(name: str, need_btf: bool) -> str | None:
     if name in syms:
         return None
     return f"does not exist on this kernel (not in {KALLSYMS}){_near(name)}"
+
+
+def kallsyms_has(name: str) -> bool | None:
+    """Whether /proc/kallsyms lists a text symbol ``name`` (None: kallsyms unreadable)."""
+    try:
+        with open("/proc/kallsyms") as f:
+            text = f.read()
+    except OSError:
+        return None
+    # "<addr> <type> <name>[\t[module]]"; functions are text symbols (t/T), weak ones w/W.
+    return re.search(rf"^\S+ [tTwW] {re.escape(name)}(\t|$)", text, re.M) is not None

@@ -14,8 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
 
-from reconciler.kernel import libbpf
-from reconciler.kernel.bpfobject import BpfObject, MapDecl
+from reconciler.kernel.sys import libbpf
+from reconciler.kernel.sys.bpfobject import BpfObject, MapDecl
 from reconciler.kernel.types import KernelError
 
 _lib = libbpf.lib

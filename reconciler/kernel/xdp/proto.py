@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from reconciler.kernel import bpf, btf, libbpf
+from reconciler.kernel.sys import bpf, btfinfo, libbpf
 from reconciler.kernel.types import MAX_DISPATCHER_SLOTS, KernelError
 
 MAGIC = 236  # 'X' + 'D' + 'P'
@@ -32,7 +32,7 @@ _CONFIG = struct.Struct(
     f"=BBBB{MAX_DISPATCHER_SLOTS}I{MAX_DISPATCHER_SLOTS}I{MAX_DISPATCHER_SLOTS}I"
 )
 CONFIG_SIZE = _CONFIG.size  # 124
-OBJECT = Path(__file__).resolve().parent / "dispatchers" / "xdp_dispatcher.o"
+OBJECT = Path(__file__).resolve().parent.parent / "dispatchers" / "xdp_dispatcher.o"
 
 BTF_GET_FD_BY_ID = 19
 BPF_F_RDONLY_PROG = 1 << 7
@@ -92,7 +92,9 @@ class Config:
 # --- bpf(2) bits ------------------------------------------------------------------------------
 
 
-_lib = libbpf.lib  # btf__load_from_kernel_by_id's prototype is set up by reconciler.kernel.btf
+_lib = (
+    libbpf.lib
+)  # btf__load_from_kernel_by_id's prototype is set up by reconciler.kernel.sys.btfinfo
 
 
 def slot_btf_ids(dispatcher_fd: int) -> list[int]:
@@ -103,7 +105,7 @@ def slot_btf_ids(dispatcher_fd: int) -> list[int]:
         raise KernelError("the XDP dispatcher has no BTF; rebuild it with clang -g")
     try:
         ids = [
-            _lib.btf__find_by_name_kind(handle, f"prog{i}".encode(), btf.KIND_FUNC)
+            _lib.btf__find_by_name_kind(handle, f"prog{i}".encode(), btfinfo.KIND_FUNC)
             for i in range(MAX_DISPATCHER_SLOTS)
         ]
     finally:

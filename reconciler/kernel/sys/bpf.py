@@ -398,7 +398,7 @@ def tcx_query_prog_ids_in_netns(netns_path: str | None, ifname: str, direction: 
     list tcx programs)."""
     import socket
 
-    from reconciler.kernel import netns
+    from reconciler.kernel.sys import netns
 
     attach_type = {"ingress": TCX_INGRESS, "egress": TCX_EGRESS}[direction]
     with netns.enter(netns_path):

@@ -23,12 +23,26 @@ import socket
 import struct
 from contextlib import ExitStack
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from reconciler.kernel import bpf, bpffs, btf, maps, netns, tcnetlink
-from reconciler.kernel.bpffs import MAPS, PROG, STAGING
-from reconciler.kernel.bpfobject import BpfObject
-from reconciler.kernel.observe import owner_of
+from reconciler.kernel import maps, observe
+from reconciler.kernel.pins import PinStore, owner_of, prog_id_at
+from reconciler.kernel.sys import bpf, bpffs, btfinfo, netns
+from reconciler.kernel.sys.bpffs import MAPS, PROG, STAGING
+from reconciler.kernel.sys.bpfobject import BpfObject
+from reconciler.kernel.tc import netlink as tcnetlink
+from reconciler.kernel.tc.hooks import (
+    DISPATCHER,
+    FILTER_NAME,
+    HOOKS_DIR,
+    QDISC_MARK,
+    hook_dirs,
+    leftovers,
+    mask_of,
+    proceed_on_of,
+    slots_of,
+    where,
+)
+from reconciler.kernel.tc.netlink import HANDLE, PREF, our_filter
 from reconciler.kernel.types import (
     MAX_DISPATCHER_SLOTS,
     AttachConflict,
@@ -41,46 +55,20 @@ from reconciler.kernel.types import (
     TcHook,
 )
 
-if TYPE_CHECKING:
-    from reconciler.kernel.real import RealKernel
-
-PREF = 50  # our filter's priority on the clsact hook (tc "pref")
-HANDLE = 0xB7F  # our filter's handle
-FILTER_NAME = "bpfman_tc_dispatcher"
-DISPATCHER_OBJECT = Path(__file__).resolve().parent / "dispatchers" / "tc_dispatcher.o"
-TC_DISPATCHER_RETURN = 30
+DISPATCHER_OBJECT = Path(__file__).resolve().parent.parent / "dispatchers" / "tc_dispatcher.o"
 MAGIC, VERSION = 0xBF, 1
-HOOKS_DIR = "%tc"
-QDISC_MARK = "%qdisc"  # we created the clsact qdisc of this hook
-DISPATCHER = "dispatcher"  # the pin of a hook's dispatcher program
-# Proceed-on names -> TC return values (TC_ACT_*; dispatcher_return is bpfman's 30).
-ACTIONS = {
-    "unspec": -1,
-    "ok": 0,
-    "reclassify": 1,
-    "shot": 2,
-    "pipe": 3,
-    "stolen": 4,
-    "queued": 5,
-    "repeat": 6,
-    "redirect": 7,
-    "trap": 8,
-    "dispatcher_return": TC_DISPATCHER_RETURN,
-}
 
-
-def mask_of(proceed_on: tuple[str, ...]) -> int:
-    """chain_call_actions bitmask: bit (value + 1) per return value that continues the chain."""
-    out = 0
-    for name in proceed_on:
-        if name not in ACTIONS:
-            raise KernelError(f"unknown TC proceed-on value {name!r}; valid: {', '.join(ACTIONS)}")
-        out |= 1 << (ACTIONS[name] + 1)
-    return out
-
-
-def proceed_on_of(mask: int) -> tuple[str, ...]:
-    return tuple(n for n, v in ACTIONS.items() if mask & (1 << (v + 1)))
+# Re-exported: the dispatcher's place on the hook and what observe reads of it.
+__all__ = [
+    "HANDLE",
+    "PREF",
+    "dispatch",
+    "hook_state",
+    "leftovers",
+    "our_filter",
+    "recover",
+    "where",
+]
 
 
 def config_bytes(entries: list[tuple[int, tuple[str, ...]]]) -> bytes:
@@ -90,9 +78,9 @@ def config_bytes(entries: list[tuple[int, tuple[str, ...]]]) -> bytes:
     return struct.pack("=BBBx10I10I", MAGIC, VERSION, len(entries), *actions, *prios)
 
 
-def _hook_dir(kernel: RealKernel, hook: TcHook, ifindex: int) -> Path:
+def _hook_dir(store: PinStore, hook: TcHook, ifindex: int) -> Path:
     ino = netns.identity(hook.netns)[1]
-    return kernel.root / HOOKS_DIR / f"{ino}-{ifindex}-{hook.direction}"
+    return store.root / HOOKS_DIR / f"{ino}-{ifindex}-{hook.direction}"
 
 
 def _ifindex(hook: TcHook) -> int:
@@ -109,33 +97,18 @@ def _ifindex(hook: TcHook) -> int:
             ) from None
 
 
-def our_filter(ifindex: int, direction: str) -> tcnetlink.Filter | None:
-    """The filter at our pref and handle on a hook of the current namespace (whoever put it
-    there): the TC dispatcher, or a program attached directly (tcdirect) sit at the same place."""
-    found = tcnetlink.filters(ifindex, direction)
-    return next((f for f in found if f.pref == PREF and f.handle == HANDLE), None)
-
-
 def _ours(hook: TcHook, ifindex: int) -> tcnetlink.Filter | None:
     with netns.enter(hook.netns):
         return our_filter(ifindex, hook.direction)
 
 
-def _pinned_id(path: Path) -> int | None:
-    try:
-        with bpf.opened(bpf.obj_get(str(path))) as fd:
-            return bpf.prog_info(fd).id
-    except OSError:
-        return None
-
-
-def _current_dispatcher(kernel: RealKernel, hook: TcHook, ifindex: int) -> int | None:
+def _current_dispatcher(store: PinStore, hook: TcHook, ifindex: int) -> int | None:
     """Our dispatcher's program id, None when the hook has no filter of ours. A filter at our
     pref and handle running anything but our pinned dispatcher is someone else's: refused."""
     found = _ours(hook, ifindex)
     if found is None:
         return None
-    pinned = _pinned_id(_hook_dir(kernel, hook, ifindex) / DISPATCHER)
+    pinned = prog_id_at(_hook_dir(store, hook, ifindex) / DISPATCHER)
     if found.kind != "bpf" or found.prog_id is None or found.prog_id != pinned:
         raise AttachConflict(
             f"the {hook.direction} TC hook of {hook.ifname} has a filter at pref {PREF} handle "
@@ -145,40 +118,14 @@ def _current_dispatcher(kernel: RealKernel, hook: TcHook, ifindex: int) -> int |
     return found.prog_id
 
 
-def _slots_of(dispatcher_id: int) -> list[tuple[int, int, int, int]]:
-    """(slot index, prog id, priority, proceed mask) of every program attached to the dispatcher,
-    in slot order, read from the kernel: freplace links and the dispatcher's .rodata."""
-    with bpf.opened(bpf.prog_fd_by_id(dispatcher_id)) as fd:
-        info = bpf.prog_info(fd)
-        names = btf.func_names(bpf.prog_btf_id(fd))
-    config = b""
-    for map_id in info.map_ids:
-        with bpf.opened(bpf.map_fd_by_id(map_id)) as mfd:
-            m = bpf.map_info(mfd)
-            if m.name.endswith(".rodata") or m.value_size == struct.calcsize("=BBBx10I10I"):
-                config = bpf.map_lookup(mfd, b"\0\0\0\0", m.value_size)
-                break
-    if len(config) < 84:
-        return []
-    actions = struct.unpack_from("=10I", config, 4)
-    prios = struct.unpack_from("=10I", config, 44)
-    out = []
-    for link in bpf.freplace_links_to(dispatcher_id):
-        name = names.get(int(link.detail.get("target_btf_id", 0) or 0), "")  # type: ignore[call-overload]
-        if name.startswith("prog") and name[4:].isdigit():
-            i = int(name[4:])
-            out.append((i, link.prog_id, prios[i], actions[i]))
-    return sorted(set(out))
-
-
-def hook_state(kernel: RealKernel, hook: TcHook) -> HookState:
+def hook_state(store: PinStore, hook: TcHook) -> HookState:
     ifindex = _ifindex(hook)
-    disp = _current_dispatcher(kernel, hook, ifindex)
+    disp = _current_dispatcher(store, hook, ifindex)
     if disp is None:
         return HookState(hook, None)
     slots = []
-    for _i, prog_id, prio, mask in _slots_of(disp):
-        owner = owner_of(kernel.root, prog_id)
+    for _i, prog_id, prio, mask in slots_of(disp):
+        owner = owner_of(store.root, prog_id)
         name = "?"
         with contextlib.suppress(OSError), bpf.opened(bpf.prog_fd_by_id(prog_id)) as fd:
             name = bpf.prog_info(fd).name
@@ -186,7 +133,7 @@ def hook_state(kernel: RealKernel, hook: TcHook) -> HookState:
     return HookState(hook, disp, tuple(slots))
 
 
-def _fingerprint(kernel: RealKernel, slot: DispatchSlot) -> str:
+def _fingerprint(store: PinStore, slot: DispatchSlot) -> str:
     h = hashlib.sha256()
     with open(slot.spec.object_path, "rb") as f:
         h.update(f.read())
@@ -198,27 +145,27 @@ def _unchanged(d: Path, mark: str) -> bool:
     return (d / PROG).exists() and (d / mark).is_dir()
 
 
-def dispatch(kernel: RealKernel, hook: TcHook, slots: list[DispatchSlot]) -> list[Installed]:
+def dispatch(store: PinStore, hook: TcHook, slots: list[DispatchSlot]) -> list[Installed]:
     ifindex = _ifindex(hook)
-    kernel.ensure_root()
-    hdir = _hook_dir(kernel, hook, ifindex)
-    old = _current_dispatcher(kernel, hook, ifindex)
+    store.ensure_root()
+    hdir = _hook_dir(store, hook, ifindex)
+    old = _current_dispatcher(store, hook, ifindex)
     wanted = {s.pin_dir for s in slots}
     if len(wanted) != len(slots):
         raise KernelError("a pin directory is given twice in one dispatch")
     previous: list[str] = []  # our pin dirs on the old dispatcher
     foreign: list[tuple[int, int, int]] = []  # (prog id, priority, mask)
     if old is not None:
-        for _i, prog_id, prio, mask in _slots_of(old):
-            owner = owner_of(kernel.root, prog_id)
+        for _i, prog_id, prio, mask in slots_of(old):
+            owner = owner_of(store.root, prog_id)
             if owner is None:
                 foreign.append((prog_id, prio, mask))
             elif owner not in wanted:
                 previous.append(owner)
     if not slots and not foreign:
-        _remove(kernel, hook, ifindex, hdir, old)
+        _remove(store, hook, ifindex, hdir, old)
         for rel in previous:
-            kernel.uninstall(rel)
+            store.uninstall(rel)
         return []
     if len(slots) + len(foreign) > MAX_DISPATCHER_SLOTS:
         raise KernelError(
@@ -247,13 +194,13 @@ def dispatch(kernel: RealKernel, hook: TcHook, slots: list[DispatchSlot]) -> lis
                 slot_name = f"prog{n}"
                 btf_id = _lib_find_func(obj_btf, slot_name)
                 if isinstance(item, DispatchSlot):
-                    d = kernel._dir(item.pin_dir)
-                    mark = _fingerprint(kernel, item)
+                    d = store.path(item.pin_dir)
+                    mark = _fingerprint(store, item)
                     if _unchanged(d, mark):
                         prog_fd = stack.enter_context(bpf.opened(bpf.obj_get(str(d / PROG))))
                     else:
                         loaded.append(d)
-                        prog_fd = _load_component(kernel, stack, d, item, disp_fd, slot_name)
+                        prog_fd = _load_component(store, stack, d, item, disp_fd, slot_name)
                 else:
                     prog_fd = stack.enter_context(bpf.opened(bpf.prog_fd_by_id(item[0])))
                 try:
@@ -265,7 +212,7 @@ def dispatch(kernel: RealKernel, hook: TcHook, slots: list[DispatchSlot]) -> lis
                     ) from e
                 with bpf.opened(link_fd):
                     bpf.obj_pin(link_fd, str(stage / f"link{n}"))
-            kernel.checkpoint("staged")
+            store.checkpoint("staged")
             with netns.enter(hook.netns):
                 created = tcnetlink.add_clsact(ifindex)
                 if created:
@@ -279,34 +226,30 @@ def dispatch(kernel: RealKernel, hook: TcHook, slots: list[DispatchSlot]) -> lis
             for d in loaded:
                 bpffs.remove_tree(d / STAGING)
                 if not (d / PROG).exists():
-                    kernel.uninstall(_rel(kernel, d))
+                    store.uninstall(store.rel(d))
             raise
     # The new dispatcher runs: a kill from here on is completed by the next apply (``recover``
     # commits the hook's pins, RealKernel the components that run in its slots).
-    kernel.checkpoint("swapped")
+    store.checkpoint("swapped")
     _commit_hook(hdir)
     for d in loaded:
-        kernel._commit(d, keep_link=False)
+        store.commit(d, keep_link=False)
     for s in slots:
-        d = kernel._dir(s.pin_dir)
-        mark = _fingerprint(kernel, s)
+        d = store.path(s.pin_dir)
+        mark = _fingerprint(store, s)
         for other in d.iterdir():
             if other.name.startswith("%spec-") and other.name != mark:
                 other.rmdir()
         (d / mark).mkdir(exist_ok=True)
     for rel in previous:
-        kernel.uninstall(rel)
-    return [_installed(kernel, hook, s.pin_dir) for s in slots]
-
-
-def _rel(kernel: RealKernel, d: Path) -> str:
-    return "/".join(bpffs.decode(p) for p in d.relative_to(kernel.root).parts)
+        store.uninstall(rel)
+    return [_installed(store, hook, s.pin_dir) for s in slots]
 
 
 def _lib_find_func(obj_btf: int | None, name: str) -> int:
     if obj_btf is None:
         raise KernelError(f"{DISPATCHER_OBJECT} has no BTF; rebuild it with clang -g")
-    type_id = int(btf._lib.btf__find_by_name_kind(obj_btf, name.encode(), btf.KIND_FUNC))
+    type_id = int(btfinfo._lib.btf__find_by_name_kind(obj_btf, name.encode(), btfinfo.KIND_FUNC))
     if type_id <= 0:
         raise KernelError(f"slot function {name} not found in {DISPATCHER_OBJECT}")
     return type_id
@@ -319,7 +262,7 @@ def load_dispatcher(
     the object and its fd live as long as ``stack``."""
     disp = stack.enter_context(BpfObject(str(DISPATCHER_OBJECT)))
     disp.select("tc_dispatcher", bpf.PROG_TYPE_SCHED_CLS)
-    btf.set_global_data(disp, (("CONFIG", config_bytes(entries)),))
+    btfinfo.set_global_data(disp, (("CONFIG", config_bytes(entries)),))
     return disp, disp.load()
 
 
@@ -327,20 +270,20 @@ def prepare_component(obj: BpfObject, spec: ProgramSpec, disp_fd: int, target: s
     """Make ``obj``'s program an extension replacing ``target`` of the loaded dispatcher
     ``disp_fd`` (before load; the install and the verifier's dry run both go through here)."""
     obj.select(spec.function, bpf.PROG_TYPE_EXT)
-    ret = btf._lib.bpf_program__set_attach_target(obj._prog, disp_fd, target.encode())
+    ret = btfinfo._lib.bpf_program__set_attach_target(obj._prog, disp_fd, target.encode())
     if ret < 0:
         raise KernelError(f"cannot target slot {target} of the TC dispatcher: {os.strerror(-ret)}")
-    btf.set_global_data(obj, spec.global_data)
+    btfinfo.set_global_data(obj, spec.global_data)
 
 
 def _load_component(
-    kernel: RealKernel, stack: ExitStack, d: Path, slot: DispatchSlot, disp_fd: int, target: str
+    store: PinStore, stack: ExitStack, d: Path, slot: DispatchSlot, disp_fd: int, target: str
 ) -> int:
     """Load ``slot``'s program as EXT replacing ``target`` of the new dispatcher, pinned (prog,
     maps) in ``d/%next``; returns its fd. A verifier rejection raises before any change."""
     if not os.path.isfile(slot.spec.object_path):
         raise KernelError(f"BPF object {slot.spec.object_path} not found; build it or fix the path")
-    shared = maps.directory(kernel.root, slot.spec.maps_dir) if slot.spec.maps_dir else None
+    shared = maps.directory(store.root, slot.spec.maps_dir) if slot.spec.maps_dir else None
     stage = d / STAGING
     bpffs.remove_tree(stage)
     (stage / MAPS).mkdir(mode=0o700, parents=True)
@@ -359,8 +302,8 @@ def _load_component(
     return fd
 
 
-def _installed(kernel: RealKernel, hook: TcHook, pin_dir: str) -> Installed:
-    found = kernel._observed(pin_dir)
+def _installed(store: PinStore, hook: TcHook, pin_dir: str) -> Installed:
+    found = observe.installed(store.root, pin_dir)
     where: dict[str, object] = {"ifname": hook.ifname, "direction": hook.direction}
     if hook.netns:
         where["netns"] = hook.netns
@@ -385,13 +328,13 @@ def _commit_hook(hdir: Path) -> None:
     bpffs.remove_tree(stage)
 
 
-def _remove(kernel: RealKernel, hook: TcHook, ifindex: int, hdir: Path, old: int | None) -> None:
+def _remove(store: PinStore, hook: TcHook, ifindex: int, hdir: Path, old: int | None) -> None:
     """Delete our filter (only ours), the qdisc if we created it and it is now empty, and the
     hook's pins."""
     with netns.enter(hook.netns):
         if old is not None:
             tcnetlink.del_filter(ifindex, hook.direction, PREF, HANDLE)
-            kernel.checkpoint("swapped")  # the hook runs nothing of ours; its pins remain
+            store.checkpoint("swapped")  # the hook runs nothing of ours; its pins remain
         if (hdir / QDISC_MARK).exists():
             rest = tcnetlink.filters(ifindex, "ingress") + tcnetlink.filters(ifindex, "egress")
             other_dir = hdir.with_name(hdir.name.rsplit("-", 1)[0] + "-" + _other(hook.direction))
@@ -399,91 +342,14 @@ def _remove(kernel: RealKernel, hook: TcHook, ifindex: int, hdir: Path, old: int
                 with contextlib.suppress(OSError):
                     tcnetlink.del_clsact(ifindex)
     bpffs.remove_tree(hdir)
-    bpffs.prune_empty_parents(hdir.parent, kernel.root)
+    bpffs.prune_empty_parents(hdir.parent, store.root)
 
 
 def _other(direction: str) -> str:
     return "egress" if direction == "ingress" else "ingress"
 
 
-def where(root: Path) -> dict[int, dict[str, object]]:
-    """For observe: component prog id -> its place on one of our TC dispatchers, for every hook
-    directory whose dispatcher is the program our filter runs right now."""
-    out: dict[int, dict[str, object]] = {}
-    hooks = root / HOOKS_DIR
-    if not hooks.is_dir():
-        return out
-    namespaces: dict[int, str | None] = {}
-    for ns in [None, *netns.named_namespaces()]:
-        with contextlib.suppress(OSError):
-            namespaces.setdefault(netns.identity(ns)[1], ns)
-    for hdir in sorted(hooks.iterdir()):
-        try:
-            ino, ifindex, direction = hdir.name.split("-")
-            ns = namespaces[int(ino)]
-            disp = _pinned_id(hdir / DISPATCHER)
-            with netns.enter(ns):
-                running = our_filter(int(ifindex), direction)
-            if disp is None or running is None or running.prog_id != disp:
-                continue  # the hook lost our dispatcher (changed outside bpfman)
-            with netns.enter(ns):
-                ifname = socket.if_indextoname(int(ifindex))
-            for position, (_slot, prog_id, prio, mask) in enumerate(_slots_of(disp)):
-                w: dict[str, object] = {
-                    "dispatcher": "tc",
-                    "dispatcher_id": disp,
-                    "position": position,
-                    "priority": prio,
-                    "proceed_on": list(proceed_on_of(mask)),
-                    "ifindex": int(ifindex),
-                    "ifname": ifname,
-                    "direction": direction,
-                }
-                if ns is not None:
-                    w["netns"] = ns
-                out.setdefault(prog_id, w)
-        except (ValueError, KeyError, OSError, KernelError):
-            continue  # a hook directory of another namespace, or one torn down meanwhile
-    return out
-
-
-# --- what a killed apply leaves ------------------------------------------------------------
-
-
-def _hook_dirs(root: Path) -> list[tuple[Path, str | None, int, str, int | None]]:
-    """(hook dir, namespace, ifindex, direction, program id of the filter at our pref and
-    handle or None) of every hook dir whose namespace we can enter."""
-    hooks = root / HOOKS_DIR
-    if not hooks.is_dir():
-        return []
-    namespaces = netns.by_inode()
-    out = []
-    for hdir in sorted(hooks.iterdir()):
-        try:
-            ino, ifindex, direction = hdir.name.split("-")
-            ns = namespaces[int(ino)]
-            with netns.enter(ns):
-                found = our_filter(int(ifindex), direction)
-        except (ValueError, KeyError, OSError, KernelError):
-            continue
-        running = found.prog_id if found is not None and found.kind == "bpf" else None
-        out.append((hdir, ns, int(ifindex), direction, running))
-    return out
-
-
-def leftovers(root: Path) -> list[str]:
-    """A staged revision (``%next``: an apply killed around its swap), or the pins of a hook
-    whose filter is gone (one killed while removing the hook's last program)."""
-    out = []
-    for hdir, _ns, _ifindex, _direction, running in _hook_dirs(root):
-        if (hdir / STAGING).exists():
-            out.append(str((hdir / STAGING).relative_to(root)))
-        elif running is None:
-            out.append(str(hdir.relative_to(root)))
-    return out
-
-
-def recover(kernel: RealKernel) -> tuple[list[str], set[int]]:
+def recover(store: PinStore) -> tuple[list[str], set[int]]:
     """Finish or undo what a killed apply left on our hooks (call with the apply lock held): a
     staged revision whose dispatcher our filter runs is committed, any other is removed; a hook
     whose filter is gone loses its pins (and the clsact qdisc we created, if empty). Returns what
@@ -491,11 +357,11 @@ def recover(kernel: RealKernel) -> tuple[list[str], set[int]]:
     if staged by the killed apply, are committed by the caller)."""
     done: list[str] = []
     live: set[int] = set()
-    for hdir, ns, ifindex, direction, running in _hook_dirs(kernel.root):
+    for hdir, ns, ifindex, direction, running in hook_dirs(store.root):
         stage = hdir / STAGING
-        rel = str(hdir.relative_to(kernel.root))
+        rel = str(hdir.relative_to(store.root))
         if stage.exists():
-            staged, current = _pinned_id(stage / DISPATCHER), _pinned_id(hdir / DISPATCHER)
+            staged, current = prog_id_at(stage / DISPATCHER), prog_id_at(hdir / DISPATCHER)
             if running is not None and running == (staged if staged is not None else current):
                 _commit_hook(hdir)
                 done.append(
@@ -512,11 +378,11 @@ def recover(kernel: RealKernel) -> tuple[list[str], set[int]]:
             try:
                 with netns.enter(ns):
                     ifname = socket.if_indextoname(ifindex)
-                _remove(kernel, TcHook(ifname, direction, ns), ifindex, hdir, None)
+                _remove(store, TcHook(ifname, direction, ns), ifindex, hdir, None)
             except OSError:  # the interface is gone, and its hooks with it
                 bpffs.remove_tree(hdir)
-                bpffs.prune_empty_parents(hdir.parent, kernel.root)
+                bpffs.prune_empty_parents(hdir.parent, store.root)
             done.append(f"Removed {rel}: the pins of a TC hook whose dispatcher no longer runs")
-        elif running == _pinned_id(hdir / DISPATCHER):
-            live |= {prog_id for _i, prog_id, _p, _m in _slots_of(running)}
+        elif running == prog_id_at(hdir / DISPATCHER):
+            live |= {prog_id for _i, prog_id, _p, _m in slots_of(running)}
     return done, live

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from reconciler.kernel import attach, netns, tcnetlink
-from reconciler.kernel.tcdispatch import HANDLE, PREF, our_filter
+from reconciler.kernel.sys import ifaces, netns
+from reconciler.kernel.tc import netlink as tcnetlink
+from reconciler.kernel.tc.netlink import HANDLE, PREF, our_filter
 from reconciler.kernel.types import AttachConflict, KernelError, TcHook
 
 DIRECTIONS = ("ingress", "egress")
@@ -27,7 +28,7 @@ class Found:
 
 def attach_prog(hook: TcHook, prog_fd: int, name: str, owner_of) -> None:  # noqa: ANN001
     """Attach without clobbering: a filter already at our pref/handle is a conflict."""
-    ifindex = attach.ifindex(hook.ifname, hook.netns)
+    ifindex = ifaces.ifindex(hook.ifname, hook.netns)
     with netns.enter(hook.netns):
         current = our_filter(ifindex, hook.direction)
         if current is not None:
@@ -67,7 +68,7 @@ def _interfaces() -> list[tuple[int, str]]:
 def swap(hook: TcHook, old_id: int, new_fd: int, name: str, owner_of) -> None:  # noqa: ANN001
     """Swap the filter's program in place (one RCU pointer update in cls_bpf) if it still runs
     the old one; otherwise attach the new one without clobbering anything."""
-    ifindex = attach.ifindex(hook.ifname, hook.netns)
+    ifindex = ifaces.ifindex(hook.ifname, hook.netns)
     with netns.enter(hook.netns):
         current = our_filter(ifindex, hook.direction)
         if current is not None and current.prog_id == old_id:

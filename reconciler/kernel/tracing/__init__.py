@@ -1,0 +1,2 @@
+"""Tracing attach targets: uprobe targets' ELF symbols (``elfsyms``), kernel functions
+(``ksyms``)."""

@@ -1,0 +1,146 @@
+"""Reading our XDP dispatchers' pins (never writes): a hook's current dispatcher and its
+components, where each component runs (for observe), and the revisions a killed apply left.
+
+Pins (see docs/dispatchers.md)::
+
+    <root>/%xdp/<netns inode>-<ifindex>/dispatch-<id>/dispatcher, prog<N>-link
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from reconciler.kernel.pins import prog_id_at
+from reconciler.kernel.sys import bpf, netlink, netns
+from reconciler.kernel.types import KernelError
+from reconciler.kernel.xdp import proto as xdpproto
+from reconciler.kernel.xdp.attach import XdpAttachment
+from reconciler.kernel.xdp.proto import Config
+
+HOOKS = "%xdp"
+SPEC = "%spec-"
+DISPATCHER = "dispatcher"
+
+
+@dataclass
+class Component:
+    prog_id: int
+    name: str
+    priority: int
+    bits: int  # chain_call_actions
+    flags: int
+    pin_dir: str | None  # ours, or None: foreign
+
+    def order(self) -> tuple[int, str]:
+        return (self.priority, self.pin_dir if self.pin_dir is not None else self.name)
+
+
+@dataclass
+class Current:
+    iface: netlink.Interface
+    dispatcher_id: int | None = None
+    components: tuple[Component, ...] = ()
+    direct: int | None = None  # a program that is not a dispatcher
+
+
+def hook_dir(root: Path, ns: str | None, ifindex: int) -> Path:
+    return root / HOOKS / f"{netns.identity(ns)[1]}-{ifindex}"
+
+
+def components(
+    root: Path, ns: str | None, ifindex: int, dispatcher_id: int, config: Config
+) -> list[int]:
+    """Program ids of a dispatcher's slots, from libxdp's pins (or, if those are gone, ours)."""
+    libxdp = xdpproto.libxdp_pins(ifindex, dispatcher_id)
+    ours = hook_dir(root, ns, ifindex) / f"dispatch-{dispatcher_id}"
+    out = []
+    for i in range(config.num_progs_enabled):
+        pid = prog_id_at(libxdp / f"prog{i}-prog")
+        if pid is None:
+            link = str(ours / f"prog{i}-link")
+            with contextlib.suppress(OSError), bpf.opened(bpf.obj_get(link)) as fd:
+                pid = bpf.link_info(fd).prog_id
+        if pid is None:
+            raise KernelError(
+                f"slot {i} of the XDP dispatcher id {dispatcher_id} (ifindex {ifindex}) has no "
+                f"pins in {libxdp} nor {ours}: its programs cannot be found"
+            )
+        out.append(pid)
+    return out
+
+
+def where(root: Path, xdp: dict[int, list[XdpAttachment]]) -> dict[int, dict[str, object]]:
+    """For observe: component prog id -> its place on a dispatcher, for every dispatcher that
+    runs on an interface (``xdp``: prog id -> where it is attached, as observe's Scan has it)."""
+    out: dict[int, dict[str, object]] = {}
+    for prog_id, places in xdp.items():
+        try:
+            with bpf.opened(bpf.prog_fd_by_id(prog_id)) as fd:
+                config = xdpproto.read_config(fd)
+        except (OSError, KernelError):
+            continue
+        if config is None:
+            continue
+        for place in places:
+            try:
+                ids = components(root, place.ns, place.iface.ifindex, prog_id, config)
+            except (KernelError, OSError):
+                continue
+            for i, pid in enumerate(ids):
+                w: dict[str, object] = {
+                    "dispatcher_id": prog_id,
+                    "position": i,
+                    "priority": config.run_prios[i],
+                    "proceed_on": list(xdpproto.action_names(config.chain_call_actions[i])),
+                    "ifindex": place.iface.ifindex,
+                    "ifname": place.iface.ifname,
+                    "mode": place.iface.xdp_mode,
+                }
+                if place.ns is not None:
+                    w["netns"] = place.ns
+                out.setdefault(pid, w)
+    return out
+
+
+# --- what a killed apply leaves ------------------------------------------------------------
+
+
+def hook_dirs(root: Path) -> list[tuple[Path, str | None, int, int | None]]:
+    """(hook dir, namespace, ifindex, XDP program id running there) of every hook dir whose
+    namespace we can enter; a hook in a namespace we cannot see is left alone."""
+    hooks = root / HOOKS
+    if not hooks.is_dir():
+        return []
+    namespaces = netns.by_inode()
+    out = []
+    for hdir in sorted(hooks.iterdir()):
+        try:
+            ino, ifindex = (int(x) for x in hdir.name.split("-"))
+            ns = namespaces[ino]
+            ifaces = netlink.interfaces(ns)
+        except (ValueError, KeyError, OSError, KernelError):
+            continue
+        running = next((i.xdp_prog_id for i in ifaces if i.ifindex == ifindex), None)
+        out.append((hdir, ns, ifindex, running or None))
+    return out
+
+
+def revisions(hdir: Path) -> list[tuple[Path, int]]:
+    out = []
+    for d in sorted(hdir.iterdir()):
+        with contextlib.suppress(ValueError):
+            out.append((d, int(d.name.removeprefix("dispatch-"))))
+    return out
+
+
+def leftovers(root: Path) -> list[str]:
+    """Our dispatcher revisions that their interface does not run: pinned by an apply killed
+    before its swap, or not yet removed by one killed after it."""
+    return [
+        str(d.relative_to(root))
+        for hdir, _ns, _ifindex, running in hook_dirs(root)
+        for d, disp_id in revisions(hdir)
+        if disp_id != running
+    ]
