@@ -25,7 +25,7 @@ from pathlib import Path
 from reconciler import files
 from reconciler.kernel import maps, points
 from reconciler.kernel.sys import bpf, libbpf
-from reconciler.kernel.sys.bpfobject import BpfObject
+from reconciler.kernel.sys.bpfobject import LibbpfObject
 from reconciler.kernel.types import (
     AttachPoint,
     KernelError,
@@ -50,7 +50,7 @@ def verify(root: Path, spec: ProgramSpec, point: AttachPoint | None, dispatched:
     shared = maps.directory(root, spec.maps_dir) if spec.maps_dir is not None else None
     with ExitStack() as stack:
         disp_fd = _dispatcher(stack, spec.prog_type) if dispatched else None
-        obj = stack.enter_context(BpfObject(spec.object_path))
+        obj = stack.enter_context(LibbpfObject(spec.object_path))
         if disp_fd is not None:
             from reconciler.kernel.tc import dispatcher as tcdispatch
             from reconciler.kernel.xdp import dispatcher as xdpdispatch
@@ -78,7 +78,7 @@ def shared_map_conflict(root: Path, spec: ProgramSpec, owner: ProgramSpec) -> st
     if spec.maps_dir is None or not os.path.isfile(owner.object_path):
         return None
     d = maps.directory(root, spec.maps_dir)
-    with BpfObject(spec.object_path) as mine, BpfObject(owner.object_path) as theirs:
+    with LibbpfObject(spec.object_path) as mine, LibbpfObject(owner.object_path) as theirs:
         declared = {m.pin_name: m for m in theirs.declared_maps() if not m.internal}
         for m in mine.declared_maps():
             if m.internal or m.pin_name not in declared or (d / m.pin_name).exists():

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from reconciler.kernel.sys import bpf, bpffs
 from reconciler.kernel.sys.bpffs import LINK, PROG
-from reconciler.kernel.sys.bpfobject import BpfObject, MapDecl, MapShape
+from reconciler.kernel.sys.bpfobject import LibbpfObject, MapDecl, MapShape
 from reconciler.kernel.types import KernelError
 
 _PERF_EVENT_ARRAY = 4  # libbpf sizes it to the number of CPUs when it declares max_entries 0
@@ -108,7 +108,7 @@ def _check_compatible(decl: MapDecl, pin: Path, path: str) -> None:
         )
 
 
-def share(obj: BpfObject, d: Path, create: bool = True) -> Sharing:
+def share(obj: LibbpfObject, d: Path, create: bool = True) -> Sharing:
     """Before load: make libbpf reuse each non-internal map pinned in ``d`` (after checking it
     fits) and, with ``create``, pin the others there when it creates them. Without ``create``
     (a dry run) maps not pinned yet stay private and nothing is pinned."""

@@ -26,7 +26,7 @@ from reconciler.kernel.types import (
 )
 
 if TYPE_CHECKING:
-    from reconciler.kernel.sys.bpfobject import BpfObject
+    from reconciler.kernel.sys.bpfobject import LibbpfObject
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ def attach_target(point: AttachPoint | None) -> str | None:
     return point.func_name if isinstance(point, FentryPoint | FexitPoint) else None
 
 
-def prepare(obj: BpfObject, spec: ProgramSpec, point: AttachPoint | None) -> None:
+def prepare(obj: LibbpfObject, spec: ProgramSpec, point: AttachPoint | None) -> None:
     """Everything set on the opened object before load: which program, as what type (and for
     which kernel function), and the initial values of its global variables. Install and the
     verifier's dry run both go through here, so they load the same program."""

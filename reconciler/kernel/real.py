@@ -16,7 +16,7 @@ from reconciler.kernel.observe import Scan
 from reconciler.kernel.pins import PinStore
 from reconciler.kernel.sys import bpf, bpffs, ifaces, netlink, netns, tracefs
 from reconciler.kernel.sys.bpffs import LINK, MAPS, PROG, STAGING
-from reconciler.kernel.sys.bpfobject import BpfObject
+from reconciler.kernel.sys.bpfobject import LibbpfObject
 from reconciler.kernel.tc import direct as tcdirect
 from reconciler.kernel.tc import dispatcher as tcdispatch
 from reconciler.kernel.tc import hooks as tchooks
@@ -139,7 +139,7 @@ class RealKernel:
     def _attach(
         self,
         stage: Path,
-        obj: BpfObject,
+        obj: LibbpfObject,
         prog_fd: int,
         point: AttachPoint,
         placement: Placement | None,
@@ -204,7 +204,7 @@ class RealKernel:
     def _swap(
         self,
         d: Path,
-        obj: BpfObject,
+        obj: LibbpfObject,
         new_fd: int,
         point: AttachPoint,
         placement: Placement | None,
@@ -425,7 +425,7 @@ class RealKernel:
         maps.remove(self.root, maps_dir)
 
 
-def _prepare(obj: BpfObject, spec: ProgramSpec, point: AttachPoint | None) -> None:
+def _prepare(obj: LibbpfObject, spec: ProgramSpec, point: AttachPoint | None) -> None:
     points.prepare(obj, spec, point)
 
 
@@ -438,13 +438,13 @@ class _Loaded:
         self, d: Path, spec: ProgramSpec, point: AttachPoint, shared: Path | None, root: Path
     ) -> None:
         self.d, self.spec, self.point, self.shared, self.root = d, spec, point, shared, root
-        self.obj: BpfObject | None = None
+        self.obj: LibbpfObject | None = None
         self.sharing: maps.Sharing | None = None
 
-    def __enter__(self) -> tuple[BpfObject, int]:
+    def __enter__(self) -> tuple[LibbpfObject, int]:
         stage = self.d / STAGING
         (stage / MAPS).mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.obj = BpfObject(self.spec.object_path, pin_root=str(stage / MAPS))
+        self.obj = LibbpfObject(self.spec.object_path, pin_root=str(stage / MAPS))
         try:
             _prepare(self.obj, self.spec, self.point)
             skip: frozenset[str] = frozenset()

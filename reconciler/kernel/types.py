@@ -207,12 +207,28 @@ class Installed:
 
 
 class KernelError(Exception):
-    """A failure a user can cause or fix (missing interface, verifier rejection, conflict)."""
+    """A failure a user can cause or fix (missing interface, verifier rejection, conflict).
+
+    The message is for people; the cause is kept for code: ``errno`` is the kernel's error code
+    (given, or taken from the ``OSError`` this was raised from), None when there is none."""
+
+    def __init__(self, message: str = "", *, errno: int | None = None) -> None:
+        super().__init__(message)
+        self._errno = errno
+
+    @property
+    def errno(self) -> int | None:
+        if self._errno is not None:
+            return self._errno
+        cause = self.__cause__
+        return cause.errno if isinstance(cause, OSError | KernelError) else None
 
 
 class VerifierError(KernelError):
-    def __init__(self, message: str, log: str) -> None:
-        super().__init__(message)
+    """The verifier rejected a program: ``log`` is its whole log (the message has the end)."""
+
+    def __init__(self, message: str, log: str, *, errno: int | None = None) -> None:
+        super().__init__(message, errno=errno)
         self.log = log
 
 

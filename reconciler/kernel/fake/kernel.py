@@ -11,6 +11,7 @@ and one-shot failures (``fail_next``).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -284,6 +285,7 @@ class FakeKernel:
                 f"the verifier rejected {spec.function} from {spec.object_path} (Permission "
                 f"denied); fix the program and rebuild it. Last lines of the verifier log:\n{log}",
                 log,
+                errno=errno.EACCES,
             )
         self._inject("load")
         if not keep:
@@ -472,7 +474,9 @@ class FakeKernel:
         if spec.maps_dir is not None:
             self._shared.directory(spec.maps_dir, list(self._entries))
         if self.permission is not None:
-            raise LoadNotPermitted(f"cannot load {spec.function}: Operation not permitted")
+            raise LoadNotPermitted(
+                f"cannot load {spec.function}: Operation not permitted", errno=errno.EPERM
+            )
         self.verified.append((spec, point, dispatched))
         self._load("", spec, keep=False)
 

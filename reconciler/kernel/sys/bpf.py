@@ -230,7 +230,7 @@ def prog_info(fd: int) -> ProgInfo:
 
 
 @dataclass(frozen=True)
-class MapInfo:
+class MapRecord:
     id: int
     type: int
     name: str
@@ -244,13 +244,13 @@ class MapInfo:
         return _name(MAP_TYPES, self.type)
 
 
-def map_info(fd: int) -> MapInfo:
+def map_info(fd: int) -> MapRecord:
     """struct bpf_map_info: type@0 id@4 key_size@8 value_size@12 max_entries@16 map_flags@20
     name[16]@24."""
     buf = ctypes.create_string_buffer(128)
     _info(fd, buf)
     mtype, mid, ksz, vsz, maxe, flags = struct.unpack_from("=IIIIII", buf, 0)
-    return MapInfo(mid, mtype, _cstr(buf.raw[24:40]), ksz, vsz, maxe, flags)
+    return MapRecord(mid, mtype, _cstr(buf.raw[24:40]), ksz, vsz, maxe, flags)
 
 
 @dataclass(frozen=True)

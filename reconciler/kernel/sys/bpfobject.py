@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from reconciler.kernel.sys import bpf, libbpf
-from reconciler.kernel.sys.libbpf import Link, verifier_summary
+from reconciler.kernel.sys.libbpf import LibbpfLink, verifier_summary
 from reconciler.kernel.types import KernelError, LoadNotPermitted, VerifierError
 
 _lib = libbpf.lib
@@ -92,7 +92,7 @@ def _pin_name(name: str, internal: bool) -> str:
     return name.replace("/", "_").replace(".", "_").lstrip("_") or "map"
 
 
-class BpfObject:
+class LibbpfObject:
     """One opened ELF object. Use as a context manager; closing frees every fd libbpf holds
     (pinned and attached objects live on in the kernel)."""
 
@@ -113,7 +113,7 @@ class BpfObject:
         self._function = ""
         self._log_buf: ctypes.Array[ctypes.c_char] | None = None
 
-    def __enter__(self) -> BpfObject:
+    def __enter__(self) -> LibbpfObject:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -194,10 +194,11 @@ class BpfObject:
                     "rebuild it. Last lines of the verifier log:\n"
                     + verifier_summary(verifier_log),
                     verifier_log,
+                    errno=-ret,
                 )
             if -ret in (errno.EPERM, errno.EACCES):
                 failure = libbpf.fail(f"cannot load {where}", -ret, messages)
-                raise LoadNotPermitted(str(failure))
+                raise LoadNotPermitted(str(failure), errno=-ret)
             raise libbpf.fail(f"cannot load {where}", -ret, messages)
         return int(_lib.bpf_program__fd(prog))
 
@@ -295,13 +296,13 @@ class BpfObject:
             paths.append(path)
         return paths
 
-    def attach_tracepoint(self, group: str, name: str) -> Link:
+    def attach_tracepoint(self, group: str, name: str) -> LibbpfLink:
         with libbpf.capture() as messages, libbpf.new_perf_fds() as perf_fds:
             link = _lib.bpf_program__attach_tracepoint(self._prog, group.encode(), name.encode())
             err = ctypes.get_errno()
         if not link:
             raise libbpf.fail(f"cannot attach to tracepoint {group}/{name}", err or 5, messages)
-        return Link(link, perf_fds)
+        return LibbpfLink(link, perf_fds)
 
     def attach_uprobe(
         self,
@@ -310,7 +311,7 @@ class BpfObject:
         offset: int,
         retprobe: bool,
         pid: int | None,
-    ) -> Link:
+    ) -> LibbpfLink:
         opts = _UprobeOpts(
             sz=ctypes.sizeof(_UprobeOpts),
             retprobe=retprobe,
@@ -328,9 +329,9 @@ class BpfObject:
             err = ctypes.get_errno()
         if not link:
             raise libbpf.fail(f"cannot attach {what}", err or 5, messages)
-        return Link(link, perf_fds)
+        return LibbpfLink(link, perf_fds)
 
-    def attach_kprobe(self, func_name: str, offset: int, retprobe: bool) -> Link:
+    def attach_kprobe(self, func_name: str, offset: int, retprobe: bool) -> LibbpfLink:
         # libbpf 1.1 uses the kprobe PMU (perf_event_open) when the kernel has one, otherwise
         # a "legacy" kprobe_events entry in tracefs that only bpf_link__destroy removes: we
         # release links without destroying them, so the probes require the PMU (see probes.py).
@@ -343,9 +344,9 @@ class BpfObject:
             err = ctypes.get_errno()
         if not link:
             raise libbpf.fail(f"cannot attach {what}", err or 5, messages)
-        return Link(link, perf_fds)
+        return LibbpfLink(link, perf_fds)
 
-    def attach_trace(self, func_name: str) -> Link:
+    def attach_trace(self, func_name: str) -> LibbpfLink:
         """Attach a fentry/fexit program to the kernel function chosen at select(): a tracing
         bpf_link (no perf event)."""
         with libbpf.capture() as messages:
@@ -353,4 +354,4 @@ class BpfObject:
             err = ctypes.get_errno()
         if not link:
             raise libbpf.fail(f"cannot attach to kernel function {func_name}", err or 5, messages)
-        return Link(link, [])
+        return LibbpfLink(link, [])

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from reconciler.kernel.sys import libbpf
-from reconciler.kernel.sys.bpfobject import BpfObject, MapDecl
+from reconciler.kernel.sys.bpfobject import LibbpfObject, MapDecl
 from reconciler.kernel.types import KernelError
 
 _lib = libbpf.lib
@@ -52,7 +52,7 @@ def _type(btf: int, type_id: int) -> tuple[str, int, int, int]:
     return name, (info >> 24) & 0x1F, info & 0xFFFF, int(ptr)
 
 
-def global_variables(obj: BpfObject) -> dict[str, GlobalVar]:
+def global_variables(obj: LibbpfObject) -> dict[str, GlobalVar]:
     """Every variable of the object's data sections (.kconfig excluded: the kernel fills it)."""
     btf = obj.btf()
     found: dict[str, GlobalVar] = {}
@@ -77,7 +77,7 @@ def global_variables(obj: BpfObject) -> dict[str, GlobalVar]:
     return found
 
 
-def set_global_data(obj: BpfObject, values: Iterable[tuple[str, bytes]]) -> None:
+def set_global_data(obj: LibbpfObject, values: Iterable[tuple[str, bytes]]) -> None:
     """Write each (variable, bytes) into its section's initial value, before load."""
     values = list(values)
     if not values:

@@ -1,5 +1,5 @@
 """ctypes binding over libbpf.so.1 (Debian's libbpf1, 1.1.x): the library and its signatures,
-its log, and links. Objects (open, load, pin, attach) are ``bpfobject.BpfObject``.
+its log, and links. Objects (open, load, pin, attach) are ``bpfobject.LibbpfObject``.
 
 libbpf does the ELF work (relocations, CO-RE, BTF, maps, global data); everything it lacks in 1.1
 (tcx links, link update, queries) lives in ``bpf.py``. libbpf 1.x reports errors as ``-errno``
@@ -142,7 +142,7 @@ def fail(what: str, err: int, messages: collections.deque[str] | None = None) ->
     if messages:
         lines = [m.removeprefix("libbpf: ") for m in list(messages)[-5:]]
         detail = "\n  libbpf: " + "\n  libbpf: ".join(lines)
-    return KernelError(f"{what}: {os.strerror(err)}{detail}")
+    return KernelError(f"{what}: {os.strerror(err)}{detail}", errno=err)
 
 
 def verifier_summary(log_text: str, max_lines: int = 20) -> str:
@@ -177,7 +177,7 @@ def _perf_event_fds() -> set[int]:
     return out
 
 
-class Link:
+class LibbpfLink:
     """A libbpf link: perf-event (tracepoint, uprobe, kprobe) or tracing (fentry, fexit)."""
 
     def __init__(self, ptr: int, perf_fds: list[int]) -> None:

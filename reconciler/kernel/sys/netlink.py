@@ -42,8 +42,12 @@ class NetlinkFailure(KernelError):
     """A netlink request failed; ``errno`` is the kernel's code, the message its extack text."""
 
     def __init__(self, message: str, code: int) -> None:
-        super().__init__(message)
-        self.errno = code
+        super().__init__(message, errno=code)
+        self.code = code
+
+    @property
+    def errno(self) -> int:
+        return self.code
 
 
 @contextmanager

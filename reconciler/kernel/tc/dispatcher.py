@@ -28,7 +28,7 @@ from reconciler.kernel import maps, observe
 from reconciler.kernel.pins import PinStore, owner_of, prog_id_at
 from reconciler.kernel.sys import bpf, bpffs, btfinfo, netns
 from reconciler.kernel.sys.bpffs import MAPS, PROG, STAGING
-from reconciler.kernel.sys.bpfobject import BpfObject
+from reconciler.kernel.sys.bpfobject import LibbpfObject
 from reconciler.kernel.tc import netlink as tcnetlink
 from reconciler.kernel.tc.hooks import (
     DISPATCHER,
@@ -257,16 +257,16 @@ def _lib_find_func(obj_btf: int | None, name: str) -> int:
 
 def load_dispatcher(
     stack: ExitStack, entries: list[tuple[int, tuple[str, ...]]]
-) -> tuple[BpfObject, int]:
+) -> tuple[LibbpfObject, int]:
     """Load (not attach) a TC dispatcher running ``entries`` (priority, proceed-on) in its slots;
     the object and its fd live as long as ``stack``."""
-    disp = stack.enter_context(BpfObject(str(DISPATCHER_OBJECT)))
+    disp = stack.enter_context(LibbpfObject(str(DISPATCHER_OBJECT)))
     disp.select("tc_dispatcher", bpf.PROG_TYPE_SCHED_CLS)
     btfinfo.set_global_data(disp, (("CONFIG", config_bytes(entries)),))
     return disp, disp.load()
 
 
-def prepare_component(obj: BpfObject, spec: ProgramSpec, disp_fd: int, target: str) -> None:
+def prepare_component(obj: LibbpfObject, spec: ProgramSpec, disp_fd: int, target: str) -> None:
     """Make ``obj``'s program an extension replacing ``target`` of the loaded dispatcher
     ``disp_fd`` (before load; the install and the verifier's dry run both go through here)."""
     obj.select(spec.function, bpf.PROG_TYPE_EXT)
@@ -287,7 +287,7 @@ def _load_component(
     stage = d / STAGING
     bpffs.remove_tree(stage)
     (stage / MAPS).mkdir(mode=0o700, parents=True)
-    obj = stack.enter_context(BpfObject(slot.spec.object_path, pin_root=str(stage / MAPS)))
+    obj = stack.enter_context(LibbpfObject(slot.spec.object_path, pin_root=str(stage / MAPS)))
     prepare_component(obj, slot.spec, disp_fd, target)
     skip: frozenset[str] = frozenset()
     sharing = None

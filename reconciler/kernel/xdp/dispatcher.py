@@ -27,7 +27,7 @@ from reconciler.kernel.pins import PinStore, owners
 from reconciler.kernel.slots import check_hook, too_many
 from reconciler.kernel.sys import bpf, bpffs, btfinfo, ifaces, libbpf, netlink
 from reconciler.kernel.sys.bpffs import MAPS, PROG, STAGING
-from reconciler.kernel.sys.bpfobject import BpfObject
+from reconciler.kernel.sys.bpfobject import LibbpfObject
 from reconciler.kernel.types import (
     AttachConflict,
     DispatchSlot,
@@ -295,13 +295,13 @@ def _attach(hook: XdpHook, cur: Current, disp_fd: int, old_fd: int | None) -> No
 
 def load_dispatcher(stack: contextlib.ExitStack, config: Config) -> int:
     """Load (not attach) a dispatcher running ``config``; its fd lives as long as ``stack``."""
-    disp = stack.enter_context(BpfObject(str(xdpproto.OBJECT)))
+    disp = stack.enter_context(LibbpfObject(str(xdpproto.OBJECT)))
     disp.select(xdpproto.DISPATCHER_NAME, bpf.PROG_TYPE_XDP)
     btfinfo.set_global_data(disp, [("conf", config.pack())])
     return disp.load()
 
 
-def prepare_component(obj: BpfObject, spec: ProgramSpec, disp_fd: int, slot: str) -> None:
+def prepare_component(obj: LibbpfObject, spec: ProgramSpec, disp_fd: int, slot: str) -> None:
     """Make ``obj``'s program an extension of ``slot`` of the loaded dispatcher ``disp_fd``
     (before load; the install and the verifier's dry run both go through here)."""
     obj.select(spec.function, bpf.PROG_TYPE_EXT, 0)
@@ -322,7 +322,7 @@ def _load_component(
     stage = d / STAGING
     bpffs.remove_tree(stage)  # leftovers of an interrupted run
     (stage / MAPS).mkdir(mode=0o700, parents=True, exist_ok=True)
-    obj = stack.enter_context(BpfObject(spec.object_path, pin_root=str(stage / MAPS)))
+    obj = stack.enter_context(LibbpfObject(spec.object_path, pin_root=str(stage / MAPS)))
     prepare_component(obj, spec, disp_fd, slot)
     sharing = None
     skip: frozenset[str] = frozenset()
