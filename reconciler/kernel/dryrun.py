@@ -23,7 +23,7 @@ from functools import cache
 from pathlib import Path
 
 from reconciler import files
-from reconciler.kernel import maps, points
+from reconciler.kernel import maps, points, precheck
 from reconciler.kernel.sys import bpf, libbpf
 from reconciler.kernel.sys.bpfobject import LibbpfObject
 from reconciler.kernel.types import (
@@ -44,9 +44,8 @@ def verify(root: Path, spec: ProgramSpec, point: AttachPoint | None, dispatched:
     """VerifierError if the kernel refuses ``spec`` (LoadNotPermitted if this process may not
     load programs; KernelError for what is wrong before the load: the function, the global
     data, a shared map that does not fit, a kernel that cannot run the type)."""
-    if not os.path.isfile(spec.object_path):
-        raise KernelError(f"BPF object {spec.object_path} not found; build it or fix the path")
-    points.require_feature(spec)
+    precheck.object_file(spec)
+    precheck.require_feature(spec)
     shared = maps.directory(root, spec.maps_dir) if spec.maps_dir is not None else None
     with ExitStack() as stack:
         disp_fd = _dispatcher(stack, spec.prog_type) if dispatched else None

@@ -3,18 +3,15 @@ anything is loaded so that a user's mistake fails early, with a clear message, c
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from reconciler.kernel import probes
 from reconciler.kernel.sys import bpf
 from reconciler.kernel.tc import tcx
 from reconciler.kernel.types import (
     AttachPoint,
     FentryPoint,
     FexitPoint,
-    KernelError,
     KprobePoint,
     ProgramSpec,
     ProgType,
@@ -81,19 +78,6 @@ def prepare(obj: LibbpfObject, spec: ProgramSpec, point: AttachPoint | None) -> 
         spec.function, kind.prog_type, expected_attach(spec.prog_type, point), attach_target(point)
     )
     btfinfo.set_global_data(obj, spec.global_data)
-
-
-def require_feature(spec: ProgramSpec) -> None:
-    """Refuse, naming the kernel and the reason, a program type this kernel cannot run."""
-    feature = KINDS[spec.prog_type].feature
-    if feature is None:
-        return
-    found = probes.probe(feature)
-    if not found:
-        raise KernelError(
-            f"this kernel ({os.uname().release}) cannot run {feature} programs "
-            f"({spec.function} from {spec.object_path}): {found.reason}"
-        )
 
 
 def uprobe_path(point: UprobePoint) -> str:

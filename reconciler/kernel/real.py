@@ -82,7 +82,7 @@ class RealKernel:
         d = self.pins.path(pin_dir)
         if (d / PROG).exists():
             raise KernelError(f"{pin_dir} is already installed; replace it, or uninstall it first")
-        precheck.program(self.root, spec, point)
+        self._precheck(spec, point)
         self.ensure_root()
         stage = d / STAGING
         loaded = self._load(d, spec, point)
@@ -113,7 +113,7 @@ class RealKernel:
         d = self.pins.path(pin_dir)
         if not (d / PROG).exists():
             return self.install(pin_dir, spec, point, placement)
-        precheck.program(self.root, spec, point)
+        self._precheck(spec, point)
         stage = d / STAGING
         loaded = self._load(d, spec, point)
         try:
@@ -131,6 +131,12 @@ class RealKernel:
         self.checkpoint("swapped")
         self.pins.commit(d, keep_link)
         return observe.installed(self.root, pin_dir)
+
+    def _precheck(self, spec: ProgramSpec, point: AttachPoint) -> None:
+        """Fail early, with a clear message, before loading anything."""
+        precheck.check(spec, point)
+        if spec.maps_dir is not None:
+            maps.directory(self.root, spec.maps_dir)
 
     def _load(self, d: Path, spec: ProgramSpec, point: AttachPoint) -> _Loaded:
         shared = maps.directory(self.root, spec.maps_dir) if spec.maps_dir is not None else None

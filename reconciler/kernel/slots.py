@@ -12,6 +12,7 @@ from reconciler.kernel.types import (
     ProgType,
     XdpHook,
 )
+from reconciler.kernel.xdp.attach import check_mode
 
 XDP_ACTIONS = ("aborted", "drop", "pass", "tx", "redirect", "dispatcher_return")
 TC_ACTIONS = (
@@ -40,8 +41,7 @@ def check_hook(hook: Hook, slots: list[DispatchSlot]) -> None:
     """The errors both kernels raise before touching anything."""
     actions: tuple[str, ...]
     if isinstance(hook, XdpHook):
-        if hook.mode not in ("auto", "native", "generic"):
-            raise KernelError(f"XDP mode must be auto, native or generic, not {hook.mode!r}")
+        check_mode(hook.mode)
         actions, prog_type, what = XDP_ACTIONS, ProgType.XDP, f"XDP hook of {hook.ifname}"
     else:
         if hook.direction not in ("ingress", "egress"):

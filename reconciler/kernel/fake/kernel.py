@@ -17,13 +17,15 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from reconciler.kernel import precheck
 from reconciler.kernel.fake import dispatch as fakedispatch
 from reconciler.kernel.fake import parts as fakeparts
 from reconciler.kernel.fake.dispatch import FakeDispatchers, FakeSlot
 from reconciler.kernel.fake.parts import SharedMaps
+from reconciler.kernel.points import uprobe_path
 from reconciler.kernel.probes import FEATURES
 from reconciler.kernel.slots import check_hook, hook_key, too_many
-from reconciler.kernel.sys import bpffs
+from reconciler.kernel.sys import bpffs, ifaces
 from reconciler.kernel.types import (
     MAX_DISPATCHER_SLOTS,
     AttachConflict,
@@ -61,8 +63,6 @@ _PROG_TYPE = {
     ProgType.FENTRY: ("tracing", FentryPoint),
     ProgType.FEXIT: ("tracing", FexitPoint),
 }
-# The probe a program type needs (RealKernel refuses to load it when the probe fails).
-_FEATURE = {ProgType.KPROBE: "kprobe", ProgType.FENTRY: "fentry", ProgType.FEXIT: "fexit"}
 DEFAULT_TRACEPOINTS = (
     "syscalls/sys_enter_getpid",
     "syscalls/sys_enter_getppid",
@@ -130,6 +130,7 @@ class FakeKernel:
         self._shared = SharedMaps(self.root)
         self._next = {"prog": 100, "map": 100, "link": 100, "ifindex": 1}
         self._dispatch = FakeDispatchers(lambda: self._new("prog"), self._names)
+        self._facts = _Facts(self)
         self.add_interface("lo")
 
     # --- knobs ----------------------------------------------------------------------------------
@@ -211,10 +212,7 @@ class FakeKernel:
     def _iface(self, ifname: str, netns: str | None) -> _Iface:
         iface = self._ifaces.get((netns, ifname))
         if iface is None:
-            where = f" in network namespace {netns}" if netns else ""
-            raise KernelError(
-                f"interface {ifname} does not exist{where}; fix the interface name or create it"
-            )
+            raise ifaces.no_interface(ifname, netns)
         return iface
 
     def _inject(self, op: str) -> None:
@@ -224,49 +222,9 @@ class FakeKernel:
 
     def _check(self, pin_dir: str, spec: ProgramSpec, point: AttachPoint) -> None:
         bpffs.check_pin_dir(pin_dir)
-        _, kind = _PROG_TYPE[spec.prog_type]
-        if not isinstance(point, kind):
-            raise KernelError(
-                f"a {spec.prog_type.value} program cannot attach to {type(point).__name__}"
-            )
-        if self.check_files and not os.path.isfile(spec.object_path):
-            raise KernelError(f"BPF object {spec.object_path} not found; build it or fix the path")
-        if isinstance(point, XdpPoint | TcxPoint | TcHook):
-            if isinstance(point, TcxPoint | TcHook) and point.direction not in (
-                "ingress",
-                "egress",
-            ):
-                raise KernelError(
-                    f"tcx direction must be ingress or egress, not {point.direction!r}"
-                )
-            if isinstance(point, XdpPoint) and point.mode not in ("auto", "native", "generic"):
-                raise KernelError(f"XDP mode must be auto, native or generic, not {point.mode!r}")
-            self._iface(point.ifname, point.netns)
-        elif isinstance(point, TracepointPoint):
-            if not self.tracepoint_exists(point.group, point.name):
-                raise KernelError(f"tracepoint {point.group}/{point.name} does not exist")
-        elif isinstance(point, UprobePoint):
-            fakeparts.check_uprobe_container(point, self.containers)
-            if not os.path.isabs(point.target) or (
-                point.container_pid is None
-                and self.check_files
-                and not os.path.isfile(point.target)
-            ):
-                raise KernelError(
-                    f"uprobe target {point.target} is not an existing file (give an absolute path)"
-                )
-        self._require_feature(spec)
-        fakeparts.check_kernel_point(point, self.kernel_functions)
+        precheck.check(spec, point, self._facts)
         if spec.maps_dir is not None:
             self._shared.directory(spec.maps_dir, list(self._entries))
-
-    def _require_feature(self, spec: ProgramSpec) -> None:
-        feature = _FEATURE.get(spec.prog_type)
-        if feature is not None and not self.features.get(feature, True):
-            raise KernelError(
-                f"this kernel ({self.release_name}) cannot run {feature} programs "
-                f"({spec.function} from {spec.object_path}): {self.probe(feature).reason}"
-            )
 
     def _load(
         self, pin_dir: str, spec: ProgramSpec, keep: bool = True
@@ -466,11 +424,10 @@ class FakeKernel:
     def verify(
         self, spec: ProgramSpec, point: AttachPoint | None = None, dispatched: bool = False
     ) -> None:
-        if self.check_files and not os.path.isfile(spec.object_path):
-            raise KernelError(f"BPF object {spec.object_path} not found; build it or fix the path")
-        self._require_feature(spec)
+        precheck.object_file(spec, self._facts)
+        precheck.require_feature(spec, self._facts)
         if point is not None:
-            fakeparts.check_kernel_point(point, self.kernel_functions)
+            precheck.kernel_function(point, self._facts)
         if spec.maps_dir is not None:
             self._shared.directory(spec.maps_dir, list(self._entries))
         if self.permission is not None:
@@ -581,7 +538,7 @@ class FakeKernel:
             attached = True
             kind = "uretprobe" if e.point.retprobe else "uprobe"
             where = {"link_type": "perf_event", "perf_event_type": kind}
-            where |= {"file": fakeparts.uprobe_path(e.point), "offset": e.point.offset}
+            where |= {"file": uprobe_path(e.point), "offset": e.point.offset}
         else:
             attached = True
             where = fakeparts.describe(e.point) or {}
@@ -751,3 +708,39 @@ class FakeKernel:
 
     def remove_maps(self, maps_dir: str) -> None:
         self._shared.remove(maps_dir, list(self._entries))
+
+
+class _Facts:
+    """What the shared prechecks ask (precheck.Facts), answered from the fake's knobs."""
+
+    def __init__(self, kernel: FakeKernel) -> None:
+        self.k = kernel
+
+    def file_exists(self, path: str, pid: int | None = None) -> bool:
+        if pid is not None:
+            return path in self.k.containers.get(pid, set())
+        return not self.k.check_files or os.path.isfile(path)
+
+    def process_exists(self, pid: int) -> bool:
+        return pid in self.k.containers
+
+    def interface_exists(self, ifname: str, netns: str | None) -> bool:
+        return self.k.interface_exists(ifname, netns)
+
+    def tracepoint_exists(self, group: str, name: str) -> bool:
+        return self.k.tracepoint_exists(group, name)
+
+    def kernel_function_exists(self, name: str) -> bool | None:
+        return name in self.k.kernel_functions
+
+    def kernel_function_has_btf(self, name: str) -> bool | None:
+        return name in self.k.kernel_functions
+
+    def probe(self, feature: str) -> Probe:
+        # Only a refusal counts as probed (the fake records what a plan would have asked).
+        if self.k.features.get(feature, True):
+            return Probe(feature, True, f"{feature} is supported (fake kernel)")
+        return self.k.probe(feature)
+
+    def release(self) -> str:
+        return self.k.release_name

@@ -1,6 +1,5 @@
-"""Pieces of FakeKernel for the kernel-function points, global data and shared maps: checks
-that give RealKernel's messages, the attach views RealKernel observes, and the in-memory
-shared maps directories."""
+"""Pieces of FakeKernel for global data and shared maps: the checks of a load, and the in-memory
+shared maps directories. (The checks before a load are precheck.py's, shared with RealKernel.)"""
 
 from __future__ import annotations
 
@@ -16,7 +15,6 @@ from reconciler.kernel.types import (
     KernelError,
     KprobePoint,
     ProgramSpec,
-    UprobePoint,
 )
 
 # Kernel functions the fake kernel has (for kprobes, fentry and fexit), unless told otherwise.
@@ -29,47 +27,6 @@ _INTERNAL = ("rodata", "data", "bss", "kconfig")
 
 def is_internal(map_name: str) -> bool:
     return map_name in _INTERNAL or map_name.startswith(tuple(f"{n}_" for n in _INTERNAL))
-
-
-def uprobe_path(point: UprobePoint) -> str:
-    if point.container_pid is None:
-        return point.target
-    return f"/proc/{point.container_pid}/root{point.target}"
-
-
-def check_uprobe_container(point: UprobePoint, containers: dict[int, set[str]]) -> None:
-    pid = point.container_pid
-    if pid is None:
-        return
-    if pid not in containers:
-        raise KernelError(
-            f"container process {pid} does not exist, so uprobe target {point.target} cannot "
-            "be found in its mount namespace; give the pid of a running process of the container"
-        )
-    if point.target not in containers[pid]:
-        raise KernelError(
-            f"uprobe target {point.target} is not an existing file in the mount namespace of "
-            f"process {pid} (looked for {uprobe_path(point)})"
-        )
-
-
-def check_kernel_point(point: AttachPoint, functions: frozenset[str] | set[str]) -> None:
-    if isinstance(point, KprobePoint):
-        if point.retprobe and point.offset:
-            raise KernelError(
-                f"a kretprobe on {point.func_name} fires when the function returns: it takes no "
-                f"offset (got {point.offset:#x}); drop the offset or use a kprobe"
-            )
-        if point.func_name not in functions:
-            raise KernelError(
-                f"kernel function {point.func_name} does not exist on this kernel (not in "
-                "/proc/kallsyms); check the name, e.g. `grep -w NAME /proc/kallsyms`"
-            )
-    elif isinstance(point, FentryPoint | FexitPoint) and point.func_name not in functions:
-        raise KernelError(
-            f"kernel function {point.func_name} has no BTF on this kernel (not in "
-            "/sys/kernel/btf/vmlinux nor in a module's BTF), so fentry/fexit cannot attach to it"
-        )
 
 
 def check_global_data(spec: ProgramSpec, variables: dict[str, int] | None) -> None:

@@ -16,16 +16,30 @@ def where(ns: str | None) -> str:
     return f" in network namespace {ns}" if ns else ""
 
 
+def no_interface(ifname: str, ns: str | None) -> KernelError:
+    return KernelError(
+        f"interface {ifname} does not exist{where(ns)}; fix the interface name or "
+        "create the interface first"
+    )
+
+
 def ifindex(ifname: str, ns: str | None) -> int:
     """ifindex of ``ifname`` in namespace ``ns`` (ioctl on a socket opened in that namespace)."""
     with netns.enter(ns):
         try:
             return socket.if_nametoindex(ifname)
         except OSError:
-            raise KernelError(
-                f"interface {ifname} does not exist{where(ns)}; fix the interface name or "
-                "create the interface first"
-            ) from None
+            raise no_interface(ifname, ns) from None
+
+
+def has_interface(ifname: str, ns: str | None) -> bool:
+    """Whether namespace ``ns`` has ``ifname``; a namespace that cannot be entered is an error."""
+    with netns.enter(ns):
+        try:
+            socket.if_nametoindex(ifname)
+        except OSError:
+            return False
+    return True
 
 
 def interface_exists(ifname: str, ns: str | None) -> bool:

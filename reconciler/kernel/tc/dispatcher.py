@@ -24,9 +24,9 @@ import struct
 from contextlib import ExitStack
 from pathlib import Path
 
-from reconciler.kernel import maps, observe
+from reconciler.kernel import maps, observe, precheck
 from reconciler.kernel.pins import PinStore, owner_of, prog_id_at
-from reconciler.kernel.sys import bpf, bpffs, btfinfo, netns
+from reconciler.kernel.sys import bpf, bpffs, btfinfo, ifaces, netns
 from reconciler.kernel.sys.bpffs import MAPS, PROG, STAGING
 from reconciler.kernel.sys.bpfobject import LibbpfObject
 from reconciler.kernel.tc import netlink as tcnetlink
@@ -86,15 +86,7 @@ def _hook_dir(store: PinStore, hook: TcHook, ifindex: int) -> Path:
 def _ifindex(hook: TcHook) -> int:
     if hook.direction not in tcnetlink.PARENTS:
         raise KernelError(f"TC direction must be ingress or egress, not {hook.direction!r}")
-    with netns.enter(hook.netns):
-        try:
-            return socket.if_nametoindex(hook.ifname)
-        except OSError:
-            where = f" in network namespace {hook.netns}" if hook.netns else ""
-            raise KernelError(
-                f"interface {hook.ifname} does not exist{where}; fix the interface name or "
-                "create it first"
-            ) from None
+    return ifaces.ifindex(hook.ifname, hook.netns)
 
 
 def _ours(hook: TcHook, ifindex: int) -> tcnetlink.Filter | None:
@@ -282,7 +274,7 @@ def _load_component(
     """Load ``slot``'s program as EXT replacing ``target`` of the new dispatcher, pinned (prog,
     maps) in ``d/%next``; returns its fd. A verifier rejection raises before any change."""
     if not os.path.isfile(slot.spec.object_path):
-        raise KernelError(f"BPF object {slot.spec.object_path} not found; build it or fix the path")
+        precheck.object_file(slot.spec)
     shared = maps.directory(store.root, slot.spec.maps_dir) if slot.spec.maps_dir else None
     stage = d / STAGING
     bpffs.remove_tree(stage)

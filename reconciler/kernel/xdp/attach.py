@@ -24,11 +24,18 @@ def xdp_conflict(point: XdpPoint, prog_id: int, owner: str | None) -> AttachConf
     )
 
 
+XDP_MODES = ("auto", "native", "generic")
+
+
+def check_mode(mode: str) -> None:
+    if mode not in XDP_MODES:
+        raise KernelError(f"XDP mode must be auto, native or generic, not {mode!r}")
+
+
 def xdp_attach(point: XdpPoint, prog_fd: int, owner_of: Callable[[int], str | None]) -> str:
     """Attach without clobbering anything; return the mode used. ``owner_of`` names the pin dir
     of one of our own program ids (for the conflict message), None for a foreign one."""
-    if point.mode not in ("auto", "native", "generic"):
-        raise KernelError(f"XDP mode must be auto, native or generic, not {point.mode!r}")
+    check_mode(point.mode)
     current = netlink.require(point.ifname, point.netns)
     if current.xdp_prog_id:
         raise xdp_conflict(point, current.xdp_prog_id, owner_of(current.xdp_prog_id))

@@ -119,11 +119,9 @@ def dispatch(store: PinStore, hook: XdpHook, slots: list[DispatchSlot]) -> list[
     root = store.root
     point = XdpPoint(hook.ifname, hook.mode, hook.netns)
     for s in slots:
-        precheck.program(store.root, s.spec, point)
-        if not os.path.isfile(s.spec.object_path):
-            raise KernelError(
-                f"BPF object {s.spec.object_path} not found; build it or fix the path"
-            )
+        precheck.check(s.spec, point)
+        if s.spec.maps_dir is not None:
+            maps.directory(store.root, s.spec.maps_dir)
     store.ensure_root()
     with xdpproto.libxdp_lock():
         owned = owners(root)
