@@ -20,7 +20,7 @@ from pathlib import Path
 from reconciler.kernel import precheck
 from reconciler.kernel.fake import dispatch as fakedispatch
 from reconciler.kernel.fake import parts as fakeparts
-from reconciler.kernel.fake.dispatch import FakeDispatchers, FakeSlot
+from reconciler.kernel.fake.dispatch import FakeDispatchers, FakeHook, FakeSlot
 from reconciler.kernel.fake.parts import SharedMaps
 from reconciler.kernel.points import uprobe_path
 from reconciler.kernel.probes import FEATURES
@@ -610,11 +610,35 @@ class FakeKernel:
     def dispatch(self, hook: Hook, slots: list[DispatchSlot]) -> list[Installed]:
         check_hook(hook, slots)
         iface = self._iface(hook.ifname, hook.netns)
-        key = hook_key(hook)
         point: AttachPoint = (
             XdpPoint(hook.ifname, hook.mode, hook.netns) if isinstance(hook, XdpHook) else hook
         )
-        current = self._dispatch.hooks.get(key)
+        current = self._dispatch.hooks.get(hook_key(hook))
+        kept = self._dispatch_checks(hook, iface, current, slots, point)
+        mode = current.mode if current else None
+        if isinstance(hook, XdpHook):
+            mode = self._dispatch_mode(hook, iface, mode)
+        loaded = self._load_changed(hook, slots, point)
+        entries = {s.pin_dir: loaded.get(s.pin_dir) or self._entries[s.pin_dir] for s in slots}
+        new = self._revision(kept, slots, entries)
+        unchanged = current is not None and current.mode == mode and current.slots == new
+        if not unchanged and (current is not None or new):
+            disp = self._dispatch.swap(hook, new, mode)
+            if isinstance(hook, XdpHook):
+                iface.xdp_prog = disp.dispatcher_id if disp else None
+                iface.xdp_mode = mode if disp else None
+        self._record_hook(hook, entries)
+        return [self._installed(s.pin_dir) for s in slots]
+
+    def _dispatch_checks(
+        self,
+        hook: Hook,
+        iface: _Iface,
+        current: FakeHook | None,
+        slots: list[DispatchSlot],
+        point: AttachPoint,
+    ) -> list[FakeSlot]:
+        """What is refused before anything changes; returns the foreign slots kept."""
         on_iface = iface.xdp_prog if isinstance(hook, XdpHook) else None
         if on_iface is not None and (current is None or current.dispatcher_id != on_iface):
             raise self._hook_conflict(hook, on_iface)
@@ -623,16 +647,19 @@ class FakeKernel:
             raise too_many(hook, len(slots) + len(kept))
         for slot in slots:
             old = self._entries.get(slot.pin_dir)
-            if old is not None and (old.hook is None or hook_key(old.hook) != key):
+            if old is not None and (old.hook is None or hook_key(old.hook) != hook_key(hook)):
                 where = "attached directly" if old.hook is None else "on another hook"
                 raise KernelError(
                     f"{slot.pin_dir} is already installed ({where}); uninstall it first"
                 )
             self._check(slot.pin_dir, slot.spec, point)
-        mode = current.mode if current else None
-        if isinstance(hook, XdpHook):
-            mode = self._dispatch_mode(hook, iface, mode)
-        # Load the new and changed programs first: a rejection changes nothing.
+        return kept
+
+    def _load_changed(
+        self, hook: Hook, slots: list[DispatchSlot], point: AttachPoint
+    ) -> dict[str, _Entry]:
+        """Load the new and changed programs first: a rejection changes nothing. (A slot whose
+        spec did not change keeps its program id.)"""
         loaded: dict[str, _Entry] = {}
         undo: list[tuple[ProgramSpec, list[str]]] = []
         try:
@@ -648,7 +675,12 @@ class FakeKernel:
             for spec, created in undo:
                 self._undo(spec, created)
             raise
-        entries = {s.pin_dir: loaded.get(s.pin_dir) or self._entries[s.pin_dir] for s in slots}
+        return loaded
+
+    def _revision(
+        self, kept: list[FakeSlot], slots: list[DispatchSlot], entries: dict[str, _Entry]
+    ) -> list[FakeSlot]:
+        """The new dispatcher's slots, in run order (components.Component's order)."""
         new = kept + [
             FakeSlot(
                 entries[s.pin_dir].prog_id,
@@ -660,19 +692,16 @@ class FakeKernel:
             for s in slots
         ]
         new.sort(key=lambda s: s.order)
-        unchanged = current is not None and current.mode == mode and current.slots == new
-        if not unchanged and (current is not None or new):
-            disp = self._dispatch.swap(hook, new, mode)
-            if isinstance(hook, XdpHook):
-                iface.xdp_prog = disp.dispatcher_id if disp else None
-                iface.xdp_mode = mode if disp else None
-        listed = {s.pin_dir for s in slots}
+        return new
+
+    def _record_hook(self, hook: Hook, entries: dict[str, _Entry]) -> None:
+        """The hook's entries are exactly ``entries`` now."""
+        key = hook_key(hook)
         for pin_dir in [d for d, e in self._entries.items() if e.hook and hook_key(e.hook) == key]:
-            if pin_dir not in listed:
+            if pin_dir not in entries:
                 del self._entries[pin_dir]
         for pin_dir, entry in entries.items():
             self._entries[pin_dir] = entry
-        return [self._installed(s.pin_dir) for s in slots]
 
     def _hook_conflict(self, hook: Hook, prog_id: int) -> AttachConflict:
         owner = next((d for d, e in self._entries.items() if e.prog_id == prog_id), None)

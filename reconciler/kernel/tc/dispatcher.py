@@ -17,15 +17,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import os
 import socket
 import struct
 from contextlib import ExitStack
 from pathlib import Path
 
-from reconciler.kernel import maps, observe, precheck
-from reconciler.kernel.pins import PinStore, owner_of, prog_id_at
+from reconciler.kernel import components, maps, observe, precheck
+from reconciler.kernel.components import Component
+from reconciler.kernel.pins import SPEC_MARK, PinStore, owner_of, prog_id_at
 from reconciler.kernel.sys import bpf, bpffs, btfinfo, ifaces, netns
 from reconciler.kernel.sys.bpffs import MAPS, PROG, STAGING
 from reconciler.kernel.sys.bpfobject import LibbpfObject
@@ -125,35 +125,14 @@ def hook_state(store: PinStore, hook: TcHook) -> HookState:
     return HookState(hook, disp, tuple(slots))
 
 
-def _fingerprint(store: PinStore, slot: DispatchSlot) -> str:
-    h = hashlib.sha256()
-    with open(slot.spec.object_path, "rb") as f:
-        h.update(f.read())
-    h.update(repr((slot.spec.function, slot.spec.global_data, slot.spec.maps_dir)).encode())
-    return "%spec-" + h.hexdigest()[:16]
-
-
-def _unchanged(d: Path, mark: str) -> bool:
-    return (d / PROG).exists() and (d / mark).is_dir()
-
-
 def dispatch(store: PinStore, hook: TcHook, slots: list[DispatchSlot]) -> list[Installed]:
     ifindex = _ifindex(hook)
     store.ensure_root()
     hdir = _hook_dir(store, hook, ifindex)
     old = _current_dispatcher(store, hook, ifindex)
-    wanted = {s.pin_dir for s in slots}
-    if len(wanted) != len(slots):
+    if len({s.pin_dir for s in slots}) != len(slots):
         raise KernelError("a pin directory is given twice in one dispatch")
-    previous: list[str] = []  # our pin dirs on the old dispatcher
-    foreign: list[tuple[int, int, int]] = []  # (prog id, priority, mask)
-    if old is not None:
-        for _i, prog_id, prio, mask in slots_of(old):
-            owner = owner_of(store.root, prog_id)
-            if owner is None:
-                foreign.append((prog_id, prio, mask))
-            elif owner not in wanted:
-                previous.append(owner)
+    foreign, previous = _survey(store, old, {s.pin_dir for s in slots})
     if not slots and not foreign:
         _remove(store, hook, ifindex, hdir, old)
         for rel in previous:
@@ -164,37 +143,73 @@ def dispatch(store: PinStore, hook: TcHook, slots: list[DispatchSlot]) -> list[I
             f"the {hook.direction} TC hook of {hook.ifname} can run at most "
             f"{MAX_DISPATCHER_SLOTS} programs ({len(slots)} of ours + {len(foreign)} foreign)"
         )
-    # Run order: ours by (priority, pin dir), foreign ones kept at their priority.
-    order: list[tuple[int, str, DispatchSlot | tuple[int, int, int]]] = [
-        (s.priority, s.pin_dir, s) for s in slots
-    ] + [(p, "", f) for f in foreign for p in [f[1]]]
-    order.sort(key=lambda e: (e[0], e[1]))
-    entries: list[tuple[int, tuple[str, ...]]] = []
-    for prio, _, item in order:
-        names = item.proceed_on if isinstance(item, DispatchSlot) else proceed_on_of(item[2])
-        entries.append((prio, names))
+    wanted = components.revision([_component(store, s) for s in slots], foreign)
+    _stage_and_swap(store, hook, ifindex, hdir, wanted)
+    # The new dispatcher runs: a kill from here on is completed by the next apply (``recover``
+    # commits the hook's pins, RealKernel the components that run in its slots).
+    store.checkpoint("swapped")
+    _commit_hook(hdir)
+    _commit_components(store, wanted)
+    for rel in previous:
+        store.uninstall(rel)
+    return [_installed(store, hook, s.pin_dir) for s in slots]
+
+
+def _survey(
+    store: PinStore, old: int | None, wanted: set[str]
+) -> tuple[list[Component], list[str]]:
+    """On the dispatcher the hook runs now: the foreign components (kept, at their priority and
+    chain actions), and our pin dirs that the new revision no longer lists."""
+    foreign: list[Component] = []
+    previous: list[str] = []
+    if old is None:
+        return foreign, previous
+    for _i, prog_id, prio, mask in slots_of(old):
+        owner = owner_of(store.root, prog_id)
+        if owner is None:
+            foreign.append(Component(prio, mask, ifaces.prog_name(prog_id), prog_id=prog_id))
+        elif owner not in wanted:
+            previous.append(owner)
+    return foreign, previous
+
+
+def _component(store: PinStore, slot: DispatchSlot) -> Component:
+    """``slot`` as a component of the new revision: it keeps its program id if its pin dir
+    holds a program and the (empty directory) mark of the spec wanted."""
+    d = store.path(slot.pin_dir)
+    mark = components.mark(slot.spec)
+    kept = prog_id_at(d / PROG) if (d / mark).is_dir() else None
+    return Component(
+        slot.priority,
+        mask_of(slot.proceed_on),
+        "",
+        slot.pin_dir,
+        prog_id=kept,
+        spec=slot.spec,
+        mark=mark,
+    )
+
+
+def _stage_and_swap(
+    store: PinStore, hook: TcHook, ifindex: int, hdir: Path, wanted: list[Component]
+) -> None:
+    """Load the new dispatcher and the components that load anew (pinned in staging), link every
+    component into its slot, then swap our filter's program to the new dispatcher. A failure
+    before the swap changes nothing: the staging is removed."""
     stage = hdir / STAGING
-    loaded: list[Path] = []  # component dirs with a staged (new or changed) program
+    loading = [store.path(c.pin_dir) for c in wanted if c.loads and c.pin_dir is not None]
     with ExitStack() as stack:
         try:
             bpffs.remove_tree(stage)
             stage.mkdir(mode=0o700, parents=True)
+            entries = [(c.priority, proceed_on_of(c.proceed)) for c in wanted]
             disp, disp_fd = load_dispatcher(stack, entries)
             disp.pin_program(str(stage / DISPATCHER))
             obj_btf = disp.btf()
-            for n, (_, _, item) in enumerate(order):
+            for n, c in enumerate(wanted):
                 slot_name = f"prog{n}"
                 btf_id = _lib_find_func(obj_btf, slot_name)
-                if isinstance(item, DispatchSlot):
-                    d = store.path(item.pin_dir)
-                    mark = _fingerprint(store, item)
-                    if _unchanged(d, mark):
-                        prog_fd = stack.enter_context(bpf.opened(bpf.obj_get(str(d / PROG))))
-                    else:
-                        loaded.append(d)
-                        prog_fd = _load_component(store, stack, d, item, disp_fd, slot_name)
-                else:
-                    prog_fd = stack.enter_context(bpf.opened(bpf.prog_fd_by_id(item[0])))
+                prog_fd = _component_fd(store, stack, c, disp_fd, slot_name)
                 try:
                     link_fd = bpf.link_create_freplace(prog_fd, disp_fd, btf_id)
                 except OSError as e:
@@ -215,27 +230,41 @@ def dispatch(store: PinStore, hook: TcHook, slots: list[DispatchSlot]) -> list[I
                 )
         except BaseException:
             bpffs.remove_tree(stage)
-            for d in loaded:
+            for d in loading:
                 bpffs.remove_tree(d / STAGING)
                 if not (d / PROG).exists():
                     store.uninstall(store.rel(d))
             raise
-    # The new dispatcher runs: a kill from here on is completed by the next apply (``recover``
-    # commits the hook's pins, RealKernel the components that run in its slots).
-    store.checkpoint("swapped")
-    _commit_hook(hdir)
-    for d in loaded:
-        store.commit(d, keep_link=False)
-    for s in slots:
-        d = store.path(s.pin_dir)
-        mark = _fingerprint(store, s)
+
+
+def _component_fd(
+    store: PinStore, stack: ExitStack, c: Component, disp_fd: int, slot_name: str
+) -> int:
+    """An fd of the program component ``c`` runs: ours kept (from its pin), ours loaded anew
+    (staged in its pin dir), or a foreign one (by id)."""
+    if c.pin_dir is None:
+        assert c.prog_id is not None
+        return stack.enter_context(bpf.opened(bpf.prog_fd_by_id(c.prog_id)))
+    d = store.path(c.pin_dir)
+    if not c.loads:
+        return stack.enter_context(bpf.opened(bpf.obj_get(str(d / PROG))))
+    assert c.spec is not None
+    return _load_component(store, stack, d, c.spec, disp_fd, slot_name)
+
+
+def _commit_components(store: PinStore, wanted: list[Component]) -> None:
+    """Move the staged components in, and mark each of ours with what it was loaded from."""
+    for c in wanted:
+        if c.pin_dir is not None and c.loads:
+            store.commit(store.path(c.pin_dir), keep_link=False)
+    for c in wanted:
+        if c.pin_dir is None:
+            continue
+        d = store.path(c.pin_dir)
         for other in d.iterdir():
-            if other.name.startswith("%spec-") and other.name != mark:
+            if other.name.startswith(SPEC_MARK) and other.name != c.mark:
                 other.rmdir()
-        (d / mark).mkdir(exist_ok=True)
-    for rel in previous:
-        store.uninstall(rel)
-    return [_installed(store, hook, s.pin_dir) for s in slots]
+        (d / c.mark).mkdir(exist_ok=True)
 
 
 def _lib_find_func(obj_btf: int | None, name: str) -> int:
@@ -269,18 +298,18 @@ def prepare_component(obj: LibbpfObject, spec: ProgramSpec, disp_fd: int, target
 
 
 def _load_component(
-    store: PinStore, stack: ExitStack, d: Path, slot: DispatchSlot, disp_fd: int, target: str
+    store: PinStore, stack: ExitStack, d: Path, spec: ProgramSpec, disp_fd: int, target: str
 ) -> int:
-    """Load ``slot``'s program as EXT replacing ``target`` of the new dispatcher, pinned (prog,
+    """Load ``spec``'s program as EXT replacing ``target`` of the new dispatcher, pinned (prog,
     maps) in ``d/%next``; returns its fd. A verifier rejection raises before any change."""
-    if not os.path.isfile(slot.spec.object_path):
-        precheck.object_file(slot.spec)
-    shared = maps.directory(store.root, slot.spec.maps_dir) if slot.spec.maps_dir else None
+    if not os.path.isfile(spec.object_path):
+        precheck.object_file(spec)
+    shared = maps.directory(store.root, spec.maps_dir) if spec.maps_dir else None
     stage = d / STAGING
     bpffs.remove_tree(stage)
     (stage / MAPS).mkdir(mode=0o700, parents=True)
-    obj = stack.enter_context(LibbpfObject(slot.spec.object_path, pin_root=str(stage / MAPS)))
-    prepare_component(obj, slot.spec, disp_fd, target)
+    obj = stack.enter_context(LibbpfObject(spec.object_path, pin_root=str(stage / MAPS)))
+    prepare_component(obj, spec, disp_fd, target)
     skip: frozenset[str] = frozenset()
     sharing = None
     if shared is not None:

@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
-from reconciler.kernel import maps, observe, precheck
+from reconciler.kernel import components, maps, observe, precheck
+from reconciler.kernel.components import Component
 from reconciler.kernel.pins import PinStore, owners
 from reconciler.kernel.slots import check_hook, too_many
 from reconciler.kernel.sys import bpf, bpffs, btfinfo, ifaces, libbpf, netlink
@@ -43,13 +42,11 @@ from reconciler.kernel.xdp import attach as xdpattach
 from reconciler.kernel.xdp import proto as xdpproto
 from reconciler.kernel.xdp.hooks import (
     DISPATCHER,
-    SPEC,
-    Component,
     Current,
-    components,
     hook_dir,
     hook_dirs,
     revisions,
+    slot_prog_ids,
 )
 from reconciler.kernel.xdp.proto import Config
 
@@ -65,15 +62,15 @@ def _read(root: Path, hook: XdpHook, owned: dict[int, str]) -> Current:
         raise KernelError(f"cannot read the XDP program on {hook.ifname}: {e.strerror}") from e
     if config is None:
         return Current(iface, direct=iface.xdp_prog_id)
-    ids = components(root, hook.netns, iface.ifindex, iface.xdp_prog_id, config)
+    ids = slot_prog_ids(root, hook.netns, iface.ifindex, iface.xdp_prog_id, config)
     comps = tuple(
         Component(
-            pid,
-            ifaces.prog_name(pid),
-            config.run_prios[i],
-            config.chain_call_actions[i],
-            config.program_flags[i],
-            owned.get(pid),
+            priority=config.run_prios[i],
+            proceed=config.chain_call_actions[i],
+            name=ifaces.prog_name(pid),
+            pin_dir=owned.get(pid),
+            prog_id=pid,
+            flags=config.program_flags[i],
         )
         for i, pid in enumerate(ids)
     )
@@ -83,40 +80,14 @@ def _read(root: Path, hook: XdpHook, owned: dict[int, str]) -> Current:
 def hook_state(store: PinStore, hook: XdpHook) -> HookState:
     cur = _read(store.root, hook, owners(store.root))
     slots = tuple(
-        SlotState(c.prog_id, c.name, c.priority, xdpproto.action_names(c.bits), c.pin_dir)
-        for c in cur.components
+        SlotState(c.prog_id or 0, c.name, c.priority, xdpproto.action_names(c.proceed), c.pin_dir)
+        for c in cur.components  # a running component always has its program id
     )
     return HookState(hook, cur.dispatcher_id, slots, cur.direct)
 
 
-def spec_digest(spec: ProgramSpec) -> str:
-    h = hashlib.sha256()
-    with open(spec.object_path, "rb") as f:
-        h.update(hashlib.sha256(f.read()).digest())
-    h.update(repr((spec.function, spec.prog_type.value, spec.global_data, spec.maps_dir)).encode())
-    return h.hexdigest()[:32]
-
-
-@dataclass
-class _Want:
-    """One slot of the new dispatcher."""
-
-    priority: int
-    bits: int
-    name: str
-    pin_dir: str | None
-    prog_id: int | None = None  # an already loaded program (kept, or foreign)
-    flags: int = 0
-    slot: DispatchSlot | None = None  # ours
-    digest: str = ""
-
-    def order(self) -> tuple[int, str]:
-        return (self.priority, self.pin_dir if self.pin_dir is not None else self.name)
-
-
 def dispatch(store: PinStore, hook: XdpHook, slots: list[DispatchSlot]) -> list[Installed]:
     check_hook(hook, slots)
-    root = store.root
     point = XdpPoint(hook.ifname, hook.mode, hook.netns)
     for s in slots:
         precheck.check(s.spec, point)
@@ -124,64 +95,75 @@ def dispatch(store: PinStore, hook: XdpHook, slots: list[DispatchSlot]) -> list[
             maps.directory(store.root, s.spec.maps_dir)
     store.ensure_root()
     with xdpproto.libxdp_lock():
-        owned = owners(root)
-        cur = _read(root, hook, owned)
-        if cur.direct is not None:
-            owner = owned.get(cur.direct)
-            if owner is not None:
-                raise AttachConflict(
-                    f"interface {hook.ifname} runs bpfman's {owner} attached directly; "
-                    "uninstall it before dispatching several programs there"
-                )
-            raise xdpattach.xdp_conflict(point, cur.direct, None)
+        owned = owners(store.root)
+        cur = _read(store.root, hook, owned)
+        _refuse_direct(hook, point, cur, owned)
         foreign = [c for c in cur.components if c.pin_dir is None]
         if len(slots) + len(foreign) > xdpproto.MAX_DISPATCHER_SLOTS:
             raise too_many(hook, len(slots) + len(foreign))
         on_hook = {c.pin_dir: c for c in cur.components if c.pin_dir is not None}
-        wants = [_Want(c.priority, c.bits, c.name, None, c.prog_id, c.flags) for c in foreign]
-        for s in slots:
-            d = bpffs.path_of(root, s.pin_dir)
-            digest = spec_digest(s.spec)
-            keep = on_hook.get(s.pin_dir)
-            if keep is None and (d / PROG).exists():
-                raise KernelError(
-                    f"{s.pin_dir} is already installed (not on the XDP dispatcher of "
-                    f"{hook.ifname}); uninstall it first"
-                )
-            same = keep is not None and (d / f"{SPEC}{digest}").exists()
-            bits = xdpproto.action_bits(s.proceed_on)
-            wants.append(
-                _Want(
-                    s.priority,
-                    bits,
-                    "",
-                    s.pin_dir,
-                    keep.prog_id if same and keep else None,
-                    slot=s,
-                    digest=digest,
-                )  # fmt: skip
-            )
-        wants.sort(key=_Want.order)
-        if _unchanged(cur, wants, hook):
+        wanted = components.revision([_ours(store, hook, s, on_hook) for s in slots], foreign)
+        if _unchanged(cur, wanted, hook):
             return [observe.installed(store.root, s.pin_dir) for s in slots]
-        _swap(store, hook, cur, wants)
-        listed = {s.pin_dir for s in slots}
-        for pin_dir in on_hook:
-            if pin_dir not in listed:
-                d = bpffs.path_of(root, pin_dir)
-                bpffs.remove_tree(d)
-                bpffs.prune_empty_parents(d.parent, root)
+        _swap(store, hook, cur, wanted)
+        _drop_unlisted(store, on_hook, {s.pin_dir for s in slots})
     return [observe.installed(store.root, s.pin_dir) for s in slots]
 
 
-def _unchanged(cur: Current, wants: list[_Want], hook: XdpHook) -> bool:
+def _refuse_direct(hook: XdpHook, point: XdpPoint, cur: Current, owned: dict[int, str]) -> None:
+    """A program attached without a dispatcher (ours or not) is never replaced by one."""
+    if cur.direct is None:
+        return
+    owner = owned.get(cur.direct)
+    if owner is not None:
+        raise AttachConflict(
+            f"interface {hook.ifname} runs bpfman's {owner} attached directly; "
+            "uninstall it before dispatching several programs there"
+        )
+    raise xdpattach.xdp_conflict(point, cur.direct, None)
+
+
+def _ours(
+    store: PinStore, hook: XdpHook, slot: DispatchSlot, on_hook: dict[str, Component]
+) -> Component:
+    """``slot`` as a component of the new revision: it keeps its program id if that program is
+    on this hook now and its pin dir holds the mark of the spec wanted (a pin of the program)."""
+    d = bpffs.path_of(store.root, slot.pin_dir)
+    mark = components.mark(slot.spec)
+    keep = on_hook.get(slot.pin_dir)
+    if keep is None and (d / PROG).exists():
+        raise KernelError(
+            f"{slot.pin_dir} is already installed (not on the XDP dispatcher of "
+            f"{hook.ifname}); uninstall it first"
+        )
+    same = keep is not None and (d / mark).exists()
+    return Component(
+        slot.priority,
+        xdpproto.action_bits(slot.proceed_on),
+        "",
+        slot.pin_dir,
+        keep.prog_id if same and keep else None,
+        spec=slot.spec,
+        mark=mark,
+    )
+
+
+def _drop_unlisted(store: PinStore, on_hook: dict[str, Component], listed: set[str]) -> None:
+    """The pins of our components the new revision no longer runs."""
+    for pin_dir in on_hook:
+        if pin_dir not in listed:
+            d = bpffs.path_of(store.root, pin_dir)
+            bpffs.remove_tree(d)
+            bpffs.prune_empty_parents(d.parent, store.root)
+
+
+def _unchanged(cur: Current, wanted: list[Component], hook: XdpHook) -> bool:
     if cur.dispatcher_id is None or hook.mode not in ("auto", cur.iface.xdp_mode):
-        return not wants and cur.dispatcher_id is None
-    now = [(c.prog_id, c.priority, c.bits) for c in cur.components]
-    return now == [(w.prog_id, w.priority, w.bits) for w in wants]
+        return not wanted and cur.dispatcher_id is None
+    return components.unchanged(cur.components, wanted)
 
 
-def _swap(store: PinStore, hook: XdpHook, cur: Current, wants: list[_Want]) -> None:
+def _swap(store: PinStore, hook: XdpHook, cur: Current, wants: list[Component]) -> None:
     """Build the new dispatcher revision, swap it in, release the old one."""
     root, ifindex = store.root, cur.iface.ifindex
     mine = hook_dir(root, hook.netns, ifindex)
@@ -196,7 +178,7 @@ def _swap(store: PinStore, hook: XdpHook, cur: Current, wants: list[_Want]) -> N
             with contextlib.ExitStack() as stack:
                 config = Config(
                     len(wants),
-                    tuple(w.bits for w in wants),
+                    tuple(w.proceed for w in wants),
                     tuple(w.priority for w in wants),
                     tuple(w.flags for w in wants),
                 )
@@ -208,10 +190,10 @@ def _swap(store: PinStore, hook: XdpHook, cur: Current, wants: list[_Want]) -> N
                     if w.prog_id is not None:
                         fd = stack.enter_context(bpf.opened(bpf.prog_fd_by_id(w.prog_id)))
                     else:
-                        assert w.slot is not None and w.pin_dir is not None
+                        assert w.spec is not None and w.pin_dir is not None
                         d = bpffs.path_of(root, w.pin_dir)
                         fd, sharing = _load_component(stack, d, w, disp_fd, f"prog{i}", root)
-                        staged.append((d, w.digest, sharing))
+                        staged.append((d, w.mark, sharing))
                     link_fds.append(
                         (fd, stack.enter_context(
                             bpf.opened(bpf.link_create_freplace(fd, disp_fd, btf_ids[i]))
@@ -311,12 +293,12 @@ def prepare_component(obj: LibbpfObject, spec: ProgramSpec, disp_fd: int, slot: 
 
 
 def _load_component(
-    stack: contextlib.ExitStack, d: Path, w: _Want, disp_fd: int, slot: str, root: Path
+    stack: contextlib.ExitStack, d: Path, w: Component, disp_fd: int, slot: str, root: Path
 ) -> tuple[int, maps.Sharing | None]:
     """Load one of our programs as an extension of ``slot`` of the new dispatcher, pinned (with
     its maps) in ``d``'s staging dir. The verifier runs here, before anything changes."""
-    assert w.slot is not None
-    spec = w.slot.spec
+    assert w.spec is not None
+    spec = w.spec
     stage = d / STAGING
     bpffs.remove_tree(stage)  # leftovers of an interrupted run
     (stage / MAPS).mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -329,7 +311,7 @@ def _load_component(
         skip = sharing.names
     fd = obj.load()
     obj.pin_program(str(stage / PROG))
-    bpf.obj_pin(fd, str(stage / f"{SPEC}{w.digest}"))
+    bpf.obj_pin(fd, str(stage / w.mark))
     obj.pin_maps(str(stage / MAPS), skip)
     if sharing is not None:
         maps.link_into(sharing, stage / MAPS, d / MAPS)

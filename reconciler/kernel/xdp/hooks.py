@@ -12,6 +12,7 @@ import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from reconciler.kernel.components import Component
 from reconciler.kernel.pins import prog_id_at
 from reconciler.kernel.sys import bpf, netlink, netns
 from reconciler.kernel.types import KernelError
@@ -20,21 +21,7 @@ from reconciler.kernel.xdp.attach import XdpAttachment
 from reconciler.kernel.xdp.proto import Config
 
 HOOKS = "%xdp"
-SPEC = "%spec-"
 DISPATCHER = "dispatcher"
-
-
-@dataclass
-class Component:
-    prog_id: int
-    name: str
-    priority: int
-    bits: int  # chain_call_actions
-    flags: int
-    pin_dir: str | None  # ours, or None: foreign
-
-    def order(self) -> tuple[int, str]:
-        return (self.priority, self.pin_dir if self.pin_dir is not None else self.name)
 
 
 @dataclass
@@ -49,7 +36,7 @@ def hook_dir(root: Path, ns: str | None, ifindex: int) -> Path:
     return root / HOOKS / f"{netns.identity(ns)[1]}-{ifindex}"
 
 
-def components(
+def slot_prog_ids(
     root: Path, ns: str | None, ifindex: int, dispatcher_id: int, config: Config
 ) -> list[int]:
     """Program ids of a dispatcher's slots, from libxdp's pins (or, if those are gone, ours)."""
@@ -85,7 +72,7 @@ def where(root: Path, xdp: dict[int, list[XdpAttachment]]) -> dict[int, dict[str
             continue
         for place in places:
             try:
-                ids = components(root, place.ns, place.iface.ifindex, prog_id, config)
+                ids = slot_prog_ids(root, place.ns, place.iface.ifindex, prog_id, config)
             except (KernelError, OSError):
                 continue
             for i, pid in enumerate(ids):
