@@ -21,6 +21,7 @@ from reconciler.kernel.tc import direct as tcdirect
 from reconciler.kernel.tc import dispatcher as tcdispatch
 from reconciler.kernel.tc import hooks as tchooks
 from reconciler.kernel.tc import tcx
+from reconciler.kernel.tracing import attach as tracing
 from reconciler.kernel.tracing import ksyms
 from reconciler.kernel.types import (
     AttachPoint,
@@ -167,27 +168,10 @@ class RealKernel:
                 # If pinning fails, closing the only fd releases (detaches) the new link.
                 bpf.obj_pin(link_fd, str(stage / LINK))
         else:
-            if isinstance(point, TracepointPoint):
-                link = obj.attach_tracepoint(point.group, point.name)
-            elif isinstance(point, UprobePoint):
-                link = obj.attach_uprobe(
-                    points.uprobe_path(point),
-                    point.func_name,
-                    point.offset,
-                    point.retprobe,
-                    point.pid,
-                )
-            elif isinstance(point, KprobePoint):
-                link = obj.attach_kprobe(point.func_name, point.offset, point.retprobe)
-            else:
-                assert isinstance(point, FentryPoint | FexitPoint)
-                link = obj.attach_trace(point.func_name)
-            try:
-                link.pin(str(stage / LINK))
-            except BaseException:
-                link.destroy()
-                raise
-            link.release()
+            assert isinstance(
+                point, TracepointPoint | UprobePoint | KprobePoint | FentryPoint | FexitPoint
+            )
+            tracing.attach(obj, point, stage / LINK)
 
     def _relative(self, point: TcxPoint, placement: Placement | None) -> tuple[int, int]:
         """(flags, neighbour link fd) for BPF_LINK_CREATE; (0, 0) appends last."""

@@ -1,2 +1,2 @@
-"""Tracing attach targets: uprobe targets' ELF symbols (``elfsyms``), kernel functions
-(``ksyms``)."""
+"""Tracing: perf-event and tracing links (``attach``), uprobe targets' ELF symbols
+(``elfsyms``), kernel functions (``ksyms``)."""
