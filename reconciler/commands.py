@@ -11,7 +11,7 @@ from typing import Any
 from reconciler import listing
 from reconciler.cli import print_json
 from reconciler.errors import Diagnostic, UserError, problems_error
-from reconciler.plan.model import Plan
+from reconciler.plan.value import Plan
 from reconciler.spec.host import HostError
 from reconciler.spec.model import DesiredState, ManifestError
 
@@ -192,8 +192,8 @@ def cmd_plan(args: argparse.Namespace, color: bool) -> int:
 
 def _narrow(plan: Plan, args: argparse.Namespace) -> Plan:
     """--refresh-only and --target/--exclude, applied to a computed plan."""
-    from reconciler.plan.model import Action
     from reconciler.plan.target import restrict
+    from reconciler.plan.value import Action
 
     if getattr(args, "refresh_only", False):
         plan.changes = [c for c in plan.changes if c.action is Action.NOOP]

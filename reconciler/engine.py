@@ -8,7 +8,7 @@ from pathlib import Path
 from reconciler.hostpaths import pin_path_errors
 from reconciler.kernel.types import Installed, Kernel, KernelError
 from reconciler.plan import Plan, build_plan, drift, preflight
-from reconciler.plan.hooks import assign_hooks, hook_from_json, hook_label, hook_of_point
+from reconciler.plan.hookgroups import assign_hooks, hook_from_json, hook_label, hook_of_point
 from reconciler.plan.hostcheck import check_host
 from reconciler.plan.verdicts import VerdictCache
 from reconciler.spec.model import DesiredAttachment, DesiredState

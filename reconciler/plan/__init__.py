@@ -2,6 +2,6 @@
 
 from reconciler.plan import drift
 from reconciler.plan.diff import build_plan
-from reconciler.plan.model import Action, Plan, ResourceChange
+from reconciler.plan.value import Action, Plan, ResourceChange
 
 __all__ = ["Action", "Plan", "ResourceChange", "build_plan", "drift"]

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 from reconciler.address import Address
 from reconciler.kernel.types import Installed, ProgType
-from reconciler.plan.model import Action, Plan, ResourceChange
+from reconciler.plan.value import Action, Plan, ResourceChange
 from reconciler.spec.model import PRUNE_ATTRIBUTE, DesiredAttachment
 from reconciler.state import Record
 

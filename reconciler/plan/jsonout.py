@@ -9,7 +9,7 @@ from typing import Any
 
 from reconciler import __version__
 from reconciler.errors import Diagnostic
-from reconciler.plan.model import Plan
+from reconciler.plan.value import Plan
 
 FORMAT_VERSION = "1.0"
 

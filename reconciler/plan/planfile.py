@@ -26,7 +26,7 @@ from reconciler.address import Address
 from reconciler.files import NotReadable, read_regular
 from reconciler.kernel import types as kt
 from reconciler.plan.drift import Drift
-from reconciler.plan.model import Action, Plan, ResourceChange
+from reconciler.plan.value import Action, Plan, ResourceChange
 from reconciler.sources.redact import redact
 from reconciler.spec.model import DesiredAttachment, Origin
 from reconciler.state import Record

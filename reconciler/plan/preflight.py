@@ -28,7 +28,7 @@ from reconciler.kernel.types import (
     TcHook,
     VerifierError,
 )
-from reconciler.plan.model import Action, Plan
+from reconciler.plan.value import Action, Plan
 from reconciler.plan.verdicts import Verdict, VerdictCache
 
 # Where the object's path was in a kept reason: objects are the same bytes at other paths (a git

@@ -9,7 +9,7 @@ the plan carries a warning.
 from __future__ import annotations
 
 from reconciler.address import Address
-from reconciler.plan.model import Action, Plan
+from reconciler.plan.value import Action, Plan
 
 WARNING = (
     "Resource targeting is in effect: this plan covers only the chosen addresses (and what they "

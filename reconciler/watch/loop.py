@@ -196,7 +196,7 @@ class Watcher:
         from reconciler.apply.execute import ApplyInterrupted
         from reconciler.apply.interrupt import Interrupt
         from reconciler.engine import plan_for
-        from reconciler.plan.model import Action
+        from reconciler.plan.value import Action
 
         started = time.monotonic()
         result = Result(result="failed", reason=reason)
@@ -350,7 +350,7 @@ class Watcher:
         yield desired
 
     def _refuse_empty(self, plan: Any, managed: set[str]) -> None:
-        from reconciler.plan.model import Action
+        from reconciler.plan.value import Action
 
         deleted = {str(c.address) for c in plan.changes if c.action is Action.DELETE}
         managed -= {address for address, _origin in plan.orphans}

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from reconciler.kernel.types import Hook, TcHook, XdpHook, XdpPoint
-from reconciler.plan.model import Plan
+from reconciler.plan.value import Plan
 from reconciler.spec.model import DesiredAttachment
 from reconciler.state import Record
 
