@@ -11,7 +11,8 @@ from typing import Any
 from reconciler import listing
 from reconciler.cli import print_json
 from reconciler.errors import Diagnostic, UserError, problems_error
-from reconciler.plan.model import Plan
+from reconciler.plan.target import Narrowing
+from reconciler.plan.value import Plan
 from reconciler.spec.host import HostError
 from reconciler.spec.model import DesiredState, ManifestError
 
@@ -166,7 +167,7 @@ def cmd_plan(args: argparse.Namespace, color: bool) -> int:
 
     ctx = _context(args)
     with _desired(args) as desired:
-        plan = _narrow(plan_for(ctx, desired), args)
+        plan = plan_for(ctx, desired, _narrowing(args))
         if args.out and not plan.errors:
             _save(ctx, plan, args.out)
     if args.json:
@@ -190,19 +191,16 @@ def cmd_plan(args: argparse.Namespace, color: bool) -> int:
     return 0
 
 
-def _narrow(plan: Plan, args: argparse.Namespace) -> Plan:
-    """--refresh-only and --target/--exclude, applied to a computed plan."""
-    from reconciler.plan.model import Action
-    from reconciler.plan.target import restrict
-
-    if getattr(args, "refresh_only", False):
-        plan.changes = [c for c in plan.changes if c.action is Action.NOOP]
-        plan.errors = []  # nothing will be attached: host checks do not apply
+def _narrowing(args: argparse.Namespace) -> Narrowing:
+    """--refresh-only and --target/--exclude: what the plan keeps of the computed changes."""
     try:
-        plan.warnings += restrict(plan, args.target, args.exclude)
+        return Narrowing(
+            targets=tuple(args.target),
+            excludes=tuple(args.exclude),
+            refresh_only=getattr(args, "refresh_only", False),
+        )
     except ValueError as e:
         raise UserError(str(e)) from None
-    return plan
 
 
 def _save(ctx: Any, plan: Plan, out: str) -> None:
@@ -381,7 +379,7 @@ def cmd_apply(args: argparse.Namespace, color: bool) -> int:
             return _refresh(args, ctx)
         with _desired(args) as desired:
             _recover(ctx)  # once the manifests are known good: a user error changes nothing
-            plan = _narrow(plan_for(ctx, desired), args)
+            plan = plan_for(ctx, desired, _narrowing(args))
             return _execute(args, color, ctx, plan, "Apply")
 
 
@@ -457,7 +455,7 @@ def cmd_destroy(args: argparse.Namespace, color: bool) -> int:
     with _locked(args):
         ctx = _context(args)
         _recover(ctx)
-        return _execute(args, color, ctx, _narrow(plan_for(ctx, None), args), "Destroy")
+        return _execute(args, color, ctx, plan_for(ctx, None, _narrowing(args)), "Destroy")
 
 
 def cmd_watch(args: argparse.Namespace, _color: bool) -> int:

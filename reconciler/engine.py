@@ -7,9 +7,11 @@ from pathlib import Path
 
 from reconciler.hostpaths import pin_path_errors
 from reconciler.kernel.types import Installed, Kernel, KernelError
-from reconciler.plan import Plan, build_plan, drift, preflight
-from reconciler.plan.hooks import assign_hooks, hook_from_json, hook_label, hook_of_point
+from reconciler.plan import Plan, diff, drift, preflight
+from reconciler.plan.hookgroups import hook_from_json, hook_label, hook_of_point
 from reconciler.plan.hostcheck import check_host
+from reconciler.plan.target import Narrowing, narrow
+from reconciler.plan.value import Action, Orphan, ResourceChange, Unselected
 from reconciler.plan.verdicts import VerdictCache
 from reconciler.spec.model import DesiredAttachment, DesiredState
 from reconciler.state import Record, StateStore
@@ -37,64 +39,84 @@ def observe(ctx: Context) -> tuple[list[Installed], dict[str, Record]]:
     return ctx.kernel.observe(), ctx.store.load()
 
 
-def plan_for(ctx: Context, desired: DesiredState | None) -> Plan:
+DESTROY_REASON = "bpfman destroy unloads everything it manages"
+
+
+def plan_for(
+    ctx: Context, desired: DesiredState | None, narrowing: Narrowing | None = None
+) -> Plan:
     """The plan to reach ``desired``; None means "nothing desired" (destroy).
 
     Everything that can be known without changing the kernel is checked: host facts
     (hostcheck) and the verifier's verdict on every program the plan would load (preflight),
     kept with the feature probes' answers in the state dir so that repeating a plan loads
-    nothing."""
+    nothing. ``narrowing`` (--target/--exclude, --refresh-only, drift left alone) is applied
+    last. Everything is gathered first and the plan, a value, is made once from it."""
+    narrowing = narrowing or Narrowing()
     installed, records = observe(ctx)
     verdicts = VerdictCache.load(ctx.store.dir, ctx.kernel.identity())
     ctx.kernel.remember_probes(verdicts.probes())
     try:
         if desired is None:
-            plan = build_plan(
-                [], installed, records, bpffs_root=str(ctx.kernel.root), keep_orphans=False
+            dispatching = any(r.extra.get("hook") for r in records.values())
+            changes = diff.compute(
+                [], installed, records, dispatching=dispatching, unload_reason=DESTROY_REASON
             )
-            plan.destroy = True
-            plan.drift = drift.detect(installed, records, _interfaces(ctx.kernel, records))
-            plan.dispatching = any(r.extra.get("hook") for r in records.values())
-            assign_hooks(plan, records)
-            for c in plan.changes:
-                c.reason = "bpfman destroy unloads everything it manages"
-            return plan
+            found = drift.detect(installed, records, _interfaces(ctx.kernel, records))
+            kept = narrow(changes, (), found, narrowing)
+            return Plan(
+                changes=kept.changes,
+                errors=kept.errors,
+                warnings=kept.warnings,
+                bpffs_root=str(ctx.kernel.root),
+                destroy=True,
+                dispatching=dispatching,
+                targeted=kept.targeted,
+                drift=tuple(found),
+            )
         dispatching = dispatchers_supported(ctx.kernel, desired.attachments, records)
         errors, flagged = check_host(desired.attachments, ctx.kernel, installed, dispatching)
         errors += pin_path_errors(desired.attachments, ctx.kernel.root)
-        plan = build_plan(
-            desired.attachments,
-            installed,
-            records,
-            errors=errors,
+        rest, orphans = diff.split_orphans(desired.attachments, installed, records)
+        changes = diff.compute(desired.attachments, rest, records, dispatching=dispatching)
+        errors += _orphans_on_changed_hooks(changes, orphans, records)
+        found = drift.detect(installed, records, _interfaces(ctx.kernel, records))
+        verified = preflight.check(
+            preflight.loads_of_changes(changes, flagged), ctx.kernel, verdicts
+        )
+        errors += verified.errors
+        kept = narrow(changes, errors, found, narrowing, warnings=verified.warnings())
+        return Plan(
+            changes=kept.changes,
+            errors=kept.errors,
+            warnings=kept.warnings,
             source=desired.source,
             revision=desired.revision,
             bpffs_root=str(ctx.kernel.root),
-            unselected=[
-                (f"{m.kind}/{m.name}", str(m.origin), why) for m, why in desired.unselected
-            ],
+            dispatching=dispatching,
+            targeted=kept.targeted,
+            drift=tuple(found),
+            unselected=tuple(
+                Unselected(f"{m.kind}/{m.name}", str(m.origin), why)
+                for m, why in desired.unselected
+            ),
+            orphans=orphans,
         )
-        plan.dispatching = dispatching
-        assign_hooks(plan, records)
-        plan.errors += _orphans_on_changed_hooks(plan, records)
-        plan.drift = drift.detect(installed, records, _interfaces(ctx.kernel, records))
-        verified = preflight.check(preflight.loads_of(plan, flagged), ctx.kernel, verdicts)
-        plan.errors += verified.errors
-        plan.warnings += verified.warnings()
-        return plan
     finally:
         if ctx.kernel.load_permission() is None:  # answers of a process that could probe
             verdicts.put_probes(ctx.kernel.probe_answers())
         verdicts.save()
 
 
-def _orphans_on_changed_hooks(plan: Plan, records: dict[str, Record]) -> list[str]:
+def _orphans_on_changed_hooks(
+    changes: tuple[ResourceChange, ...], orphans: tuple[Orphan, ...], records: dict[str, Record]
+) -> list[str]:
     """A dispatcher hook is rebuilt from the manifests' programs on it: an orphan there (kept by
     bpfman.io/prune: disabled, but in no manifest) would be dropped by the rebuild. Refuse to
     change such a hook rather than unload the orphan behind the user's back."""
-    changed = {c.hook for c in plan.actionable if c.hook is not None}
+    changed = {c.hook for c in changes if c.action is not Action.NOOP and c.hook is not None}
     out = []
-    for address, origin in plan.orphans:
+    for address, origin in orphans:
         rec = records.get(address)
         hook = hook_from_json(rec.extra.get("hook")) if rec else None
         if hook is not None and hook in changed:

@@ -71,7 +71,7 @@ class Record:
 
 
 @dataclass
-class Problem:
+class StateProblem:
     """Something wrong with the files under the state dir that loading worked around."""
 
     path: Path
@@ -121,7 +121,7 @@ class StateStore:
         self.journal_path = directory / JOURNAL_FILE
         self._journal: IO[str] | None = None
         # Filled by every load: what was wrong and how it was worked around.
-        self.problems: list[Problem] = []
+        self.problems: list[StateProblem] = []
         # Addresses whose step an earlier apply began and never finished (kill, crash).
         self.interrupted: dict[str, str] = {}
 
@@ -168,13 +168,13 @@ class StateStore:
         try:
             raw = data.decode()
         except UnicodeDecodeError as e:
-            self.problems.append(Problem(self.path, f"is corrupt ({e})", corrupt=True))
+            self.problems.append(StateProblem(self.path, f"is corrupt ({e})", corrupt=True))
             return {}
         try:
             doc = json.loads(raw)
             version = doc.get("format_version")
         except (ValueError, AttributeError) as e:
-            self.problems.append(Problem(self.path, _why(raw, e), corrupt=True))
+            self.problems.append(StateProblem(self.path, _why(raw, e), corrupt=True))
             return {}
         if isinstance(version, int) and version > FORMAT_VERSION:
             raise StateError(
@@ -192,7 +192,7 @@ class StateStore:
                 records[rec.address] = rec
             return records
         except (ValueError, KeyError, TypeError, AttributeError) as e:
-            self.problems.append(Problem(self.path, f"is corrupt ({e})", corrupt=True))
+            self.problems.append(StateProblem(self.path, f"is corrupt ({e})", corrupt=True))
             return {}
 
     def _replay(self, records: dict[str, Record]) -> None:
@@ -228,7 +228,7 @@ class StateStore:
                 # Which address this line changed is unknown, so no record written before it
                 # can be trusted: keep only what later lines establish.
                 self.problems.append(
-                    Problem(
+                    StateProblem(
                         self.journal_path,
                         f"line {n} is corrupt ({_why(line, e)}); records before it are dropped",
                         corrupt=True,
@@ -240,7 +240,7 @@ class StateStore:
             records.pop(address, None)
             self.interrupted[address] = action
             self.problems.append(
-                Problem(
+                StateProblem(
                     self.journal_path,
                     f"an apply was interrupted during {address} ({action}); its record is "
                     "dropped and the plan compares its pins with the manifests",

@@ -30,7 +30,7 @@ from reconciler.kernel.types import (
     TcxPoint,
 )
 from reconciler.plan import preflight
-from reconciler.plan.model import Action, Plan, ResourceChange
+from reconciler.plan.value import Action, Plan, ResourceChange
 from reconciler.plan.verdicts import VerdictCache
 from reconciler.spec.model import DesiredAttachment
 from reconciler.state import Record, StateStore

@@ -8,8 +8,8 @@ together.
 from __future__ import annotations
 
 from reconciler.kernel.types import DispatchSlot, Hook, Installed, Kernel
-from reconciler.plan.hooks import desired_on_hooks, hook_label, hook_to_json
-from reconciler.plan.model import Action, Plan, ResourceChange
+from reconciler.plan.hookgroups import desired_on_hooks, hook_label, hook_to_json
+from reconciler.plan.value import Action, Plan, ResourceChange
 from reconciler.spec.model import DesiredAttachment
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from reconciler.address import Address
 from reconciler.kernel.types import Placement, TcxPoint
-from reconciler.plan.model import Plan
+from reconciler.plan.value import Plan
 from reconciler.spec.model import DesiredAttachment
 
 

@@ -1,7 +1,18 @@
-"""Plans: diff desired against observed, render them, (later) save and load them."""
+"""Plans: diff desired against observed into a Plan value (``value.py``), render it (text and
+JSON), save and load it."""
 
 from reconciler.plan import drift
 from reconciler.plan.diff import build_plan
-from reconciler.plan.model import Action, Plan, ResourceChange
+from reconciler.plan.drift import Drift
+from reconciler.plan.value import Action, Orphan, Plan, ResourceChange, Unselected
 
-__all__ = ["Action", "Plan", "ResourceChange", "build_plan", "drift"]
+__all__ = [
+    "Action",
+    "Drift",
+    "Orphan",
+    "Plan",
+    "ResourceChange",
+    "Unselected",
+    "build_plan",
+    "drift",
+]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 from collections.abc import Iterable
 
 from reconciler.address import Address
-from reconciler.kernel.types import Installed, ProgType
-from reconciler.plan.model import Action, Plan, ResourceChange
+from reconciler.kernel.types import Hook, Installed, ProgType
+from reconciler.plan.drift import Drift
+from reconciler.plan.hookgroups import hook_of_change
+from reconciler.plan.value import Action, Orphan, Plan, ResourceChange, Unselected
 from reconciler.spec.model import PRUNE_ATTRIBUTE, DesiredAttachment
 from reconciler.state import Record
 
@@ -51,12 +54,23 @@ def _changed(before: dict, after: dict) -> list[str]:
     return [k for k in keys if before.get(k) != after.get(k)]
 
 
-def _classify(d: DesiredAttachment, inst: Installed | None, rec: Record | None) -> ResourceChange:
+def _classify(
+    d: DesiredAttachment, inst: Installed | None, rec: Record | None, hook: Hook | None
+) -> ResourceChange:
     addr, origin = d.address, str(d.origin)
+    uses = tuple(str(owner) for owner in d.depends_on)
     if inst is None:
         reason = "its pins are missing from the kernel (changed outside bpfman)" if rec else None
         return ResourceChange(
-            addr, Action.CREATE, None, d.attributes, d, reason=reason, origin=origin
+            addr,
+            Action.CREATE,
+            None,
+            d.attributes,
+            d,
+            reason=reason,
+            origin=origin,
+            uses_maps_of=uses,
+            hook=hook,
         )
     if rec is None:
         return ResourceChange(
@@ -68,6 +82,8 @@ def _classify(d: DesiredAttachment, inst: Installed | None, rec: Record | None) 
             reason="it is pinned but has no record in the state file",
             origin=origin,
             installed=inst,
+            uses_maps_of=uses,
+            hook=hook,
         )
     changed = _changed(rec.attributes, d.attributes)
     forced = [k for k in changed if k in forcing(d)]
@@ -85,29 +101,36 @@ def _classify(d: DesiredAttachment, inst: Installed | None, rec: Record | None) 
         rec.attributes,
         d.attributes,
         d,
-        replace_paths=forced,
+        replace_paths=tuple(forced),
         reason=reason,
         origin=origin,
         installed=inst,
+        uses_maps_of=uses,
+        hook=hook,
     )
 
 
-def _cascade(changes: dict[Address, ResourceChange]) -> None:
+def _cascade(changes: dict[Address, ResourceChange]) -> dict[Address, ResourceChange]:
     """A program that uses another's maps must be reloaded when that owner is (re)loaded:
     its map fds would still point at the old owner's maps."""
+    out = dict(changes)
     settled = False
     while not settled:
         settled = True
-        for c in changes.values():
+        for a, c in out.items():
             if c.desired is None or c.action not in (Action.NOOP, Action.UPDATE):
                 continue
             for dep in c.desired.depends_on:
-                owner = changes.get(dep)
+                owner = out.get(dep)
                 if owner is not None and owner.action in (Action.CREATE, Action.REPLACE):
-                    c.action = Action.REPLACE
-                    c.reason = f"its map owner {dep} is being loaded again, with new maps"
+                    out[a] = dataclasses.replace(
+                        c,
+                        action=Action.REPLACE,
+                        reason=f"its map owner {dep} is being loaded again, with new maps",
+                    )
                     settled = False
                     break
+    return out
 
 
 def _ordered(
@@ -139,9 +162,19 @@ def compute(
     desired: Iterable[DesiredAttachment],
     installed: Iterable[Installed],
     records: dict[str, Record],
-) -> list[ResourceChange]:
+    *,
+    dispatching: bool = False,
+    unload_reason: str = "it is no longer in the manifests",
+) -> tuple[ResourceChange, ...]:
     """The changes, in execution order: unloads first (they free attach points other manifests
-    may take over; users of a map owner before the owner), then the rest with owners first."""
+    may take over; users of a map owner before the owner), then the rest with owners first.
+
+    ``dispatching``: XDP and TC programs go through dispatchers, so each change names its
+    hook (:func:`reconciler.plan.hookgroups.hook_of_change`)."""
+
+    def hook(d: DesiredAttachment | None, rec: Record | None) -> Hook | None:
+        return hook_of_change(d, rec) if dispatching else None
+
     want = {d.address: d for d in desired}
     have: dict[Address, Installed] = {}
     for inst in installed:
@@ -159,16 +192,19 @@ def compute(
                 Action.DELETE,
                 before=rec.attributes if rec else {},
                 after=None,
-                reason="it is no longer in the manifests",
+                reason=unload_reason,
                 origin=rec.origin if rec else None,
                 installed=have[addr],
-                uses_maps_of=list(rec.extra.get("depends_on", [])) if rec else [],
+                uses_maps_of=tuple(rec.extra.get("depends_on", [])) if rec else (),
+                hook=hook(None, rec),
             )
         )
-    rest = {a: _classify(d, have.get(a), records.get(str(a))) for a, d in sorted(want.items())}
-    for a, c in rest.items():
-        c.uses_maps_of = [str(owner) for owner in want[a].depends_on]
-    _cascade(rest)
+    rest = _cascade(
+        {
+            a: _classify(d, have.get(a), records.get(str(a)), hook(d, records.get(str(a))))
+            for a, d in sorted(want.items())
+        }
+    )
 
     # Deletes run users first: an owner waits for every recorded user of its maps.
     users_of: dict[Address, set[Address]] = {}
@@ -177,16 +213,17 @@ def compute(
             users_of.setdefault(Address.parse(owner), set()).add(Address.parse(key))
     delete_order = _ordered(deletes, users_of)
     deps = {a: set(d.depends_on) for a, d in want.items()}
-    return delete_order + _ordered(list(rest.values()), deps)
+    return tuple(delete_order + _ordered(list(rest.values()), deps))
 
 
-def _orphans(
-    desired: list[DesiredAttachment], installed: list[Installed], records: dict[str, Record]
-) -> tuple[list[Installed], list[tuple[str, str]]]:
+def split_orphans(
+    desired: Iterable[DesiredAttachment], installed: Iterable[Installed], records: dict[str, Record]
+) -> tuple[list[Installed], tuple[Orphan, ...]]:
     """Split off what is installed, no longer desired, and recorded with ``prune: disabled``:
     such attachments are kept (not planned at all) and listed."""
     want = {str(d.address) for d in desired}
-    kept, orphans = [], []
+    kept: list[Installed] = []
+    orphans: list[Orphan] = []
     for inst in installed:
         try:
             key = str(Address.from_pin_dir(inst.pin_dir))
@@ -195,10 +232,10 @@ def _orphans(
             continue
         rec = records.get(key)
         if key not in want and rec and rec.attributes.get(PRUNE_ATTRIBUTE) == "disabled":
-            orphans.append((key, rec.origin))
+            orphans.append(Orphan(key, rec.origin))
         else:
             kept.append(inst)
-    return kept, sorted(orphans)
+    return kept, tuple(sorted(orphans))
 
 
 def build_plan(
@@ -207,22 +244,30 @@ def build_plan(
     records: dict[str, Record],
     *,
     keep_orphans: bool = True,
-    errors: list[str] | None = None,
+    dispatching: bool = False,
+    errors: Iterable[str] = (),
+    warnings: Iterable[str] = (),
+    drift: Iterable[Drift] = (),
     source: str = "",
     revision: str | None = None,
     bpffs_root: str = "",
-    unselected: list[tuple[str, str, str]] | None = None,
+    unselected: Iterable[Unselected] = (),
 ) -> Plan:
+    """The plan of the diff alone, with what else is known given: the engine gathers more
+    (host checks and verdicts that need the changes first) and builds its Plan itself."""
     desired, installed = list(desired), list(installed)
-    orphans: list[tuple[str, str]] = []
+    orphans: tuple[Orphan, ...] = ()
     if keep_orphans:
-        installed, orphans = _orphans(desired, installed, records)
+        installed, orphans = split_orphans(desired, installed, records)
     return Plan(
-        changes=compute(desired, installed, records),
+        changes=compute(desired, installed, records, dispatching=dispatching),
         orphans=orphans,
-        errors=list(errors or []),
+        errors=tuple(errors),
+        warnings=tuple(warnings),
+        drift=tuple(drift),
         source=source,
         revision=revision,
         bpffs_root=bpffs_root,
-        unselected=list(unselected or []),
+        dispatching=dispatching,
+        unselected=tuple(unselected),
     )

@@ -28,7 +28,7 @@ from reconciler.kernel.types import (
     XdpHook,
     XdpPoint,
 )
-from reconciler.plan.hooks import hook_label, hook_of_point
+from reconciler.plan.hookgroups import hook_label, hook_of_point
 from reconciler.spec.model import DesiredAttachment
 
 # The kernel runs at most this many programs on one tracepoint (BPF_TRACE_MAX_PROGS); the next

@@ -5,16 +5,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from reconciler import __version__
 from reconciler.errors import Diagnostic
-from reconciler.plan.model import Plan
+from reconciler.plan.value import Plan
 
 FORMAT_VERSION = "1.0"
 
 
+def _attributes(attributes: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    return None if attributes is None else dict(attributes)
+
+
 def plan_document(plan: Plan) -> dict[str, Any]:
+    """A pure function of the plan: the same plan always gives the same document."""
     add, change, destroy = plan.counts()
     return {
         "format_version": FORMAT_VERSION,
@@ -32,20 +38,20 @@ def plan_document(plan: Plan) -> dict[str, Any]:
                 "origin": c.origin,
                 "change": {
                     "actions": c.action.terraform_actions,
-                    "before": c.before,
-                    "after": c.after,
-                    "replace_paths": c.replace_paths,
+                    "before": _attributes(c.before),
+                    "after": _attributes(c.after),
+                    "replace_paths": list(c.replace_paths),
                     "reason": c.reason,
-                    "uses_maps_of": c.uses_maps_of,
+                    "uses_maps_of": list(c.uses_maps_of),
                 },
             }
             for c in plan.changes
         ],
         "resource_drift": [d.to_json() for d in plan.drift],
-        "errors": plan.errors,
+        "errors": list(plan.errors),
         # The errors again, each with its address, file and line when it has them.
         "diagnostics": [Diagnostic.parse(e).to_json() for e in plan.errors],
-        "warnings": plan.warnings,
+        "warnings": list(plan.warnings),
         "orphans": [{"address": a, "origin": o} for a, o in plan.orphans],
         "unselected": [
             {"resource": r, "origin": o, "reason": why} for r, o, why in plan.unselected

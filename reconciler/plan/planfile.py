@@ -26,7 +26,7 @@ from reconciler.address import Address
 from reconciler.files import NotReadable, read_regular
 from reconciler.kernel import types as kt
 from reconciler.plan.drift import Drift
-from reconciler.plan.model import Action, Plan, ResourceChange
+from reconciler.plan.value import Action, Orphan, Plan, ResourceChange, Unselected
 from reconciler.sources.redact import redact
 from reconciler.spec.model import DesiredAttachment, Origin
 from reconciler.state import Record
@@ -138,14 +138,14 @@ def _change_json(c: ResourceChange, objects: dict[str, str]) -> dict[str, Any]:
     return {
         "address": str(c.address),
         "action": c.action.value,
-        "before": c.before,
-        "after": c.after,
+        "before": None if c.before is None else dict(c.before),
+        "after": None if c.after is None else dict(c.after),
         "desired": _desired_json(c.desired, objects) if c.desired else None,
-        "replace_paths": c.replace_paths,
+        "replace_paths": list(c.replace_paths),
         "reason": c.reason,
         "origin": c.origin,
         "installed": dataclasses.asdict(c.installed) if c.installed else None,
-        "uses_maps_of": c.uses_maps_of,
+        "uses_maps_of": list(c.uses_maps_of),
         "hook": _point_json(c.hook),
     }
 
@@ -157,11 +157,11 @@ def _change(doc: dict[str, Any], objects_dir: Path) -> ResourceChange:
         before=doc["before"],
         after=doc["after"],
         desired=_desired(doc["desired"], objects_dir) if doc["desired"] else None,
-        replace_paths=doc["replace_paths"],
+        replace_paths=tuple(doc["replace_paths"]),
         reason=doc["reason"],
         origin=doc["origin"],
         installed=_installed(doc["installed"]),
-        uses_maps_of=doc["uses_maps_of"],
+        uses_maps_of=tuple(doc["uses_maps_of"]),
         hook=_point(doc["hook"]),
     )
 
@@ -187,9 +187,9 @@ def save(plan: Plan, path: Path, fp: str) -> None:
         "revision": plan.revision,
         "destroy": plan.destroy,
         "dispatching": plan.dispatching,
-        "errors": plan.errors,
-        "unselected": plan.unselected,
-        "orphans": plan.orphans,
+        "errors": list(plan.errors),
+        "unselected": [list(u) for u in plan.unselected],
+        "orphans": [list(o) for o in plan.orphans],
         "drift": [d.to_json() for d in plan.drift],
         "changes": changes,
         "objects": embedded,
@@ -228,16 +228,16 @@ def load(path: Path, objects_dir: Path) -> tuple[Plan, str]:
                 raise PlanFileError(f"{path}: embedded bytecode {digest} is corrupt")
             (objects_dir / (digest.split(":")[-1] + ".o")).write_bytes(blob)
         plan = Plan(
-            changes=[_change(c, objects_dir) for c in doc["changes"]],
-            errors=doc["errors"],
+            changes=tuple(_change(c, objects_dir) for c in doc["changes"]),
+            errors=tuple(doc["errors"]),
             source=doc["source"],
             revision=doc["revision"],
             bpffs_root=doc["bpffs_root"],
             destroy=doc["destroy"],
             dispatching=doc["dispatching"],
-            unselected=[tuple(u) for u in doc["unselected"]],
-            orphans=[(str(a), str(o)) for a, o in doc.get("orphans", [])],
-            drift=[Drift(d["address"], d["change"]) for d in doc["drift"]],
+            unselected=tuple(Unselected(*u) for u in doc["unselected"]),
+            orphans=tuple(Orphan(str(a), str(o)) for a, o in doc.get("orphans", [])),
+            drift=tuple(Drift(d["address"], d["change"]) for d in doc["drift"]),
         )
     except (KeyError, TypeError, ValueError) as e:
         raise PlanFileError(f"{path} is damaged ({e!r}); make it again") from None

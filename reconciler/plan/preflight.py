@@ -14,7 +14,7 @@ earlier run still counts), and apply, which needs the privilege anyway, refuses.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from reconciler.address import Address
@@ -28,7 +28,7 @@ from reconciler.kernel.types import (
     TcHook,
     VerifierError,
 )
-from reconciler.plan.model import Action, Plan
+from reconciler.plan.value import Action, Plan, ResourceChange
 from reconciler.plan.verdicts import Verdict, VerdictCache
 
 # Where the object's path was in a kept reason: objects are the same bytes at other paths (a git
@@ -77,8 +77,14 @@ class Outcome:
 def loads_of(plan: Plan, skip: Iterable[Address] = ()) -> list[Load]:
     """The programs ``plan`` loads, in its order (``skip``: addresses already known to be
     unloadable here, e.g. a kernel that cannot run their type)."""
+    return loads_of_changes(plan.changes, skip)
+
+
+def loads_of_changes(changes: Sequence[ResourceChange], skip: Iterable[Address] = ()) -> list[Load]:
+    """The programs ``changes`` load, in their order: what :func:`loads_of` reads of a plan,
+    before the plan is made."""
     skipped = set(skip)
-    wanted = {c.address: c.desired.program for c in plan.changes if c.desired is not None}
+    wanted = {c.address: c.desired.program for c in changes if c.desired is not None}
     return [
         Load(
             c.address,
@@ -88,7 +94,7 @@ def loads_of(plan: Plan, skip: Iterable[Address] = ()) -> list[Load]:
             c.hook is not None,
             tuple((o, wanted[o]) for o in c.desired.depends_on if o in wanted),
         )
-        for c in plan.actionable
+        for c in changes
         if c.desired is not None
         and c.action in (Action.CREATE, Action.REPLACE)
         and c.address not in skipped

@@ -9,7 +9,7 @@ import json
 from typing import Any
 
 from reconciler import terminal
-from reconciler.plan.model import Action, Plan, ResourceChange
+from reconciler.plan.value import Action, Plan, ResourceChange
 
 _SYMBOL = {
     Action.CREATE: "+",

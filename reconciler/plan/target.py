@@ -1,4 +1,6 @@
-"""``--target`` / ``--exclude``: narrow a plan to some addresses, as Terraform does.
+"""Narrowing a plan's changes before the plan is made: ``--target`` / ``--exclude`` (to some
+addresses, as Terraform does), ``--refresh-only`` (no change at all) and, for the watcher's
+``--drift report``, leaving drifted attachments alone.
 
 A pattern is a full address (``XdpProgram/fw[eth0]``) or a manifest (``XdpProgram/fw``, all its
 attachments). What a chosen change needs comes along: the map owners it uses, and every program
@@ -8,8 +10,13 @@ the plan carries a warning.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import NamedTuple
+
 from reconciler.address import Address
-from reconciler.plan.model import Action, Plan
+from reconciler.plan.drift import Drift
+from reconciler.plan.value import Action, ResourceChange
 
 WARNING = (
     "Resource targeting is in effect: this plan covers only the chosen addresses (and what they "
@@ -18,10 +25,59 @@ WARNING = (
 )
 
 
-def restrict(plan: Plan, targets: list[str], excludes: list[str]) -> list[str]:
-    """Drop the changes not chosen; returns the warnings to show."""
+@dataclass(frozen=True)
+class Narrowing:
+    """What of the computed changes a plan keeps. The patterns are checked when this is made
+    (ValueError with the expected shape), before anything is planned."""
+
+    targets: tuple[str, ...] = ()
+    excludes: tuple[str, ...] = ()
+    refresh_only: bool = False  # no change at all: only drift is shown (and recorded by apply)
+    repair_drift: bool = True  # False: changes of drifted attachments are left out
+
+    def __post_init__(self) -> None:
+        for pattern in [*self.targets, *self.excludes]:
+            _check(pattern)
+
+
+class Narrowed(NamedTuple):
+    changes: tuple[ResourceChange, ...]
+    errors: tuple[str, ...]
+    warnings: tuple[str, ...]
+    targeted: bool  # --target/--exclude left changes out on purpose
+
+
+def narrow(
+    changes: tuple[ResourceChange, ...],
+    errors: Iterable[str],
+    drift: Iterable[Drift],
+    narrowing: Narrowing,
+    warnings: Iterable[str] = (),
+) -> Narrowed:
+    """The changes, errors and warnings a plan keeps under ``narrowing``."""
+    errors, warnings = tuple(errors), tuple(warnings)
+    if narrowing.refresh_only:
+        changes = tuple(c for c in changes if c.action is Action.NOOP)
+        errors = ()  # nothing will be attached: host checks do not apply
+    if not narrowing.repair_drift:
+        drifted = {d.address for d in drift}
+        changes = tuple(
+            c for c in changes if c.action is Action.NOOP or str(c.address) not in drifted
+        )
+    targeted = bool(narrowing.targets or narrowing.excludes)
+    if targeted:
+        changes, more = restrict(changes, narrowing.targets, narrowing.excludes)
+        warnings += tuple(more)
+    return Narrowed(changes, errors, warnings, targeted)
+
+
+def restrict(
+    changes: tuple[ResourceChange, ...], targets: Iterable[str], excludes: Iterable[str]
+) -> tuple[tuple[ResourceChange, ...], list[str]]:
+    """The changes chosen, and the warnings to show."""
+    targets, excludes = list(targets), list(excludes)
     if not targets and not excludes:
-        return []
+        return changes, []
     for pattern in [*targets, *excludes]:
         _check(pattern)
 
@@ -29,7 +85,7 @@ def restrict(plan: Plan, targets: list[str], excludes: list[str]) -> list[str]:
         wanted = not targets or any(a.matches(t) for t in targets)
         return wanted and not any(a.matches(e) for e in excludes)
 
-    by = {c.address: c for c in plan.changes}
+    by = {c.address: c for c in changes}
     keep = {a for a in by if chosen(a)}
     grown = True
     while grown:  # map owners, then whole hooks, until nothing more comes along
@@ -38,15 +94,14 @@ def restrict(plan: Plan, targets: list[str], excludes: list[str]) -> list[str]:
             d = by[a].desired
             keep |= {o for o in (d.depends_on if d else ()) if o in by}
         hooks = {by[a].hook for a in keep if by[a].hook is not None}
-        keep |= {c.address for c in plan.changes if c.hook in hooks}
+        keep |= {c.address for c in changes if c.hook in hooks}
         grown = len(keep) > before
-    plan.changes = [c for c in plan.changes if c.address in keep or c.action is Action.NOOP]
-    plan.targeted = True
+    kept = tuple(c for c in changes if c.address in keep or c.action is Action.NOOP)
     warnings = [WARNING]
     for t in targets:
         if not any(a.matches(t) for a in by):
             warnings.append(f"--target {t} matches nothing in this plan")
-    return warnings
+    return kept, warnings
 
 
 def _check(pattern: str) -> None:

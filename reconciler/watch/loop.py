@@ -196,7 +196,7 @@ class Watcher:
         from reconciler.apply.execute import ApplyInterrupted
         from reconciler.apply.interrupt import Interrupt
         from reconciler.engine import plan_for
-        from reconciler.plan.model import Action
+        from reconciler.plan.target import Narrowing
 
         started = time.monotonic()
         result = Result(result="failed", reason=reason)
@@ -211,19 +211,16 @@ class Watcher:
                     desired.attachments, waiting = _split_waiting(desired.attachments, ctx.kernel)
                     result.waiting = [why for _d, why in waiting]
                     commands._recover(ctx)
-                    plan = plan_for(ctx, desired)
+                    # --drift report: drifted attachments are shown, not repaired.
+                    plan = plan_for(
+                        ctx, desired, Narrowing(repair_drift=self.options.drift != "report")
+                    )
                     result.drift = [f"{d.address} {d.what}" for d in plan.drift]
                     if plan.errors:
                         raise UserError(
                             f"the plan has {len(plan.errors)} error(s): " + "; ".join(plan.errors)
                         )
                     drifted = {d.address for d in plan.drift}
-                    if self.options.drift == "report" and drifted:
-                        plan.changes = [
-                            c
-                            for c in plan.changes
-                            if c.action is Action.NOOP or str(c.address) not in drifted
-                        ]
                     records = ctx.store.load()
                     self.namespaces = _namespaces_of(
                         records, desired.attachments, [d for d, _why in waiting]
@@ -350,7 +347,7 @@ class Watcher:
         yield desired
 
     def _refuse_empty(self, plan: Any, managed: set[str]) -> None:
-        from reconciler.plan.model import Action
+        from reconciler.plan.value import Action
 
         deleted = {str(c.address) for c in plan.changes if c.action is Action.DELETE}
         managed -= {address for address, _origin in plan.orphans}

@@ -49,7 +49,7 @@ def test_bytecode_change_forces_replacement():
     )
     (c,) = plan.changes
     assert c.action is Action.REPLACE
-    assert c.replace_paths == ["bytecode_digest"]
+    assert c.replace_paths == ("bytecode_digest",)
     assert plan.counts() == (1, 0, 1)
 
 
@@ -63,7 +63,7 @@ def test_tcx_priority_change_forces_replacement():
     d = tcx("a", priority=10)
     plan = build_plan([d], [installed(d)], {str(d.address): record(d, priority=20)})
     (c,) = plan.changes
-    assert c.action is Action.REPLACE and c.replace_paths == ["priority"]
+    assert c.action is Action.REPLACE and c.replace_paths == ("priority",)
 
 
 def test_detached_program_is_replaced_with_drift_reason():
@@ -115,7 +115,7 @@ def test_foreign_pin_layout_is_ignored():
     odd = installed(d)
     odd = type(odd)(**{**odd.__dict__, "pin_dir": "not/ours"})
     plan = build_plan([], [odd], {})
-    assert plan.changes == []
+    assert plan.changes == ()
 
 
 def with_owner(d, owner):
@@ -227,7 +227,7 @@ def test_tcx_priority_change_forces_replacement_in_every_kind(tmp_path, kind):
     assert str(after.address).startswith(f"{kind}/t[")
     plan = build_plan([after], [installed(after)], {str(after.address): record(before)})
     (c,) = plan.changes
-    assert (c.action, c.replace_paths) == (Action.REPLACE, ["priority"])
+    assert (c.action, c.replace_paths) == (Action.REPLACE, ("priority",))
     assert (c.before["priority"], c.after["priority"]) == (10, 30)
 
 
@@ -240,4 +240,4 @@ def test_xdp_priority_change_stays_in_place_in_every_kind(kind):
     if kind != "XdpProgram":
         d = dataclasses.replace(d, address=Address(kind, "a", "xdp_stats:eth0"))
     plan = build_plan([d], [installed(d)], {str(d.address): record(d, priority=55)})
-    assert plan.changes[0].action is Action.UPDATE and plan.changes[0].replace_paths == []
+    assert plan.changes[0].action is Action.UPDATE and plan.changes[0].replace_paths == ()

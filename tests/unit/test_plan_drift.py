@@ -47,8 +47,12 @@ def test_pins_without_a_record():
 
 
 def test_drift_is_shown_before_the_actions_and_in_json():
-    plan = build_plan([A], [installed(A, attached=False)], {KEY: rec()})
-    plan.drift = detect([installed(A, attached=False)], {KEY: rec()}, HERE)
+    plan = build_plan(
+        [A],
+        [installed(A, attached=False)],
+        {KEY: rec()},
+        drift=detect([installed(A, attached=False)], {KEY: rec()}, HERE),
+    )
     text = render_plan(plan)
     assert text.index("Objects have changed outside of bpfman") < text.index("will perform")
     assert plan_document(plan)["resource_drift"] == [

@@ -45,7 +45,7 @@ def test_a_removed_manifest_with_prune_disabled_is_kept_and_listed(ctx):
     apply(ctx, [a, b])
     p = plan(ctx, [])
     assert {str(c.address): c.action for c in p.actionable} == {str(b.address): Action.DELETE}
-    assert p.orphans == [(str(a.address), "tp.yaml:1")]
+    assert p.orphans == ((str(a.address), "tp.yaml:1"),)
     assert "Orphaned:" in render_plan(p) and str(a.address) in render_plan(p)
     assert plan_document(p)["orphans"] == [{"address": str(a.address), "origin": "tp.yaml:1"}]
     apply_plan(p, ctx.kernel, ctx.store)
@@ -63,14 +63,14 @@ def test_the_annotation_added_later_is_an_in_place_update(ctx):
         (Action.UPDATE, "disabled")
     ]
     apply_plan(p, ctx.kernel, ctx.store)
-    assert plan(ctx, []).orphans == [(str(a.address), "tp.yaml:1")]
+    assert plan(ctx, []).orphans == ((str(a.address), "tp.yaml:1"),)
 
 
 def test_destroy_unloads_orphans(ctx):
     a = kept(tracepoint("a"))
     apply(ctx, [a])
     p = plan_for(ctx, None)
-    assert [c.action for c in p.actionable] == [Action.DELETE] and p.orphans == []
+    assert [c.action for c in p.actionable] == [Action.DELETE] and p.orphans == ()
 
 
 def test_restoring_the_manifest_adopts_the_orphan_unchanged(ctx):
@@ -78,7 +78,7 @@ def test_restoring_the_manifest_adopts_the_orphan_unchanged(ctx):
     apply(ctx, [a])
     apply(ctx, [])
     p = plan(ctx, [a])
-    assert not p.has_changes and p.orphans == []
+    assert not p.has_changes and p.orphans == ()
 
 
 def test_an_orphan_on_a_dispatcher_hook_that_the_plan_changes_is_an_error(ctx):
@@ -92,7 +92,7 @@ def test_an_orphan_on_a_dispatcher_hook_that_the_plan_changes_is_an_error(ctx):
         and "destroy --target" in (p.errors[0])
     )
     # Unchanged hook: nothing to refuse.
-    assert plan(ctx, [b]).errors == []
+    assert plan(ctx, [b]).errors == ()
 
 
 MANIFEST = """

@@ -111,7 +111,7 @@ def test_a_dispatcher_hook_verifies_its_programs_as_what_the_dispatcher_runs(ctx
 def test_without_the_privilege_plan_warns_and_apply_refuses(ctx) -> None:
     ctx.kernel.permission = "bpfman runs as uid 1000 without CAP_BPF or CAP_SYS_ADMIN"  # type: ignore[attr-defined]
     p = plan(ctx, xdp("good", "eth1"), rejected())
-    assert p.errors == [] and ctx.kernel.verified == []  # type: ignore[attr-defined]
+    assert p.errors == () and ctx.kernel.verified == []  # type: ignore[attr-defined]
     (warning,) = p.warnings
     assert warning.startswith(
         "the verifier was not run for 2 program(s) this plan loads (XdpProgram/bad[eth0], "
@@ -131,12 +131,12 @@ def test_a_kept_verdict_counts_without_the_privilege(ctx) -> None:
 
 def test_a_kernel_function_that_does_not_exist(ctx) -> None:
     p = plan(ctx, kernel_point(ProgType.KPROBE, "vfs_reed"), kernel_point(ProgType.FENTRY, "nope"))
-    assert p.errors == [
+    assert p.errors == (
         "KprobeProgram/k[vfs_reed] (k.yaml:2): kernel function vfs_reed does not exist on this "
         "kernel (not in /proc/kallsyms); fix spec.func_name",
         "FentryProgram/k[nope] (k.yaml:2): kernel function nope has no BTF on this kernel (not "
         "a FUNC in /sys/kernel/btf/vmlinux); fix spec.func_name",
-    ]
+    )
     assert ctx.kernel.verified == []  # type: ignore[attr-defined]
 
 

@@ -1,16 +1,24 @@
 """A plan is a value: the ordered changes that would make the kernel match the manifests.
 
 Computing a plan only reads; rendering never computes; applying executes exactly these changes.
+
+Every type here is frozen and holds tuples: a plan is built once, by ``diff.build_plan`` or by
+the engine from everything it has gathered (the diff, the host checks, the verifier's verdicts,
+drift, narrowing), or read back from a plan file by ``planfile.load``. After that, it is only
+read: by the text and JSON renderers (``render``, ``jsonout``), the plan-file writer
+(``planfile``) and apply.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from reconciler.address import Address
 from reconciler.kernel.types import Hook, Installed
+from reconciler.plan.drift import Drift
 from reconciler.spec.model import DesiredAttachment
 
 
@@ -28,27 +36,43 @@ class Action(enum.Enum):
         return [self.value]
 
 
-@dataclass
+@dataclass(frozen=True)
 class ResourceChange:
     address: Address
     action: Action
-    before: dict[str, Any] | None  # attributes as last applied (None when new)
-    after: dict[str, Any] | None  # attributes the manifests ask for (None when unloading)
+    before: Mapping[str, Any] | None  # attributes as last applied (None when new)
+    after: Mapping[str, Any] | None  # attributes the manifests ask for (None when unloading)
     desired: DesiredAttachment | None = None
-    replace_paths: list[str] = field(default_factory=list)  # attributes forcing replacement
+    replace_paths: tuple[str, ...] = ()  # attributes forcing replacement
     reason: str | None = None  # why a delete or replace happens, for people
     origin: str | None = None  # manifest file:line
     installed: Installed | None = None  # what the kernel held when planned
-    uses_maps_of: list[str] = field(default_factory=list)  # map owners: ordered around them
+    uses_maps_of: tuple[str, ...] = ()  # map owners: ordered around them
     # The multi-program hook (XDP or TC dispatcher) this attachment runs on, when it runs through
     # a dispatcher: apply then swaps each such hook once, for all its changes together.
     hook: Hook | None = None
 
 
-@dataclass
+class Orphan(NamedTuple):
+    """An attachment whose manifest is gone but that ``bpfman.io/prune: disabled`` keeps
+    loaded. Never unloaded by an apply; listed until removed."""
+
+    address: str
+    origin: str  # the manifest file:line it came from
+
+
+class Unselected(NamedTuple):
+    """A manifest whose nodeselector does not match this host."""
+
+    resource: str  # KIND/NAME
+    origin: str  # file:line
+    reason: str
+
+
+@dataclass(frozen=True)
 class Plan:
-    changes: list[ResourceChange]  # in execution order; no-ops included, as in Terraform's JSON
-    errors: list[str] = field(default_factory=list)  # host problems that forbid applying
+    changes: tuple[ResourceChange, ...]  # in execution order; no-ops included, as in Terraform
+    errors: tuple[str, ...] = ()  # host problems that forbid applying
     source: str = ""
     revision: str | None = None
     bpffs_root: str = ""
@@ -57,18 +81,15 @@ class Plan:
     dispatching: bool = False
     # Narrowed by --target/--exclude: apply then keeps records it has no change for.
     targeted: bool = False
-    warnings: list[str] = field(default_factory=list)
-    # Changes made outside bpfman since the last apply (plan.drift.Drift), shown first.
-    drift: list[Any] = field(default_factory=list)
-    # Manifests whose nodeselector does not match this host: (KIND/NAME, file:line, reason).
-    unselected: list[tuple[str, str, str]] = field(default_factory=list)
-    # Attachments whose manifest is gone but that bpfman.io/prune: disabled keeps loaded:
-    # (address, file:line it came from). Never unloaded by an apply; listed until removed.
-    orphans: list[tuple[str, str]] = field(default_factory=list)
+    warnings: tuple[str, ...] = ()
+    # Changes made outside bpfman since the last apply, shown first.
+    drift: tuple[Drift, ...] = ()
+    unselected: tuple[Unselected, ...] = ()
+    orphans: tuple[Orphan, ...] = ()
 
     @property
-    def actionable(self) -> list[ResourceChange]:
-        return [c for c in self.changes if c.action is not Action.NOOP]
+    def actionable(self) -> tuple[ResourceChange, ...]:
+        return tuple(c for c in self.changes if c.action is not Action.NOOP)
 
     def counts(self) -> tuple[int, int, int]:
         add = change = destroy = 0
@@ -86,4 +107,4 @@ class Plan:
 
     @property
     def has_changes(self) -> bool:
-        return bool(self.actionable)
+        return any(c.action is not Action.NOOP for c in self.changes)

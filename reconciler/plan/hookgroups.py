@@ -1,7 +1,9 @@
-"""Which multi-program hook an attachment belongs to.
+"""Hook groups: which multi-program hook (XDP or TC dispatcher) each attachment belongs to,
+and the attachments a plan puts on each hook.
 
 XDP and TC hooks are shared through dispatchers when the kernel supports freplace
-(BPF_PROG_TYPE_EXT); otherwise a hook takes one program, attached directly.
+(BPF_PROG_TYPE_EXT); otherwise a hook takes one program, attached directly. (Carrying out a
+hook's changes with one dispatcher swap is apply's part: ``reconciler.apply.hooks``.)
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from reconciler.kernel.types import Hook, TcHook, XdpHook, XdpPoint
-from reconciler.plan.model import Plan
+from reconciler.plan.value import Plan
 from reconciler.spec.model import DesiredAttachment
 from reconciler.state import Record
 
@@ -45,17 +47,12 @@ def hook_label(hook: Hook) -> str:
     return f"TC {hook.direction} on {where}{hook.ifname}"
 
 
-def assign_hooks(plan: Plan, records: dict[str, Record]) -> None:
-    """Tag each change with its dispatcher hook (from the manifest, or for an unload from what
-    the state recorded when it was applied)."""
-    if not plan.dispatching:
-        return
-    for c in plan.changes:
-        if c.desired is not None:
-            c.hook = hook_of_point(c.desired.point)
-        else:
-            rec = records.get(str(c.address))
-            c.hook = hook_from_json(rec.extra.get("hook")) if rec else None
+def hook_of_change(desired: DesiredAttachment | None, record: Record | None) -> Hook | None:
+    """The dispatcher hook of a change when hooks are dispatched: from the manifest, or for an
+    unload from what the state recorded when it was applied."""
+    if desired is not None:
+        return hook_of_point(desired.point)
+    return hook_from_json(record.extra.get("hook")) if record else None
 
 
 def desired_on_hooks(plan: Plan) -> dict[Hook, list[DesiredAttachment]]:
