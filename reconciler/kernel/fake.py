@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +32,7 @@ from reconciler.kernel.types import (
     Hook,
     HookState,
     Installed,
+    Kernel,
     KernelError,
     KprobePoint,
     LoadNotPermitted,
@@ -38,6 +41,7 @@ from reconciler.kernel.types import (
     Probe,
     ProgramSpec,
     ProgType,
+    StepObserver,
     TcHook,
     TcxPoint,
     TracepointPoint,
@@ -744,3 +748,16 @@ class FakeKernel:
 
     def remove_maps(self, maps_dir: str) -> None:
         self._shared.remove(maps_dir, list(self._entries))
+
+    def staging_leftovers(self) -> list[str]:
+        return []  # every operation is atomic here: nothing is ever staged
+
+    def discard_staging(self) -> list[str]:
+        return []
+
+    @contextmanager
+    def reporting_steps(self, on_step: StepObserver) -> Iterator[None]:
+        yield  # no operation here has intermediate points
+
+
+_KERNEL: type[Kernel] = FakeKernel  # mypy: FakeKernel implements the whole protocol

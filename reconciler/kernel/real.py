@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from reconciler.kernel import (
@@ -50,11 +50,13 @@ from reconciler.kernel.types import (
     Hook,
     HookState,
     Installed,
+    Kernel,
     KernelError,
     KprobePoint,
     Placement,
     Probe,
     ProgramSpec,
+    StepObserver,
     TcHook,
     TcxPoint,
     TracepointPoint,
@@ -71,8 +73,9 @@ class RealKernel:
     def __init__(self, root: Path | str = DEFAULT_ROOT) -> None:
         self.root = Path(root)
         # Called with "staged" once a new program is loaded and pinned in staging, before it is
-        # attached or swapped in: the apply's test-only pause point (apply/interrupt.py).
-        self.checkpoint: Callable[[str], None] = lambda _point: None
+        # attached or swapped in, and so on: the apply's test-only pause points
+        # (apply/interrupt.py), set for a block by ``reporting_steps``.
+        self.checkpoint: StepObserver = lambda _point: None
 
     # --- paths ----------------------------------------------------------------------------------
 
@@ -426,6 +429,14 @@ class RealKernel:
             self._stagings() + xdpdispatch.leftovers(self.root) + tcdispatch.leftovers(self.root)
         )
 
+    @contextmanager
+    def reporting_steps(self, on_step: StepObserver) -> Iterator[None]:
+        previous, self.checkpoint = self.checkpoint, on_step
+        try:
+            yield
+        finally:
+            self.checkpoint = previous
+
     def discard_staging(self) -> list[str]:
         """Finish or undo what a killed apply left (see ``staging_leftovers``); call only with
         the apply lock held. Returns what was done, a sentence each, for the user.
@@ -577,3 +588,6 @@ class _Loaded:
     def undo(self) -> None:
         if self.sharing is not None:
             maps.undo(self.sharing, self.root)
+
+
+_KERNEL: type[Kernel] = RealKernel  # mypy: RealKernel implements the whole protocol
