@@ -68,10 +68,10 @@ def _desired(args: argparse.Namespace) -> Iterator[DesiredState]:
         yield state
 
 
-def _host(args: argparse.Namespace):  # -> reconciler.host.Host
+def _host(args: argparse.Namespace):  # -> reconciler.hostfacts.Host
     from pathlib import Path
 
-    from reconciler.host import DEFAULT_CONFIG_FILE, DEFAULT_LABELS_FILE, Host, parse_label
+    from reconciler.hostfacts import DEFAULT_CONFIG_FILE, DEFAULT_LABELS_FILE, Host, parse_label
 
     extra = {}
     for text in args.label:

@@ -1,4 +1,4 @@
-"""reconciler.host.Host: labels, the default route, interfaces and library resolution."""
+"""reconciler.hostfacts.Host: labels, the default route, interfaces and library resolution."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.host import (
+from reconciler.hostfacts import (
     CacheEntry,
     Host,
     builtin_labels,
@@ -367,7 +367,7 @@ def test_a_process_that_does_not_exist() -> None:
 
 
 def test_xdp_modes_come_from_the_host_config(tmp_path):
-    from reconciler.host import Host
+    from reconciler.hostfacts import Host
 
     cfg = tmp_path / "config.yaml"
     cfg.write_text("interfaces:\n  eth0: {xdpmode: generic}\n  eth1: {}\n")
