@@ -1,7 +1,7 @@
 """``bpfman watch``: keep the host converged with SOURCE until stopped.
 
 One reconcile is the transaction of ``bpfman apply`` (the same lock, state, planner and
-executor, via the functions of :mod:`reconciler.commands`), approved by policy instead of a
+executor, via the functions of :mod:`reconciler.invocation`), approved by policy instead of a
 prompt. It runs on a trigger — a settled burst of file changes, the interval timer (which also
 re-reads the kernel for drift), SIGHUP — one at a time; triggers that arrive meanwhile are
 coalesced into the next one. A failure keeps the last good state and retries with exponential
@@ -191,7 +191,7 @@ class Watcher:
     # --- one reconcile --------------------------------------------------------------------------
 
     def reconcile(self, reason: str) -> Result:
-        from reconciler import commands
+        from reconciler import invocation
         from reconciler.apply import ApplyFailed, apply_plan, summary
         from reconciler.apply.execute import ApplyInterrupted
         from reconciler.apply.interrupt import Interrupt
@@ -202,15 +202,15 @@ class Watcher:
         result = Result(result="failed", reason=reason)
         self.attempted = None
         try:
-            with commands._locked(self.args):
-                ctx = commands._context(self.args)
+            with invocation.locked(self.args):
+                ctx = invocation.context(self.args)
                 with self._desired() as desired:
                     result.stage = "plan"
                     result.revision = desired.revision
                     from_source = len(desired.attachments)
                     desired.attachments, waiting = _split_waiting(desired.attachments, ctx.kernel)
                     result.waiting = [why for _d, why in waiting]
-                    commands._recover(ctx)
+                    invocation.recover(ctx)
                     plan = plan_for(ctx, desired)
                     result.drift = [f"{d.address} {d.what}" for d in plan.drift]
                     if plan.errors:
@@ -286,7 +286,7 @@ class Watcher:
         mirror: one fetch per reconcile (nothing re-downloaded when the remote did not move),
         and the manifests of an unchanged commit are not read again, only expanded against the
         host's current facts (interfaces may have come or gone). Other sources: as `apply`."""
-        from reconciler import commands
+        from reconciler import invocation
         from reconciler.sources import SourceError, open_source
         from reconciler.spec import HostError, ManifestError, expand, load_manifests
 
@@ -300,7 +300,7 @@ class Watcher:
             with snap:
                 base = snap.base or snap.root
                 try:
-                    host = commands._host(self.args)
+                    host = invocation.host(self.args)
                     seen = _tree_fingerprint(base, self.outside)
                     if self.tree is None or self.tree[0] != (snap.root, seen):
                         # Read before use: a change while reading gives another file event.
@@ -310,9 +310,9 @@ class Watcher:
                         self.tree = ((snap.root, seen), manifests)
                     desired = expand(self.tree[1], snap.root, host)
                 except ManifestError as e:
-                    raise commands._manifest_error(e) from None
+                    raise invocation.manifest_error(e) from None
                 except HostError as e:
-                    raise commands._host_error(e) from None
+                    raise invocation.host_error(e) from None
                 # Bytecode outside the source (the host's bytecode_dirs) is part of what must
                 # not have changed for the manifests to be reused.
                 self.outside = sorted(
@@ -334,17 +334,17 @@ class Watcher:
                 root = self.mirror.checkout(synced.commit)
                 if self.args.path:
                     root = _inside_checkout(root, self.args.path)
-                host = commands._host(self.args)
+                host = invocation.host(self.args)
                 manifests = load_manifests(root, host.bytecode_dirs(), source_root=root)
                 self.manifests = (synced.commit, root, manifests)
             _commit, root, manifests = self.manifests
-            desired = expand(manifests, root, commands._host(self.args))
+            desired = expand(manifests, root, invocation.host(self.args))
         except SourceError as e:
             raise UserError(str(e)) from None
         except ManifestError as e:
-            raise commands._manifest_error(e) from None
+            raise invocation.manifest_error(e) from None
         except HostError as e:
-            raise commands._host_error(e) from None
+            raise invocation.host_error(e) from None
         desired.source = self._shown_source() + (f"@{self.args.ref}" if self.args.ref else "")
         desired.revision = synced.commit
         yield desired
@@ -573,7 +573,7 @@ class Watcher:
         """Start what triggers reconciles besides the timer: netlink link events (host and
         managed namespaces), the suspension marker (so that `bpfman suspend`/`resume` act at
         once) and file events of a directory or file source. Returns how to stop them all."""
-        from reconciler.cli import paths
+        from reconciler.invocation import paths
         from reconciler.state import ensure_dir
         from reconciler.watch.dirwatch import DirWatch
 
