@@ -26,13 +26,27 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from reconciler import __version__
+from reconciler import __version__, hostpaths, invocation
+from reconciler.apply import ApplyFailed, apply_plan, summary
+from reconciler.apply.execute import ApplyInterrupted
+from reconciler.apply.interrupt import Interrupt
+from reconciler.engine import plan_for
 from reconciler.errors import UserError
+from reconciler.invocation import paths
+from reconciler.kernel.types import TcHook, TcxPoint, XdpPoint
+from reconciler.plan.model import Action
+from reconciler.sources import Kind, SourceError, classify, open_source
+from reconciler.spec import HostError, ManifestError, expand, load_manifests
+from reconciler.spec.paths import is_within, real
+from reconciler.state import ensure_dir
 from reconciler.watch import metrics as metrics_mod
 from reconciler.watch import status
+from reconciler.watch.dirwatch import DirWatch
+from reconciler.watch.gitmirror import GitMirror, mirror_dir
 from reconciler.watch.linkevents import LinkWatch
 from reconciler.watch.sdnotify import Notifier
 from reconciler.watch.suspend import SUSPEND_FILE, suspended
+from reconciler.watch.webhook import WebhookError, WebhookServer
 
 JITTER = 0.1  # the interval varies by ±10%, so that a fleet does not reconcile in lockstep
 WATCH_LOCK_TIMEOUT = 300.0
@@ -191,13 +205,6 @@ class Watcher:
     # --- one reconcile --------------------------------------------------------------------------
 
     def reconcile(self, reason: str) -> Result:
-        from reconciler import invocation
-        from reconciler.apply import ApplyFailed, apply_plan, summary
-        from reconciler.apply.execute import ApplyInterrupted
-        from reconciler.apply.interrupt import Interrupt
-        from reconciler.engine import plan_for
-        from reconciler.plan.model import Action
-
         started = time.monotonic()
         result = Result(result="failed", reason=reason)
         self.attempted = None
@@ -286,10 +293,6 @@ class Watcher:
         mirror: one fetch per reconcile (nothing re-downloaded when the remote did not move),
         and the manifests of an unchanged commit are not read again, only expanded against the
         host's current facts (interfaces may have come or gone). Other sources: as `apply`."""
-        from reconciler import invocation
-        from reconciler.sources import SourceError, open_source
-        from reconciler.spec import HostError, ManifestError, expand, load_manifests
-
         if self.mirror is None:
             try:
                 snap = open_source(
@@ -350,8 +353,6 @@ class Watcher:
         yield desired
 
     def _refuse_empty(self, plan: Any, managed: set[str]) -> None:
-        from reconciler.plan.model import Action
-
         deleted = {str(c.address) for c in plan.changes if c.action is Action.DELETE}
         managed -= {address for address, _origin in plan.orphans}
         if managed and managed <= deleted:
@@ -364,8 +365,6 @@ class Watcher:
     # --- the loop ---------------------------------------------------------------------------------
 
     def run(self) -> int:
-        from reconciler import hostpaths
-
         try:  # a wrong path is a start-up error, not a reconcile failing forever
             root = hostpaths.check_bpffs_root(self.args.bpffs_root)
             state_dir = hostpaths.check_state_dir(self.args.state_dir)
@@ -439,9 +438,6 @@ class Watcher:
         """The persistent mirror of a git source under ``<state-dir>/git/`` (None for other
         sources). Its arguments are checked now: a wrong ref or credentials file is a start-up
         error, not a reconcile failing forever."""
-        from reconciler.sources import Kind, SourceError, classify
-        from reconciler.watch.gitmirror import GitMirror, mirror_dir
-
         try:
             src = classify(self.args.source)
         except SourceError:
@@ -471,7 +467,6 @@ class Watcher:
         kernel or git itself."""
         if not self.options.webhook_listen or not self.options.webhook_secret_file:
             return None
-        from reconciler.watch.webhook import WebhookError, WebhookServer
 
         try:
             server = WebhookServer(
@@ -562,8 +557,6 @@ class Watcher:
         self.trigger(signal.Signals(signum).name)
 
     def _shown_source(self) -> str:
-        from reconciler.sources import classify
-
         try:
             return classify(self.args.source).shown
         except Exception:  # reported by the first reconcile, with its reason
@@ -573,10 +566,6 @@ class Watcher:
         """Start what triggers reconciles besides the timer: netlink link events (host and
         managed namespaces), the suspension marker (so that `bpfman suspend`/`resume` act at
         once) and file events of a directory or file source. Returns how to stop them all."""
-        from reconciler.invocation import paths
-        from reconciler.state import ensure_dir
-        from reconciler.watch.dirwatch import DirWatch
-
         _root, state_dir = paths(self.args)
         links = LinkWatch(self.trigger, lambda: [None, *sorted(self.namespaces)])
         links.start()
@@ -598,9 +587,6 @@ class Watcher:
         """(Re)start the file watch of a directory or file source when what its path names is
         not the directory watched (first call; the directory deleted and made again, which
         leaves inotify watching a dead inode). Called after every reconcile."""
-        from reconciler.sources import Kind, classify
-        from reconciler.watch.dirwatch import DirWatch
-
         try:
             src = classify(self.args.source)
         except Exception:
@@ -699,9 +685,6 @@ def _path(text: str | None) -> Path | None:
 
 def _inside_checkout(root: Path, path: str) -> Path:
     """``--path`` inside a checkout, refused if it leads out of it (as for a clone)."""
-    from reconciler.sources import SourceError
-    from reconciler.spec.paths import is_within, real
-
     inside = real(root / path)
     if not is_within(inside, real(root)) or not inside.exists():
         raise SourceError(f"--path {path!r} is not a directory or manifest file in the repository")
@@ -715,8 +698,6 @@ def _split_waiting(attachments: list[Any], kernel: Any) -> tuple[list[Any], list
     the other programs must not be held hostage. What such an attachment had loaded is unloaded
     (its interface took it away), and it comes back when the interface does."""
     import os
-
-    from reconciler.kernel.types import TcHook, TcxPoint, XdpPoint
 
     now, waiting = [], []
     for d in attachments:
