@@ -39,7 +39,6 @@ from reconciler.spec.host import HostError
 from reconciler.spec.model import DesiredState, ManifestError
 from reconciler.state import refresh
 from reconciler.terminal import print_json
-from reconciler.watch import status
 from reconciler.watch.suspend import resume, suspend
 
 
@@ -426,6 +425,9 @@ def cmd_resume(args: argparse.Namespace, _color: bool) -> int:
 
 
 def cmd_status(args: argparse.Namespace, _color: bool) -> int:
+    # Lazy, for start-up time: the status file's model (~4 ms) serves only status and reconcile.
+    from reconciler.watch import status
+
     loaded = status.read_status(state_dir(args))
     running = status.is_running(loaded.status)
     if args.json:
@@ -438,6 +440,8 @@ def cmd_status(args: argparse.Namespace, _color: bool) -> int:
 def cmd_reconcile(args: argparse.Namespace, _color: bool) -> int:
     """SIGHUP to the watcher named by the status file (checked to be that very process), then
     wait until the status shows a reconcile that started after the request and has ended."""
+    from reconciler.watch import status  # lazy, as in cmd_status
+
     checked = state_dir(args)
     loaded = status.read_status(checked)
     st = loaded.status

@@ -15,7 +15,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from reconciler import hostpaths
-from reconciler.apply.execute import discard_leftovers, leftovers
 from reconciler.engine import Context, make_context
 from reconciler.errors import UserError, problems_error
 from reconciler.hostfacts import DEFAULT_CONFIG_FILE, DEFAULT_LABELS_FILE, Host, parse_label
@@ -131,6 +130,6 @@ def recover(ctx: Context) -> None:
     """Finish or undo what a killed apply left in the kernel (staging, dispatcher revisions),
     under the lock and before observing: the plan then starts from what really runs (a swap
     that happened is completed, never undone and redone)."""
-    if leftovers(ctx.kernel):
-        for what in discard_leftovers(ctx.kernel):
+    if ctx.kernel.staging_leftovers():
+        for what in ctx.kernel.discard_staging():
             print(what, file=sys.stderr)

@@ -63,16 +63,6 @@ class ApplyInterrupted(ApplyFailed):
     """SIGINT/SIGTERM: the apply stopped between two steps; everything done is recorded."""
 
 
-def discard_leftovers(kernel: Kernel) -> list[str]:
-    """Finish or undo what a killed apply left in staging (``Kernel.discard_staging``); call
-    with the lock held. Returns what was done, a sentence each, for the user."""
-    return kernel.discard_staging()
-
-
-def leftovers(kernel: Kernel) -> list[str]:
-    return kernel.staging_leftovers()
-
-
 def _record(
     d: DesiredAttachment, inst: Installed | None, prev: Record | None, rev: str | None
 ) -> Record:
@@ -174,7 +164,7 @@ def _prepare(
     ready and what a killed apply left is finished or undone; drops the stale records (returned)."""
     records = store.load(repair=True)
     kernel.ensure_root()
-    for what in discard_leftovers(kernel):
+    for what in kernel.discard_staging():  # what a killed apply left; we hold the lock
         emit(what)
     # Records whose pins are gone and that no manifest wants any more carry no information.
     planned = {str(c.address) for c in plan.changes}
