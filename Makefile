@@ -43,6 +43,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy reconciler
+	$(VENV)/bin/lint-imports
 
 bench: bytecode
 	$(MAKE) -C bench

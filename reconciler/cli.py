@@ -6,18 +6,17 @@ Exit codes: 0 success; 1 error; 2 (plan --detailed-exitcode only) success with c
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import os
 import signal
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, NoReturn
 
 from reconciler import __version__, terminal
 from reconciler.errors import UserError, error_document
+from reconciler.terminal import print_json
 
 log = logging.getLogger("bpfman")
 
@@ -25,7 +24,7 @@ DEFAULT_BPFFS_ROOT = "/sys/fs/bpf/bpfman"
 DEFAULT_STATE_DIR = "/run/bpfman"
 
 
-__all__ = ["UserError", "build_parser", "main", "paths", "print_json"]
+__all__ = ["UserError", "build_parser", "main"]
 
 
 def _add_globals(p: argparse.ArgumentParser, suppress: bool) -> None:
@@ -297,6 +296,8 @@ def _setup_logging(verbose: int) -> None:
     logging.basicConfig(
         level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # Lazy, for start-up time: the sources package loads GitPython (~100 ms); --help does not
+    # get here, every command does.
     from reconciler.sources.redact import RedactingFilter
 
     for handler in logging.getLogger().handlers:  # no log line shows a URL's credentials
@@ -320,6 +321,8 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     args = build_parser().parse_args(argv)
     out.colors = _use_color(args)
     err.colors = _stderr_color(args)
+    # Lazy, for start-up time: commands pulls in the engine, jsonschema and pyroute2 (~100 ms)
+    # and the kernel's types (~15 ms) that --help, --version and argument errors do without.
     from reconciler import commands
     from reconciler.kernel.types import KernelError
 
@@ -360,11 +363,6 @@ def _error(error: UserError, args: argparse.Namespace) -> None:
     print(prefix + str(error), file=sys.stderr)
 
 
-def print_json(doc: Any) -> None:
-    json.dump(doc, sys.stdout, indent=2, sort_keys=False)
-    sys.stdout.write("\n")
-
-
 def _seconds(text: str) -> float:
     """A duration flag: a finite number of seconds, 0 or more (``nan`` or ``inf`` would make a
     wait endless)."""
@@ -384,7 +382,3 @@ def _positive_seconds(text: str) -> float:
     if value == 0:
         raise argparse.ArgumentTypeError(f"{text!r}: must be more than 0 seconds")
     return value
-
-
-def paths(args: argparse.Namespace) -> tuple[Path, Path]:
-    return Path(args.bpffs_root), Path(args.state_dir)

@@ -3,18 +3,43 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
+import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
 
-from reconciler import listing
-from reconciler.cli import print_json
-from reconciler.errors import Diagnostic, UserError, problems_error
+from reconciler import hostpaths, listing
+from reconciler.apply import ApplyFailed, Outcome, apply_plan, summary
+from reconciler.apply.interrupt import Interrupt
+from reconciler.engine import Context, observe, plan_for
+from reconciler.errors import Diagnostic, UserError
+from reconciler.invocation import (
+    context,
+    host,
+    host_error,
+    locked,
+    manifest_error,
+    recover,
+    state_dir,
+)
+from reconciler.plan import drift
+from reconciler.plan.jsonout import plan_document
+from reconciler.plan.planfile import PlanFileError, fingerprint, load, save
+from reconciler.plan.render import Style, render_plan, render_unselected
 from reconciler.plan.target import Narrowing
 from reconciler.plan.value import Plan
+from reconciler.sources import Kind, SourceError, classify, open_source
+from reconciler.spec import load_desired, load_manifests
 from reconciler.spec.host import HostError
 from reconciler.spec.model import DesiredState, ManifestError
+from reconciler.state import refresh
+from reconciler.terminal import print_json
+from reconciler.watch.suspend import resume, suspend
 
 
 def run(args: argparse.Namespace, color: bool) -> int:
@@ -28,109 +53,33 @@ def run(args: argparse.Namespace, color: bool) -> int:
         "status": cmd_status,
         "reconcile": cmd_reconcile,
         "resume": cmd_resume,
-        "list": lambda a, _color: listing.cmd_list(a, _context(a)),
-        "get": lambda a, _color: listing.cmd_get(a, _context(a)),
+        "list": lambda a, _color: listing.cmd_list(a, context(a)),
+        "get": lambda a, _color: listing.cmd_get(a, context(a)),
     }[args.command]
     return handler(args, color)
-
-
-def _manifest_error(e: ManifestError) -> UserError:
-    head = "the manifests are invalid" if len(e.problems) > 1 else "a manifest is invalid"
-    return problems_error(head, e.problems)
-
-
-def _host_error(e: HostError) -> UserError:
-    """A host file at fault is headed as such; a host fact that cannot be learned is one line."""
-    if e.source:
-        return problems_error(f"{e.source} is invalid", e.problems)
-    return UserError(str(e))
 
 
 @contextmanager
 def _desired(args: argparse.Namespace) -> Iterator[DesiredState]:
     """Load the desired state; the snapshot (a git clone, say) lives until the block ends, because
     apply reads bytecode from it."""
-    from reconciler.sources import SourceError, open_source
-    from reconciler.spec import load_desired
-
     try:
         snap = open_source(args.source, args.ref, args.path, args.git_timeout)
     except SourceError as e:
         raise UserError(str(e)) from None
     with snap:
         try:
-            state = load_desired(snap.root, _host(args), source_root=snap.base)
+            state = load_desired(snap.root, host(args), source_root=snap.base)
         except ManifestError as e:
-            raise _manifest_error(e) from None
+            raise manifest_error(e) from None
         except HostError as e:  # the host config or labels file itself is wrong
-            raise _host_error(e) from None
+            raise host_error(e) from None
         state.source = snap.description
         state.revision = snap.revision
         yield state
 
 
-def _host(args: argparse.Namespace):  # -> reconciler.host.Host
-    from pathlib import Path
-
-    from reconciler.host import DEFAULT_CONFIG_FILE, DEFAULT_LABELS_FILE, Host, parse_label
-
-    extra = {}
-    for text in args.label:
-        try:
-            key, value = parse_label(text)
-        except ValueError as e:
-            raise UserError(f"--label: {e}") from None
-        extra[key] = value
-    labels_file = Path(args.labels_file) if args.labels_file else DEFAULT_LABELS_FILE
-    config = Path(args.config) if args.config else DEFAULT_CONFIG_FILE
-    return Host(labels_file=labels_file, extra_labels=extra, config_file=config)
-
-
-def _context(args: argparse.Namespace):  # -> engine.Context
-    from reconciler.engine import make_context
-    from reconciler.hostpaths import HostPathError
-    from reconciler.lock import ApplyLock, LockTimeout, LockUnusable
-    from reconciler.state import StateError
-
-    busy = False
-    try:
-        ctx = make_context(args.bpffs_root, args.state_dir)  # as given: checked there
-        ctx.store.load()
-        if ctx.store.problems:
-            # Move corrupt files aside now if no apply holds the lock (never wait: plan and
-            # list read lock-free); otherwise the apply holding it does so itself.
-            try:
-                with ApplyLock(ctx.store.dir, timeout=0):
-                    ctx.store.load(repair=True)
-            except LockUnusable:
-                raise
-            except LockTimeout:
-                busy = True
-    except (HostPathError, StateError, LockUnusable) as e:
-        raise UserError(str(e)) from None
-    if busy and any(not p.corrupt for p in ctx.store.problems):
-        print(
-            "Note: an apply is in progress; its current step is shown as not yet recorded",
-            file=sys.stderr,
-        )
-    for problem in ctx.store.problems:
-        if busy and not problem.corrupt:
-            continue
-        what = "Warning: the state is corrupt" if problem.corrupt else "Warning"
-        rebuilt = (
-            "; rebuilt from the pins: what they hold without a record is planned as a "
-            "replacement, so the next apply re-records it"
-            if problem.corrupt
-            else ""
-        )
-        print(f"{what}: {problem}{rebuilt}", file=sys.stderr)
-    return ctx
-
-
 def cmd_validate(args: argparse.Namespace, color: bool) -> int:
-    from reconciler.sources import SourceError, open_source
-    from reconciler.spec import load_manifests
-
     try:
         snap = open_source(args.source, args.ref, args.path, args.git_timeout)
     except SourceError as e:
@@ -139,13 +88,13 @@ def cmd_validate(args: argparse.Namespace, color: bool) -> int:
         try:
             # Bytecode is confined as plan would confine it here: to the source, and to the
             # host config's bytecode_dirs (none on a CI runner without one).
-            allowed = _host(args).bytecode_dirs()
+            allowed = host(args).bytecode_dirs()
         except HostError as e:
-            raise _host_error(e) from None
+            raise host_error(e) from None
         try:
             manifests = load_manifests(snap.root, allowed, source_root=snap.base)
         except ManifestError as e:
-            raise _manifest_error(e) from None
+            raise manifest_error(e) from None
     if args.json:
         print_json(
             {"format_version": "1.0", "valid": True, "problems": [], "manifests": len(manifests)}
@@ -156,16 +105,11 @@ def cmd_validate(args: argparse.Namespace, color: bool) -> int:
 
 
 def _print_plan(plan: Plan, color: bool) -> None:
-    from reconciler.plan.render import Style, render_plan
-
     sys.stdout.write(render_plan(plan, Style(color)))
 
 
 def cmd_plan(args: argparse.Namespace, color: bool) -> int:
-    from reconciler.engine import plan_for
-    from reconciler.plan.jsonout import plan_document
-
-    ctx = _context(args)
+    ctx = context(args)
     with _desired(args) as desired:
         plan = plan_for(ctx, desired, _narrowing(args))
         if args.out and not plan.errors:
@@ -174,8 +118,6 @@ def cmd_plan(args: argparse.Namespace, color: bool) -> int:
         print_json(plan_document(plan))
     else:
         if args.show_unselected:
-            from reconciler.plan.render import Style, render_unselected
-
             sys.stdout.write(render_unselected(plan, Style(color)))
         _print_plan(plan, color)
     if plan.errors:
@@ -203,12 +145,7 @@ def _narrowing(args: argparse.Namespace) -> Narrowing:
         raise UserError(str(e)) from None
 
 
-def _save(ctx: Any, plan: Plan, out: str) -> None:
-    from pathlib import Path
-
-    from reconciler.engine import observe
-    from reconciler.plan.planfile import PlanFileError, fingerprint, save
-
+def _save(ctx: Context, plan: Plan, out: str) -> None:
     installed, records = observe(ctx)
     try:
         save(plan, Path(out), fingerprint(str(ctx.kernel.root), installed, records))
@@ -236,127 +173,121 @@ def _confirm(args: argparse.Namespace, what: str) -> bool:
     return answer.strip() == "yes"
 
 
-@contextmanager
-def _locked(args: argparse.Namespace) -> Iterator[None]:
-    """The state lock, for a whole apply or destroy: taken before the state is read or the
-    kernel observed, held through planning, the prompt and execution, so that a run that had to
-    wait plans against what the one before it did (never a plan made before it waited)."""
-    from reconciler import hostpaths
-    from reconciler.lock import ApplyLock, LockTimeout
-
-    try:  # the paths are checked before the lock makes the state dir (reconciler/hostpaths.py)
-        hostpaths.check_bpffs_root(args.bpffs_root)
-        state_dir = hostpaths.check_state_dir(args.state_dir)
-    except hostpaths.HostPathError as e:
-        raise UserError(str(e)) from None
-    lock = ApplyLock(state_dir, args.lock_timeout, on_wait=_say_waiting)
-    try:
-        lock.acquire()
-    except LockTimeout as e:
-        raise UserError(str(e)) from None
-    try:
-        yield
-    finally:
-        lock.release()
-
-
-def _say_waiting(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def _recover(ctx: Any) -> None:
-    """Finish or undo what a killed apply left in the kernel (staging, dispatcher revisions),
-    under the lock and before observing: the plan then starts from what really runs (a swap
-    that happened is completed, never undone and redone)."""
-    from reconciler.apply.execute import discard_leftovers, leftovers
-
-    if leftovers(ctx.kernel):
-        for what in discard_leftovers(ctx.kernel):
-            print(what, file=sys.stderr)
-
-
-def _execute(args: argparse.Namespace, color: bool, ctx: Any, plan: Plan, verb: str) -> int:
-    """Show, approve and carry out ``plan``; the caller holds the state lock (``_locked``)."""
-    from reconciler.apply import ApplyFailed, apply_plan, summary
-    from reconciler.apply.interrupt import Interrupt
-    from reconciler.plan.jsonout import plan_document
-
+def _execute(args: argparse.Namespace, color: bool, ctx: Context, plan: Plan, verb: str) -> int:
+    """Show, approve and carry out ``plan``; the caller holds the state lock (``locked``)."""
     if not args.json:
         _print_plan(plan, color)
-    if plan.errors:
-        if args.json:
-            print_json({**plan_document(plan), "applied": False})
-        raise UserError(
-            f"the plan has {len(plan.errors)} error(s); nothing was changed",
-            json_printed=args.json,
-        )
+    _refuse_errors(args, plan)
     if not plan.has_changes:
-        if args.json:
-            print_json(
-                {
-                    **plan_document(plan),
-                    "applied": True,
-                    "outcomes": [],
-                    "result": {"added": 0, "changed": 0, "destroyed": 0},
-                }
-            )
-        else:
-            print(f"{verb} complete! Resources: 0 added, 0 changed, 0 destroyed.")
+        _report_nothing_to_do(args, plan, verb)
         return 0
     if not args.json:
         print()
     if not _confirm(args, verb.lower()):
         print(f"{verb} cancelled.")
         return 1
-    emit = (lambda line: None) if args.json else _print_flush
-    interrupt = Interrupt()
-    try:
-        # SIGINT/SIGTERM from here on: finish the current step, then stop (interrupt.py).
-        with interrupt.handling():
-            outcomes = apply_plan(plan, ctx.kernel, ctx.store, emit=emit, interrupt=interrupt)
-        failed = None
-    except ApplyFailed as e:
-        outcomes, failed = e.outcomes, str(e)
-    add, change, destroy = summary(outcomes)
+    run = _carry_out(args, ctx, plan)
+    if args.json:
+        print_json(_outcome_document(plan, run))
+    _raise_failure(args, run, verb)
+    if not args.json:
+        add, change, destroy = run.counts
+        print()
+        print(f"{verb} complete! Resources: {add} added, {change} changed, {destroy} destroyed.")
+    return 0
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What carrying out a plan did: the outcomes so far, and why it stopped early (if so)."""
+
+    outcomes: list[Outcome]
+    failed: str | None
+    interrupted: bool
+
+    @property
+    def counts(self) -> tuple[int, int, int]:
+        return summary(self.outcomes)
+
+
+def _refuse_errors(args: argparse.Namespace, plan: Plan) -> None:
+    if not plan.errors:
+        return
+    if args.json:
+        print_json({**plan_document(plan), "applied": False})
+    raise UserError(
+        f"the plan has {len(plan.errors)} error(s); nothing was changed",
+        json_printed=args.json,
+    )
+
+
+def _report_nothing_to_do(args: argparse.Namespace, plan: Plan, verb: str) -> None:
     if args.json:
         print_json(
             {
                 **plan_document(plan),
-                "applied": failed is None,
-                "error": failed,
-                "outcomes": [
-                    {
-                        "address": str(o.address),
-                        "actions": o.action.terraform_actions,
-                        "prog_id": o.prog_id,
-                        "link_id": o.link_id,
-                        "elapsed_seconds": round(o.elapsed, 4),
-                        "error": o.error,
-                    }
-                    for o in outcomes
-                ],
-                "result": {"added": add, "changed": change, "destroyed": destroy},
-                "diagnostics": [Diagnostic.parse(failed).to_json()] if failed else [],
+                "applied": True,
+                "outcomes": [],
+                "result": {"added": 0, "changed": 0, "destroyed": 0},
             }
         )
-    if failed and interrupt.requested:
+    else:
+        print(f"{verb} complete! Resources: 0 added, 0 changed, 0 destroyed.")
+
+
+def _carry_out(args: argparse.Namespace, ctx: Context, plan: Plan) -> _Run:
+    """Apply ``plan`` with progress on stdout (not with --json); SIGINT/SIGTERM stop it between
+    steps (apply/interrupt.py)."""
+    emit = (lambda line: None) if args.json else _print_flush
+    interrupt = Interrupt()
+    try:
+        with interrupt.handling():
+            outcomes = apply_plan(plan, ctx.kernel, ctx.store, emit=emit, interrupt=interrupt)
+    except ApplyFailed as e:
+        return _Run(e.outcomes, str(e), interrupt.requested)
+    return _Run(outcomes, None, interrupt.requested)
+
+
+def _outcome_document(plan: Plan, run: _Run) -> dict[str, object]:
+    add, change, destroy = run.counts
+    return {
+        **plan_document(plan),
+        "applied": run.failed is None,
+        "error": run.failed,
+        "outcomes": [
+            {
+                "address": str(o.address),
+                "actions": o.action.terraform_actions,
+                "prog_id": o.prog_id,
+                "link_id": o.link_id,
+                "elapsed_seconds": round(o.elapsed, 4),
+                "error": o.error,
+            }
+            for o in run.outcomes
+        ],
+        "result": {"added": add, "changed": change, "destroyed": destroy},
+        "diagnostics": [Diagnostic.parse(run.failed).to_json()] if run.failed else [],
+    }
+
+
+def _raise_failure(args: argparse.Namespace, run: _Run, verb: str) -> None:
+    """A stopped apply is a user error that says what was done and what to do next."""
+    if not run.failed:
+        return
+    add, change, destroy = run.counts
+    if run.interrupted:
         raise UserError(
-            f"{failed}\n{verb} stopped; {add} added, {change} changed, {destroy} "
+            f"{run.failed}\n{verb} stopped; {add} added, {change} changed, {destroy} "
             "destroyed before the signal. Run `bpfman plan` to see what remains.",
             json_printed=args.json,
         )
-    if failed:
-        if not outcomes:
-            raise UserError(f"{failed}\nNothing was changed.", json_printed=args.json)
-        raise UserError(
-            f"{failed}\n{verb} stopped; {add} added, {change} changed, {destroy} destroyed before "
-            "the error. Run `bpfman plan` to see what remains.",
-            json_printed=args.json,
-        )
-    if not args.json:
-        print()
-        print(f"{verb} complete! Resources: {add} added, {change} changed, {destroy} destroyed.")
-    return 0
+    if not run.outcomes:
+        raise UserError(f"{run.failed}\nNothing was changed.", json_printed=args.json)
+    raise UserError(
+        f"{run.failed}\n{verb} stopped; {add} added, {change} changed, {destroy} destroyed before "
+        "the error. Run `bpfman plan` to see what remains.",
+        json_printed=args.json,
+    )
 
 
 def _print_flush(line: str) -> None:
@@ -364,21 +295,18 @@ def _print_flush(line: str) -> None:
 
 
 def cmd_apply(args: argparse.Namespace, color: bool) -> int:
-    from reconciler.engine import plan_for
-    from reconciler.sources import Kind, SourceError, classify
-
-    with _locked(args):  # first: the lock also tells an unprivileged user to be root
+    with locked(args):  # first: the lock also tells an unprivileged user to be root
         try:  # a saved plan, or manifests (sources/kinds.py decides, by content, not by name)
             kind = classify(args.source).kind
         except SourceError as e:
             raise UserError(str(e)) from None
         if kind is Kind.PLAN:
             return _apply_saved(args, color)
-        ctx = _context(args)  # state read (and repaired) under the lock
+        ctx = context(args)  # state read (and repaired) under the lock
         if args.refresh_only:
             return _refresh(args, ctx)
         with _desired(args) as desired:
-            _recover(ctx)  # once the manifests are known good: a user error changes nothing
+            recover(ctx)  # once the manifests are known good: a user error changes nothing
             plan = plan_for(ctx, desired, _narrowing(args))
             return _execute(args, color, ctx, plan, "Apply")
 
@@ -386,12 +314,6 @@ def cmd_apply(args: argparse.Namespace, color: bool) -> int:
 def _apply_saved(args: argparse.Namespace, color: bool) -> int:
     """Carry out a saved plan exactly, without asking: it was reviewed when it was made. The
     caller holds the state lock."""
-    import tempfile
-    from pathlib import Path
-
-    from reconciler.engine import observe
-    from reconciler.plan.planfile import PlanFileError, fingerprint, load
-
     if args.target or args.exclude or args.refresh_only or args.ref or args.path:
         raise UserError(
             "a saved plan is applied as it is: --target, --exclude, --refresh-only, --ref and "
@@ -404,13 +326,13 @@ def _apply_saved(args: argparse.Namespace, color: bool) -> int:
             raise UserError(str(e)) from None
         # The caller holds the lock: the fingerprint is checked and the plan carried out under
         # one hold of it, so no other run can change the kernel in between.
-        ctx = _context(args)
+        ctx = context(args)
         if plan.bpffs_root != str(ctx.kernel.root):
             raise UserError(
                 f"Saved plan is stale: it was made for bpffs root {plan.bpffs_root}, not "
                 f"{ctx.kernel.root}; run `bpfman plan --out` again with this root"
             )
-        _recover(ctx)
+        recover(ctx)
         installed, records = observe(ctx)
         if fingerprint(str(ctx.kernel.root), installed, records) != fp:
             raise UserError(
@@ -421,13 +343,9 @@ def _apply_saved(args: argparse.Namespace, color: bool) -> int:
         return _execute(args, color, ctx, plan, "Apply")
 
 
-def _refresh(args: argparse.Namespace, ctx: Any) -> int:
+def _refresh(args: argparse.Namespace, ctx: Context) -> int:
     """Record in the state file what the kernel holds now; change no program. The caller holds
     the state lock."""
-    from reconciler.engine import observe
-    from reconciler.plan import drift
-    from reconciler.state import refresh
-
     installed, records = observe(ctx)
     found = drift.detect(installed, records)
     for d in found:
@@ -450,15 +368,14 @@ def _refresh(args: argparse.Namespace, ctx: Any) -> int:
 
 
 def cmd_destroy(args: argparse.Namespace, color: bool) -> int:
-    from reconciler.engine import plan_for
-
-    with _locked(args):
-        ctx = _context(args)
-        _recover(ctx)
+    with locked(args):
+        ctx = context(args)
+        recover(ctx)
         return _execute(args, color, ctx, plan_for(ctx, None, _narrowing(args)), "Destroy")
 
 
 def cmd_watch(args: argparse.Namespace, _color: bool) -> int:
+    # Lazy, for start-up time: the watcher's servers and prometheus_client (~50 ms) serve only it.
     from reconciler.watch.loop import WATCH_LOCK_TIMEOUT, JsonLines, Options, Watcher
 
     if args.log_format == "json":
@@ -486,9 +403,6 @@ def cmd_watch(args: argparse.Namespace, _color: bool) -> int:
 
 
 def cmd_suspend(args: argparse.Namespace, _color: bool) -> int:
-    from reconciler import hostpaths
-    from reconciler.watch.suspend import suspend
-
     try:
         state_dir = hostpaths.check_state_dir(args.state_dir)
     except hostpaths.HostPathError as e:
@@ -499,9 +413,6 @@ def cmd_suspend(args: argparse.Namespace, _color: bool) -> int:
 
 
 def cmd_resume(args: argparse.Namespace, _color: bool) -> int:
-    from reconciler import hostpaths
-    from reconciler.watch.suspend import resume
-
     try:
         state_dir = hostpaths.check_state_dir(args.state_dir)
     except hostpaths.HostPathError as e:
@@ -513,19 +424,11 @@ def cmd_resume(args: argparse.Namespace, _color: bool) -> int:
     return 0
 
 
-def _state_dir(args: argparse.Namespace):  # -> Path
-    from reconciler import hostpaths
-
-    try:
-        return hostpaths.check_state_dir(args.state_dir)
-    except hostpaths.HostPathError as e:
-        raise UserError(str(e)) from None
-
-
 def cmd_status(args: argparse.Namespace, _color: bool) -> int:
+    # Lazy, for start-up time: the status file's model (~4 ms) serves only status and reconcile.
     from reconciler.watch import status
 
-    loaded = status.read_status(_state_dir(args))
+    loaded = status.read_status(state_dir(args))
     running = status.is_running(loaded.status)
     if args.json:
         print_json(status.status_document(loaded, running=running))
@@ -537,18 +440,14 @@ def cmd_status(args: argparse.Namespace, _color: bool) -> int:
 def cmd_reconcile(args: argparse.Namespace, _color: bool) -> int:
     """SIGHUP to the watcher named by the status file (checked to be that very process), then
     wait until the status shows a reconcile that started after the request and has ended."""
-    import os
-    import signal
-    import time
+    from reconciler.watch import status  # lazy, as in cmd_status
 
-    from reconciler.watch import status
-
-    state_dir = _state_dir(args)
-    loaded = status.read_status(state_dir)
+    checked = state_dir(args)
+    loaded = status.read_status(checked)
     st = loaded.status
     if not status.is_running(st) or st.watcher_pid is None:
         raise UserError(
-            f"no `bpfman watch` is running for the state dir {state_dir}; start it, or run "
+            f"no `bpfman watch` is running for the state dir {checked}; start it, or run "
             "`bpfman apply`"
         )
     asked = status.stamp()
@@ -557,7 +456,7 @@ def cmd_reconcile(args: argparse.Namespace, _color: bool) -> int:
     deadline = time.monotonic() + args.timeout
     while True:
         time.sleep(0.1)
-        now = status.read_status(state_dir).status
+        now = status.read_status(checked).status
         fresh = now.last_attempted_at is not None and (
             now.last_attempted_at != before or now.last_attempted_at >= asked
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from reconciler import hostpaths
 from reconciler.hostpaths import pin_path_errors
 from reconciler.kernel.types import Installed, Kernel, KernelError
 from reconciler.plan import Plan, diff, drift, preflight
@@ -27,7 +28,8 @@ def make_context(bpffs_root: str | Path, state_dir: str | Path) -> Context:
     """The context of every command that touches the host. The paths are checked first
     (:mod:`reconciler.hostpaths`: HostPathError says what is wrong and the fix); give them as
     the user wrote them, so that an empty one is told from ".")."""
-    from reconciler import hostpaths
+    # Lazy, for start-up time: the real kernel loads libbpf and pyroute2 (~70 ms), which
+    # `bpfman validate` does without.
     from reconciler.kernel import RealKernel
 
     root = hostpaths.check_bpffs_root(bpffs_root)

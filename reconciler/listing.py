@@ -7,12 +7,12 @@ import argparse
 from typing import Any
 
 from reconciler.address import Address
-from reconciler.cli import UserError, print_json
+from reconciler.engine import Context, observe
+from reconciler.errors import UserError
+from reconciler.terminal import print_json
 
 
-def _entries(ctx: Any) -> list[dict[str, Any]]:
-    from reconciler.engine import observe
-
+def _entries(ctx: Context) -> list[dict[str, Any]]:
     installed, records = observe(ctx)
     out = []
     seen = set()
@@ -74,7 +74,7 @@ def _status(e: dict[str, Any]) -> str:
     return "attached" if k["attached"] else "detached"
 
 
-def cmd_list(args: argparse.Namespace, ctx: Any) -> int:
+def cmd_list(args: argparse.Namespace, ctx: Context) -> int:
     entries = _entries(ctx)
     if args.json:
         print_json({"format_version": "1.0", "bpffs_root": args.bpffs_root, "attachments": entries})
@@ -100,7 +100,7 @@ def cmd_list(args: argparse.Namespace, ctx: Any) -> int:
     return 0
 
 
-def cmd_get(args: argparse.Namespace, ctx: Any) -> int:
+def cmd_get(args: argparse.Namespace, ctx: Context) -> int:
     try:
         wanted = str(Address.parse(args.address))
     except ValueError as e:

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from reconciler.address import Address
 from reconciler.files import NotReadable, kind_of, read_regular
 
 if TYPE_CHECKING:
@@ -334,8 +335,6 @@ def refresh(records: dict[str, Record], installed: Iterable[Installed]) -> tuple
     """Bring ``records`` in line with what the kernel holds (``--refresh-only``): drop records
     whose pins are gone, update program and link ids and where each runs. Returns (updated,
     removed). Pins without a record stay unrecorded: the state cannot invent their manifest."""
-    from reconciler.address import Address
-
     have: dict[str, Installed] = {}
     for found in installed:
         try:

@@ -18,8 +18,10 @@ is already safe: ``json.dump`` escapes control characters.
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
+import sys
 from typing import Any, TextIO
 
 # Marks bpfman's own colour codes: data cannot contain it, for it is never shown.
@@ -81,3 +83,9 @@ def install(stdout: TextIO, stderr: TextIO) -> tuple[SafeStream, SafeStream]:
     out = stdout if isinstance(stdout, SafeStream) else SafeStream(stdout)
     err = stderr if isinstance(stderr, SafeStream) else SafeStream(stderr)
     return out, err
+
+
+def print_json(doc: Any) -> None:
+    """A JSON document on stdout (``--json``), indented, in the order built."""
+    json.dump(doc, sys.stdout, indent=2, sort_keys=False)
+    sys.stdout.write("\n")

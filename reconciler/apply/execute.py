@@ -8,14 +8,14 @@ A step writes its intent (``begin``) to the journal before it touches the kernel
 without a record, and the next load drops that address's record so the plan re-derives it from
 the pins (see ``reconciler.state``). Staging left in ``%next`` by a kill is finished (if its
 program already runs) or discarded at the start of the next apply, under the lock
-(``RealKernel.discard_staging``). SIGINT/SIGTERM stop between steps (``interrupt.py``).
+(``Kernel.discard_staging``). SIGINT/SIGTERM stop between steps (``interrupt.py``).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from reconciler.address import Address
@@ -63,19 +63,6 @@ class ApplyInterrupted(ApplyFailed):
     """SIGINT/SIGTERM: the apply stopped between two steps; everything done is recorded."""
 
 
-def discard_leftovers(kernel: Kernel) -> list[str]:
-    """Finish or undo what a killed apply left in staging (only the real kernel stages: see
-    ``RealKernel.discard_staging``); call with the lock held. Returns what was done, a sentence
-    each, for the user."""
-    discard = getattr(kernel, "discard_staging", None)
-    return list(discard()) if discard is not None else []
-
-
-def leftovers(kernel: Kernel) -> list[str]:
-    found = getattr(kernel, "staging_leftovers", None)
-    return list(found()) if found is not None else []
-
-
 def _record(
     d: DesiredAttachment, inst: Installed | None, prev: Record | None, rev: str | None
 ) -> Record:
@@ -118,6 +105,25 @@ def _preflight(plan: Plan, kernel: Kernel, store: StateStore) -> None:
         raise ApplyFailed("\n".join(found.errors), [])
 
 
+@dataclass
+class _Run:
+    """One apply in progress: what its steps share."""
+
+    plan: Plan
+    kernel: Kernel
+    store: StateStore
+    records: dict[str, Record]
+    emit: Callable[[str], None]
+    stop: Interrupt
+    order: TcxOrder
+    outcomes: list[Outcome] = field(default_factory=list)
+    step: int = 0
+
+    def pause_points(self, address: str) -> Callable[[str], None]:
+        """The pause points of the current step (test only, see interrupt.py)."""
+        return lambda point: self.stop.checkpoint(self.step, point, address)
+
+
 def apply_plan(
     plan: Plan,
     kernel: Kernel,
@@ -125,10 +131,40 @@ def apply_plan(
     emit: Callable[[str], None] = lambda _line: None,
     interrupt: Interrupt | None = None,
 ) -> list[Outcome]:
+    """Carry out ``plan``; the caller holds the state lock. ``interrupt``: the stop flag that
+    SIGINT/SIGTERM set, polled between steps (and the test-only pause points)."""
     stop = interrupt or Interrupt()
+    records, stale = _prepare(plan, kernel, store, emit)
+    _preflight(plan, kernel, store)
+    run = _Run(plan, kernel, store, records, emit, stop, TcxOrder(plan))
+    total = _step_count(plan)
+    for step in _steps(plan):
+        if stop.requested:
+            store.compact(records)
+            raise ApplyInterrupted(
+                f"interrupted by {stop.name}: stopped after {run.step} of {total} steps; every "
+                "change made is applied and recorded. Run `bpfman apply` again to finish.",
+                run.outcomes,
+            )
+        run.step += 1
+        if isinstance(step, ResourceChange):
+            run.outcomes.append(_apply_change(run, step))
+        else:
+            run.outcomes += _apply_hook(run, step)
+    if stale or plan.actionable:
+        store.compact(records, saved=lambda: stop.checkpoint(run.step, "compacted", "state"))
+        _release_unused_maps(plan, kernel)
+    return run.outcomes
+
+
+def _prepare(
+    plan: Plan, kernel: Kernel, store: StateStore, emit: Callable[[str], None]
+) -> tuple[dict[str, Record], list[str]]:
+    """The records to start from (journal folded in, corrupt files repaired) once the root is
+    ready and what a killed apply left is finished or undone; drops the stale records (returned)."""
     records = store.load(repair=True)
     kernel.ensure_root()
-    for what in discard_leftovers(kernel):
+    for what in kernel.discard_staging():  # what a killed apply left; we hold the lock
         emit(what)
     # Records whose pins are gone and that no manifest wants any more carry no information.
     planned = {str(c.address) for c in plan.changes}
@@ -138,140 +174,128 @@ def apply_plan(
     stale = [] if plan.targeted else [k for k in records if k not in kept]
     for key in stale:
         del records[key]
-    _preflight(plan, kernel, store)
-    order = TcxOrder(plan)
-    outcomes: list[Outcome] = []
+    return records, stale
 
+
+def _steps(plan: Plan) -> Iterator[ResourceChange | Hook]:
+    """The steps in the plan's order: each change on its own, except that all the changes of one
+    dispatcher hook are one step (one atomic swap), at the place of the hook's first change."""
     swapped: set[Hook] = set()
-    step = 0
-    steps = len({c.hook for c in plan.actionable if c.hook is not None}) + sum(
+    for c in plan.actionable:
+        if c.hook is None:
+            yield c
+        elif c.hook not in swapped:
+            swapped.add(c.hook)
+            yield c.hook
+
+
+def _step_count(plan: Plan) -> int:
+    return len({c.hook for c in plan.actionable if c.hook is not None}) + sum(
         c.hook is None for c in plan.actionable
     )
-    for c in plan.actionable:
-        if c.hook is not None and c.hook in swapped:
-            continue
-        if stop.requested:
-            store.compact(records)
-            raise ApplyInterrupted(
-                f"interrupted by {stop.name}: stopped after {step} of {steps} steps; every "
-                "change made is applied and recorded. Run `bpfman apply` again to finish.",
-                outcomes,
-            )
-        step += 1
-        if c.hook is not None:
-            swapped.add(c.hook)
-            outcomes += _apply_hook(plan, c.hook, kernel, store, records, emit, stop, step)
-            continue
-        start_msg, done_msg = _VERBS[c.action]
-        emit(f"{c.address}: {start_msg}")
-        t0 = time.monotonic()
-        key = str(c.address)
-        inst: Installed | None = None
-        checkpoint = _checkpoints(kernel, stop, step, key)
-        try:
-            pin_dir = c.address.pin_dir()
-            d = c.desired
-            if c.action is not Action.UPDATE:  # an update changes the record only
-                store.begin(key, c.action.value)
-            checkpoint("begun")
-            if c.action is Action.DELETE:
-                kernel.uninstall(pin_dir)
-                checkpoint("kernel")
-                records.pop(key, None)
-                store.delete(key)
-                order.live.discard(c.address)
-            elif c.action is Action.UPDATE:
-                assert d is not None
-                checkpoint("kernel")
-                records[key] = _record(d, None, records.get(key), plan.revision)
-                store.put(records[key])
-            else:
-                assert d is not None
-                placement = order.placement(d) if isinstance(d.point, TcxPoint) else None
-                if c.action is Action.CREATE:
-                    inst = kernel.install(pin_dir, d.program, d.point, placement)
-                elif c.installed is None or not c.installed.attached:
-                    # Nothing of the old one runs: a clean reinstall is the honest repair.
-                    kernel.uninstall(pin_dir)
-                    inst = kernel.install(pin_dir, d.program, d.point, placement)
-                else:
-                    # The diff forces a replacement for a TCX priority change (plan/diff.py's
-                    # ``forcing``, by program type): the new link goes to its new place.
-                    moved = "priority" in c.replace_paths
-                    inst = kernel.replace(pin_dir, d.program, d.point, placement if moved else None)
-                _verify(c, inst)
-                checkpoint("kernel")
-                records[key] = _record(d, inst, records.get(key), plan.revision)
-                store.put(records[key])
-                order.live.add(c.address)
-            checkpoint("recorded")
-        except KernelError as e:
-            elapsed = time.monotonic() - t0
-            outcomes.append(Outcome(c.address, c.action, elapsed, error=str(e)))
-            store.compact(records)
-            raise ApplyFailed(f"{c.address}: {e}", outcomes) from e
+
+
+def _apply_change(run: _Run, c: ResourceChange) -> Outcome:
+    """One change outside a dispatcher hook: intent, kernel change (verified), record."""
+    start_msg, done_msg = _VERBS[c.action]
+    run.emit(f"{c.address}: {start_msg}")
+    t0 = time.monotonic()
+    key = str(c.address)
+    inst: Installed | None = None
+    at = run.pause_points(key)
+    try:
+        if c.action is not Action.UPDATE:  # an update changes the record only
+            run.store.begin(key, c.action.value)
+        at("begun")
+        with run.kernel.reporting_steps(at):
+            inst = _kernel_change(run, c)
+        at("kernel")
+        _record_change(run, c, inst)
+        at("recorded")
+    except KernelError as e:
         elapsed = time.monotonic() - t0
-        ids = ""
-        if inst is not None:
-            ids = f" [prog_id={inst.prog_id}" + (
-                f" link_id={inst.link_id}]" if inst.link_id is not None else "]"
-            )
-        emit(f"{c.address}: {done_msg} after {_duration(elapsed)}{ids}")
-        outcomes.append(
-            Outcome(
-                c.address,
-                c.action,
-                elapsed,
-                prog_id=inst.prog_id if inst else None,
-                link_id=inst.link_id if inst else None,
-            )
+        run.outcomes.append(Outcome(c.address, c.action, elapsed, error=str(e)))
+        run.store.compact(run.records)
+        raise ApplyFailed(f"{c.address}: {e}", run.outcomes) from e
+    elapsed = time.monotonic() - t0
+    ids = ""
+    if inst is not None:
+        ids = f" [prog_id={inst.prog_id}" + (
+            f" link_id={inst.link_id}]" if inst.link_id is not None else "]"
         )
-    if stale or plan.actionable:
-        store.compact(records, saved=lambda: stop.checkpoint(step, "compacted", "state"))
-        _release_unused_maps(plan, kernel)
-    return outcomes
+    run.emit(f"{c.address}: {done_msg} after {_duration(elapsed)}{ids}")
+    return Outcome(
+        c.address,
+        c.action,
+        elapsed,
+        prog_id=inst.prog_id if inst else None,
+        link_id=inst.link_id if inst else None,
+    )
 
 
-def _checkpoints(kernel: Kernel, stop: Interrupt, step: int, key: str) -> Callable[[str], None]:
-    """The pause points of one step (test only, see interrupt.py); the kernel's own ("staged")
-    is reached through its ``checkpoint`` attribute, where it has one."""
+def _kernel_change(run: _Run, c: ResourceChange) -> Installed | None:
+    """The kernel side of one change (none for an update: it changes the record only); what
+    it installed, verified to run."""
+    pin_dir = c.address.pin_dir()
+    d = c.desired
+    if c.action is Action.DELETE:
+        run.kernel.uninstall(pin_dir)
+        return None
+    if c.action is Action.UPDATE:
+        return None
+    assert d is not None
+    placement = run.order.placement(d) if isinstance(d.point, TcxPoint) else None
+    if c.action is Action.CREATE:
+        inst = run.kernel.install(pin_dir, d.program, d.point, placement)
+    elif c.installed is None or not c.installed.attached:
+        # Nothing of the old one runs: a clean reinstall is the honest repair.
+        run.kernel.uninstall(pin_dir)
+        inst = run.kernel.install(pin_dir, d.program, d.point, placement)
+    else:
+        # The diff forces a replacement for a TCX priority change (plan/diff.py's
+        # ``forcing``, by program type): the new link goes to its new place.
+        moved = "priority" in c.replace_paths
+        inst = run.kernel.replace(pin_dir, d.program, d.point, placement if moved else None)
+    _verify(c, inst)
+    return inst
 
-    def at(point: str) -> None:
-        stop.checkpoint(step, point, key)
 
-    if hasattr(kernel, "checkpoint"):
-        kernel.checkpoint = at
-    return at
+def _record_change(run: _Run, c: ResourceChange, inst: Installed | None) -> None:
+    """Journal what one change made true, and track the TCX links that now run."""
+    key = str(c.address)
+    if c.action is Action.DELETE:
+        run.records.pop(key, None)
+        run.store.delete(key)
+        run.order.live.discard(c.address)
+        return
+    assert c.desired is not None
+    run.records[key] = _record(c.desired, inst, run.records.get(key), run.plan.revision)
+    run.store.put(run.records[key])
+    if c.action is not Action.UPDATE:
+        run.order.live.add(c.address)
 
 
-def _apply_hook(
-    plan: Plan,
-    hook: Hook,
-    kernel: Kernel,
-    store: StateStore,
-    records: dict[str, Record],
-    emit: Callable[[str], None],
-    stop: Interrupt,
-    step: int,
-) -> list[Outcome]:
+def _apply_hook(run: _Run, hook: Hook) -> list[Outcome]:
     """All the changes of one dispatcher hook, carried out by one atomic swap."""
+    plan, store, records = run.plan, run.store, run.records
     changes = hooks.changes_of(plan, hook)
     label = hooks.hook_label(hook)
     for c in changes:
-        emit(f"{c.address}: {_VERBS[c.action][0]}")
+        run.emit(f"{c.address}: {_VERBS[c.action][0]}")
     t0 = time.monotonic()
-    checkpoint = _checkpoints(kernel, stop, step, label)
+    at = run.pause_points(label)
     try:
         for c in changes:
             store.begin(str(c.address), c.action.value)
-        checkpoint("begun")
-        by_pin = hooks.swap(kernel, plan, hook)
-        checkpoint("kernel")
+        at("begun")
+        with run.kernel.reporting_steps(at):
+            by_pin = hooks.swap(run.kernel, plan, hook)
+        at("kernel")
     except KernelError as e:
         elapsed = time.monotonic() - t0
         failed = [Outcome(c.address, c.action, elapsed, error=str(e)) for c in changes]
         store.compact(records)
-        raise ApplyFailed(f"{hooks.hook_label(hook)}: {e}", failed) from e
+        raise ApplyFailed(f"{label}: {e}", failed) from e
     elapsed = time.monotonic() - t0
     outcomes = []
     for c in changes:
@@ -287,11 +311,11 @@ def _apply_hook(
             records[key].extra.update(hooks.hook_extra(hook))
             store.put(records[key])
         ids = f" [prog_id={inst.prog_id}]" if inst is not None else ""
-        emit(f"{c.address}: {_VERBS[c.action][1]} after {_duration(elapsed)}{ids}")
+        run.emit(f"{c.address}: {_VERBS[c.action][1]} after {_duration(elapsed)}{ids}")
         outcomes.append(
             Outcome(c.address, c.action, elapsed, prog_id=inst.prog_id if inst else None)
         )
-    checkpoint("recorded")
+    at("recorded")
     return outcomes
 
 

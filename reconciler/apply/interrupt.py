@@ -31,7 +31,8 @@ after that step, as above) or a SIGKILL. Points, in the order a step reaches the
   folds in is not yet removed (reached once per apply, with the number of the last step).
 
 The kernel-side points (``staged`` to ``detached``) are reached only by steps that do that
-kind of work; the crash tests in ``tests/crash/`` try every one at every step.
+kind of work (the apply hears of them through ``Kernel.reporting_steps``, which only the real
+kernel calls); the crash tests in ``tests/crash/`` try every one at every step.
 
 Steps are counted from 1 in execution order; all the changes of one dispatcher hook are one step.
 Nothing here is a user interface: the variables are read only to make crashes reproducible.

@@ -7,8 +7,8 @@ process; nothing about it is stored outside bpffs.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from reconciler.kernel import dryrun, maps, observe, points, precheck, probes
@@ -31,11 +31,13 @@ from reconciler.kernel.types import (
     Hook,
     HookState,
     Installed,
+    Kernel,
     KernelError,
     KprobePoint,
     Placement,
     Probe,
     ProgramSpec,
+    StepObserver,
     TcHook,
     TcxPoint,
     TracepointPoint,
@@ -313,6 +315,14 @@ class RealKernel:
             self.pins.stagings() + xdphooks.leftovers(self.root) + tchooks.leftovers(self.root)
         )
 
+    @contextmanager
+    def reporting_steps(self, on_step: StepObserver) -> Iterator[None]:
+        previous, self.checkpoint = self.checkpoint, on_step
+        try:
+            yield
+        finally:
+            self.checkpoint = previous
+
     def discard_staging(self) -> list[str]:
         """Finish or undo what a killed apply left (see ``staging_leftovers``); call only with
         the apply lock held. Returns what was done, a sentence each, for the user.
@@ -458,3 +468,6 @@ class _Loaded:
     def undo(self) -> None:
         if self.sharing is not None:
             maps.undo(self.sharing, self.root)
+
+
+_KERNEL: type[Kernel] = RealKernel  # mypy: RealKernel implements the whole protocol

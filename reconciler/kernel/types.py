@@ -7,6 +7,8 @@ kernel are interchangeable (and must pass the same contract tests).
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -242,8 +244,14 @@ class AttachConflict(KernelError):
     """The attach point is held by a program we do not own."""
 
 
+StepObserver = Callable[[str], None]
+"""Told the name of each pause point a kernel operation reaches (``staged``, ``swapped``,
+``committing``, ``detached``): the apply's test-only pause points (apply/interrupt.py)."""
+
+
 class Kernel(Protocol):
-    """The typed API the rest of bpfman uses. Implemented by RealKernel and FakeKernel."""
+    """The typed API the rest of bpfman uses. Implemented by RealKernel and FakeKernel (each
+    module says so to mypy, so a method missing from either is a type error)."""
 
     root: Path
 
@@ -367,3 +375,20 @@ class Kernel(Protocol):
 
     def remove_maps(self, maps_dir: str) -> None:
         """Unpin a shared maps directory once no attachment uses it. Idempotent."""
+
+    def staging_leftovers(self) -> list[str]:
+        """What a killed apply left under the root (call outside an apply: the caller's lock rules
+        one out): staging and dispatcher revisions not (or not yet) committed, as paths relative
+        to the root. A kernel that stages nothing (the fake) returns []."""
+        ...
+
+    def discard_staging(self) -> list[str]:
+        """Finish or undo what ``staging_leftovers`` names; call only with the apply lock held.
+        Returns what was done, a sentence each, for the user."""
+        ...
+
+    def reporting_steps(self, on_step: StepObserver) -> AbstractContextManager[None]:
+        """Within the block, tell ``on_step`` each pause point that ``install``, ``replace``,
+        ``uninstall`` and ``dispatch`` reach (test only: the crash tests stop an apply there). A
+        kernel without such intermediate points (the fake) never calls it."""
+        ...

@@ -1,7 +1,7 @@
 """A snapshot of a source: the directory or file to read, and the revision it represents.
 
     with open_source("https://host/ops/ebpf.git", ref="main", path="edge") as snap:
-        load_desired(snap.root, source_root=snap.base)   # snap.description: for plan headers
+        load_desired(snap.root, host, source_root=snap.base)   # snap.description: plan headers
 
 What SOURCE is (a directory, a manifest file, a git URL, or refused) is decided by
 :func:`reconciler.sources.kinds.classify` before anything is created. A git source is cloned into

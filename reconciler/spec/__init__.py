@@ -2,7 +2,7 @@
 
     manifests = load_manifests(root)          # every host-independent check, all files at once
     state = expand(manifests, root, host)     # node selection and attach points on this host
-    state = load_desired(root)                # both, with the real host (reconciler.host.Host)
+    state = load_desired(root, host)          # both (the real host: reconciler.hostfacts.Host)
 
 Manifests are untrusted: files are read only inside ``root``, and with ``allowed_bytecode_dirs``
 given (the CLI always gives it) bytecode only inside the source root or under those directories
@@ -123,19 +123,11 @@ def expand(manifests: list[Manifest], root: Path, host: HostFacts) -> DesiredSta
     return expand_manifests(manifests, root, host)
 
 
-def load_desired(
-    root: Path, host: HostFacts | None = None, *, source_root: Path | None = None
-) -> DesiredState:
-    """``load_manifests`` then ``expand``: the desired state of this host (``host`` None: the
-    real one, :class:`reconciler.host.Host` with its default labels file). Bytecode is confined
-    to the source and the directories ``host.bytecode_dirs()`` allows, when the host has that
-    method (the real one does; a test stub without it leaves bytecode unconfined)."""
-    if host is None:
-        from reconciler.host import Host  # the real host: netlink and /proc, only when needed
-
-        host = Host()
-    bytecode_dirs = getattr(host, "bytecode_dirs", None)  # HostError: a broken host config
-    allowed = list(bytecode_dirs()) if bytecode_dirs is not None else None
+def load_desired(root: Path, host: HostFacts, *, source_root: Path | None = None) -> DesiredState:
+    """``load_manifests`` then ``expand``: the desired state of ``host`` (the real one is
+    :class:`reconciler.hostfacts.Host`). Bytecode is confined to the source and the directories
+    ``host.bytecode_dirs()`` allows (a test double answering None leaves it unconfined)."""
+    allowed = host.bytecode_dirs()  # HostError: a broken host config
     manifests = load_manifests(root, allowed, source_root=source_root)
     return expand(manifests, root, host)
 

@@ -88,10 +88,7 @@ class _Expander:
 
     def host_xdp_mode(self, ifname: str, netns: str | None) -> str | None:
         """The interface's XDP mode from the host's config, if it names one."""
-        ask = getattr(self.host, "xdp_mode", None)  # optional in HostFacts
-        if ask is None:
-            return None
-        mode = self._ask(("xdp_mode", ifname, netns), lambda: ask(ifname, netns))
+        mode = self._ask(("xdp_mode", ifname, netns), lambda: self.host.xdp_mode(ifname, netns))
         if isinstance(mode, HostError):
             if mode.source:  # the host config is wrong
                 raise mode

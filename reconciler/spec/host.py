@@ -1,5 +1,6 @@
 """What expanding manifests needs to know about the host, as a protocol: the spec layer asks,
-``reconciler.host`` answers (from /proc, the labels file, netlink), tests pass a stub."""
+``reconciler.hostfacts.Host`` answers (from /proc, the host's files, netlink), tests pass a stub
+(``tests/unit/spec_support.StubHost``). Both implement every method."""
 
 from __future__ import annotations
 
@@ -47,11 +48,11 @@ class HostFacts(Protocol):
 
     def xdp_mode(self, ifname: str, netns: str | None = None) -> str | None:
         """The XDP mode (auto, native, generic) the host's config sets for this interface,
-        None when it sets none. Optional: expansion treats a host without it as setting none."""
+        None when it sets none."""
         ...
 
-    def bytecode_dirs(self) -> list[str]:
+    def bytecode_dirs(self) -> list[str] | None:
         """Directories outside the source that bytecode may be read from (absolute paths, from
-        the host config's ``bytecode_dirs``). Optional: a host without it leaves bytecode
-        unconfined, which only tests should do."""
+        the host config's ``bytecode_dirs``; [] for none). None leaves bytecode unconfined,
+        which only test doubles do."""
         ...

@@ -1,7 +1,7 @@
 """``bpfman watch``: keep the host converged with SOURCE until stopped.
 
 One reconcile is the transaction of ``bpfman apply`` (the same lock, state, planner and
-executor, via the functions of :mod:`reconciler.commands`), approved by policy instead of a
+executor, via the functions of :mod:`reconciler.invocation`), approved by policy instead of a
 prompt. It runs on a trigger — a settled burst of file changes, the interval timer (which also
 re-reads the kernel for drift), SIGHUP — one at a time; triggers that arrive meanwhile are
 coalesced into the next one. A failure keeps the last good state and retries with exponential
@@ -26,13 +26,28 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from reconciler import __version__
+from reconciler import __version__, hostpaths, invocation
+from reconciler.apply import ApplyFailed, apply_plan, summary
+from reconciler.apply.execute import ApplyInterrupted
+from reconciler.apply.interrupt import Interrupt
+from reconciler.engine import plan_for
 from reconciler.errors import UserError
+from reconciler.invocation import paths
+from reconciler.kernel.types import TcHook, TcxPoint, XdpPoint
+from reconciler.plan.target import Narrowing
+from reconciler.plan.value import Action
+from reconciler.sources import Kind, SourceError, classify, open_source
+from reconciler.spec import HostError, ManifestError, expand, load_manifests
+from reconciler.spec.paths import is_within, real
+from reconciler.state import ensure_dir
 from reconciler.watch import metrics as metrics_mod
 from reconciler.watch import status
+from reconciler.watch.dirwatch import DirWatch
+from reconciler.watch.gitmirror import GitMirror, mirror_dir
 from reconciler.watch.linkevents import LinkWatch
 from reconciler.watch.sdnotify import Notifier
 from reconciler.watch.suspend import SUSPEND_FILE, suspended
+from reconciler.watch.webhook import WebhookError, WebhookServer
 
 JITTER = 0.1  # the interval varies by ±10%, so that a fleet does not reconcile in lockstep
 WATCH_LOCK_TIMEOUT = 300.0
@@ -191,26 +206,19 @@ class Watcher:
     # --- one reconcile --------------------------------------------------------------------------
 
     def reconcile(self, reason: str) -> Result:
-        from reconciler import commands
-        from reconciler.apply import ApplyFailed, apply_plan, summary
-        from reconciler.apply.execute import ApplyInterrupted
-        from reconciler.apply.interrupt import Interrupt
-        from reconciler.engine import plan_for
-        from reconciler.plan.target import Narrowing
-
         started = time.monotonic()
         result = Result(result="failed", reason=reason)
         self.attempted = None
         try:
-            with commands._locked(self.args):
-                ctx = commands._context(self.args)
+            with invocation.locked(self.args):
+                ctx = invocation.context(self.args)
                 with self._desired() as desired:
                     result.stage = "plan"
                     result.revision = desired.revision
                     from_source = len(desired.attachments)
                     desired.attachments, waiting = _split_waiting(desired.attachments, ctx.kernel)
                     result.waiting = [why for _d, why in waiting]
-                    commands._recover(ctx)
+                    invocation.recover(ctx)
                     # --drift report: drifted attachments are shown, not repaired.
                     plan = plan_for(
                         ctx, desired, Narrowing(repair_drift=self.options.drift != "report")
@@ -283,10 +291,6 @@ class Watcher:
         mirror: one fetch per reconcile (nothing re-downloaded when the remote did not move),
         and the manifests of an unchanged commit are not read again, only expanded against the
         host's current facts (interfaces may have come or gone). Other sources: as `apply`."""
-        from reconciler import commands
-        from reconciler.sources import SourceError, open_source
-        from reconciler.spec import HostError, ManifestError, expand, load_manifests
-
         if self.mirror is None:
             try:
                 snap = open_source(
@@ -297,7 +301,7 @@ class Watcher:
             with snap:
                 base = snap.base or snap.root
                 try:
-                    host = commands._host(self.args)
+                    host = invocation.host(self.args)
                     seen = _tree_fingerprint(base, self.outside)
                     if self.tree is None or self.tree[0] != (snap.root, seen):
                         # Read before use: a change while reading gives another file event.
@@ -307,9 +311,9 @@ class Watcher:
                         self.tree = ((snap.root, seen), manifests)
                     desired = expand(self.tree[1], snap.root, host)
                 except ManifestError as e:
-                    raise commands._manifest_error(e) from None
+                    raise invocation.manifest_error(e) from None
                 except HostError as e:
-                    raise commands._host_error(e) from None
+                    raise invocation.host_error(e) from None
                 # Bytecode outside the source (the host's bytecode_dirs) is part of what must
                 # not have changed for the manifests to be reused.
                 self.outside = sorted(
@@ -331,24 +335,22 @@ class Watcher:
                 root = self.mirror.checkout(synced.commit)
                 if self.args.path:
                     root = _inside_checkout(root, self.args.path)
-                host = commands._host(self.args)
+                host = invocation.host(self.args)
                 manifests = load_manifests(root, host.bytecode_dirs(), source_root=root)
                 self.manifests = (synced.commit, root, manifests)
             _commit, root, manifests = self.manifests
-            desired = expand(manifests, root, commands._host(self.args))
+            desired = expand(manifests, root, invocation.host(self.args))
         except SourceError as e:
             raise UserError(str(e)) from None
         except ManifestError as e:
-            raise commands._manifest_error(e) from None
+            raise invocation.manifest_error(e) from None
         except HostError as e:
-            raise commands._host_error(e) from None
+            raise invocation.host_error(e) from None
         desired.source = self._shown_source() + (f"@{self.args.ref}" if self.args.ref else "")
         desired.revision = synced.commit
         yield desired
 
     def _refuse_empty(self, plan: Any, managed: set[str]) -> None:
-        from reconciler.plan.value import Action
-
         deleted = {str(c.address) for c in plan.changes if c.action is Action.DELETE}
         managed -= {address for address, _origin in plan.orphans}
         if managed and managed <= deleted:
@@ -361,8 +363,6 @@ class Watcher:
     # --- the loop ---------------------------------------------------------------------------------
 
     def run(self) -> int:
-        from reconciler import hostpaths
-
         try:  # a wrong path is a start-up error, not a reconcile failing forever
             root = hostpaths.check_bpffs_root(self.args.bpffs_root)
             state_dir = hostpaths.check_state_dir(self.args.state_dir)
@@ -436,9 +436,6 @@ class Watcher:
         """The persistent mirror of a git source under ``<state-dir>/git/`` (None for other
         sources). Its arguments are checked now: a wrong ref or credentials file is a start-up
         error, not a reconcile failing forever."""
-        from reconciler.sources import Kind, SourceError, classify
-        from reconciler.watch.gitmirror import GitMirror, mirror_dir
-
         try:
             src = classify(self.args.source)
         except SourceError:
@@ -468,7 +465,6 @@ class Watcher:
         kernel or git itself."""
         if not self.options.webhook_listen or not self.options.webhook_secret_file:
             return None
-        from reconciler.watch.webhook import WebhookError, WebhookServer
 
         try:
             server = WebhookServer(
@@ -559,8 +555,6 @@ class Watcher:
         self.trigger(signal.Signals(signum).name)
 
     def _shown_source(self) -> str:
-        from reconciler.sources import classify
-
         try:
             return classify(self.args.source).shown
         except Exception:  # reported by the first reconcile, with its reason
@@ -570,10 +564,6 @@ class Watcher:
         """Start what triggers reconciles besides the timer: netlink link events (host and
         managed namespaces), the suspension marker (so that `bpfman suspend`/`resume` act at
         once) and file events of a directory or file source. Returns how to stop them all."""
-        from reconciler.cli import paths
-        from reconciler.state import ensure_dir
-        from reconciler.watch.dirwatch import DirWatch
-
         _root, state_dir = paths(self.args)
         links = LinkWatch(self.trigger, lambda: [None, *sorted(self.namespaces)])
         links.start()
@@ -595,9 +585,6 @@ class Watcher:
         """(Re)start the file watch of a directory or file source when what its path names is
         not the directory watched (first call; the directory deleted and made again, which
         leaves inotify watching a dead inode). Called after every reconcile."""
-        from reconciler.sources import Kind, classify
-        from reconciler.watch.dirwatch import DirWatch
-
         try:
             src = classify(self.args.source)
         except Exception:
@@ -696,9 +683,6 @@ def _path(text: str | None) -> Path | None:
 
 def _inside_checkout(root: Path, path: str) -> Path:
     """``--path`` inside a checkout, refused if it leads out of it (as for a clone)."""
-    from reconciler.sources import SourceError
-    from reconciler.spec.paths import is_within, real
-
     inside = real(root / path)
     if not is_within(inside, real(root)) or not inside.exists():
         raise SourceError(f"--path {path!r} is not a directory or manifest file in the repository")
@@ -712,8 +696,6 @@ def _split_waiting(attachments: list[Any], kernel: Any) -> tuple[list[Any], list
     the other programs must not be held hostage. What such an attachment had loaded is unloaded
     (its interface took it away), and it comes back when the interface does."""
     import os
-
-    from reconciler.kernel.types import TcHook, TcxPoint, XdpPoint
 
     now, waiting = [], []
     for d in attachments:

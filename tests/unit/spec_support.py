@@ -242,6 +242,12 @@ class StubHost:
         found = self.libraries.get((name, container_pid))
         return _answer(found) if found is not None else None
 
+    def xdp_mode(self, ifname: str, netns: str | None = None) -> str | None:
+        return None  # no host config: no interface has a mode set
+
+    def bytecode_dirs(self) -> list[str] | None:
+        return None  # bytecode unconfined: the tests read objects from anywhere
+
 
 T = TypeVar("T")
 

@@ -1,4 +1,4 @@
-"""reconciler.host.Host: labels, the default route, interfaces and library resolution."""
+"""reconciler.hostfacts.Host: labels, the default route, interfaces and library resolution."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.host import (
+from reconciler.hostfacts import (
     CacheEntry,
     Host,
     builtin_labels,
@@ -20,6 +20,7 @@ from reconciler.host import (
     resolve_library,
 )
 from reconciler.spec import HostError, HostFacts
+from tests.unit.spec_support import StubHost
 
 # --- labels -----------------------------------------------------------------------------------
 
@@ -179,6 +180,14 @@ def test_interfaces_of_a_namespace_that_does_not_exist(tmp_path: Path) -> None:
 def test_host_is_host_facts() -> None:
     facts: HostFacts = Host(None)
     assert facts.labels()["kubernetes.io/os"] == "linux"
+
+
+def test_the_real_host_and_the_stub_answer_every_question() -> None:
+    """No host fact is optional: expansion asks them all without looking first."""
+    questions = {name for name in vars(HostFacts) if not name.startswith("_")}
+    assert {"labels", "xdp_mode", "bytecode_dirs"} <= questions
+    for double in (Host, StubHost):
+        assert questions <= {n for n in dir(double) if callable(getattr(double, n))}, double
 
 
 # --- ld.so.cache ------------------------------------------------------------------------------
@@ -367,7 +376,7 @@ def test_a_process_that_does_not_exist() -> None:
 
 
 def test_xdp_modes_come_from_the_host_config(tmp_path):
-    from reconciler.host import Host
+    from reconciler.hostfacts import Host
 
     cfg = tmp_path / "config.yaml"
     cfg.write_text("interfaces:\n  eth0: {xdpmode: generic}\n  eth1: {}\n")

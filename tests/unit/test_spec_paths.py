@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.host import Host, read_bytecode_dirs
+from reconciler.hostfacts import Host, read_bytecode_dirs
 from reconciler.spec import HostError, ManifestError, load_manifests
 from reconciler.spec.loader import MAX_MANIFEST_SIZE
 from reconciler.spec.paths import BytecodePolicy

@@ -101,7 +101,7 @@ def kernel(no_leaks: None, bpffs_root: Path, veth: support.VethPair) -> Iterator
 
 def killed_at(kernel: RealKernel, hook: Hook, slots: list[DispatchSlot], at: str) -> None:
     """``dispatch(hook, slots)`` in a forked child, SIGKILLed once it reaches pause point ``at``
-    (``RealKernel.checkpoint``, as the apply's pause hook reaches it)."""
+    (``Kernel.reporting_steps``, as the apply's pause points are reached)."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: never returns into pytest
@@ -113,8 +113,8 @@ def killed_at(kernel: RealKernel, hook: Hook, slots: list[DispatchSlot], at: str
                     os.write(w, b"!")
                     time.sleep(600)
 
-            kernel.checkpoint = checkpoint
-            kernel.dispatch(hook, slots)
+            with kernel.reporting_steps(checkpoint):
+                kernel.dispatch(hook, slots)
         finally:
             os._exit(1)
     os.close(w)

@@ -14,6 +14,8 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +38,7 @@ from reconciler.kernel.types import (
     Hook,
     HookState,
     Installed,
+    Kernel,
     KernelError,
     KprobePoint,
     LoadNotPermitted,
@@ -44,6 +47,7 @@ from reconciler.kernel.types import (
     Probe,
     ProgramSpec,
     ProgType,
+    StepObserver,
     TcHook,
     TcxPoint,
     TracepointPoint,
@@ -738,6 +742,16 @@ class FakeKernel:
     def remove_maps(self, maps_dir: str) -> None:
         self._shared.remove(maps_dir, list(self._entries))
 
+    def staging_leftovers(self) -> list[str]:
+        return []  # every operation is atomic here: nothing is ever staged
+
+    def discard_staging(self) -> list[str]:
+        return []
+
+    @contextmanager
+    def reporting_steps(self, on_step: StepObserver) -> Iterator[None]:
+        yield  # no operation here has intermediate points
+
 
 class _Facts:
     """What the shared prechecks ask (precheck.Facts), answered from the fake's knobs."""
@@ -773,3 +787,6 @@ class _Facts:
 
     def release(self) -> str:
         return self.k.release_name
+
+
+_KERNEL: type[Kernel] = FakeKernel  # mypy: FakeKernel implements the whole protocol

@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler import hostfiles
-from reconciler.spec.host import HostError
+from reconciler.kernel.sys import netns as namespaces
+from reconciler.kernel.types import KernelError
+from reconciler.spec.host import HostError, HostFacts
 
 DEFAULT_LABELS_FILE = Path("/etc/bpfman/labels.yaml")
 DEFAULT_CONFIG_FILE = Path("/etc/bpfman/config.yaml")
@@ -123,9 +125,6 @@ class Host:
         """Names of the interfaces, in if_nameindex order (by ifindex)."""
         if netns is None:
             return [name for _, name in socket.if_nameindex()]
-        from reconciler.kernel.sys import netns as namespaces
-        from reconciler.kernel.types import KernelError
-
         if not os.path.exists(netns):
             raise HostError(
                 f"network namespace {netns} does not exist; create it first (e.g. `ip netns add "
@@ -389,3 +388,6 @@ def resolve_library(name: str, root: Path = Path("/"), machine: str | None = Non
             if _is_elf(_in_root(root, f"{directory}/{candidate}")):
                 return f"{directory}/{candidate}"
     return None
+
+
+_HOST: type[HostFacts] = Host  # mypy: Host answers every question of the protocol
