@@ -187,6 +187,9 @@ def save(plan: Plan, path: Path, fp: str) -> None:
         "revision": plan.revision,
         "destroy": plan.destroy,
         "dispatching": plan.dispatching,
+        # Narrowed by --target/--exclude: apply keeps the records it has no change for. Absent
+        # in files from before it was saved (they load as untargeted, as they were applied).
+        "targeted": plan.targeted,
         "errors": list(plan.errors),
         "unselected": [list(u) for u in plan.unselected],
         "orphans": [list(o) for o in plan.orphans],
@@ -235,6 +238,7 @@ def load(path: Path, objects_dir: Path) -> tuple[Plan, str]:
             bpffs_root=doc["bpffs_root"],
             destroy=doc["destroy"],
             dispatching=doc["dispatching"],
+            targeted=bool(doc.get("targeted", False)),
             unselected=tuple(Unselected(*u) for u in doc["unselected"]),
             orphans=tuple(Orphan(str(a), str(o)) for a, o in doc.get("orphans", [])),
             drift=tuple(Drift(d["address"], d["change"]) for d in doc["drift"]),

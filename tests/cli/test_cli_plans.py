@@ -82,6 +82,22 @@ def test_target_and_exclude_narrow_the_plan_with_a_warning(no_leaks, bpfman, mdi
     assert "expected KIND/NAME" in bad.stderr
 
 
+def test_a_saved_targeted_plan_keeps_what_it_left_out(no_leaks, bpfman, mdir, tmp_path):
+    """Applying a saved --target plan must not forget the attachments whose changes it left out:
+    their records stay, so the next plan still shows just those changes."""
+    two_tracepoints(mdir)
+    bpfman.run("apply", mdir.source, "--auto-approve", "--target", "TracepointProgram/b")
+    # b's bytecode moves (same digest): a change in place that the targeted plan leaves out.
+    moved = mdir.bytecode(TP_O, "moved.o")
+    mdir.write("b.yaml", tracepoint_manifest("b", moved, "syscalls/sys_enter_getppid"))
+    plan_file = tmp_path / "p.plan"
+    bpfman.run("plan", mdir.source, "--target", "TracepointProgram/a", "--out", str(plan_file))
+    assert "Resources: 1 added" in bpfman.run("apply", str(plan_file)).stdout
+    after = bpfman.run("plan", mdir.source).stdout
+    assert "Plan: 0 to add, 1 to change, 0 to destroy." in after, after
+    assert "no record" not in after and "must be replaced" not in after, after
+
+
 def test_drift_is_shown_repaired_and_recorded_by_refresh_only(no_leaks, bpfman, mdir, veth):
     bpfman.netns = veth.ns_a
     mdir.write("xdp.yaml", xdp_manifest("fw", mdir.bytecode(XDP_O)))
