@@ -41,7 +41,7 @@ def _entries(ctx: Context) -> list[dict[str, Any]]:
                     "link_id": inst.link_id,
                     "link_pin": inst.link_pin,
                     "attached": inst.attached,
-                    "attach_point": inst.attach,
+                    "attach_point": inst.attach_json(),
                     "maps": [
                         {"name": m.name, "id": m.id, "type": m.type, "pin": m.pin}
                         for m in inst.maps

@@ -349,7 +349,7 @@ def refresh(records: dict[str, Record], installed: Iterable[Installed]) -> tuple
             del records[key]
             removed += 1
             continue
-        attach = dict(inst.attach) if inst.attached else None
+        attach = inst.attach_json() if inst.attached else None
         if (rec.prog_id, rec.link_id, rec.extra.get("attach")) != (
             inst.prog_id,
             inst.link_id,

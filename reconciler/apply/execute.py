@@ -79,7 +79,7 @@ def _record(
             "depends_on": [str(a) for a in d.depends_on],
             "maps_dir": d.program.maps_dir,
             # Where the kernel said it runs, to tell later a detach from a deleted interface.
-            "attach": dict(inst.attach) if inst else (prev.extra.get("attach") if prev else None),
+            "attach": inst.attach_json() if inst else (prev.extra.get("attach") if prev else None),
         },
     )
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from functools import cached_property
 from pathlib import Path
+from typing import cast
 
 from reconciler.kernel import maps
 from reconciler.kernel.sys import bpf, bpffs, netlink, netns
@@ -13,7 +15,22 @@ from reconciler.kernel.sys.bpffs import LINK, MAPS, PROG
 from reconciler.kernel.tc import direct as tcdirect
 from reconciler.kernel.tc import hooks as tchooks
 from reconciler.kernel.tc import tcx
-from reconciler.kernel.types import Installed, KernelError, MapInfo
+from reconciler.kernel.types import (
+    AttachView,
+    Installed,
+    KernelError,
+    KprobeLinkView,
+    MapInfo,
+    OtherLinkView,
+    PerfEventLinkView,
+    TcDispatcherView,
+    TcxLinkView,
+    TracepointLinkView,
+    TracingLinkView,
+    UprobeLinkView,
+    XdpDispatcherView,
+    XdpView,
+)
 from reconciler.kernel.xdp import attach as xdpattach
 from reconciler.kernel.xdp import hooks as xdphooks
 
@@ -41,7 +58,7 @@ class Scan:
         return index
 
     @cached_property
-    def dispatched(self) -> dict[int, dict[str, object]]:
+    def dispatched(self) -> dict[int, XdpDispatcherView | TcDispatcherView]:
         """prog id -> its slot on an XDP or TC dispatcher (extension programs run as slots)."""
         return tchooks.where(self.root) | xdphooks.where(self.root, self.xdp)
 
@@ -67,8 +84,8 @@ class Scan:
         elif link_pin is None and prog.type == bpf.PROG_TYPE_SCHED_CLS:
             attached, where = tcdirect.where(prog.id)  # a TC program alone on its hook
         elif link_pin is None and prog.type == bpf.PROG_TYPE_EXT:
-            where = self.dispatched.get(prog.id, {})  # a component of one of our dispatchers
-            attached = bool(where)
+            where = self.dispatched.get(prog.id)  # a component of one of our dispatchers
+            attached = where is not None
         return Installed(
             pin_dir=rel,
             prog_id=prog.id,
@@ -86,19 +103,19 @@ class Scan:
 
     def _link(
         self, d: Path, prog_id: int
-    ) -> tuple[int | None, str | None, bool, dict[str, object]]:
+    ) -> tuple[int | None, str | None, bool, AttachView | None]:
         path = d / LINK
         if not path.exists():
-            return None, None, False, {}
+            return None, None, False, None
         try:
             with bpf.opened(bpf.obj_get(str(path))) as fd:
                 info = bpf.link_info(fd)
         except OSError as e:
             log.warning("%s: link pin cannot be read (%s)", path, e.strerror)
-            return None, str(path), False, {}
-        where: dict[str, object] = {"link_type": info.type_name, **info.detail}
+            return None, str(path), False, None
+        where = link_view(info)
         ours = info.prog_id == prog_id
-        if info.type != bpf.LINK_TYPE_TCX:
+        if not isinstance(where, TcxLinkView):
             # A perf-event or tracing link runs its program for as long as the link exists.
             return info.id, str(path), ours, where
         # The kernel zeroes a tcx link's ifindex when its device goes away (the link turns
@@ -107,24 +124,40 @@ class Scan:
         # unconfirmed: it is reported attached without ifname/position.
         found = tcx.tcx_find(info)
         if found is not None:
-            where |= {"ifname": found.ifname, "position": found.position}
-            if found.ns is not None:
-                where["netns"] = found.ns
-        return info.id, str(path), ours and bool(info.detail.get("ifindex")), where
+            where = dataclasses.replace(
+                where, ifname=found.ifname, position=found.position, netns=found.ns
+            )
+        return info.id, str(path), ours and bool(where.ifindex), where
 
-    def _xdp(self, prog_id: int) -> tuple[bool, dict[str, object]]:
+    def _xdp(self, prog_id: int) -> tuple[bool, XdpView | None]:
         places = self.xdp.get(prog_id, [])
         if not places:
-            return False, {}
+            return False, None
         first = places[0]
-        where: dict[str, object] = {
-            "ifindex": first.iface.ifindex,
-            "ifname": first.iface.ifname,
-            "mode": first.iface.xdp_mode,
-        }
-        if first.ns is not None:
-            where["netns"] = first.ns
-        return True, where
+        return True, XdpView(
+            first.iface.ifindex, first.iface.ifname, first.iface.xdp_mode, first.ns
+        )
+
+
+def link_view(info: bpf.LinkInfo) -> AttachView:
+    """A link as its link info describes it (a tcx link without its hook: see ``Scan._link``)."""
+    d = info.detail  # the types are bpf.link_info's
+    if info.type == bpf.LINK_TYPE_TCX:
+        return TcxLinkView(cast(int, d["ifindex"]), cast(str, d["attach_type"]))
+    if info.type == bpf.LINK_TYPE_TRACING:
+        obj_id, btf_id = cast(int, d["target_obj_id"]), cast(int, d["target_btf_id"])
+        return TracingLinkView(cast(str, d["attach_type"]), obj_id, btf_id)
+    if info.type != bpf.LINK_TYPE_PERF_EVENT:
+        return OtherLinkView(info.type_name, tuple(d.items()))
+    kind = cast(str, d["perf_event_type"])
+    if kind == "tracepoint":
+        return TracepointLinkView(cast(str, d["tracepoint"]))
+    if kind in ("uprobe", "uretprobe"):
+        return UprobeLinkView(cast(str, d["file"]), cast(int, d["offset"]), kind == "uretprobe")
+    if kind in ("kprobe", "kretprobe"):
+        func, offset, addr = cast(str, d["func"]), cast(int, d["offset"]), cast(int, d["addr"])
+        return KprobeLinkView(func, offset, kind == "kretprobe", addr)
+    return PerfEventLinkView(kind)  # Linux before 6.6 describes no perf event ("unspec")
 
 
 def maps_of(maps_dir: Path) -> tuple[MapInfo, ...]:

@@ -7,11 +7,11 @@ kernel are interchangeable (and must pass the same contract tests).
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, ClassVar, Protocol
 
 
 class ProgType(enum.Enum):
@@ -190,6 +190,359 @@ class MapInfo:
     pin: str  # absolute pin path
 
 
+# --- where a program runs: the kernel's view of its attach point -------------------------------
+#
+# One frozen dataclass per attach mechanism. The real kernel builds them from what it reads
+# (observe: link info, netlink, our dispatchers' pins), the fake from its own state, and both
+# build the same class for the same situation. ``to_json`` is the document `bpfman list/get
+# --json` shows as ``attach_point`` and the state file records (these keys, in this order);
+# ``view_from_json`` reads it back, for saved plans. A new mechanism is one more dataclass here,
+# added to ``AttachView`` and ``ATTACH_VIEWS`` (tests/unit/test_attach_views.py checks both).
+
+
+def _in_netns(doc: dict[str, object], netns: str | None) -> dict[str, object]:
+    if netns is not None:
+        doc["netns"] = netns
+    return doc
+
+
+@dataclass(frozen=True)
+class DispatcherSlot:
+    """A program's place on one of our dispatchers (XDP or TC)."""
+
+    dispatcher_id: int
+    position: int  # in run order
+    priority: int
+    proceed_on: tuple[str, ...]
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "dispatcher_id": self.dispatcher_id,
+            "position": self.position,
+            "priority": self.priority,
+            "proceed_on": list(self.proceed_on),
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> DispatcherSlot:
+        return cls(doc["dispatcher_id"], doc["position"], doc["priority"], tuple(doc["proceed_on"]))
+
+
+@dataclass(frozen=True)
+class XdpView:
+    """XDP attached over netlink on its own (no dispatcher)."""
+
+    ifindex: int
+    ifname: str
+    mode: str | None  # native | generic | offload, as the kernel reports it
+    netns: str | None = None  # None: our namespace
+
+    def to_json(self) -> dict[str, object]:
+        doc: dict[str, object] = {"ifindex": self.ifindex, "ifname": self.ifname}
+        return _in_netns(doc | {"mode": self.mode}, self.netns)
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> XdpView | None:
+        if "mode" not in doc or "dispatcher_id" in doc:
+            return None
+        return cls(doc["ifindex"], doc["ifname"], doc["mode"], doc.get("netns"))
+
+
+@dataclass(frozen=True)
+class XdpDispatcherView:
+    """An XDP program running as a slot of our XDP dispatcher on an interface."""
+
+    slot: DispatcherSlot
+    ifindex: int
+    ifname: str
+    mode: str | None  # the dispatcher's: native | generic | offload
+    netns: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        doc = self.slot.to_json()
+        doc |= {"ifindex": self.ifindex, "ifname": self.ifname, "mode": self.mode}
+        return _in_netns(doc, self.netns)
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> XdpDispatcherView | None:
+        if "mode" not in doc or "dispatcher_id" not in doc:
+            return None
+        slot = DispatcherSlot.from_json(doc)
+        return cls(slot, doc["ifindex"], doc["ifname"], doc["mode"], doc.get("netns"))
+
+
+@dataclass(frozen=True)
+class TcDirectView:
+    """A TC program attached directly: our cls_bpf filter (at ``pref``/``handle``) on a clsact
+    hook, for kernels without freplace."""
+
+    ifindex: int
+    ifname: str
+    direction: str  # ingress | egress
+    pref: int
+    handle: int
+    netns: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        doc: dict[str, object] = {"ifindex": self.ifindex, "ifname": self.ifname}
+        doc |= {"direction": self.direction, "filter": f"pref {self.pref} handle {self.handle:#x}"}
+        return _in_netns(doc, self.netns)
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> TcDirectView | None:
+        if "filter" not in doc:
+            return None
+        _, pref, _, handle = doc["filter"].split()
+        return cls(
+            doc["ifindex"], doc["ifname"], doc["direction"], int(pref), int(handle, 16),
+            doc.get("netns"),
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TcDispatcherView:
+    """A TC program running as a slot of our TC dispatcher on a clsact hook. Right after a
+    dispatch the real kernel names only the hook (``ifindex`` and ``slot`` None); observing
+    reads where exactly."""
+
+    ifname: str
+    direction: str  # ingress | egress
+    netns: str | None = None
+    ifindex: int | None = None
+    slot: DispatcherSlot | None = None
+
+    def to_json(self) -> dict[str, object]:
+        doc: dict[str, object] = {}
+        if self.slot is not None:
+            doc = {"dispatcher": "tc"} | self.slot.to_json()
+        if self.ifindex is not None:
+            doc["ifindex"] = self.ifindex
+        doc = _in_netns(doc | {"ifname": self.ifname, "direction": self.direction}, self.netns)
+        if self.slot is None:
+            doc["dispatcher"] = "tc"
+        return doc
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> TcDispatcherView | None:
+        if doc.get("dispatcher") != "tc":
+            return None
+        slot = DispatcherSlot.from_json(doc) if "dispatcher_id" in doc else None
+        return cls(doc["ifname"], doc["direction"], doc.get("netns"), doc.get("ifindex"), slot)
+
+
+@dataclass(frozen=True)
+class TcxLinkView:
+    """A tcx link. The kernel zeroes ``ifindex`` when the device goes away (a defunct link);
+    ``ifname`` and ``position`` (on the hook, in run order) are None when the hook was not
+    found (its namespace is not one we can see)."""
+
+    ifindex: int
+    attach_type: str  # tcx_ingress | tcx_egress
+    ifname: str | None = None
+    position: int | None = None
+    netns: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        doc: dict[str, object] = {"link_type": "tcx", "ifindex": self.ifindex}
+        doc["attach_type"] = self.attach_type
+        if self.ifname is not None:
+            doc["ifname"] = self.ifname
+        if self.position is not None:
+            doc["position"] = self.position
+        return _in_netns(doc, self.netns)
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> TcxLinkView | None:
+        if doc.get("link_type") != "tcx":
+            return None
+        return cls(
+            doc["ifindex"], doc["attach_type"], doc.get("ifname"), doc.get("position"),
+            doc.get("netns"),
+        )  # fmt: skip
+
+
+def _perf_event(kind: str) -> dict[str, object]:
+    return {"link_type": "perf_event", "perf_event_type": kind}
+
+
+def _is_perf_event(doc: Mapping[str, Any], *kinds: str) -> bool:
+    return doc.get("link_type") == "perf_event" and (
+        not kinds or doc.get("perf_event_type") in kinds
+    )
+
+
+@dataclass(frozen=True)
+class TracepointLinkView:
+    """A perf-event link on a tracepoint."""
+
+    tracepoint: str  # the event's name, without its group (as the kernel reports it)
+
+    perf_event_type: ClassVar[str] = "tracepoint"
+
+    def to_json(self) -> dict[str, object]:
+        return _perf_event(self.perf_event_type) | {"tracepoint": self.tracepoint}
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> TracepointLinkView | None:
+        return cls(doc["tracepoint"]) if _is_perf_event(doc, "tracepoint") else None
+
+
+@dataclass(frozen=True)
+class UprobeLinkView:
+    """A perf-event link on a uprobe or uretprobe."""
+
+    file: str
+    offset: int  # in the file
+    retprobe: bool
+
+    @property
+    def perf_event_type(self) -> str:
+        return "uretprobe" if self.retprobe else "uprobe"
+
+    def to_json(self) -> dict[str, object]:
+        return _perf_event(self.perf_event_type) | {"file": self.file, "offset": self.offset}
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> UprobeLinkView | None:
+        if not _is_perf_event(doc, "uprobe", "uretprobe"):
+            return None
+        return cls(doc["file"], doc["offset"], doc["perf_event_type"] == "uretprobe")
+
+
+@dataclass(frozen=True)
+class KprobeLinkView:
+    """A perf-event link on a kprobe or kretprobe."""
+
+    func: str
+    offset: int
+    retprobe: bool
+    addr: int  # 0 unless kallsyms shows addresses to this process (kptr_restrict)
+
+    @property
+    def perf_event_type(self) -> str:
+        return "kretprobe" if self.retprobe else "kprobe"
+
+    def to_json(self) -> dict[str, object]:
+        return _perf_event(self.perf_event_type) | {
+            "func": self.func,
+            "offset": self.offset,
+            "retprobe": self.retprobe,
+            "addr": self.addr,
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> KprobeLinkView | None:
+        if not _is_perf_event(doc, "kprobe", "kretprobe"):
+            return None
+        return cls(doc["func"], doc["offset"], doc["retprobe"], doc["addr"])
+
+
+@dataclass(frozen=True)
+class PerfEventLinkView:
+    """A perf-event link the kernel does not describe: Linux before 6.6 says only "unspec"."""
+
+    perf_event_type: str
+
+    def to_json(self) -> dict[str, object]:
+        return _perf_event(self.perf_event_type)
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> PerfEventLinkView | None:
+        return cls(doc["perf_event_type"]) if _is_perf_event(doc) else None
+
+
+@dataclass(frozen=True)
+class TracingLinkView:
+    """A tracing link: fentry or fexit on a kernel function (or freplace on a program)."""
+
+    attach_type: str  # trace_fentry | trace_fexit | ...
+    target_obj_id: int  # the BTF object (vmlinux or a module), or the target program
+    target_btf_id: int  # the function's BTF type id
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "link_type": "tracing",
+            "attach_type": self.attach_type,
+            "target_obj_id": self.target_obj_id,
+            "target_btf_id": self.target_btf_id,
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> TracingLinkView | None:
+        if doc.get("link_type") != "tracing":
+            return None
+        return cls(doc["attach_type"], doc["target_obj_id"], doc["target_btf_id"])
+
+
+@dataclass(frozen=True)
+class OtherLinkView:
+    """A link of a type no view above describes (bpfman makes none; a pin of another tool's):
+    its type and whatever the kernel's link info said, as read."""
+
+    link_type: str
+    detail: tuple[tuple[str, object], ...] = ()
+
+    def to_json(self) -> dict[str, object]:
+        return {"link_type": self.link_type, **dict(self.detail)}
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> OtherLinkView | None:
+        if "link_type" not in doc:
+            return None
+        return cls(doc["link_type"], tuple((k, v) for k, v in doc.items() if k != "link_type"))
+
+
+AttachView = (
+    XdpView
+    | XdpDispatcherView
+    | TcDirectView
+    | TcDispatcherView
+    | TcxLinkView
+    | TracepointLinkView
+    | UprobeLinkView
+    | KprobeLinkView
+    | PerfEventLinkView
+    | TracingLinkView
+    | OtherLinkView
+)
+
+# The views on an interface: each has ``ifindex`` and ``ifname`` (drift compares them).
+InterfaceView = XdpView | XdpDispatcherView | TcDirectView | TcDispatcherView | TcxLinkView
+
+
+class _ViewReader(Protocol):
+    def from_json(self, doc: Mapping[str, Any]) -> AttachView | None: ...
+
+
+# Tried in this order by ``view_from_json``: each says None to a document not of its shape, so
+# the catch-alls (any perf-event link, any link) come after the particular ones.
+ATTACH_VIEWS: tuple[_ViewReader, ...] = (
+    TcDispatcherView,
+    XdpDispatcherView,
+    XdpView,
+    TcDirectView,
+    TcxLinkView,
+    TracepointLinkView,
+    UprobeLinkView,
+    KprobeLinkView,
+    PerfEventLinkView,
+    TracingLinkView,
+    OtherLinkView,
+)
+
+
+def view_from_json(doc: Mapping[str, Any] | None) -> AttachView | None:
+    """The view whose ``to_json`` gave ``doc`` (saved plans keep what the kernel held); None for
+    no document or ``{}`` (no attach point)."""
+    if not doc:
+        return None
+    for view in ATTACH_VIEWS:
+        found = view.from_json(doc)
+        if found is not None:
+            return found
+    raise ValueError(f"not an attach point: {dict(doc)!r}")
+
+
 @dataclass(frozen=True)
 class Installed:
     """What the kernel holds for one managed pin directory."""
@@ -205,7 +558,12 @@ class Installed:
     link_id: int | None = None
     link_pin: str | None = None
     attached: bool = False  # the kernel confirms the program runs at its attach point
-    attach: dict[str, object] = field(default_factory=dict)  # kernel's view of the attach point
+    attach: AttachView | None = None  # the kernel's view of where it runs (None: not found)
+
+    def attach_json(self) -> dict[str, object]:
+        """``attach`` as a document: ``attach_point`` of `bpfman list/get --json` and the
+        state file's record ({} when there is none)."""
+        return self.attach.to_json() if self.attach is not None else {}
 
 
 class KernelError(Exception):

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from reconciler.address import Address
-from reconciler.kernel.types import Installed
+from reconciler.kernel.types import Installed, InterfaceView
 from reconciler.state import Record
 
 
@@ -84,10 +84,11 @@ def detect(
                     )
                 )
             continue
-        old_idx, new_idx = recorded.get("ifindex"), inst.attach.get("ifindex")
+        on = inst.attach if isinstance(inst.attach, InterfaceView) else None
+        old_idx, new_idx = recorded.get("ifindex"), on.ifindex if on else None
         if old_idx and new_idx and old_idx != new_idx:
             out.append(Drift(key, f"runs on a recreated interface: ifindex {old_idx} -> {new_idx}"))
-        old_name, new_name = recorded.get("ifname"), inst.attach.get("ifname")
+        old_name, new_name = recorded.get("ifname"), on.ifname if on else None
         if old_idx == new_idx and old_name and new_name and old_name != new_name:
             out.append(Drift(key, f"runs on a renamed interface: {old_name} -> {new_name}"))
     return out

@@ -131,7 +131,11 @@ def _installed(doc: dict[str, Any] | None) -> kt.Installed | None:
     if doc is None:
         return None
     maps = tuple(kt.MapInfo(**m) for m in doc.pop("maps"))
-    return kt.Installed(maps=maps, **doc)
+    return kt.Installed(maps=maps, attach=kt.view_from_json(doc.pop("attach")), **doc)
+
+
+def _installed_json(inst: kt.Installed) -> dict[str, Any]:
+    return dataclasses.asdict(inst) | {"attach": inst.attach_json()}  # the view as JSON
 
 
 def _change_json(c: ResourceChange, objects: dict[str, str]) -> dict[str, Any]:
@@ -144,7 +148,7 @@ def _change_json(c: ResourceChange, objects: dict[str, str]) -> dict[str, Any]:
         "replace_paths": list(c.replace_paths),
         "reason": c.reason,
         "origin": c.origin,
-        "installed": dataclasses.asdict(c.installed) if c.installed else None,
+        "installed": _installed_json(c.installed) if c.installed else None,
         "uses_maps_of": list(c.uses_maps_of),
         "hook": _point_json(c.hook),
     }

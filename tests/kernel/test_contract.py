@@ -24,6 +24,14 @@ from reconciler.kernel import (
     VerifierError,
     XdpPoint,
 )
+from reconciler.kernel.types import (
+    TcDirectView,
+    TcHook,
+    TcxLinkView,
+    TracepointLinkView,
+    UprobeLinkView,
+    XdpView,
+)
 from tests import support
 from tests.kernel.harness import World, obj, wait_for
 
@@ -31,6 +39,7 @@ XDP_V1 = ProgramSpec(obj("xdp_counter"), "xdp_count", ProgType.XDP)
 XDP_V2 = ProgramSpec(obj("xdp_counter"), "xdp_count_v2", ProgType.XDP)
 XDP_REJECT = ProgramSpec(obj("reject"), "xdp_reject", ProgType.XDP)
 TCX = ProgramSpec(obj("tcx_counter"), "tcx_count", ProgType.TCX)
+TC = ProgramSpec(obj("tcx_counter"), "tcx_count", ProgType.TC)
 TP = ProgramSpec(obj("tracepoint_counter"), "tp_count", ProgType.TRACEPOINT)
 UPROBE = ProgramSpec(obj("uprobe_counter"), "uprobe_count", ProgType.UPROBE)
 GETPID = TracepointPoint("syscalls", "sys_enter_getpid")
@@ -52,13 +61,15 @@ def test_xdp_install_observe_uninstall(world: World, mode: str) -> None:
     assert inst.pin_dir == "XdpProgram/count/eth0"
     assert (inst.prog_name, inst.prog_type) == ("xdp_count", "xdp")
     assert inst.attached and inst.link_id is None  # netlink-attached: no bpf_link
-    assert inst.attach["ifname"] == "eth0"
-    assert inst.attach["mode"] in (("native", "generic") if mode == "auto" else (mode,))
+    # Both kernels give the same view, so `bpfman list --json` shows the same keys.
+    assert isinstance(inst.attach, XdpView) and inst.attach.ifname == "eth0"
+    assert list(inst.attach_json()) == ["ifindex", "ifname", "mode", "netns"]
+    assert inst.attach.mode in (("native", "generic") if mode == "auto" else (mode,))
     assert world.kernel.observe() == [inst]
     assert world.kernel.xdp_program_on("eth0", world.netns) == inst.prog_id
 
     if world.real:
-        assert world.ip_xdp() == (inst.prog_id, inst.attach["mode"])
+        assert world.ip_xdp() == (inst.prog_id, inst.attach.mode)
         assert inst.prog_pin.endswith("/XdpProgram/count/eth0/prog")
         assert [m.name for m in inst.maps] == ["counters"]
         world.send_frames(7)
@@ -78,10 +89,11 @@ def test_xdp_replace_swaps_atomically_and_keeps_pin_paths(world: World) -> None:
 
     assert new.prog_id != old.prog_id and new.prog_name == "xdp_count_v2"
     assert (new.prog_pin, [m.pin for m in new.maps]) == (old.prog_pin, [m.pin for m in old.maps])
-    assert new.attached and new.attach["mode"] == old.attach["mode"]
+    assert isinstance(old.attach, XdpView) and isinstance(new.attach, XdpView)
+    assert new.attached and new.attach.mode == old.attach.mode
     assert world.kernel.observe() == [new]
     if world.real:
-        assert world.ip_xdp() == (new.prog_id, old.attach["mode"])
+        assert world.ip_xdp() == (new.prog_id, old.attach.mode)
         wait_for(lambda: not world.prog_exists(old.prog_id), "the old program to be freed")
         world.send_frames(3)
         assert world.counters(new) == [0, 3]  # v2 counts in slot 1 of its own (new) map
@@ -161,9 +173,9 @@ def tcx_install(w: World, name: str, placement: Placement | None = None) -> Inst
 
 def order(w: World) -> list[str]:
     """Managed tcx programs on eth0 ingress, in the kernel's run order (our observer)."""
-    tcx = [i for i in w.kernel.observe() if i.attach.get("link_type") == "tcx"]
+    tcx = [i for i in w.kernel.observe() if isinstance(i.attach, TcxLinkView)]
     assert all(i.attached for i in tcx)
-    return [i.pin_dir.split("/")[1] for i in sorted(tcx, key=lambda i: i.attach["position"])]
+    return [i.pin_dir.split("/")[1] for i in sorted(tcx, key=lambda i: i.attach.position)]
 
 
 def run_order(w: World, installed: dict[str, Installed]) -> list[str]:
@@ -181,7 +193,14 @@ def test_tcx_placement_order(world: World) -> None:
     d = tcx_install(world, "d", Placement(after="TcxProgram/a/eth0"))
 
     assert order(world) == ["c", "a", "d", "b"]
-    assert a.link_id is not None and a.attach["attach_type"] == "tcx_ingress"
+    assert isinstance(a.attach, TcxLinkView) and a.link_id is not None
+    assert (a.attach.attach_type, a.attach.ifname, a.attach.netns) == (
+        "tcx_ingress",
+        "eth0",
+        world.netns,
+    )
+    keys = ["link_type", "ifindex", "attach_type", "ifname", "position", "netns"]
+    assert list(a.attach_json()) == keys
     if world.real:
         assert run_order(world, {"a": a, "b": b, "c": c, "d": d}) == ["c", "a", "d", "b"]
         link = world.link_json(a.link_id or 0)
@@ -223,6 +242,26 @@ def test_tcx_replace_with_placement_moves_the_link(world: World) -> None:
     assert_nothing_left(world)
 
 
+def test_tc_program_alone_on_its_hook(world: World) -> None:
+    """A TC program attached directly (our cls_bpf filter, as on kernels without freplace):
+    both kernels give the same view of it."""
+    inst = world.kernel.install("TcProgram/count/eth0", TC, TcHook("eth0", "egress", world.netns))
+
+    assert inst.attached and inst.link_id is None
+    assert isinstance(inst.attach, TcDirectView) and inst.attach.ifindex > 0
+    assert (inst.attach.ifname, inst.attach.direction, inst.attach.netns) == (
+        "eth0",
+        "egress",
+        world.netns,
+    )
+    doc = inst.attach_json()
+    assert list(doc) == ["ifindex", "ifname", "direction", "filter", "netns"]
+    assert doc["filter"] == "pref 50 handle 0xb7f"
+    assert world.kernel.observe() == [inst]
+    world.kernel.uninstall("TcProgram/count/eth0")
+    assert_nothing_left(world)
+
+
 def test_tcx_placement_next_to_an_unknown_neighbour_fails_cleanly(world: World) -> None:
     with pytest.raises(KernelError, match="TcxProgram/nope/eth0"):
         tcx_install(world, "a", Placement(before="TcxProgram/nope/eth0"))
@@ -235,7 +274,8 @@ def test_tcx_placement_next_to_an_unknown_neighbour_fails_cleanly(world: World) 
 def test_tracepoint_install_replace_uninstall(world: World) -> None:
     inst = world.kernel.install("TracepointProgram/getpid/x", TP, GETPID)
     assert inst.attached and inst.link_id is not None and inst.prog_type == "tracepoint"
-    assert inst.attach["link_type"] == "perf_event"
+    assert isinstance(inst.attach, TracepointLinkView)
+    assert inst.attach.tracepoint == "sys_enter_getpid"
     if world.real:
         world.getpid(25)
         assert world.counters(inst)[0] >= 25
@@ -260,14 +300,14 @@ def test_uprobe_counts_calls(world: World) -> None:
     point = UprobePoint(world.uprobe_target, func_name="bpfman_probe_me")
     inst = world.kernel.install("UprobeProgram/probe/x", UPROBE, point)
     assert inst.attached and inst.prog_type == "kprobe"
-    assert inst.attach["perf_event_type"] == "uprobe"
+    assert isinstance(inst.attach, UprobeLinkView) and inst.attach.perf_event_type == "uprobe"
     if world.real:
         world.run_uprobe_target(5)
         assert world.counters(inst) == [5]
 
     ret = UprobePoint(world.uprobe_target, func_name="bpfman_probe_me", retprobe=True)
     new = world.kernel.replace("UprobeProgram/probe/x", UPROBE, ret)
-    assert new.attach["perf_event_type"] == "uretprobe"
+    assert isinstance(new.attach, UprobeLinkView) and new.attach.perf_event_type == "uretprobe"
     if world.real:
         world.run_uprobe_target(4)
         assert world.counters(new) == [4]

@@ -26,6 +26,7 @@ from reconciler.kernel import (
     UprobePoint,
 )
 from reconciler.kernel.probes import FEATURES
+from reconciler.kernel.types import KprobeLinkView, TracingLinkView, UprobeLinkView
 from tests import support
 from tests.kernel.harness import World, obj, vm_obj, wait_for
 from tests.kernel.test_contract import GETPID, UPROBE, assert_nothing_left
@@ -92,13 +93,14 @@ def test_kprobe_install_replace_uninstall(world: World) -> None:
         return
     inst = world.kernel.install("KprobeProgram/getpid/x", KPROBE, point)
     assert inst.attached and inst.prog_type == "kprobe" and inst.link_id is not None
-    assert inst.attach["link_type"] == "perf_event"
-    assert (inst.attach["perf_event_type"], inst.attach["func"]) == ("kprobe", FUNC)
+    assert isinstance(inst.attach, KprobeLinkView)
+    assert (inst.attach.perf_event_type, inst.attach.func) == ("kprobe", FUNC)
     new = world.kernel.replace(
         "KprobeProgram/getpid/x", KRETPROBE, KprobePoint(FUNC, retprobe=True)
     )
     assert new.link_pin == inst.link_pin and new.link_id != inst.link_id
-    assert new.attach["perf_event_type"] == "kretprobe" and new.attach["retprobe"] is True
+    assert isinstance(new.attach, KprobeLinkView)
+    assert new.attach.perf_event_type == "kretprobe" and new.attach.retprobe is True
     assert world.kernel.observe() == [new]
     world.kernel.uninstall("KprobeProgram/getpid/x")
     assert_nothing_left(world)
@@ -137,14 +139,15 @@ def test_fentry_fexit_install_replace_uninstall(
     pin_dir = f"{spec.prog_type.value.title()}Program/getpid/x"
     inst = world.kernel.install(pin_dir, spec, point)
     assert inst.attached and inst.prog_type == "tracing"
-    assert inst.attach["link_type"] == "tracing"
-    assert inst.attach["attach_type"] == f"trace_{feature}"
-    assert isinstance(inst.attach["target_btf_id"], int) and inst.attach["target_btf_id"] > 0
+    assert isinstance(inst.attach, TracingLinkView)
+    assert inst.attach.attach_type == f"trace_{feature}"
+    assert isinstance(inst.attach.target_btf_id, int) and inst.attach.target_btf_id > 0
     world.kernel.verify(spec, point)
     world.kernel.verify(spec)  # without the point: checks what it can without loading
     new = world.kernel.replace(pin_dir, spec, point)
     assert new.prog_id != inst.prog_id and new.link_pin == inst.link_pin
-    assert new.attach["target_btf_id"] == inst.attach["target_btf_id"]
+    assert isinstance(new.attach, TracingLinkView)
+    assert new.attach.target_btf_id == inst.attach.target_btf_id
     world.kernel.uninstall(pin_dir)
     assert_nothing_left(world)
 
@@ -294,8 +297,9 @@ def test_uprobe_in_a_container(world: World) -> None:
         assert not os.path.exists(ctr.target)  # only the container's mount namespace has it
     point = UprobePoint(ctr.target, "bpfman_probe_me", container_pid=ctr.pid)
     inst = world.kernel.install("UprobeProgram/ctr/x", UPROBE, point)
-    assert inst.attached and inst.attach["perf_event_type"] == "uprobe"
-    assert inst.attach["file"] == f"/proc/{ctr.pid}/root{ctr.target}"
+    assert inst.attached and isinstance(inst.attach, UprobeLinkView)
+    assert inst.attach.perf_event_type == "uprobe"
+    assert inst.attach.file == f"/proc/{ctr.pid}/root{ctr.target}"
     if world.real:
         ctr.run(6)
         assert world.counters(inst) == [6]

@@ -15,6 +15,7 @@ from reconciler.kernel.types import (
     ProgType,
     TcHook,
     VerifierError,
+    XdpDispatcherView,
     XdpHook,
 )
 
@@ -55,8 +56,14 @@ def test_programs_run_by_priority_then_pin_dir(kernel: FakeKernel) -> None:
     assert kernel.dispatch_swaps == 1 and kernel.hook_swaps(HOOK) == 1
     a = next(i for i in kernel.observe() if i.pin_dir == "a")
     assert a.attached and a.prog_type == "ext"
-    assert a.attach["dispatcher_id"] == state.dispatcher_id
-    assert (a.attach["position"], a.attach["priority"], a.attach["proceed_on"]) == (1, 20, ["pass"])
+    assert isinstance(a.attach, XdpDispatcherView)
+    assert a.attach.slot.dispatcher_id == state.dispatcher_id
+    assert (a.attach.slot.position, a.attach.slot.priority, a.attach.slot.proceed_on) == (
+        1,
+        20,
+        ("pass",),
+    )
+    assert a.attach_json()["proceed_on"] == ["pass"]
 
 
 def test_reorder_keeps_program_ids_and_swaps_once(kernel: FakeKernel) -> None:
@@ -159,7 +166,8 @@ def test_errors_a_user_can_cause(kernel: FakeKernel) -> None:
     with pytest.raises(KernelError, match="native"):
         kernel.dispatch(XdpHook("eth1", NS, mode="native"), [slot("a", 1)])
     kernel.dispatch(XdpHook("eth1", NS), [slot("a", 1)])
-    assert next(iter(kernel.observe())).attach["mode"] == "generic"
+    view = next(iter(kernel.observe())).attach
+    assert isinstance(view, XdpDispatcherView) and view.mode == "generic"
 
 
 def test_tc_hooks_work_the_same_way(kernel: FakeKernel) -> None:

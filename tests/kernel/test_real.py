@@ -18,6 +18,7 @@ from reconciler.kernel import (
     XdpPoint,
     probes,
 )
+from reconciler.kernel.types import XdpView
 from tests import support
 from tests.kernel.harness import World, obj, wait_for
 
@@ -64,7 +65,7 @@ def test_auto_mode_falls_back_to_generic_and_native_failure_leaves_nothing(world
     assert world.kernel.observe() == [] and world.pins() == []
 
     inst = world.kernel.install("XdpProgram/count/lo", XDP, XdpPoint("lo", netns=world.netns))
-    assert inst.attach["mode"] == "generic"
+    assert isinstance(inst.attach, XdpView) and inst.attach.mode == "generic"
     world.kernel.uninstall("XdpProgram/count/lo")
 
 
@@ -72,7 +73,8 @@ def test_auto_mode_falls_back_to_generic_and_native_failure_leaves_nothing(world
 def test_xdp_replace_across_modes(world: World) -> None:
     old = world.kernel.install("XdpProgram/count/eth0", XDP, world.xdp("generic"))
     new = world.kernel.replace("XdpProgram/count/eth0", XDP, world.xdp("native"))
-    assert (old.attach["mode"], new.attach["mode"]) == ("generic", "native")
+    assert isinstance(old.attach, XdpView) and isinstance(new.attach, XdpView)
+    assert (old.attach.mode, new.attach.mode) == ("generic", "native")
     assert world.ip_xdp() == (new.prog_id, "native")
     world.kernel.uninstall("XdpProgram/count/eth0")
     assert world.ip_xdp() == (None, None)

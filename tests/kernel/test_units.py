@@ -25,6 +25,14 @@ from reconciler.kernel.real import RealKernel
 from reconciler.kernel.sys import bpffs
 from reconciler.kernel.sys.bpfobject import _pin_name
 from reconciler.kernel.sys.libbpf import verifier_summary
+from reconciler.kernel.types import (
+    TcDirectView,
+    TcHook,
+    TcxLinkView,
+    TracingLinkView,
+    UprobeLinkView,
+    XdpView,
+)
 
 
 def test_pin_dir_components_escape_dots_reversibly() -> None:
@@ -96,6 +104,7 @@ def test_pin_dirs_are_checked(bad: str) -> None:
 
 SPEC = ProgramSpec("/tests/x.o", "xdp_count", ProgType.XDP)
 TCX = ProgramSpec("/tests/x.o", "tcx_count", ProgType.TCX)
+TC = ProgramSpec("/tests/x.o", "tc_count", ProgType.TC)
 
 
 def test_fake_failures_leave_nothing() -> None:
@@ -111,11 +120,18 @@ def test_fake_device_removal_detaches() -> None:
     k = FakeKernel(check_files=False)
     k.add_interface("eth0", native_xdp=False)
     xdp = k.install("X/a/eth0", SPEC, XdpPoint("eth0"))
-    assert xdp.attach["mode"] == "generic"  # auto falls back without native support
+    assert isinstance(xdp.attach, XdpView)
+    assert xdp.attach.mode == "generic"  # auto falls back without native support
     tcx = k.install("T/a/eth0", TCX, TcxPoint("eth0", "egress"))
     assert k.tcx_order("eth0", "egress") == [tcx.link_id]
+    tc = k.install("U/a/eth0", TC, TcHook("eth0", "ingress"))
+    assert isinstance(tc.attach, TcDirectView)
     k.remove_interface("eth0")
-    assert [i.attached for i in k.observe()] == [False, False]
+    assert [i.attached for i in k.observe()] == [False, False, False]
+    # As RealKernel reads them: a defunct tcx link (ifindex 0), nothing else.
+    assert [i.attach for i in k.observe()] == [TcxLinkView(0, "tcx_egress"), None, None]
+    k.add_interface("eth0")
+    k.install("U/b/eth0", TC, TcHook("eth0", "ingress"))  # the old filter went with the device
 
 
 # --- issue 3: fake knobs, maps directories, BTF helpers -------------------------------------------
@@ -143,12 +159,13 @@ def test_fake_kernel_functions_and_containers() -> None:
         k.install("FexitProgram/a/x", fexit, FexitPoint("my_func"))
     k.kernel_functions.add("my_func")
     inst = k.install("FexitProgram/a/x", fexit, FexitPoint("my_func"))
-    assert inst.attach["attach_type"] == "trace_fexit" and inst.prog_type == "tracing"
+    assert isinstance(inst.attach, TracingLinkView) and inst.prog_type == "tracing"
+    assert inst.attach.attach_type == "trace_fexit"
 
     uprobe = ProgramSpec("/tests/u.o", "uprobe_count", ProgType.UPROBE)
     k.containers[77] = {"/app/bin"}
     inst = k.install("UprobeProgram/a/x", uprobe, UprobePoint("/app/bin", "f", container_pid=77))
-    assert inst.attach["file"] == "/proc/77/root/app/bin"
+    assert isinstance(inst.attach, UprobeLinkView) and inst.attach.file == "/proc/77/root/app/bin"
 
 
 def test_fake_shared_maps() -> None:

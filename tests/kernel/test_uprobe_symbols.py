@@ -12,7 +12,7 @@ import pytest
 
 from reconciler.kernel import KernelError, RealKernel
 from reconciler.kernel.tracing.elfsyms import ElfFile, libbpf_version
-from reconciler.kernel.types import ProgramSpec, ProgType, UprobePoint
+from reconciler.kernel.types import ProgramSpec, ProgType, UprobeLinkView, UprobePoint
 from tests import support
 
 pytestmark = pytest.mark.kernel
@@ -71,7 +71,8 @@ def test_plan_finds_a_uprobe_function_exactly_when_libbpf_does(
                 continue
             try:
                 assert planned.found, f"{target}:{func}: libbpf attaches, plan said {planned}"
-                assert inst.attach["offset"] == planned.offset, (target, func)
+                assert isinstance(inst.attach, UprobeLinkView), (target, func)
+                assert inst.attach.offset == planned.offset, (target, func)
             finally:
                 kernel.uninstall("UprobeProgram/u/x")
     finally:

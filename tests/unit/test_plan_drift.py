@@ -1,5 +1,6 @@
 import dataclasses
 
+from reconciler.kernel.types import TracepointLinkView, XdpView
 from reconciler.plan import build_plan
 from reconciler.plan.drift import detect
 from reconciler.plan.jsonout import plan_document
@@ -34,6 +35,22 @@ def test_program_detached_outside_bpfman():
 def test_interface_deleted():
     (d,) = detect([installed(A, attached=False)], {KEY: rec(attach={"ifname": "eth0"})}, set())
     assert d.what == "lost its interface: eth0 no longer exists"
+
+
+def test_interface_recreated_or_renamed():
+    recorded = {KEY: rec(attach={"ifindex": 3, "ifname": "eth0", "mode": "native"})}
+    moved = dataclasses.replace(installed(A), attach=XdpView(9, "eth0", "native"))
+    (d,) = detect([moved], recorded, HERE)
+    assert d.what == "runs on a recreated interface: ifindex 3 -> 9"
+    renamed = dataclasses.replace(installed(A), attach=XdpView(3, "lan0", "native"))
+    (d,) = detect([renamed], recorded, HERE)
+    assert d.what == "runs on a renamed interface: eth0 -> lan0"
+
+
+def test_a_view_without_an_interface_is_no_interface_drift():
+    recorded = {KEY: rec(attach={"ifindex": 3, "ifname": "eth0"})}
+    elsewhere = dataclasses.replace(installed(A), attach=TracepointLinkView("sys_enter_getpid"))
+    assert detect([elsewhere], recorded, HERE) == []
 
 
 def test_program_replaced_by_another_loader():

@@ -26,6 +26,7 @@ from reconciler.kernel import (
     RealKernel,
     TracepointPoint,
 )
+from reconciler.kernel.types import KprobeLinkView, PerfEventLinkView, TracingLinkView
 from tests import support
 from tests.kernel.conftest import CLANG_FLAGS
 from tests.kernel.harness import BPF, World, wait_for
@@ -90,13 +91,11 @@ def test_kprobe_then_kretprobe(
     inst = kernel.install(pin, ProgramSpec(kernel_probes, "kprobe_count", ProgType.KPROBE),
                           KprobePoint(fn))  # fmt: skip
     assert inst.attached and inst.prog_type == "kprobe" and inst.link_id is not None
-    assert inst.attach["link_type"] == "perf_event"
-    if inst.attach["perf_event_type"] != "unspec":  # Linux 6.6+ describes perf-event links
-        assert (inst.attach["func"], inst.attach["offset"], inst.attach["retprobe"]) == (
-            fn,
-            0,
-            False,
-        )
+    assert isinstance(inst.attach, KprobeLinkView | PerfEventLinkView)
+    if isinstance(inst.attach, KprobeLinkView):  # Linux 6.6+ describes perf-event links
+        assert (inst.attach.func, inst.attach.offset, inst.attach.retprobe) == (fn, 0, False)
+    else:
+        assert inst.attach.perf_event_type == "unspec"
     prog = bpftool_prog(inst.prog_id)
     assert (prog["type"], prog["name"]) == ("kprobe", "kprobe_count")
     link = bpftool_link(inst.link_id)
@@ -107,8 +106,10 @@ def test_kprobe_then_kretprobe(
     new = kernel.replace(pin, ProgramSpec(kernel_probes, "kretprobe_count", ProgType.KPROBE),
                          KprobePoint(fn, retprobe=True))  # fmt: skip
     assert new.link_pin == inst.link_pin and new.link_id != inst.link_id and new.attached
-    if new.attach["perf_event_type"] != "unspec":
-        assert new.attach["perf_event_type"] == "kretprobe" and new.attach["retprobe"] is True
+    assert isinstance(new.attach, KprobeLinkView | PerfEventLinkView)
+    if new.attach.perf_event_type != "unspec":
+        assert isinstance(new.attach, KprobeLinkView)
+        assert new.attach.perf_event_type == "kretprobe" and new.attach.retprobe is True
     assert kernel.observe() == [new]
     assert_gone(kernel, inst)
     World.getpid(CALLS)
@@ -132,20 +133,21 @@ def test_fentry_and_fexit(
 
     inst = kernel.install(pin, spec, point)
     assert inst.attached and inst.prog_type == "tracing" and inst.link_id is not None
-    assert inst.attach["link_type"] == "tracing"
-    assert inst.attach["attach_type"] == f"trace_{kind}"
-    assert inst.attach["target_btf_id"] == vmlinux_func_ids()[fn]  # bpftool's id of fn
+    assert isinstance(inst.attach, TracingLinkView)
+    assert inst.attach.attach_type == f"trace_{kind}"
+    assert inst.attach.target_btf_id == vmlinux_func_ids()[fn]  # bpftool's id of fn
     prog = bpftool_prog(inst.prog_id)
     assert (prog["type"], prog["name"]) == ("tracing", f"{kind}_count")
     link = bpftool_link(inst.link_id)
     assert link is not None and (link["type"], link["prog_id"]) == ("tracing", inst.prog_id)
     if "target_btf_id" in link:  # bpftool prints it from v7.2
-        assert link["target_btf_id"] == inst.attach["target_btf_id"]
+        assert link["target_btf_id"] == inst.attach.target_btf_id
     World.getpid(CALLS)
     assert counters(inst)[0] >= CALLS
     new = kernel.replace(pin, spec, point)
     assert new.prog_id != inst.prog_id and new.link_pin == inst.link_pin and new.attached
-    assert new.attach["target_btf_id"] == inst.attach["target_btf_id"]
+    assert isinstance(new.attach, TracingLinkView)
+    assert new.attach.target_btf_id == inst.attach.target_btf_id
     assert kernel.observe() == [new]
     assert_gone(kernel, inst)
     World.getpid(CALLS)

@@ -17,7 +17,13 @@ import pytest
 
 from reconciler.kernel import RealKernel
 from reconciler.kernel.sys import bpf, bpffs, netns
-from reconciler.kernel.types import DispatchSlot, ProgramSpec, ProgType, XdpHook
+from reconciler.kernel.types import (
+    DispatchSlot,
+    ProgramSpec,
+    ProgType,
+    XdpDispatcherView,
+    XdpHook,
+)
 from reconciler.kernel.xdp import proto as xdpproto
 from tests import support
 from tests.kernel.harness import BPF
@@ -123,8 +129,9 @@ def test_three_programs_in_priority_order_then_reordered_in_place(
     assert all("XDP_PASS" in actions for _, _, actions in rows)
     installed = {i.pin_dir: i for i in kernel.observe()}
     assert installed["XdpProgram/a"].attached
-    assert installed["XdpProgram/a"].attach["dispatcher_id"] == state.dispatcher_id
-    assert installed["XdpProgram/a"].attach["position"] == 2
+    view = installed["XdpProgram/a"].attach
+    assert isinstance(view, XdpDispatcherView)
+    assert (view.slot.dispatcher_id, view.slot.position) == (state.dispatcher_id, 2)
 
     # In place: new priorities, same programs (ids checked with bpftool), one new dispatcher.
     ids = {s.pin_dir: s.prog_id for s in state.slots}

@@ -28,10 +28,13 @@ from reconciler.kernel.points import uprobe_path
 from reconciler.kernel.probes import FEATURES
 from reconciler.kernel.slots import check_hook, hook_key, too_many
 from reconciler.kernel.sys import bpffs, ifaces
+from reconciler.kernel.tc.netlink import HANDLE, PREF
 from reconciler.kernel.types import (
     MAX_DISPATCHER_SLOTS,
     AttachConflict,
     AttachPoint,
+    AttachView,
+    DispatcherSlot,
     DispatchSlot,
     FentryPoint,
     FexitPoint,
@@ -48,13 +51,20 @@ from reconciler.kernel.types import (
     ProgramSpec,
     ProgType,
     StepObserver,
+    TcDirectView,
+    TcDispatcherView,
     TcHook,
+    TcxLinkView,
     TcxPoint,
+    TracepointLinkView,
     TracepointPoint,
+    UprobeLinkView,
     UprobePoint,
     VerifierError,
+    XdpDispatcherView,
     XdpHook,
     XdpPoint,
+    XdpView,
 )
 
 _PROG_TYPE = {
@@ -154,6 +164,7 @@ class FakeKernel:
         for key in [k for k in self._hooks if k[:2] == (netns, ifname)]:
             del self._hooks[key]
         self._dispatch.remove_interface(netns, ifname)
+        self._tc_direct = {k: v for k, v in self._tc_direct.items() if k[:2] != (netns, ifname)}
 
     def add_tracepoint(self, group: str, name: str) -> None:
         self.tracepoint_set.add(f"{group}/{name}")
@@ -502,50 +513,17 @@ class FakeKernel:
     def _installed(self, pin_dir: str) -> Installed:
         e = self._entries[pin_dir]
         d = bpffs.path_of(self.root, pin_dir)
-        attached, where = False, dict[str, object]()
+        attached = False
+        where: AttachView | None = None
         prog_type = _PROG_TYPE[e.spec.prog_type][0]
         if e.hook is not None:
             prog_type = "ext"  # freplace: the program runs as a function of the dispatcher
             attached, where = self._dispatched(e.hook, e.prog_id)
-        elif isinstance(e.point, XdpPoint):
-            for (ns, name), iface in self._ifaces.items():
-                if iface.xdp_prog == e.prog_id:
-                    attached = True
-                    where = {"ifindex": iface.ifindex, "ifname": name, "mode": iface.xdp_mode}
-                    if ns is not None:
-                        where["netns"] = ns
-        elif isinstance(e.point, TcHook):
-            for (ns, name, direction), prog_id in self._tc_direct.items():
-                if prog_id == e.prog_id:
-                    attached = True
-                    where = {"ifname": name, "direction": direction}
-                    if ns is not None:
-                        where["netns"] = ns
         elif isinstance(e.point, TcxPoint):
-            where = {"link_type": "tcx", "attach_type": f"tcx_{e.point.direction}"}
-            for (ns, name, _), hook in self._hooks.items():
-                if e.link_id in hook.links and (ns, name) in self._ifaces:
-                    attached = self._link_prog.get(e.link_id) == e.prog_id
-                    where |= {
-                        "ifindex": self._ifaces[(ns, name)].ifindex,
-                        "ifname": name,
-                        "position": hook.links.index(e.link_id),
-                    }
-                    if ns is not None:
-                        where["netns"] = ns
-            where.setdefault("ifindex", 0)
-        elif isinstance(e.point, TracepointPoint):
-            attached = True
-            where = {"link_type": "perf_event", "perf_event_type": "tracepoint"}
-            where["tracepoint"] = e.point.name
-        elif isinstance(e.point, UprobePoint):
-            attached = True
-            kind = "uretprobe" if e.point.retprobe else "uprobe"
-            where = {"link_type": "perf_event", "perf_event_type": kind}
-            where |= {"file": uprobe_path(e.point), "offset": e.point.offset}
+            attached, where = self._tcx_link(e.point, e.prog_id, e.link_id)
         else:
-            attached = True
-            where = fakeparts.describe(e.point) or {}
+            where = self._where(e.point, e.prog_id)
+            attached = where is not None
         return Installed(
             pin_dir=pin_dir,
             prog_id=e.prog_id,
@@ -561,29 +539,52 @@ class FakeKernel:
             attach=where,
         )
 
-    def _dispatched(self, hook: Hook, prog_id: int) -> tuple[bool, dict[str, object]]:
+    def _where(self, point: AttachPoint, prog_id: int) -> AttachView | None:
+        """RealKernel's view of a program attached at ``point`` without a dispatcher (nor a tcx
+        link), or None where it does not run."""
+        if isinstance(point, XdpPoint):
+            for (ns, name), iface in self._ifaces.items():
+                if iface.xdp_prog == prog_id:
+                    return XdpView(iface.ifindex, name, iface.xdp_mode, ns)
+            return None
+        if isinstance(point, TcHook):
+            for (ns, name, direction), filter_prog in self._tc_direct.items():
+                dev = self._ifaces.get((ns, name))
+                if filter_prog == prog_id and dev is not None:
+                    return TcDirectView(dev.ifindex, name, direction, PREF, HANDLE, ns)
+            return None
+        if isinstance(point, TracepointPoint):
+            return TracepointLinkView(point.name)
+        if isinstance(point, UprobePoint):
+            return UprobeLinkView(uprobe_path(point), point.offset, point.retprobe)
+        return fakeparts.describe(point)
+
+    def _tcx_link(
+        self, point: TcxPoint, prog_id: int, link_id: int | None
+    ) -> tuple[bool, TcxLinkView]:
+        """A tcx link as RealKernel reads it: ifindex 0 once its device is gone."""
+        where = TcxLinkView(0, f"tcx_{point.direction}")
+        attached = False
+        for (ns, name, _), hook in self._hooks.items():
+            if link_id in hook.links and (ns, name) in self._ifaces:
+                attached = self._link_prog.get(link_id) == prog_id
+                ifindex, position = self._ifaces[(ns, name)].ifindex, hook.links.index(link_id)
+                where = TcxLinkView(ifindex, where.attach_type, name, position, ns)
+        return attached, where
+
+    def _dispatched(
+        self, hook: Hook, prog_id: int
+    ) -> tuple[bool, XdpDispatcherView | TcDispatcherView | None]:
         found = self._dispatch.find(prog_id)
-        if found is None:
-            return False, {}
-        _, disp, position = found
-        slot = disp.slots[position]
-        where: dict[str, object] = {
-            "dispatcher_id": disp.dispatcher_id,
-            "position": position,
-            "priority": slot.priority,
-            "proceed_on": list(slot.proceed_on),
-            "ifname": hook.ifname,
-        }
         iface = self._ifaces.get((hook.netns, hook.ifname))
-        if iface is not None:
-            where["ifindex"] = iface.ifindex
+        if found is None or iface is None:  # a deleted device takes its dispatchers along
+            return False, None
+        _, disp, position = found
+        s = disp.slots[position]
+        slot = DispatcherSlot(disp.dispatcher_id, position, s.priority, s.proceed_on)
         if isinstance(hook, XdpHook):
-            where["mode"] = disp.mode
-        else:
-            where["direction"] = hook.direction
-        if hook.netns is not None:
-            where["netns"] = hook.netns
-        return True, where
+            return True, XdpDispatcherView(slot, iface.ifindex, hook.ifname, disp.mode, hook.netns)
+        return True, TcDispatcherView(hook.ifname, hook.direction, hook.netns, iface.ifindex, slot)
 
     def observe(self) -> list[Installed]:
         return [self._installed(d) for d in sorted(self._entries)]

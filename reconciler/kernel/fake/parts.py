@@ -13,8 +13,10 @@ from reconciler.kernel.types import (
     FentryPoint,
     FexitPoint,
     KernelError,
+    KprobeLinkView,
     KprobePoint,
     ProgramSpec,
+    TracingLinkView,
 )
 
 # Kernel functions the fake kernel has (for kprobes, fentry and fexit), unless told otherwise.
@@ -53,21 +55,13 @@ def btf_id(func_name: str) -> int:
     return 1000 + int.from_bytes(hashlib.sha256(func_name.encode()).digest()[:2], "little")
 
 
-def describe(point: AttachPoint) -> dict[str, object] | None:
+def describe(point: AttachPoint) -> KprobeLinkView | TracingLinkView | None:
     """RealKernel's view (link info) of a kprobe, fentry or fexit attachment; None otherwise."""
     if isinstance(point, KprobePoint):
-        kind = "kretprobe" if point.retprobe else "kprobe"
-        where: dict[str, object] = {"link_type": "perf_event", "perf_event_type": kind}
-        return where | {
-            "func": point.func_name,
-            "offset": point.offset,
-            "retprobe": point.retprobe,
-            "addr": 0,
-        }
+        return KprobeLinkView(point.func_name, point.offset, point.retprobe, addr=0)
     if isinstance(point, FentryPoint | FexitPoint):
         kind = "trace_fentry" if isinstance(point, FentryPoint) else "trace_fexit"
-        where = {"link_type": "tracing", "attach_type": kind, "target_obj_id": 1}
-        return where | {"target_btf_id": btf_id(point.func_name)}
+        return TracingLinkView(kind, target_obj_id=1, target_btf_id=btf_id(point.func_name))
     return None
 
 

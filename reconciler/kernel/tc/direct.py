@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from reconciler.kernel.sys import ifaces, netns
 from reconciler.kernel.tc import netlink as tcnetlink
 from reconciler.kernel.tc.netlink import HANDLE, PREF, our_filter
-from reconciler.kernel.types import AttachConflict, KernelError, TcHook
+from reconciler.kernel.types import AttachConflict, KernelError, TcDirectView, TcHook
 
 DIRECTIONS = ("ingress", "egress")
 
@@ -87,16 +87,8 @@ def detach(prog_id: int) -> None:
         tcnetlink.del_filter(found.ifindex, found.direction, PREF, HANDLE)
 
 
-def where(prog_id: int) -> tuple[bool, dict[str, object]]:
+def where(prog_id: int) -> tuple[bool, TcDirectView | None]:
     found = find(prog_id)
     if found is None:
-        return False, {}
-    out: dict[str, object] = {
-        "ifindex": found.ifindex,
-        "ifname": found.ifname,
-        "direction": found.direction,
-        "filter": f"pref {PREF} handle {HANDLE:#x}",
-    }
-    if found.ns is not None:
-        out["netns"] = found.ns
-    return True, out
+        return False, None
+    return True, TcDirectView(found.ifindex, found.ifname, found.direction, PREF, HANDLE, found.ns)

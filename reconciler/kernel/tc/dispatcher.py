@@ -52,6 +52,7 @@ from reconciler.kernel.types import (
     KernelError,
     ProgramSpec,
     SlotState,
+    TcDispatcherView,
     TcHook,
 )
 
@@ -325,10 +326,8 @@ def _load_component(
 
 def _installed(store: PinStore, hook: TcHook, pin_dir: str) -> Installed:
     found = observe.installed(store.root, pin_dir)
-    where: dict[str, object] = {"ifname": hook.ifname, "direction": hook.direction}
-    if hook.netns:
-        where["netns"] = hook.netns
-    return dataclasses.replace(found, attached=True, attach=where | {"dispatcher": "tc"})
+    where = TcDispatcherView(hook.ifname, hook.direction, hook.netns or None)  # the hook only
+    return dataclasses.replace(found, attached=True, attach=where)
 
 
 def _commit_hook(hdir: Path) -> None:

@@ -18,7 +18,7 @@ from reconciler.kernel.pins import prog_id_at
 from reconciler.kernel.sys import bpf, btfinfo, netns
 from reconciler.kernel.sys.bpffs import STAGING
 from reconciler.kernel.tc.netlink import our_filter
-from reconciler.kernel.types import KernelError
+from reconciler.kernel.types import DispatcherSlot, KernelError, TcDispatcherView
 
 FILTER_NAME = "bpfman_tc_dispatcher"
 TC_DISPATCHER_RETURN = 30
@@ -81,10 +81,10 @@ def slots_of(dispatcher_id: int) -> list[tuple[int, int, int, int]]:
     return sorted(set(out))
 
 
-def where(root: Path) -> dict[int, dict[str, object]]:
+def where(root: Path) -> dict[int, TcDispatcherView]:
     """For observe: component prog id -> its place on one of our TC dispatchers, for every hook
     directory whose dispatcher is the program our filter runs right now."""
-    out: dict[int, dict[str, object]] = {}
+    out: dict[int, TcDispatcherView] = {}
     hooks = root / HOOKS_DIR
     if not hooks.is_dir():
         return out
@@ -104,19 +104,9 @@ def where(root: Path) -> dict[int, dict[str, object]]:
             with netns.enter(ns):
                 ifname = socket.if_indextoname(int(ifindex))
             for position, (_slot, prog_id, prio, mask) in enumerate(slots_of(disp)):
-                w: dict[str, object] = {
-                    "dispatcher": "tc",
-                    "dispatcher_id": disp,
-                    "position": position,
-                    "priority": prio,
-                    "proceed_on": list(proceed_on_of(mask)),
-                    "ifindex": int(ifindex),
-                    "ifname": ifname,
-                    "direction": direction,
-                }
-                if ns is not None:
-                    w["netns"] = ns
-                out.setdefault(prog_id, w)
+                slot = DispatcherSlot(disp, position, prio, proceed_on_of(mask))
+                view = TcDispatcherView(ifname, direction, ns, int(ifindex), slot)
+                out.setdefault(prog_id, view)
         except (ValueError, KeyError, OSError, KernelError):
             continue  # a hook directory of another namespace, or one torn down meanwhile
     return out

@@ -15,7 +15,7 @@ from pathlib import Path
 from reconciler.kernel.components import Component
 from reconciler.kernel.pins import prog_id_at
 from reconciler.kernel.sys import bpf, netlink, netns
-from reconciler.kernel.types import KernelError
+from reconciler.kernel.types import DispatcherSlot, KernelError, XdpDispatcherView
 from reconciler.kernel.xdp import proto as xdpproto
 from reconciler.kernel.xdp.attach import XdpAttachment
 from reconciler.kernel.xdp.proto import Config
@@ -58,10 +58,10 @@ def slot_prog_ids(
     return out
 
 
-def where(root: Path, xdp: dict[int, list[XdpAttachment]]) -> dict[int, dict[str, object]]:
+def where(root: Path, xdp: dict[int, list[XdpAttachment]]) -> dict[int, XdpDispatcherView]:
     """For observe: component prog id -> its place on a dispatcher, for every dispatcher that
     runs on an interface (``xdp``: prog id -> where it is attached, as observe's Scan has it)."""
-    out: dict[int, dict[str, object]] = {}
+    out: dict[int, XdpDispatcherView] = {}
     for prog_id, places in xdp.items():
         try:
             with bpf.opened(bpf.prog_fd_by_id(prog_id)) as fd:
@@ -76,18 +76,13 @@ def where(root: Path, xdp: dict[int, list[XdpAttachment]]) -> dict[int, dict[str
             except (KernelError, OSError):
                 continue
             for i, pid in enumerate(ids):
-                w: dict[str, object] = {
-                    "dispatcher_id": prog_id,
-                    "position": i,
-                    "priority": config.run_prios[i],
-                    "proceed_on": list(xdpproto.action_names(config.chain_call_actions[i])),
-                    "ifindex": place.iface.ifindex,
-                    "ifname": place.iface.ifname,
-                    "mode": place.iface.xdp_mode,
-                }
-                if place.ns is not None:
-                    w["netns"] = place.ns
-                out.setdefault(pid, w)
+                proceed_on = xdpproto.action_names(config.chain_call_actions[i])
+                slot = DispatcherSlot(prog_id, i, config.run_prios[i], proceed_on)
+                iface = place.iface
+                view = XdpDispatcherView(
+                    slot, iface.ifindex, iface.ifname, iface.xdp_mode, place.ns
+                )
+                out.setdefault(pid, view)
     return out
 
 
