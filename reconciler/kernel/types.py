@@ -196,8 +196,10 @@ class MapInfo:
 # (observe: link info, netlink, our dispatchers' pins), the fake from its own state, and both
 # build the same class for the same situation. ``to_json`` is the document `bpfman list/get
 # --json` shows as ``attach_point`` and the state file records (these keys, in this order);
-# ``view_from_json`` reads it back, for saved plans. A new mechanism is one more dataclass here,
-# added to ``AttachView`` and ``ATTACH_VIEWS`` (tests/unit/test_attach_views.py checks both).
+# ``view_from_json`` reads it back, for saved plans. A new mechanism is one more dataclass here
+# (``to_json``, ``from_json``), added to ``AttachView`` and to ``ATTACH_VIEWS`` before the
+# catch-alls, built by observe (``link_view`` for a link) and by the fake for the same
+# situation; tests/unit/test_attach_views.py checks that every view is read back and tested.
 
 
 def _in_netns(doc: dict[str, object], netns: str | None) -> dict[str, object]:
