@@ -46,7 +46,7 @@ from reconciler.spec.model import (
     Problem,
 )
 from reconciler.spec.owners import maps_dir_of_application
-from reconciler.spec.programs import Link, Program, is_application, programs_of, spec_keys
+from reconciler.spec.programs import LinkSpec, Program, is_application, programs_of, spec_keys
 from reconciler.spec.selector import LabelSelector
 from reconciler.spec.semantic import allowed_regex, resolve_bytecode
 
@@ -169,7 +169,7 @@ class _Expander:
                     )
         return out
 
-    def points(self, m: Manifest, program: Program, link: Link) -> list[_Point]:
+    def points(self, m: Manifest, program: Program, link: LinkSpec) -> list[_Point]:
         v = link.values
         kind = program.prog_type
         if kind in (ProgType.XDP, ProgType.TCX, ProgType.TC):
@@ -246,7 +246,7 @@ class _Expander:
         )
         return [_Point(v["func_name"], ftrace, {"func_name": v["func_name"]})]
 
-    def interfaces(self, m: Manifest, link: Link, netns: str | None) -> list[str]:
+    def interfaces(self, m: Manifest, link: LinkSpec, netns: str | None) -> list[str]:
         v = link.values
         if v["interfaces"] is not None:
             return list(v["interfaces"])
@@ -275,7 +275,7 @@ class _Expander:
             return []
         return discover(found, v["discovery"]["allowed"], v["discovery"]["exclude"])
 
-    def library(self, m: Manifest, link: Link) -> str | None:
+    def library(self, m: Manifest, link: LinkSpec) -> str | None:
         name: str = link.values["target"]
         pid: int | None = link.values["container_pid"]
         found = self._ask(("library", name, pid), lambda: self.host.resolve_library(name, pid))

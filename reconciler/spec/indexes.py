@@ -22,7 +22,7 @@ from reconciler.kernel import bpffs
 from reconciler.kernel.types import ProgType
 from reconciler.spec.loader import Document, FieldPath
 from reconciler.spec.model import Problem
-from reconciler.spec.programs import Link, Program
+from reconciler.spec.programs import LinkSpec, Program
 
 # Where `ip netns add NAME` bind-mounts named namespaces (as reconciler.kernel.netns knows too; not
 # imported from there, which would load libc through ctypes just to expand manifests).
@@ -122,7 +122,7 @@ def map_name_problems(
     ]
 
 
-def _indexes(program: Program, link: Link) -> Iterator[tuple[str, FieldPath, str]]:
+def _indexes(program: Program, link: LinkSpec) -> Iterator[tuple[str, FieldPath, str]]:
     """Each index ``link`` expands to without the host: (index, the field most of it comes
     from, what to shorten)."""
     v = link.values

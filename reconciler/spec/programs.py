@@ -3,7 +3,7 @@
 A program kind (``XdpProgram``, ...) is one program with one link, spelled in bpfman-operator
 v0.5's lowercase fields; an application (``BpfApplication``, ``ClusterBpfApplication``) is several
 programs of one bytecode, each with a list of links, spelled in camelCase. This module reads a
-schema-valid spec of either family into :class:`Program` and :class:`Link` values with the same
+schema-valid spec of either family into :class:`Program` and :class:`LinkSpec` values with the same
 normalised keys, so that checking and expanding are written once.
 
 Normalised link values, by program type:
@@ -78,7 +78,7 @@ _NETWORK = (ProgType.XDP, ProgType.TCX, ProgType.TC)
 
 
 @dataclass(frozen=True)
-class Link:
+class LinkSpec:
     """One link: where one program attaches (an interface selector may make it several)."""
 
     path: FieldPath  # the link: ("spec",) for a program kind
@@ -96,7 +96,7 @@ class Program:
     type_name: str  # as the manifest says it: "KprobeProgram" or "KRetProbe"
     path: FieldPath  # ("spec",) or ("spec", "programs", i)
     function_path: FieldPath  # ("spec", "bpffunctionname") or (..., "name")
-    links: tuple[Link, ...]
+    links: tuple[LinkSpec, ...]
     in_application: bool
 
     @property
@@ -161,7 +161,7 @@ def programs_of(kind: str, spec: dict[str, Any]) -> list[Program]:
     return out
 
 
-def _legacy_link(prog_type: ProgType, spec: dict[str, Any]) -> Link:
+def _legacy_link(prog_type: ProgType, spec: dict[str, Any]) -> LinkSpec:
     at: FieldPath = ("spec",)
     if prog_type in _NETWORK:
         selector = spec["interfaceselector"]
@@ -183,9 +183,9 @@ def _legacy_link(prog_type: ProgType, spec: dict[str, Any]) -> Link:
             "primary": (*at, "interfaceselector", "primarynodeinterface"),
             "netns": (*at, "netns"),
         }
-        return Link(at, values, fields)
+        return LinkSpec(at, values, fields)
     if prog_type is ProgType.TRACEPOINT:
-        return Link(at, {"names": list(spec["names"])}, {"names": (*at, "names")})
+        return LinkSpec(at, {"names": list(spec["names"])}, {"names": (*at, "names")})
     if prog_type is ProgType.UPROBE:
         containers = spec.get("containers") or {}
         values = {
@@ -202,20 +202,20 @@ def _legacy_link(prog_type: ProgType, spec: dict[str, Any]) -> Link:
             "offset": (*at, "offset"),
             "container_pid": (*at, "containers", "pid"),
         }
-        return Link(at, values, fields)
+        return LinkSpec(at, values, fields)
     if prog_type is ProgType.KPROBE:
         values = {
             "func_name": spec["func_name"],
             "offset": spec["offset"],
             "retprobe": spec["retprobe"],
         }
-        return Link(at, values, {"func_name": (*at, "func_name"), "offset": (*at, "offset")})
-    return Link(at, {"func_name": spec["func_name"]}, {"func_name": (*at, "func_name")})
+        return LinkSpec(at, values, {"func_name": (*at, "func_name"), "offset": (*at, "offset")})
+    return LinkSpec(at, {"func_name": spec["func_name"]}, {"func_name": (*at, "func_name")})
 
 
 def _app_links(
     prog_type: ProgType, retprobe: bool, info: dict[str, Any], at: FieldPath
-) -> list[Link]:
+) -> list[LinkSpec]:
     links: list[dict[str, Any]] = info.get("links") or []
     out = []
     for j, link in enumerate(links):
@@ -250,9 +250,9 @@ def _app_links(
                 "discovery": (*path, "interfaceSelector", "interfacesDiscoveryConfig"),
                 "netns": (*path, "netnsPath"),
             }
-            out.append(Link(path, values, fields))
+            out.append(LinkSpec(path, values, fields))
         elif prog_type is ProgType.TRACEPOINT:
-            out.append(Link(path, {"names": [link["name"]]}, {"names": (*path, "name")}))
+            out.append(LinkSpec(path, {"names": [link["name"]]}, {"names": (*path, "name")}))
         elif prog_type is ProgType.UPROBE:
             containers = link.get("containers") or {}
             values = {
@@ -269,7 +269,7 @@ def _app_links(
                 "offset": (*path, "offset"),
                 "container_pid": (*path, "containers", "pid"),
             }
-            out.append(Link(path, values, fields))
+            out.append(LinkSpec(path, values, fields))
         elif prog_type is ProgType.KPROBE:
             values = {
                 "func_name": link["function"],
@@ -277,10 +277,10 @@ def _app_links(
                 "retprobe": retprobe,
             }
             fields = {"func_name": (*path, "function"), "offset": (*path, "offset")}
-            out.append(Link(path, values, fields))
+            out.append(LinkSpec(path, values, fields))
         else:  # FENTRY/FEXIT: the function belongs to the program; a link only says "attach"
             out.append(
-                Link(path, {"func_name": info["function"]}, {"func_name": (*at, "function")})
+                LinkSpec(path, {"func_name": info["function"]}, {"func_name": (*at, "function")})
             )
     return out
 

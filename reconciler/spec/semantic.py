@@ -16,7 +16,7 @@ from typing import Any
 
 from reconciler.kernel.types import ProgType
 from reconciler.spec import globaldata
-from reconciler.spec.elf import BpfObject, ElfError, read_bpf_object
+from reconciler.spec.elf import ElfError, ElfObject, read_bpf_object
 from reconciler.spec.indexes import map_name_problems, pin_name_problems
 from reconciler.spec.loader import Document, FieldPath, format_path
 from reconciler.spec.model import Origin, Problem
@@ -24,7 +24,7 @@ from reconciler.spec.paths import BytecodePolicy
 from reconciler.spec.programs import (
     APP_TYPES,
     KIND_OF_TYPE,
-    Link,
+    LinkSpec,
     Program,
     is_application,
     programs_of,
@@ -173,7 +173,7 @@ class SemanticChecker:
     """Checks schema-valid documents; reads each bytecode file once however many name it."""
 
     def __init__(self, policy: BytecodePolicy | None = None) -> None:
-        self._objects: dict[Path, BpfObject | ElfError] = {}
+        self._objects: dict[Path, ElfObject | ElfError] = {}
         self._policy = policy  # None: bytecode is not confined (trusted callers)
 
     def check(self, doc: Document) -> list[Problem]:
@@ -203,7 +203,7 @@ class SemanticChecker:
                 problems.append(doc.problem(path, message))
         return problems
 
-    def _object(self, path: Path) -> BpfObject | ElfError:
+    def _object(self, path: Path) -> ElfObject | ElfError:
         key = path.resolve()
         if key not in self._objects:
             try:
@@ -214,7 +214,7 @@ class SemanticChecker:
 
     def _bytecode(
         self, doc: Document, spec: dict[str, Any], field: str, problems: list[Problem]
-    ) -> tuple[BpfObject | None, str]:
+    ) -> tuple[ElfObject | None, str]:
         written: str = spec[field]["path"]
         path = Path(os.path.abspath(resolve_bytecode(doc.path, written)))
         where = ("spec", field, "path")
@@ -260,7 +260,7 @@ def _duplicate_programs(doc: Document, programs: list[dict[str, Any]]) -> list[P
     return out
 
 
-def _link_problems(doc: Document, program: Program, link: Link) -> list[Problem]:
+def _link_problems(doc: Document, program: Program, link: LinkSpec) -> list[Problem]:
     values = link.values
     out = []
     if program.prog_type is ProgType.UPROBE and not values["func_name"] and not values["offset"]:
@@ -329,7 +329,7 @@ def allowed_regex(pattern: str) -> re.Pattern[str] | str | None:
     return None
 
 
-def _function_problem(program: Program, written: str, obj: BpfObject) -> str | None:
+def _function_problem(program: Program, written: str, obj: ElfObject) -> str | None:
     section_kind = KIND_OF_TYPE[program.prog_type]
     expected, example = _EXPECTED[section_kind]
     who = f"a program of type {program.type_name}" if program.in_application else _a(section_kind)
