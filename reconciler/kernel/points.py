@@ -6,10 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from reconciler.kernel.cgroup import attach as cgroup
 from reconciler.kernel.sys import bpf
 from reconciler.kernel.tc import tcx
 from reconciler.kernel.types import (
     AttachPoint,
+    CgroupPoint,
     FentryPoint,
     FexitPoint,
     KprobePoint,
@@ -43,6 +45,7 @@ KINDS: dict[ProgType, Kind] = {
     ProgType.KPROBE: Kind(bpf.PROG_TYPE_KPROBE, KprobePoint, "kprobe"),
     ProgType.FENTRY: Kind(bpf.PROG_TYPE_TRACING, FentryPoint, "fentry"),
     ProgType.FEXIT: Kind(bpf.PROG_TYPE_TRACING, FexitPoint, "fexit"),
+    ProgType.CGROUP_SKB: Kind(bpf.PROG_TYPE_CGROUP_SKB, CgroupPoint, "cgroup_link"),
 }
 
 
@@ -58,6 +61,9 @@ def expected_attach(prog_type: ProgType, point: AttachPoint | None) -> int | Non
         return bpf.TRACE_FENTRY
     if prog_type is ProgType.FEXIT:
         return bpf.TRACE_FEXIT
+    if prog_type is ProgType.CGROUP_SKB:
+        direction = point.direction if isinstance(point, CgroupPoint) else "ingress"
+        return cgroup.attach_type(direction)
     return None
 
 
