@@ -52,6 +52,10 @@ KIND_COVERAGE: dict[str, tuple[str, ...]] = {
     "KprobeProgram": ("test_contract_more.test_kprobe_install_replace_uninstall",),
     "FentryProgram": ("test_contract_more.test_fentry_fexit_install_replace_uninstall",),
     "FexitProgram": ("test_contract_more.test_fentry_fexit_install_replace_uninstall",),
+    "CgroupSkbProgram": (
+        "test_contract_cgroup.test_cgroup_skb_install_observe_replace_uninstall",
+        "test_contract_cgroup.test_cgroup_skb_link_of_a_removed_cgroup_is_not_attached",
+    ),
 }
 
 

@@ -370,8 +370,8 @@ def test_uprobe_fields(tmp_path: Path, extra: str, message: str) -> None:
 # --- apiVersion and kind ----------------------------------------------------------------------
 
 ALL_KINDS = (
-    "BpfApplication, ClusterBpfApplication, FentryProgram, FexitProgram, KprobeProgram, "
-    "TcProgram, TcxProgram, TracepointProgram, UprobeProgram, XdpProgram"
+    "BpfApplication, CgroupSkbProgram, ClusterBpfApplication, FentryProgram, FexitProgram, "
+    "KprobeProgram, TcProgram, TcxProgram, TracepointProgram, UprobeProgram, XdpProgram"
 )
 
 
@@ -434,6 +434,7 @@ def test_schema_files_are_valid_draft_2020_12() -> None:
     schemas = _schemas()
     assert sorted(schemas) == [
         "bpfapplication.json",
+        "cgroupskbprogram.json",
         "clusterbpfapplication.json",
         "common.json",
         "fentryprogram.json",
