@@ -47,6 +47,8 @@ def test_reads_programs_and_sections_of_a_real_object() -> None:
         "fentry/do_unlinkat",
         "fexit/do_unlinkat",
         "fmod_ret/do_unlinkat",
+        "cgroup_skb/egress",
+        "cgroup_skb/ingress",
     ]
     assert obj.function("xdp_stats") == ElfFunction("xdp_stats", "xdp")
     assert obj.function("tp_openat") == ElfFunction(
