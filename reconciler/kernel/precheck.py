@@ -19,6 +19,7 @@ from reconciler.kernel.tracing.ksyms import kallsyms_has
 from reconciler.kernel.types import (
     AttachPoint,
     CgroupPoint,
+    CgroupSockAddrPoint,
     FentryPoint,
     FexitPoint,
     KernelError,
@@ -123,8 +124,11 @@ def check(spec: ProgramSpec, point: AttachPoint, facts: Facts = HOST) -> None:
             )
     elif isinstance(point, UprobePoint):
         _check_uprobe(point, facts)
-    elif isinstance(point, CgroupPoint):
-        cgroup.attach_type(point.direction)  # ingress or egress, or a clear error
+    elif isinstance(point, CgroupPoint | CgroupSockAddrPoint):
+        if isinstance(point, CgroupPoint):
+            cgroup.attach_type(point.direction)  # ingress or egress, or a clear error
+        else:
+            cgroup.sock_addr_attach_type(point.hook)
         found = facts.cgroup_problem(point.path)
         if found is not None:
             raise KernelError(found)

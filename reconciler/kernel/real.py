@@ -27,6 +27,7 @@ from reconciler.kernel.tracing import ksyms
 from reconciler.kernel.types import (
     AttachPoint,
     CgroupPoint,
+    CgroupSockAddrPoint,
     DispatchSlot,
     FentryPoint,
     FexitPoint,
@@ -158,7 +159,7 @@ class RealKernel:
         """Attach the staged program at ``point``, pinning its link (if any) in ``stage``."""
         if isinstance(point, XdpPoint):
             xdpattach.xdp_attach(point, prog_fd, self.pins.owner_of)
-        elif isinstance(point, CgroupPoint):
+        elif isinstance(point, CgroupPoint | CgroupSockAddrPoint):
             with bpf.opened(cgroup.create(prog_fd, point)) as link_fd:
                 # If pinning fails, closing the only fd releases (detaches) the new link.
                 bpf.obj_pin(link_fd, str(stage / LINK))
@@ -231,7 +232,10 @@ class RealKernel:
             self._attach(stage, obj, new_fd, point, placement)
             # tcx and cgroup links are multi-program: the new link runs next to the old one,
             # which is detached now (make-before-break).
-            if isinstance(point, TcxPoint | CgroupPoint) and old_link.exists():
+            if (
+                isinstance(point, TcxPoint | CgroupPoint | CgroupSockAddrPoint)
+                and old_link.exists()
+            ):
                 with bpf.opened(bpf.obj_get(str(old_link))) as fd:
                     ifaces.link_detach(fd)
             # A perf-event or tracing link cannot be detached: it goes when _commit replaces

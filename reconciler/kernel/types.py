@@ -24,6 +24,7 @@ class ProgType(enum.Enum):
     FENTRY = "fentry"
     FEXIT = "fexit"
     CGROUP_SKB = "cgroup_skb"
+    CGROUP_SOCK_ADDR = "cgroup_sock_addr"
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,15 @@ class CgroupPoint:
 
 
 @dataclass(frozen=True)
+class CgroupSockAddrPoint:
+    """A cgroup v2 directory's hook for one socket call of its processes (``connect4``,
+    ``sendmsg6``, ...): the program sees (and may rewrite or refuse) the address."""
+
+    path: str  # absolute path of the cgroup directory
+    hook: str  # connect4 | connect6 | sendmsg4 | ... (cgroup.attach.SOCK_ADDR_HOOKS)
+
+
+@dataclass(frozen=True)
 class Probe:
     """The answer of a feature probe: truthy when supported, with a reason a plan can print."""
 
@@ -139,6 +149,7 @@ AttachPoint = (
     | FentryPoint
     | FexitPoint
     | CgroupPoint
+    | CgroupSockAddrPoint
     | TcHook  # a single TC program attached directly (kernels without freplace)
 )
 

@@ -16,7 +16,18 @@ from __future__ import annotations
 from typing import Any
 
 from reconciler.kernel.types import ProgType
-from reconciler.kinds import cgroupskb, fentry, fexit, kprobe, tc, tcx, tracepoint, uprobe, xdp
+from reconciler.kinds import (
+    cgroupskb,
+    cgroupsockaddr,
+    fentry,
+    fexit,
+    kprobe,
+    tc,
+    tcx,
+    tracepoint,
+    uprobe,
+    xdp,
+)
 from reconciler.kinds.record import (
     AppType,
     FieldPath,
@@ -63,6 +74,7 @@ _KINDS: tuple[ProgramKind, ...] = (
     fentry.KIND,
     fexit.KIND,
     cgroupskb.KIND,
+    cgroupsockaddr.KIND,
 )
 _BY_NAME = {k.name: k for k in _KINDS}
 _BY_TYPE = {k.prog_type: k for k in _KINDS}

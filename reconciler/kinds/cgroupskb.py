@@ -57,7 +57,8 @@ def _index_parts(v: Values, stored_length: Callable[[str], int]) -> list[IndexPa
     return [IndexPart(index, "cgroup", None, "the cgroup path")]
 
 
-def _cgroup(p: CgroupPoint, q: HostQuery) -> list[str]:
+def cgroup_presence(p: Any, q: HostQuery) -> list[str]:
+    """That the point's cgroup (``p.path``) is a cgroup v2 directory of this host."""
     found = q.kernel.cgroup_problem(p.path)
     return [found] if found is not None else []
 
@@ -81,6 +82,6 @@ KIND = ProgramKind(
     attributes=("cgroup", "direction"),
     feature="cgroup_link",
     feature_words="cgroup links",
-    presence_checks=_cgroup,
+    presence_checks=cgroup_presence,
     docs_anchor="cgroupskbprogram",
 )

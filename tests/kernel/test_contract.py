@@ -56,6 +56,9 @@ KIND_COVERAGE: dict[str, tuple[str, ...]] = {
         "test_contract_cgroup.test_cgroup_skb_install_observe_replace_uninstall",
         "test_contract_cgroup.test_cgroup_skb_link_of_a_removed_cgroup_is_not_attached",
     ),
+    "CgroupSockAddrProgram": (
+        "test_contract_cgroup.test_cgroup_sock_addr_install_observe_replace_uninstall",
+    ),
 }
 
 

@@ -1,5 +1,6 @@
-"""The Kernel contract for cgroup_skb programs (CgroupPoint: a cgroup v2 directory and a
-direction), against FakeKernel and RealKernel alike.
+"""The Kernel contract for cgroup programs, against FakeKernel and RealKernel alike: cgroup_skb
+(CgroupPoint: a cgroup v2 directory and a direction) and cgroup_sock_addr (CgroupSockAddrPoint:
+a cgroup v2 directory and a socket call).
 
 On the real kernel the test makes its own child cgroup; bpftool (`bpftool cgroup show`) observes
 independently, and the program's effect proves it runs: a process inside the cgroup cannot send
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.kernel import KernelError, ProgramSpec, ProgType
-from reconciler.kernel.types import CgroupPoint
+from reconciler.kernel.types import CgroupPoint, CgroupSockAddrPoint
 from tests import cgroups, support
 from tests.kernel.harness import World, obj, wait_for
 
@@ -137,4 +138,67 @@ def test_cgroup_skb_link_of_a_removed_cgroup_is_not_attached(world: World) -> No
         (seen,) = world.kernel.observe()
     assert not seen.attached and seen.attach["cgroup_id"] == 0
     world.kernel.uninstall(PIN)
+    assert world.kernel.observe() == []
+
+
+# --- cgroup_sock_addr --------------------------------------------------------------------------
+
+
+def _guard(function: str, port: int) -> ProgramSpec:
+    return ProgramSpec(
+        obj("cgroup_sock_addr"),
+        function,
+        ProgType.CGROUP_SOCK_ADDR,
+        global_data=(("blocked_port", port.to_bytes(2, "little")),),
+    )
+
+
+def test_cgroup_sock_addr_install_observe_replace_uninstall(world: World, cgroup: str) -> None:
+    port = _free_port()
+    pin = "CgroupSockAddrProgram/guard/x"
+    inst = world.kernel.install(
+        pin, _guard("guard_connect4", port), CgroupSockAddrPoint(cgroup, "connect4")
+    )
+
+    assert inst.attached and inst.prog_type == "cgroup_sock_addr" and inst.link_id is not None
+    assert (inst.attach["link_type"], inst.attach["attach_type"]) == (
+        "cgroup",
+        "cgroup_inet4_connect",
+    )
+    assert world.kernel.observe() == [inst]
+    if world.real:
+        assert inst.attach["cgroup_id"] == Path(cgroup).stat().st_ino
+        assert [(p["id"], p["attach_type"]) for p in bpftool_cgroup(cgroup)] == [
+            (inst.prog_id, "cgroup_inet4_connect")
+        ]
+        # connect() is refused in the cgroup (an unconnected sendto() is sendmsg4's business).
+        assert cgroups.send_from(Path(cgroup), port) == ("sent", "EPERM")
+        assert cgroups.send_from(None, port) == ("sent", "sent")
+        assert world.counters(inst, "refused") == [1]
+
+    # Another hook: a new link on sendmsg4, then the connect4 one goes.
+    point = CgroupSockAddrPoint(cgroup, "sendmsg4")
+    new = world.kernel.replace(pin, _guard("guard_sendmsg4", port), point)
+    assert new.link_id != inst.link_id and new.link_pin == inst.link_pin and new.attached
+    assert new.attach["attach_type"] == "cgroup_udp4_sendmsg"
+    if world.real:
+        wait_for(lambda: world.link_json(inst.link_id or 0) is None, "the old link to go")
+        assert [(p["id"], p["attach_type"]) for p in bpftool_cgroup(cgroup)] == [
+            (new.prog_id, "cgroup_udp4_sendmsg")
+        ]
+        assert cgroups.send_from(Path(cgroup), port) == ("EPERM", "sent")
+
+    world.kernel.uninstall(pin)
+    assert world.kernel.observe() == []
+    if world.real:
+        assert world.pins() == [] and bpftool_cgroup(cgroup) == []
+
+
+def test_cgroup_sock_addr_unknown_hook_is_refused(world: World, cgroup: str) -> None:
+    with pytest.raises(KernelError, match="must be one of bind4, bind6, connect4"):
+        world.kernel.install(
+            "CgroupSockAddrProgram/guard/x",
+            _guard("guard_connect4", 4242),
+            CgroupSockAddrPoint(cgroup, "connect5"),
+        )
     assert world.kernel.observe() == []

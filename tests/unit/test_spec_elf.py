@@ -49,6 +49,7 @@ def test_reads_programs_and_sections_of_a_real_object() -> None:
         "fmod_ret/do_unlinkat",
         "cgroup_skb/egress",
         "cgroup_skb/ingress",
+        "cgroup/connect4",
     ]
     assert obj.function("xdp_stats") == ElfFunction("xdp_stats", "xdp")
     assert obj.function("tp_openat") == ElfFunction(

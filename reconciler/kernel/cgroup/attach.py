@@ -8,7 +8,7 @@ import errno
 import os
 
 from reconciler.kernel.sys import bpf, statfs
-from reconciler.kernel.types import CgroupPoint, KernelError
+from reconciler.kernel.types import CgroupPoint, CgroupSockAddrPoint, KernelError
 
 CGROUP2_SUPER_MAGIC = 0x63677270
 
@@ -19,6 +19,16 @@ def attach_type(direction: str) -> int:
     if direction == "egress":
         return bpf.CGROUP_INET_EGRESS
     raise KernelError(f"cgroup_skb direction must be ingress or egress, not {direction!r}")
+
+
+def sock_addr_attach_type(hook: str) -> int:
+    found = bpf.CGROUP_SOCK_ADDR.get(hook)
+    if found is None:
+        raise KernelError(
+            f"cgroup_sock_addr attach type must be one of {', '.join(bpf.CGROUP_SOCK_ADDR)}, "
+            f"not {hook!r}"
+        )
+    return found
 
 
 def problem(path: str) -> str | None:
@@ -44,10 +54,13 @@ def cgroup_id(path: str) -> int:
     return os.stat(path).st_ino
 
 
-def create(prog_fd: int, point: CgroupPoint) -> int:
+def create(prog_fd: int, point: CgroupPoint | CgroupSockAddrPoint) -> int:
     """A cgroup link of ``prog_fd`` at ``point``; its fd (the caller pins and closes it)."""
-    atype = attach_type(point.direction)
-    where = f"cgroup {point.path} ({point.direction})"
+    if isinstance(point, CgroupPoint):
+        atype, what = attach_type(point.direction), point.direction
+    else:
+        atype, what = sock_addr_attach_type(point.hook), point.hook
+    where = f"cgroup {point.path} ({what})"
     try:
         cgroup_fd = os.open(point.path, os.O_RDONLY | os.O_DIRECTORY)
     except OSError as e:

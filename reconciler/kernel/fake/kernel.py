@@ -27,12 +27,13 @@ from reconciler.kernel.fake.parts import SharedMaps
 from reconciler.kernel.points import uprobe_path
 from reconciler.kernel.probes import FEATURES
 from reconciler.kernel.slots import check_hook, hook_key, too_many
-from reconciler.kernel.sys import bpffs, ifaces
+from reconciler.kernel.sys import bpf, bpffs, ifaces
 from reconciler.kernel.types import (
     MAX_DISPATCHER_SLOTS,
     AttachConflict,
     AttachPoint,
     CgroupPoint,
+    CgroupSockAddrPoint,
     DispatchSlot,
     FentryPoint,
     FexitPoint,
@@ -68,6 +69,7 @@ _PROG_TYPE = {
     ProgType.FENTRY: ("tracing", FentryPoint),
     ProgType.FEXIT: ("tracing", FexitPoint),
     ProgType.CGROUP_SKB: ("cgroup_skb", CgroupPoint),
+    ProgType.CGROUP_SOCK_ADDR: ("cgroup_sock_addr", CgroupSockAddrPoint),
 }
 # cgroup v2 directories the fake host has, unless told otherwise (add_cgroup, remove_cgroup).
 DEFAULT_CGROUPS = ("/sys/fs/cgroup", "/sys/fs/cgroup/app")
@@ -549,14 +551,14 @@ class FakeKernel:
                     if ns is not None:
                         where["netns"] = ns
             where.setdefault("ifindex", 0)
-        elif isinstance(e.point, CgroupPoint):
+        elif isinstance(e.point, CgroupPoint | CgroupSockAddrPoint):
             cgroup_id = self._cgroups.get(e.point.path, 0)
             attached = bool(cgroup_id) and self._link_prog.get(e.link_id or 0) == e.prog_id
-            where = {
-                "link_type": "cgroup",
-                "cgroup_id": cgroup_id,
-                "attach_type": f"cgroup_inet_{e.point.direction}",
-            }
+            if isinstance(e.point, CgroupPoint):
+                atype = f"cgroup_inet_{e.point.direction}"
+            else:
+                atype = bpf.ATTACH_TYPE_NAMES[bpf.CGROUP_SOCK_ADDR[e.point.hook]]
+            where = {"link_type": "cgroup", "cgroup_id": cgroup_id, "attach_type": atype}
         elif isinstance(e.point, TracepointPoint):
             attached = True
             where = {"link_type": "perf_event", "perf_event_type": "tracepoint"}

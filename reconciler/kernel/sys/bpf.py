@@ -39,6 +39,21 @@ LINK_GET_NEXT_ID = 31
 # enum bpf_attach_type (the ones we use)
 CGROUP_INET_INGRESS = 0
 CGROUP_INET_EGRESS = 1
+# cgroup_sock_addr hooks: the socket call they run in, by libbpf's section suffix.
+CGROUP_SOCK_ADDR = {
+    "bind4": 8,
+    "bind6": 9,
+    "connect4": 10,
+    "connect6": 11,
+    "sendmsg4": 14,
+    "sendmsg6": 15,
+    "recvmsg4": 19,
+    "recvmsg6": 20,
+    "getpeername4": 29,
+    "getpeername6": 30,
+    "getsockname4": 31,
+    "getsockname6": 32,
+}
 TRACE_FENTRY = 24
 TRACE_FEXIT = 25
 ATTACH_XDP = 37
@@ -73,6 +88,7 @@ PROG_TYPE_SCHED_CLS = 3
 PROG_TYPE_TRACEPOINT = 5
 PROG_TYPE_XDP = 6
 PROG_TYPE_CGROUP_SKB = 8
+PROG_TYPE_CGROUP_SOCK_ADDR = 18
 PROG_TYPE_TRACING = 26
 PROG_TYPE_EXT = 28
 
@@ -103,6 +119,17 @@ ATTACH_TYPE_NAMES |= {TCX_INGRESS: "tcx_ingress", TCX_EGRESS: "tcx_egress"}
 ATTACH_TYPE_NAMES |= {
     CGROUP_INET_INGRESS: "cgroup_inet_ingress",
     CGROUP_INET_EGRESS: "cgroup_inet_egress",
+}
+
+
+# bpftool's (libbpf's) names: cgroup_inet4_connect, cgroup_udp6_sendmsg, ...
+def _split(hook: str) -> tuple[str, str]:
+    return hook[:-1], hook[-1]  # "connect4" -> ("connect", "4")
+
+
+ATTACH_TYPE_NAMES |= {
+    number: f"cgroup_{'udp' if call in ('sendmsg', 'recvmsg') else 'inet'}{family}_{call}"
+    for (call, family), number in ((_split(hook), n) for hook, n in CGROUP_SOCK_ADDR.items())
 }
 
 

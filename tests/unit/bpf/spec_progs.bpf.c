@@ -120,3 +120,8 @@ SEC("cgroup_skb/ingress") int cgroup_ingress(struct __sk_buff *skb)
 {
 	return 1;
 }
+
+SEC("cgroup/connect4") int cgroup_connect4(struct bpf_sock_addr *ctx)
+{
+	return 1;
+}
