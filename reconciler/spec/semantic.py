@@ -27,6 +27,7 @@ from reconciler.spec.schema import KINDS
 _DEVMAP = "an XDP program for a devmap (it runs on redirected frames, not on an interface)"
 _CPUMAP = "an XDP program for a cpumap (it runs on redirected frames, not on an interface)"
 # Section name prefixes (libbpf's conventions) and what programs they hold; longest match wins.
+_SOCK_ADDR_CALLS = ("bind", "connect", "sendmsg", "recvmsg", "getpeername", "getsockname")
 _SECTION_TYPES = {
     "xdp": "an XDP program",
     "xdp/devmap": _DEVMAP,
@@ -60,6 +61,9 @@ _SECTION_TYPES = {
     "freplace": "an freplace extension",
     "lsm": "an LSM program",
     "cgroup": "a cgroup program",
+    "cgroup_skb": "a cgroup_skb program",
+    "cgroup/skb": "a cgroup_skb program",
+    **{f"cgroup/{call}": "a cgroup_sock_addr program" for call in _SOCK_ADDR_CALLS},
     "sockops": "a sockops program",
     "sk_": "a socket program",
     "socket": "a socket filter",

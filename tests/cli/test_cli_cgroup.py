@@ -1,7 +1,8 @@
-"""CgroupSkbProgram end to end: validate, plan, apply, get/list, a second apply that changes
-nothing, a replacement and destroy, on a child cgroup of this test's own. Observed independently
-with `bpftool cgroup show` and by what the program does: a process inside the cgroup cannot send
-to the guarded loopback port (sendto() fails with EPERM), one outside can."""
+"""CgroupSkbProgram and CgroupSockAddrProgram end to end: validate, plan, apply, get/list, a
+second apply that changes nothing, a replacement and destroy, on a child cgroup of this test's
+own. Observed independently with `bpftool cgroup show` and by what the programs do: a process
+inside the cgroup cannot reach the guarded loopback port (the cgroup_skb guard makes sendto()
+fail with EPERM, the connect4 guard connect()), one outside can."""
 
 from __future__ import annotations
 
@@ -110,3 +111,40 @@ def test_cgroup_skb_plan_refuses_a_directory_that_is_no_cgroup(bpfman, mdir, tmp
     mdir.write("guard.yaml", cgroup_manifest("guard", bytecode, missing, 4242))
     p = bpfman.run("plan", mdir.source, expect=1)
     assert f"cgroup directory {missing} does not exist" in p.stdout + p.stderr
+
+
+def sock_addr_manifest(name: str, bytecode: str, cgroup: Path, port: int) -> str:
+    low, high = port & 0xFF, port >> 8
+    return f"""apiVersion: bpfman.io/v1alpha1
+kind: CgroupSockAddrProgram
+metadata:
+  name: {name}
+spec:
+  bpffunctionname: guard_connect4
+  bytecode:
+    path: {bytecode}
+  cgroup: {cgroup}
+  attachtype: connect4
+  globaldata:
+    blocked_port: [{low:#04x}, {high:#04x}]
+"""
+
+
+def test_cgroup_sock_addr_apply_get_destroy(no_leaks, bpfman, mdir, cgroup):
+    port = _free_port()
+    address = f"CgroupSockAddrProgram/connect-guard[{cgroup}:connect4]"
+    bytecode = mdir.bytecode(TEST_BPF / "cgroup_sock_addr.o")
+    mdir.write("guard.yaml", sock_addr_manifest("connect-guard", bytecode, cgroup, port))
+
+    bpfman.run("validate", mdir.source)
+    assert "Resources: 1 added" in bpfman.run("apply", mdir.source, "--auto-approve").stdout
+    kernel = json.loads(bpfman.run("get", address, "--json").stdout)["kernel"]
+    assert kernel["attached"] and kernel["prog_type"] == "cgroup_sock_addr"
+    assert attached(cgroup) == [(kernel["prog_id"], "cgroup_inet4_connect")]
+    assert cgroups.send_from(cgroup, port) == ("sent", "EPERM")  # connect() refused
+    assert cgroups.send_from(None, port) == ("sent", "sent")
+    assert "No changes." in bpfman.run("plan", mdir.source).stdout
+
+    bpfman.run("destroy", "--auto-approve")
+    assert attached(cgroup) == []
+    assert cgroups.send_from(cgroup, port) == ("sent", "sent")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from reconciler.address import Address
 from reconciler.kernel import FakeKernel
-from reconciler.kernel.types import CgroupPoint, Probe, ProgramSpec, ProgType
+from reconciler.kernel.types import CgroupPoint, CgroupSockAddrPoint, Probe, ProgramSpec, ProgType
 from reconciler.plan import Action, build_plan
 from reconciler.plan.hostcheck import check
 from reconciler.spec.model import DesiredAttachment, Origin
@@ -97,3 +97,42 @@ def test_a_kernel_without_cgroup_links(tmp_path: Path) -> None:
     k.probe = lambda f: Probe(f, f != "cgroup_link", "not configured")  # type: ignore[method-assign]
     (problem,) = check([cgroup_skb("g")], k, [])
     assert "needs cgroup links, which kernel 6.18.0-fake does not support" in problem
+
+
+def cgroup_sock_addr(name: str, cgroup: str = APP, hook: str = "connect4") -> DesiredAttachment:
+    attrs = {
+        "bytecode": "bytecode/sa.o",
+        "bytecode_digest": "sha256:ee",
+        "function": "guard",
+        "cgroup": cgroup,
+        "attachtype": hook,
+        "global_data": None,
+        "map_owner": None,
+    }
+    return DesiredAttachment(
+        address=Address("CgroupSockAddrProgram", name, f"{cgroup}:{hook}"),
+        origin=Origin("sa.yaml", 1),
+        program=ProgramSpec("/x/sa.o", "guard", ProgType.CGROUP_SOCK_ADDR),
+        point=CgroupSockAddrPoint(cgroup, hook),
+        bytecode_digest="sha256:ee",
+        attributes=attrs,
+    )
+
+
+def test_sock_addr_a_new_function_forces_a_replacement() -> None:
+    from reconciler import kinds
+
+    assert {"cgroup", "attachtype"} <= kinds.forcing(ProgType.CGROUP_SOCK_ADDR)
+    d = cgroup_sock_addr("g")
+    plan = build_plan([d], [installed(d)], {str(d.address): record(d, function="old")})
+    (c,) = plan.changes
+    assert c.action is Action.REPLACE and c.replace_paths == ("function",)
+
+
+def test_sock_addr_a_missing_cgroup_is_a_plan_problem(tmp_path: Path) -> None:
+    k = FakeKernel(tmp_path, check_files=False)
+    (problem,) = check([cgroup_sock_addr("g", "/sys/fs/cgroup/nope")], k, [])
+    assert problem.startswith(
+        "CgroupSockAddrProgram/g[/sys/fs/cgroup/nope:connect4] (sa.yaml:1): cgroup directory "
+        "/sys/fs/cgroup/nope does not exist on this host"
+    )

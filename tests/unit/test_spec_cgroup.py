@@ -1,5 +1,5 @@
-"""CgroupSkbProgram and ClusterBpfApplication's ``type: CgroupSkb``: fields, sections,
-addresses and attributes."""
+"""CgroupSkbProgram, CgroupSockAddrProgram and ClusterBpfApplication's ``type: CgroupSkb`` /
+``CgroupSockAddr``: fields, sections, addresses and attributes."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.kernel.types import CgroupPoint, ProgType
+from reconciler.kernel.types import CgroupPoint, CgroupSockAddrPoint, ProgType
 from reconciler.spec import load_desired
-from reconciler.spec.semantic import section_fits
+from reconciler.spec.semantic import describe_section, section_fits
 from tests.unit.spec_support import StubHost, problems_of, write_tree
 
 CGROUP = """
@@ -136,3 +136,78 @@ def test_section_rules() -> None:
     does_not_fit = ["cgroup/connect4", "cgroup_skb", "cgroup/sock", "tcx/egress", "sk_skb"]
     assert [s for s in fits if not section_fits("CgroupSkbProgram", s)] == []
     assert [s for s in does_not_fit if section_fits("CgroupSkbProgram", s)] == []
+
+
+SOCK_ADDR = """
+apiVersion: bpfman.io/v1alpha1
+kind: CgroupSockAddrProgram
+metadata: {name: guard}
+spec:
+  bpffunctionname: cgroup_connect4
+  bytecode: {path: ../bytecode/spec_progs.o}
+  cgroup: /sys/fs/cgroup/app.slice
+  attachtype: connect4
+"""
+
+
+def test_sock_addr_address_point_and_attributes(tmp_path: Path) -> None:
+    [a] = load_desired(write_tree(tmp_path, {"c.yaml": SOCK_ADDR}), StubHost()).attachments
+    assert str(a.address) == "CgroupSockAddrProgram/guard[/sys/fs/cgroup/app.slice:connect4]"
+    assert a.point == CgroupSockAddrPoint("/sys/fs/cgroup/app.slice", "connect4")
+    assert a.program.prog_type is ProgType.CGROUP_SOCK_ADDR
+    assert [k for k in a.attributes if k not in ("global_data", "map_owner")][3:] == [
+        "cgroup",
+        "attachtype",
+    ]
+
+
+def test_sock_addr_application_links(tmp_path: Path) -> None:
+    app = (
+        APP.replace("cgroup_ingress", "cgroup_connect4")
+        .replace("CgroupSkb", "CgroupSockAddr")
+        .replace("cgroupSkb", "cgroupSockAddr")
+        .replace("direction: Ingress", "attachType: connect4")
+    )
+    state = load_desired(write_tree(tmp_path, {"a.yaml": app}), StubHost())
+    assert [a.point for a in state.attachments] == [
+        CgroupSockAddrPoint("/sys/fs/cgroup/a", "connect4"),
+        CgroupSockAddrPoint("/sys/fs/cgroup/b", "connect4"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            SOCK_ADDR.replace("connect4\n", "connect5\n"),
+            "c.yaml:8: spec.attachtype: must be one of: bind4, bind6, connect4, connect6, "
+            "sendmsg4, sendmsg6, recvmsg4, recvmsg6, getpeername4, getpeername6, getsockname4, "
+            "getsockname6 (got 'connect5'",
+        ),
+        (
+            SOCK_ADDR.replace("cgroup_connect4", "cgroup_egress"),
+            "c.yaml:5: spec.bpffunctionname: function 'cgroup_egress' is in section "
+            "'cgroup_skb/egress', a cgroup_skb program; a CgroupSockAddrProgram needs a section "
+            "named cgroup/connect4, cgroup/sendmsg6, ... (cgroup/ and one of bind4, bind6, "
+            "connect4, connect6, sendmsg4, sendmsg6, recvmsg4, recvmsg6, getpeername4, "
+            "getpeername6, getsockname4, getsockname6) (for this section, use kind "
+            "CgroupSkbProgram)",
+        ),
+    ],
+)
+def test_sock_addr_problems(tmp_path: Path, text: str, message: str) -> None:
+    problems = problems_of(tmp_path, {"c.yaml": text})
+    assert problems and problems[0].startswith(message), problems
+
+
+def test_sections_are_described() -> None:
+    assert describe_section("cgroup_skb/egress") == "a cgroup_skb program"
+    assert describe_section("cgroup/sendmsg6") == "a cgroup_sock_addr program"
+    assert describe_section("cgroup/sock_create") == "a cgroup program"
+
+
+def test_sock_addr_section_rules() -> None:
+    fits = ["cgroup/connect4", "cgroup/sendmsg6", "cgroup/getsockname4", "cgroup/bind6"]
+    does_not_fit = ["cgroup/skb", "cgroup/connect", "cgroup/post_bind4", "cgroup/sock", "connect4"]
+    assert [s for s in fits if not section_fits("CgroupSockAddrProgram", s)] == []
+    assert [s for s in does_not_fit if section_fits("CgroupSockAddrProgram", s)] == []
