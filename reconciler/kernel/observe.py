@@ -98,6 +98,9 @@ class Scan:
             return None, str(path), False, {}
         where: dict[str, object] = {"link_type": info.type_name, **info.detail}
         ours = info.prog_id == prog_id
+        if info.type == bpf.LINK_TYPE_CGROUP:
+            # The kernel zeroes a cgroup link's cgroup_id once its cgroup is removed.
+            return info.id, str(path), ours and bool(info.detail.get("cgroup_id")), where
         if info.type != bpf.LINK_TYPE_TCX:
             # A perf-event or tracing link runs its program for as long as the link exists.
             return info.id, str(path), ours, where
