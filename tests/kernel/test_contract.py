@@ -38,8 +38,8 @@ TC = ProgramSpec(obj("tcx_counter"), "tcx_count", ProgType.TC)  # a cls_bpf prog
 GETPID = TracepointPoint("syscalls", "sys_enter_getpid")
 
 # The tests that exercise each program kind of the registry (reconciler.kinds), against both
-# kernels; "test_contract_more." names a test of that module. tests/unit/test_kinds.py checks
-# that every registered kind is listed here and that each named test exists.
+# kernels; "MODULE.test" names a test of another tests/kernel module. tests/unit/test_kinds.py
+# checks that every registered kind is listed here and that each named test exists.
 KIND_COVERAGE: dict[str, tuple[str, ...]] = {
     "XdpProgram": (
         "test_xdp_install_observe_uninstall",
@@ -49,9 +49,13 @@ KIND_COVERAGE: dict[str, tuple[str, ...]] = {
     "TcProgram": ("test_tc_alone_on_its_hook_attaches_directly",),
     "TracepointProgram": ("test_tracepoint_install_replace_uninstall",),
     "UprobeProgram": ("test_uprobe_counts_calls",),
-    "KprobeProgram": ("test_contract_more.test_kprobe_install_replace_uninstall",),
-    "FentryProgram": ("test_contract_more.test_fentry_fexit_install_replace_uninstall",),
-    "FexitProgram": ("test_contract_more.test_fentry_fexit_install_replace_uninstall",),
+    "KprobeProgram": ("test_contract_functions_data_maps.test_kprobe_install_replace_uninstall",),
+    "FentryProgram": (
+        "test_contract_functions_data_maps.test_fentry_fexit_install_replace_uninstall",
+    ),
+    "FexitProgram": (
+        "test_contract_functions_data_maps.test_fentry_fexit_install_replace_uninstall",
+    ),
     "CgroupSkbProgram": (
         "test_contract_cgroup.test_cgroup_skb_install_observe_replace_uninstall",
         "test_contract_cgroup.test_cgroup_skb_link_of_a_removed_cgroup_is_not_attached",

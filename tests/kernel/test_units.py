@@ -118,7 +118,7 @@ def test_fake_device_removal_detaches() -> None:
     assert [i.attached for i in k.observe()] == [False, False]
 
 
-# --- issue 3: fake knobs, maps directories, BTF helpers -------------------------------------------
+# --- fake knobs, maps directories, BTF helpers -------------------------------------------
 
 KPROBES = "/tests/kernel_probes.o"
 
