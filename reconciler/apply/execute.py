@@ -252,8 +252,8 @@ def _kernel_change(run: _Run, c: ResourceChange) -> Installed | None:
         run.kernel.uninstall(pin_dir)
         inst = run.kernel.install(pin_dir, d.program, d.point, placement)
     else:
-        # The diff forces a replacement for a TCX priority change (plan/diff.py's
-        # ``forcing``, by program type): the new link goes to its new place.
+        # The diff forces a replacement for a TCX priority change (the TCX kind's
+        # record, reconciler/kinds/tcx.py, by program type): the new link goes to its new place.
         moved = "priority" in c.replace_paths
         inst = run.kernel.replace(pin_dir, d.program, d.point, placement if moved else None)
     _verify(c, inst)

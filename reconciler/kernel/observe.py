@@ -17,6 +17,7 @@ from reconciler.kernel.tc import hooks as tchooks
 from reconciler.kernel.tc import tcx
 from reconciler.kernel.types import (
     AttachView,
+    CgroupLinkView,
     Installed,
     KernelError,
     KprobeLinkView,
@@ -115,6 +116,9 @@ class Scan:
             return None, str(path), False, None
         where = link_view(info)
         ours = info.prog_id == prog_id
+        if info.type == bpf.LINK_TYPE_CGROUP:
+            # The kernel zeroes a cgroup link's cgroup_id once its cgroup is removed.
+            return info.id, str(path), ours and bool(info.detail.get("cgroup_id")), where
         if not isinstance(where, TcxLinkView):
             # A perf-event or tracing link runs its program for as long as the link exists.
             return info.id, str(path), ours, where
@@ -144,6 +148,8 @@ def link_view(info: bpf.LinkInfo) -> AttachView:
     d = info.detail  # the types are bpf.link_info's
     if info.type == bpf.LINK_TYPE_TCX:
         return TcxLinkView(cast(int, d["ifindex"]), cast(str, d["attach_type"]))
+    if info.type == bpf.LINK_TYPE_CGROUP:
+        return CgroupLinkView(cast(int, d["cgroup_id"]), cast(str, d["attach_type"]))
     if info.type == bpf.LINK_TYPE_TRACING:
         obj_id, btf_id = cast(int, d["target_obj_id"]), cast(int, d["target_btf_id"])
         return TracingLinkView(cast(str, d["attach_type"]), obj_id, btf_id)

@@ -6,10 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from reconciler.kernel.cgroup import attach as cgroup
 from reconciler.kernel.sys import bpf
 from reconciler.kernel.tc import tcx
 from reconciler.kernel.types import (
     AttachPoint,
+    CgroupPoint,
+    CgroupSockAddrPoint,
     FentryPoint,
     FexitPoint,
     KprobePoint,
@@ -43,6 +46,10 @@ KINDS: dict[ProgType, Kind] = {
     ProgType.KPROBE: Kind(bpf.PROG_TYPE_KPROBE, KprobePoint, "kprobe"),
     ProgType.FENTRY: Kind(bpf.PROG_TYPE_TRACING, FentryPoint, "fentry"),
     ProgType.FEXIT: Kind(bpf.PROG_TYPE_TRACING, FexitPoint, "fexit"),
+    ProgType.CGROUP_SKB: Kind(bpf.PROG_TYPE_CGROUP_SKB, CgroupPoint, "cgroup_link"),
+    ProgType.CGROUP_SOCK_ADDR: Kind(
+        bpf.PROG_TYPE_CGROUP_SOCK_ADDR, CgroupSockAddrPoint, "cgroup_link"
+    ),
 }
 
 
@@ -58,6 +65,13 @@ def expected_attach(prog_type: ProgType, point: AttachPoint | None) -> int | Non
         return bpf.TRACE_FENTRY
     if prog_type is ProgType.FEXIT:
         return bpf.TRACE_FEXIT
+    if prog_type is ProgType.CGROUP_SKB:
+        direction = point.direction if isinstance(point, CgroupPoint) else "ingress"
+        return cgroup.attach_type(direction)
+    if prog_type is ProgType.CGROUP_SOCK_ADDR:
+        # The verifier checks the context against the hook: without a point, connect4.
+        hook = point.hook if isinstance(point, CgroupSockAddrPoint) else "connect4"
+        return cgroup.sock_addr_attach_type(hook)
     return None
 
 

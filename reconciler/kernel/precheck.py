@@ -11,12 +11,15 @@ import os
 from typing import Protocol
 
 from reconciler.kernel import probes
+from reconciler.kernel.cgroup import attach as cgroup
 from reconciler.kernel.points import KINDS, uprobe_path
 from reconciler.kernel.sys import ifaces, tracefs
 from reconciler.kernel.tc import tcx
 from reconciler.kernel.tracing.ksyms import kallsyms_has
 from reconciler.kernel.types import (
     AttachPoint,
+    CgroupPoint,
+    CgroupSockAddrPoint,
     FentryPoint,
     FexitPoint,
     KernelError,
@@ -46,6 +49,10 @@ class Facts(Protocol):
 
     def tracepoint_exists(self, group: str, name: str) -> bool: ...
 
+    def cgroup_problem(self, path: str) -> str | None:
+        """None when ``path`` is a cgroup v2 directory; otherwise why not."""
+        ...
+
     def kernel_function_exists(self, name: str) -> bool | None:
         """In /proc/kallsyms (None: cannot tell)."""
         ...
@@ -74,6 +81,9 @@ class HostFacts:
 
     def tracepoint_exists(self, group: str, name: str) -> bool:
         return tracefs.exists(group, name)
+
+    def cgroup_problem(self, path: str) -> str | None:
+        return cgroup.problem(path)
 
     def kernel_function_exists(self, name: str) -> bool | None:
         return kallsyms_has(name)
@@ -114,6 +124,14 @@ def check(spec: ProgramSpec, point: AttachPoint, facts: Facts = HOST) -> None:
             )
     elif isinstance(point, UprobePoint):
         _check_uprobe(point, facts)
+    elif isinstance(point, CgroupPoint | CgroupSockAddrPoint):
+        if isinstance(point, CgroupPoint):
+            cgroup.attach_type(point.direction)  # ingress or egress, or a clear error
+        else:
+            cgroup.sock_addr_attach_type(point.hook)
+        found = facts.cgroup_problem(point.path)
+        if found is not None:
+            raise KernelError(found)
     require_feature(spec, facts)
     kernel_function(point, facts)
 

@@ -20,7 +20,17 @@ from pathlib import Path
 from reconciler.kernel.sys import bpf
 from reconciler.kernel.types import Probe
 
-FEATURES = ("tcx", "perf_link", "kprobe", "uprobe", "tracepoint", "fentry", "fexit", "freplace")
+FEATURES = (
+    "tcx",
+    "perf_link",
+    "kprobe",
+    "uprobe",
+    "tracepoint",
+    "fentry",
+    "fexit",
+    "freplace",
+    "cgroup_link",
+)
 
 PMU_DIR = Path("/sys/bus/event_source/devices")
 # Kernel functions a fentry/fexit probe may aim at: bpf_fentry_test1 exists for exactly this
@@ -293,6 +303,28 @@ def freplace_supported() -> Probe:
             os.close(fd)
 
 
+@cache
+def cgroup_link_supported() -> Probe:
+    """cgroup_skb programs attached with BPF_LINK_CREATE (cgroup links), Linux 5.7+: creating
+    one with a bad cgroup fd fails with EBADF on kernels that support it, EINVAL otherwise."""
+    try:
+        prog_fd = _load_trivial(bpf.PROG_TYPE_CGROUP_SKB, bpf.CGROUP_INET_INGRESS)
+    except OSError as e:
+        return _refused("cgroup_link", "a cgroup_skb program", e)
+    try:
+        attr = ctypes.create_string_buffer(bpf.ATTR_SIZE)
+        struct.pack_into("=IiI", attr, 0, prog_fd, -1, bpf.CGROUP_INET_INGRESS)
+        try:
+            os.close(bpf.sys_bpf(bpf.LINK_CREATE, attr))
+        except OSError as e:
+            if e.errno == errno.EBADF:
+                return Probe("cgroup_link", True, "cgroup links are supported")
+            return Probe("cgroup_link", False, f"cgroup links need Linux 5.7+ ({e.strerror})")
+        return Probe("cgroup_link", True, "cgroup links are supported")
+    finally:
+        os.close(prog_fd)
+
+
 _PROBES: dict[str, Callable[[], Probe]] = {
     "tcx": tcx_supported,
     "perf_link": perf_link_supported,
@@ -302,6 +334,7 @@ _PROBES: dict[str, Callable[[], Probe]] = {
     "fentry": lambda: tracing_supported("fentry"),
     "fexit": lambda: tracing_supported("fexit"),
     "freplace": freplace_supported,
+    "cgroup_link": cgroup_link_supported,
 }
 
 
@@ -348,6 +381,8 @@ def bpf_link_supported(point_kind: str) -> Probe:
         return perf_link_supported()
     if point_kind in ("fentry", "fexit"):
         return tracing_supported(point_kind)
+    if point_kind == "cgroup":
+        return cgroup_link_supported()
     if point_kind == "xdp":
         return Probe("xdp", True, "XDP attaches over netlink (no bpf_link needed)")
     return Probe(point_kind, False, f"no probe for {point_kind!r}")

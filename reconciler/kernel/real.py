@@ -12,6 +12,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from reconciler.kernel import dryrun, maps, observe, points, precheck, probes
+from reconciler.kernel.cgroup import attach as cgroup
 from reconciler.kernel.observe import Scan
 from reconciler.kernel.pins import PinStore
 from reconciler.kernel.sys import bpf, bpffs, ifaces, netlink, netns, tracefs
@@ -25,6 +26,8 @@ from reconciler.kernel.tracing import attach as tracing
 from reconciler.kernel.tracing import ksyms
 from reconciler.kernel.types import (
     AttachPoint,
+    CgroupPoint,
+    CgroupSockAddrPoint,
     DispatchSlot,
     FentryPoint,
     FexitPoint,
@@ -156,6 +159,10 @@ class RealKernel:
         """Attach the staged program at ``point``, pinning its link (if any) in ``stage``."""
         if isinstance(point, XdpPoint):
             xdpattach.xdp_attach(point, prog_fd, self.pins.owner_of)
+        elif isinstance(point, CgroupPoint | CgroupSockAddrPoint):
+            with bpf.opened(cgroup.create(prog_fd, point)) as link_fd:
+                # If pinning fails, closing the only fd releases (detaches) the new link.
+                bpf.obj_pin(link_fd, str(stage / LINK))
         elif isinstance(point, TcHook):
             name = bpf.prog_info(prog_fd).name
             tcdirect.attach_prog(point, prog_fd, name, self.pins.owner_of)
@@ -223,7 +230,12 @@ class RealKernel:
                     bpf.link_update(link_fd, new_fd, old_fd)
                     return True
             self._attach(stage, obj, new_fd, point, placement)
-            if isinstance(point, TcxPoint) and old_link.exists():
+            # tcx and cgroup links are multi-program: the new link runs next to the old one,
+            # which is detached now (make-before-break).
+            if (
+                isinstance(point, TcxPoint | CgroupPoint | CgroupSockAddrPoint)
+                and old_link.exists()
+            ):
                 with bpf.opened(bpf.obj_get(str(old_link))) as fd:
                     ifaces.link_detach(fd)
             # A perf-event or tracing link cannot be detached: it goes when _commit replaces
@@ -394,6 +406,9 @@ class RealKernel:
 
     def tracepoints(self) -> list[str]:
         return tracefs.all_tracepoints()
+
+    def cgroup_problem(self, path: str) -> str | None:
+        return cgroup.problem(path)
 
     # --- multi-program hooks ----------------------------------------------------------------
 

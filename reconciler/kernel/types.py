@@ -23,6 +23,8 @@ class ProgType(enum.Enum):
     KPROBE = "kprobe"
     FENTRY = "fentry"
     FEXIT = "fexit"
+    CGROUP_SKB = "cgroup_skb"
+    CGROUP_SOCK_ADDR = "cgroup_sock_addr"
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,24 @@ class FexitPoint:
 
 
 @dataclass(frozen=True)
+class CgroupPoint:
+    """A cgroup v2 directory's hook for packets its processes send or receive (cgroup links
+    are multi-program: other programs on the same cgroup and direction keep running)."""
+
+    path: str  # absolute path of the cgroup directory
+    direction: str  # ingress | egress
+
+
+@dataclass(frozen=True)
+class CgroupSockAddrPoint:
+    """A cgroup v2 directory's hook for one socket call of its processes (``connect4``,
+    ``sendmsg6``, ...): the program sees (and may rewrite or refuse) the address."""
+
+    path: str  # absolute path of the cgroup directory
+    hook: str  # connect4 | connect6 | sendmsg4 | ... (cgroup.attach.SOCK_ADDR_HOOKS)
+
+
+@dataclass(frozen=True)
 class Probe:
     """The answer of a feature probe: truthy when supported, with a reason a plan can print."""
 
@@ -128,6 +148,8 @@ AttachPoint = (
     | KprobePoint
     | FentryPoint
     | FexitPoint
+    | CgroupPoint
+    | CgroupSockAddrPoint
     | TcHook  # a single TC program attached directly (kernels without freplace)
 )
 
@@ -477,6 +499,23 @@ class TracingLinkView:
 
 
 @dataclass(frozen=True)
+class CgroupLinkView:
+    """A cgroup link: a cgroup_skb or cgroup_sock_addr program on a cgroup v2 directory."""
+
+    cgroup_id: int  # the cgroup directory's inode number; 0 once the cgroup is removed
+    attach_type: str  # cgroup_inet_ingress | cgroup_inet4_connect | ...
+
+    def to_json(self) -> dict[str, object]:
+        return {"link_type": "cgroup", "cgroup_id": self.cgroup_id, "attach_type": self.attach_type}
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> CgroupLinkView | None:
+        if doc.get("link_type") != "cgroup" or "cgroup_id" not in doc:
+            return None
+        return cls(doc["cgroup_id"], doc["attach_type"])
+
+
+@dataclass(frozen=True)
 class OtherLinkView:
     """A link of a type no view above describes (bpfman makes none; a pin of another tool's):
     its type and whatever the kernel's link info said, as read."""
@@ -505,6 +544,7 @@ AttachView = (
     | KprobeLinkView
     | PerfEventLinkView
     | TracingLinkView
+    | CgroupLinkView
     | OtherLinkView
 )
 
@@ -529,6 +569,7 @@ ATTACH_VIEWS: tuple[_ViewReader, ...] = (
     KprobeLinkView,
     PerfEventLinkView,
     TracingLinkView,
+    CgroupLinkView,
     OtherLinkView,
 )
 
@@ -716,9 +757,13 @@ class Kernel(Protocol):
         """All ``group/name`` tracepoints this kernel offers (for near-match suggestions)."""
         ...
 
+    def cgroup_problem(self, path: str) -> str | None:
+        """None when ``path`` is a directory of a cgroup v2 file system; otherwise why not."""
+        ...
+
     def probe(self, feature: str) -> Probe:
         """Can this kernel do ``feature``? Names: tcx, perf_link, kprobe, uprobe, tracepoint,
-        fentry, fexit, freplace. Cached per process; never attaches anything."""
+        fentry, fexit, freplace, cgroup_link. Cached per process; never attaches anything."""
         ...
 
     def release(self) -> str:

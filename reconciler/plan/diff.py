@@ -6,47 +6,30 @@ import dataclasses
 import heapq
 from collections.abc import Iterable
 
+from reconciler import kinds
 from reconciler.address import Address
-from reconciler.kernel.types import Hook, Installed, ProgType
+from reconciler.kernel.types import Hook, Installed
 from reconciler.plan.drift import Drift
 from reconciler.plan.hookgroups import hook_of_change
 from reconciler.plan.value import Action, Orphan, Plan, ResourceChange, Unselected
 from reconciler.spec.model import PRUNE_ATTRIBUTE, DesiredAttachment
 from reconciler.state import Record
 
-# Attributes whose change cannot be carried out on the running program. Everything else is
-# in-place: e.g. a single XDP program's priority only matters once a dispatcher orders several,
-# and a moved bytecode file with the same digest is the same program.
-_FORCES_REPLACEMENT = {
-    "bytecode_digest",
-    "function",
-    "interface",
-    "direction",
-    "tracepoint",
-    "target",
-    "target_path",
-    "func_name",
-    "offset",
-    "retprobe",
-    "pid",
-    "container_pid",
-    "global_data",
-    "map_owner",
-    "netns",
-}
-# Decided by the program type, never by the manifest kind that spelled it: a TCX program of a
-# BpfApplication is the same kernel object as a TcxProgram's. TCX links cannot move: a new
-# priority means a new link at the new position (apply/execute.py places it there).
-_FORCES_REPLACEMENT_BY_TYPE: dict[ProgType, frozenset[str]] = {
-    ProgType.TCX: frozenset({"priority"}),
-}
+# Attributes every kind has whose change cannot be carried out on the running program. The rest
+# of the rule is each kind's (reconciler.kinds): which of its attributes force a replacement, and
+# which change in place (e.g. a single XDP program's priority only matters once a dispatcher
+# orders several; a TCX link cannot move, so a new TCX priority means a new link). A moved
+# bytecode file with the same digest is the same program.
+_FORCES_REPLACEMENT = frozenset({"bytecode_digest", "function", "global_data", "map_owner"})
 _RANK = {Action.DELETE: 0, Action.REPLACE: 0, Action.UPDATE: 1, Action.CREATE: 2, Action.NOOP: 3}
 
 
-def forcing(d: DesiredAttachment) -> set[str]:
+def forcing(d: DesiredAttachment) -> frozenset[str]:
     """The attributes of ``d`` whose change needs a new program (or link): the one rule every
-    kind goes through, program kinds and applications alike."""
-    return _FORCES_REPLACEMENT | _FORCES_REPLACEMENT_BY_TYPE.get(d.program.prog_type, frozenset())
+    kind goes through, program kinds and applications alike. Decided by the program type, never
+    by the manifest kind that spelled it: a TCX program of a BpfApplication is the same kernel
+    object as a TcxProgram's."""
+    return _FORCES_REPLACEMENT | kinds.forcing(d.program.prog_type)
 
 
 def _changed(before: dict, after: dict) -> list[str]:

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from reconciler import __version__
+from reconciler import __version__, kinds
 from reconciler.address import Address
 from reconciler.files import NotReadable, read_regular
 from reconciler.kernel import types as kt
@@ -35,20 +35,6 @@ FORMAT = "bpfman-plan/1"
 # A plan embeds the bytecode it loads, base64 (4/3 of its size): 256 MiB holds a few objects of
 # the largest size a manifest may name (64 MiB) and is still a bounded read.
 MAX_PLAN_SIZE = 256 * 1024 * 1024
-_POINTS = {
-    cls.__name__: cls
-    for cls in (
-        kt.XdpPoint,
-        kt.TcxPoint,
-        kt.TracepointPoint,
-        kt.UprobePoint,
-        kt.KprobePoint,
-        kt.FentryPoint,
-        kt.FexitPoint,
-        kt.TcHook,
-        kt.XdpHook,
-    )
-}
 
 
 class PlanFileError(Exception):
@@ -71,16 +57,11 @@ def fingerprint(root: str, installed: Iterable[kt.Installed], records: dict[str,
 
 
 def _point_json(p: object | None) -> dict[str, Any] | None:
-    if p is None:
-        return None
-    return {"type": type(p).__name__, **dataclasses.asdict(p)}  # type: ignore[call-overload]
+    return kinds.point_to_json(p)  # each point class belongs to one kind of the registry
 
 
 def _point(doc: dict[str, Any] | None) -> Any:
-    if doc is None:
-        return None
-    fields = dict(doc)
-    return _POINTS[fields.pop("type")](**fields)
+    return kinds.point_from_json(doc)
 
 
 def _desired_json(d: DesiredAttachment, objects: dict[str, str]) -> dict[str, Any]:

@@ -72,7 +72,7 @@ class ElfFunction:
 
 
 @dataclass(frozen=True)
-class BpfObject:
+class ElfObject:
     byte_order: str  # "little" | "big"
     sections: tuple[str, ...]  # executable sections (programs' and .text), in file order
     functions: tuple[ElfFunction, ...]  # STT_FUNC symbols defined in executable sections
@@ -95,7 +95,7 @@ class BpfObject:
         return next((f for f in self.functions if f.name == name), None)
 
 
-def read_bpf_object(path: Path) -> BpfObject:
+def read_bpf_object(path: Path) -> ElfObject:
     """Read ``path`` and check it is an eBPF ELF object. Raises ElfError with the reason if not."""
     try:
         data = files.read_regular(path, MAX_OBJECT_SIZE)
@@ -113,7 +113,7 @@ def read_bpf_object(path: Path) -> BpfObject:
     return parse_bpf_object(data)
 
 
-def parse_bpf_object(data: bytes) -> BpfObject:
+def parse_bpf_object(data: bytes) -> ElfObject:
     """Parse the bytes of an ELF file; see :func:`read_bpf_object`."""
     try:
         return _Reader(data).parse()
@@ -126,7 +126,7 @@ class _Reader:
         self.data = data
         self.order = "<"
 
-    def parse(self) -> BpfObject:
+    def parse(self) -> ElfObject:
         data = self.data
         if len(data) < 20 or data[:4] != _MAGIC:
             what = "empty" if not data else "not an ELF file"
@@ -177,7 +177,7 @@ class _Reader:
         btf = next(
             (h for h, name in zip(headers, names, strict=True) if name == ".BTF" and h.size), None
         )
-        return BpfObject(
+        return ElfObject(
             byte_order="little" if self.order == "<" else "big",
             sections=sections,
             functions=tuple(functions),

@@ -19,21 +19,9 @@ from typing import Any, TypeVar
 
 from reconciler import files
 from reconciler.address import Address
-from reconciler.kernel.types import (
-    AttachPoint,
-    FentryPoint,
-    FexitPoint,
-    KprobePoint,
-    ProgramSpec,
-    ProgType,
-    TcHook,
-    TcxPoint,
-    TracepointPoint,
-    UprobePoint,
-    XdpPoint,
-)
+from reconciler.kernel.types import ProgramSpec
+from reconciler.kinds import Target
 from reconciler.spec.host import HostError, HostFacts
-from reconciler.spec.indexes import kprobe_index, netns_index, uprobe_index
 from reconciler.spec.loader import FieldPath, format_path, source_base
 from reconciler.spec.model import (
     PRUNE_ANNOTATION,
@@ -46,7 +34,7 @@ from reconciler.spec.model import (
     Problem,
 )
 from reconciler.spec.owners import maps_dir_of_application
-from reconciler.spec.programs import Link, Program, is_application, programs_of, spec_keys
+from reconciler.spec.programs import LinkSpec, Program, is_application, programs_of, spec_keys
 from reconciler.spec.selector import LabelSelector
 from reconciler.spec.semantic import allowed_regex, resolve_bytecode
 
@@ -54,10 +42,22 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True)
-class _Point:
-    index: str  # the address index within the program: interface, group/name, uprobe location
-    point: AttachPoint | TcHook  # a TC program's point is the hook its dispatcher runs it on
-    attributes: dict[str, Any]
+class _LinkHost:
+    """The host as one link's kind may ask it (:class:`reconciler.kinds.Resolver`): each
+    question is the expander's, and what cannot be answered is reported against the link."""
+
+    expander: _Expander
+    manifest: Manifest
+    link: LinkSpec
+
+    def interfaces(self, netns: str | None) -> list[str]:
+        return self.expander.interfaces(self.manifest, self.link, netns)
+
+    def library(self) -> str | None:
+        return self.expander.library(self.manifest, self.link)
+
+    def xdp_mode(self, ifname: str, netns: str | None) -> str | None:
+        return self.expander.host_xdp_mode(ifname, netns)
 
 
 class _Expander:
@@ -166,84 +166,10 @@ class _Expander:
                     )
         return out
 
-    def points(self, m: Manifest, program: Program, link: Link) -> list[_Point]:
-        v = link.values
-        kind = program.prog_type
-        if kind in (ProgType.XDP, ProgType.TCX, ProgType.TC):
-            netns = os.path.normpath(v["netns"]) if v["netns"] else None
-            out = []
-            for ifname in self.interfaces(m, link, netns):
-                index = netns_index(netns, ifname)
-                if kind is ProgType.XDP:
-                    mode = v.get("xdpmode") or self.host_xdp_mode(ifname, netns) or "auto"
-                    attributes = {
-                        "interface": ifname,
-                        "netns": netns,
-                        "priority": v["priority"],
-                        "proceedon": list(v["proceedon"]),
-                        "xdpmode": mode,
-                    }
-                    xdp_point = XdpPoint(ifname, mode=mode, netns=netns)
-                    out.append(_Point(index, xdp_point, attributes))
-                elif kind is ProgType.TCX:
-                    attributes = {
-                        "interface": ifname,
-                        "netns": netns,
-                        "direction": v["direction"],
-                        "priority": v["priority"],
-                    }
-                    point = TcxPoint(ifname, v["direction"], netns=netns)
-                    out.append(_Point(index, point, attributes))
-                else:
-                    attributes = {
-                        "interface": ifname,
-                        "netns": netns,
-                        "direction": v["direction"],
-                        "priority": v["priority"],
-                        "proceedon": list(v["proceedon"]),
-                    }
-                    hook = TcHook(ifname, v["direction"], netns=netns)
-                    out.append(_Point(index, hook, attributes))
-            return out
-        if kind is ProgType.TRACEPOINT:
-            return [
-                _Point(name, TracepointPoint(*name.split("/", 1)), {"tracepoint": name})
-                for name in v["names"]
-            ]
-        if kind is ProgType.UPROBE:
-            target: str = v["target"]
-            container_pid: int | None = v["container_pid"]
-            target_path = target if target.startswith("/") else self.library(m, link)
-            if target_path is None:
-                return []
-            attributes = {
-                "target": target,
-                "target_path": target_path,
-                "func_name": v["func_name"],
-                "offset": v["offset"],
-                "retprobe": v["retprobe"],
-                "pid": v["pid"],
-                "container_pid": container_pid,
-            }
-            probe = UprobePoint(
-                target_path, v["func_name"], v["offset"], v["retprobe"], v["pid"], container_pid
-            )
-            index = uprobe_index(target, v["func_name"], v["offset"], container_pid)
-            return [_Point(index, probe, attributes)]
-        if kind is ProgType.KPROBE:
-            attributes = {
-                "func_name": v["func_name"],
-                "offset": v["offset"],
-                "retprobe": v["retprobe"],
-            }
-            kprobe = KprobePoint(v["func_name"], v["offset"], v["retprobe"])
-            return [_Point(kprobe_index(v["func_name"], v["offset"]), kprobe, attributes)]
-        ftrace = (
-            FentryPoint(v["func_name"]) if kind is ProgType.FENTRY else FexitPoint(v["func_name"])
-        )
-        return [_Point(v["func_name"], ftrace, {"func_name": v["func_name"]})]
+    def points(self, m: Manifest, program: Program, link: LinkSpec) -> list[Target]:
+        return program.kind.targets(link.values, _LinkHost(self, m, link))
 
-    def interfaces(self, m: Manifest, link: Link, netns: str | None) -> list[str]:
+    def interfaces(self, m: Manifest, link: LinkSpec, netns: str | None) -> list[str]:
         v = link.values
         if v["interfaces"] is not None:
             return list(v["interfaces"])
@@ -272,7 +198,7 @@ class _Expander:
             return []
         return discover(found, v["discovery"]["allowed"], v["discovery"]["exclude"])
 
-    def library(self, m: Manifest, link: Link) -> str | None:
+    def library(self, m: Manifest, link: LinkSpec) -> str | None:
         name: str = link.values["target"]
         pid: int | None = link.values["container_pid"]
         found = self._ask(("library", name, pid), lambda: self.host.resolve_library(name, pid))

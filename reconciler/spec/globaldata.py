@@ -14,7 +14,7 @@ import difflib
 from typing import Any
 
 from reconciler.spec.btf import BtfError, GlobalVariable, global_variables
-from reconciler.spec.elf import BpfObject
+from reconciler.spec.elf import ElfObject
 
 _LIST_LIMIT = 12
 
@@ -40,7 +40,7 @@ def decode(data: dict[str, Any] | None) -> tuple[tuple[str, bytes], ...]:
     return tuple(out)
 
 
-def problems(data: dict[str, Any], obj: BpfObject, written: str) -> list[tuple[str | None, str]]:
+def problems(data: dict[str, Any], obj: ElfObject, written: str) -> list[tuple[str | None, str]]:
     """``(variable or None for the whole field, message)`` for every value that does not fit
     the object's variables."""
     if obj.btf is None:

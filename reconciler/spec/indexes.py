@@ -1,5 +1,6 @@
-"""Address indexes: what each attach point is called in its address (``KIND/NAME[INDEX]``), and
-so in its bpffs pin path, and the check that those names fit in bpffs.
+"""Address indexes (what each attach point is called in its address, ``KIND/NAME[INDEX]``, and
+so in its bpffs pin path: each kind's record in :mod:`reconciler.kinds` says) and the check that
+those names fit in bpffs.
 
 An address becomes the pin directory ``KIND/NAME/INDEX`` under the bpffs root, each part one
 file name, stored with '/' and '%' (:mod:`reconciler.address`) and '.' (:mod:`..kernel.bpffs`)
@@ -19,42 +20,11 @@ from collections.abc import Iterator, Sequence
 
 from reconciler.address import Address
 from reconciler.kernel.sys import bpffs
-from reconciler.kernel.types import ProgType
 from reconciler.spec.loader import Document, FieldPath
 from reconciler.spec.model import Problem
-from reconciler.spec.programs import Link, Program
+from reconciler.spec.programs import LinkSpec, Program
 
-# Where `ip netns add NAME` bind-mounts named namespaces (as reconciler.kernel.netns knows too; not
-# imported from there, which would load libc through ctypes just to expand manifests).
-NAMED_NETNS_DIR = "/run/netns"
-IFNAME_MAX = 15  # IFNAMSIZ - 1: the longest interface name Linux accepts
 NAME_MAX = bpffs.NAME_MAX
-
-
-def uprobe_index(
-    target: str, func_name: str | None, offset: int, container_pid: int | None = None
-) -> str:
-    """``/usr/bin/bash:readline``, ``...:readline+16`` or, without a function, ``...+0x1a2b``;
-    the target as written (``libc:malloc``), with ``@PID`` appended inside a container."""
-    if func_name:
-        index = f"{target}:{func_name}" + (f"+{offset}" if offset else "")
-    else:
-        index = f"{target}+{offset:#x}"
-    return index + (f"@{container_pid}" if container_pid else "")
-
-
-def netns_index(netns: str | None, ifname: str) -> str:
-    """``eth0``; in a namespace ``ip netns`` named, ``blue:eth0`` (for /run/netns/blue); in any
-    other namespace, its path: ``/proc/42/ns/net:eth0``. Interface names never hold ':' or '/',
-    so the index is unambiguous."""
-    if netns is None:
-        return ifname
-    parent, name = os.path.split(netns)
-    return f"{name if parent == NAMED_NETNS_DIR else netns}:{ifname}"
-
-
-def kprobe_index(func_name: str, offset: int) -> str:
-    return func_name + (f"+{offset}" if offset else "")
 
 
 # --- the NAME_MAX check --------------------------------------------------------------------------
@@ -122,39 +92,16 @@ def map_name_problems(
     ]
 
 
-def _indexes(program: Program, link: Link) -> Iterator[tuple[str, FieldPath, str]]:
+def _indexes(program: Program, link: LinkSpec) -> Iterator[tuple[str, FieldPath, str]]:
     """Each index ``link`` expands to without the host: (index, the field most of it comes
     from, what to shorten)."""
-    v = link.values
-    kind = program.prog_type
-    if kind in (ProgType.XDP, ProgType.TCX, ProgType.TC):
-        netns = os.path.normpath(v["netns"]) if v["netns"] else None
-        names = v["interfaces"] if v["interfaces"] is not None else ["x" * IFNAME_MAX]
-        for ifname in names:
-            if netns is not None:
-                yield (
-                    netns_index(netns, ifname),
-                    link.where("netns"),
-                    f"the network namespace path (a namespace under {NAMED_NETNS_DIR} is "
-                    "named by its file name alone)",
-                )
-            else:
-                yield ifname, link.where("selector"), "the interface name"
-    elif kind is ProgType.TRACEPOINT:
-        where = link.where("names")
-        for i, name in enumerate(v["names"]):
-            yield name, (*where, i) if where[-1] == "names" else where, "the tracepoint name"
-    elif kind is ProgType.UPROBE:
-        func = v["func_name"] or ""
-        index = uprobe_index(v["target"], v["func_name"], v["offset"], v["container_pid"])
-        if stored_length(func) > stored_length(v["target"]):
-            yield index, link.where("func_name"), "the function name"
-        else:
-            yield index, link.where("target"), "the target path"
-    elif kind is ProgType.KPROBE:
-        yield kprobe_index(v["func_name"], v["offset"]), link.where("func_name"), "the function"
-    else:  # FENTRY, FEXIT
-        yield v["func_name"], link.where("func_name"), "the function name"
+    for part in program.kind.index_parts(link.values, stored_length):
+        where = link.where(part.field)
+        # A list written out (a legacy kind's names) points at its item; an application's link
+        # names one.
+        if part.item is not None and where[-1] == part.field:
+            where = (*where, part.item)
+        yield part.index, where, part.what
 
 
 def _shown(text: str, keep: int = 48) -> str:

@@ -3,10 +3,11 @@
 A program kind (``XdpProgram``, ...) is one program with one link, spelled in bpfman-operator
 v0.5's lowercase fields; an application (``BpfApplication``, ``ClusterBpfApplication``) is several
 programs of one bytecode, each with a list of links, spelled in camelCase. This module reads a
-schema-valid spec of either family into :class:`Program` and :class:`Link` values with the same
+schema-valid spec of either family into :class:`Program` and :class:`LinkSpec` values with the same
 normalised keys, so that checking and expanding are written once.
 
-Normalised link values, by program type:
+Normalised link values, by program type (each kind's record in :mod:`reconciler.kinds` reads
+them from either spelling):
 
 - XDP: ``interfaces`` (list or None), ``primary`` (bool), ``discovery`` (None or
   ``{"allowed": [...], "exclude": [...]}``), ``netns``, ``priority``, ``proceedon`` (lowercase)
@@ -23,62 +24,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from reconciler import kinds
 from reconciler.kernel.types import ProgType
+from reconciler.kinds import ProgramKind
 from reconciler.spec.loader import FieldPath
 from reconciler.spec.schema import APPLICATION_KINDS
 
-LEGACY_TYPES = {
-    "XdpProgram": ProgType.XDP,
-    "TcxProgram": ProgType.TCX,
-    "TcProgram": ProgType.TC,
-    "TracepointProgram": ProgType.TRACEPOINT,
-    "UprobeProgram": ProgType.UPROBE,
-    "KprobeProgram": ProgType.KPROBE,
-    "FentryProgram": ProgType.FENTRY,
-    "FexitProgram": ProgType.FEXIT,
-}
-# Application program types (bpfman-operator's spelling) -> (member field, type, retprobe).
-APP_TYPES: dict[str, tuple[str, ProgType, bool]] = {
-    "XDP": ("xdp", ProgType.XDP, False),
-    "TC": ("tc", ProgType.TC, False),
-    "TCX": ("tcx", ProgType.TCX, False),
-    "TracePoint": ("tracepoint", ProgType.TRACEPOINT, False),
-    "UProbe": ("uprobe", ProgType.UPROBE, False),
-    "URetProbe": ("uretprobe", ProgType.UPROBE, True),
-    "KProbe": ("kprobe", ProgType.KPROBE, False),
-    "KRetProbe": ("kretprobe", ProgType.KPROBE, True),
-    "FEntry": ("fentry", ProgType.FENTRY, False),
-    "FExit": ("fexit", ProgType.FEXIT, False),
-}
-# The program kind whose section rules a program type follows.
-KIND_OF_TYPE = {t: kind for kind, t in LEGACY_TYPES.items()}
-_PROCEED_ON = {
-    "Aborted": "aborted",
-    "Drop": "drop",
-    "Pass": "pass",
-    "TX": "tx",
-    "ReDirect": "redirect",
-    "DispatcherReturn": "dispatcher_return",
-}
-# bpfman-operator's TC proceedOn spelling -> the legacy kind's (and the kernel layer's).
-_TC_PROCEED_ON = {
-    "UnSpec": "unspec",
-    "OK": "ok",
-    "ReClassify": "reclassify",
-    "Shot": "shot",
-    "Pipe": "pipe",
-    "Stolen": "stolen",
-    "Queued": "queued",
-    "Repeat": "repeat",
-    "ReDirect": "redirect",
-    "Trap": "trap",
-    "DispatcherReturn": "dispatcher_return",
-}
-_NETWORK = (ProgType.XDP, ProgType.TCX, ProgType.TC)
-
 
 @dataclass(frozen=True)
-class Link:
+class LinkSpec:
     """One link: where one program attaches (an interface selector may make it several)."""
 
     path: FieldPath  # the link: ("spec",) for a program kind
@@ -96,8 +50,13 @@ class Program:
     type_name: str  # as the manifest says it: "KprobeProgram" or "KRetProbe"
     path: FieldPath  # ("spec",) or ("spec", "programs", i)
     function_path: FieldPath  # ("spec", "bpffunctionname") or (..., "name")
-    links: tuple[Link, ...]
+    links: tuple[LinkSpec, ...]
     in_application: bool
+
+    @property
+    def kind(self) -> ProgramKind:
+        """Its record in the program-kind registry (by type, never by the manifest's kind)."""
+        return kinds.by_prog_type(self.prog_type)
 
     @property
     def index_prefix(self) -> str:
@@ -129,159 +88,42 @@ def spec_keys(kind: str) -> dict[str, str]:
 def programs_of(kind: str, spec: dict[str, Any]) -> list[Program]:
     """The programs of a schema-valid spec of ``kind``."""
     if not is_application(kind):
-        prog_type = LEGACY_TYPES[kind]
-        link = _legacy_link(prog_type, spec)
+        record = kinds.by_kind_name(kind)
+        at: FieldPath = ("spec",)
+        link = record.legacy_link(spec, at)
         return [
             Program(
                 spec["bpffunctionname"],
-                prog_type,
+                record.prog_type,
                 kind,
-                ("spec",),
+                at,
                 ("spec", "bpffunctionname"),
-                (link,),
+                (LinkSpec(at, link.values, link.fields),),
                 False,
             )
         ]
     out = []
     for i, program in enumerate(spec["programs"]):
-        member, prog_type, retprobe = APP_TYPES[program["type"]]
+        record, app = kinds.by_app_type(program["type"])
         path: FieldPath = ("spec", "programs", i)
-        info = program[member]
+        member: FieldPath = (*path, app.member)
+        info = program[app.member]
+        links = []
+        for j, link in enumerate(info.get("links") or []):
+            link_path: FieldPath = (*member, "links", j)
+            values = record.app_link(link, info, app, link_path, member)
+            links.append(LinkSpec(link_path, values.values, values.fields))
         out.append(
             Program(
                 program["name"],
-                prog_type,
+                record.prog_type,
                 program["type"],
                 path,
                 (*path, "name"),
-                tuple(_app_links(prog_type, retprobe, info, (*path, member))),
+                tuple(links),
                 True,
             )
         )
-    return out
-
-
-def _legacy_link(prog_type: ProgType, spec: dict[str, Any]) -> Link:
-    at: FieldPath = ("spec",)
-    if prog_type in _NETWORK:
-        selector = spec["interfaceselector"]
-        values: dict[str, Any] = {
-            "interfaces": selector.get("interfaces"),
-            "primary": bool(selector.get("primarynodeinterface")),
-            "discovery": None,
-            "netns": spec.get("netns"),
-            "priority": spec["priority"],
-        }
-        if prog_type is not ProgType.TCX:
-            values["proceedon"] = list(spec["proceedon"])
-        if prog_type is not ProgType.XDP:
-            values["direction"] = spec["direction"]
-        else:
-            values["xdpmode"] = spec.get("xdpmode")
-        fields = {
-            "selector": (*at, "interfaceselector"),
-            "primary": (*at, "interfaceselector", "primarynodeinterface"),
-            "netns": (*at, "netns"),
-        }
-        return Link(at, values, fields)
-    if prog_type is ProgType.TRACEPOINT:
-        return Link(at, {"names": list(spec["names"])}, {"names": (*at, "names")})
-    if prog_type is ProgType.UPROBE:
-        containers = spec.get("containers") or {}
-        values = {
-            "target": spec["target"],
-            "func_name": spec.get("func_name"),
-            "offset": spec["offset"],
-            "retprobe": spec["retprobe"],
-            "pid": spec.get("pid") or None,  # 0, like omitted, means every process
-            "container_pid": containers.get("pid"),
-        }
-        fields = {
-            "target": (*at, "target"),
-            "func_name": (*at, "func_name"),
-            "offset": (*at, "offset"),
-            "container_pid": (*at, "containers", "pid"),
-        }
-        return Link(at, values, fields)
-    if prog_type is ProgType.KPROBE:
-        values = {
-            "func_name": spec["func_name"],
-            "offset": spec["offset"],
-            "retprobe": spec["retprobe"],
-        }
-        return Link(at, values, {"func_name": (*at, "func_name"), "offset": (*at, "offset")})
-    return Link(at, {"func_name": spec["func_name"]}, {"func_name": (*at, "func_name")})
-
-
-def _app_links(
-    prog_type: ProgType, retprobe: bool, info: dict[str, Any], at: FieldPath
-) -> list[Link]:
-    links: list[dict[str, Any]] = info.get("links") or []
-    out = []
-    for j, link in enumerate(links):
-        path: FieldPath = (*at, "links", j)
-        if prog_type in _NETWORK:
-            selector = link["interfaceSelector"]
-            discovery = selector.get("interfacesDiscoveryConfig")
-            values: dict[str, Any] = {
-                "interfaces": selector.get("interfaces"),
-                "primary": bool(selector.get("primaryNodeInterface")),
-                "discovery": (
-                    {
-                        "allowed": list(discovery.get("allowedInterfaces") or []),
-                        "exclude": list(discovery["excludeInterfaces"]),
-                    }
-                    if discovery is not None
-                    else None
-                ),
-                "netns": link.get("netnsPath"),
-                "priority": link["priority"],
-            }
-            if prog_type is ProgType.XDP:
-                values["proceedon"] = [_PROCEED_ON[v] for v in link["proceedOn"]]
-                values["xdpmode"] = link.get("xdpMode")
-            elif prog_type is ProgType.TC:
-                values["proceedon"] = [_TC_PROCEED_ON[v] for v in link["proceedOn"]]
-            if prog_type is not ProgType.XDP:
-                values["direction"] = link["direction"].lower()
-            fields = {
-                "selector": (*path, "interfaceSelector"),
-                "primary": (*path, "interfaceSelector", "primaryNodeInterface"),
-                "discovery": (*path, "interfaceSelector", "interfacesDiscoveryConfig"),
-                "netns": (*path, "netnsPath"),
-            }
-            out.append(Link(path, values, fields))
-        elif prog_type is ProgType.TRACEPOINT:
-            out.append(Link(path, {"names": [link["name"]]}, {"names": (*path, "name")}))
-        elif prog_type is ProgType.UPROBE:
-            containers = link.get("containers") or {}
-            values = {
-                "target": link["target"],
-                "func_name": link.get("function"),
-                "offset": link["offset"],
-                "retprobe": retprobe,
-                "pid": link.get("pid") or None,
-                "container_pid": containers.get("pid"),
-            }
-            fields = {
-                "target": (*path, "target"),
-                "func_name": (*path, "function"),
-                "offset": (*path, "offset"),
-                "container_pid": (*path, "containers", "pid"),
-            }
-            out.append(Link(path, values, fields))
-        elif prog_type is ProgType.KPROBE:
-            values = {
-                "func_name": link["function"],
-                "offset": link.get("offset", 0),
-                "retprobe": retprobe,
-            }
-            fields = {"func_name": (*path, "function"), "offset": (*path, "offset")}
-            out.append(Link(path, values, fields))
-        else:  # FENTRY/FEXIT: the function belongs to the program; a link only says "attach"
-            out.append(
-                Link(path, {"func_name": info["function"]}, {"func_name": (*at, "function")})
-            )
     return out
 
 
@@ -290,13 +132,8 @@ def static_attachment_count(program: Program) -> int | None:
     the host (interface discovery)."""
     total = 0
     for link in program.links:
-        values = link.values
-        if program.prog_type in _NETWORK:
-            if values["discovery"] is not None:
-                return None
-            total += len(values["interfaces"]) if values["interfaces"] is not None else 1
-        elif program.prog_type is ProgType.TRACEPOINT:
-            total += len(values["names"])
-        else:
-            total += 1
+        count = program.kind.static_count(link.values)
+        if count is None:
+            return None
+        total += count
     return total

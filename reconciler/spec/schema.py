@@ -18,23 +18,15 @@ from typing import Any, cast
 from jsonschema.exceptions import ValidationError
 from jsonschema.protocols import Validator
 
+from reconciler import kinds
 from reconciler.spec.loader import Document, FieldPath, format_path
 from reconciler.spec.model import Problem
 from reconciler.spec.validator import MORE, ManifestValidator
 
 API_VERSION = "bpfman.io/v1alpha1"
-# The program kinds of bpfman-operator v0.5.x (lowercase field names), then the applications of
-# current bpfman-operator (camelCase field names).
-PROGRAM_KINDS: tuple[str, ...] = (
-    "XdpProgram",
-    "TcxProgram",
-    "TcProgram",
-    "TracepointProgram",
-    "UprobeProgram",
-    "KprobeProgram",
-    "FentryProgram",
-    "FexitProgram",
-)
+# The program kinds of bpfman-operator v0.5.x (lowercase field names), as the kind registry lists
+# them, then the applications of current bpfman-operator (camelCase field names).
+PROGRAM_KINDS: tuple[str, ...] = kinds.kind_names()
 APPLICATION_KINDS: tuple[str, ...] = ("BpfApplication", "ClusterBpfApplication")
 KINDS: tuple[str, ...] = PROGRAM_KINDS + APPLICATION_KINDS
 # bpfman-operator kinds this release does not implement yet: named so the message says "not yet"

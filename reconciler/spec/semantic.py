@@ -14,44 +14,20 @@ import re
 from pathlib import Path
 from typing import Any
 
-from reconciler.kernel.types import ProgType
+from reconciler import kinds
 from reconciler.spec import globaldata
-from reconciler.spec.elf import BpfObject, ElfError, read_bpf_object
+from reconciler.spec.elf import ElfError, ElfObject, read_bpf_object
 from reconciler.spec.indexes import map_name_problems, pin_name_problems
 from reconciler.spec.loader import Document, FieldPath, format_path
 from reconciler.spec.model import Origin, Problem
 from reconciler.spec.paths import BytecodePolicy
-from reconciler.spec.programs import (
-    APP_TYPES,
-    KIND_OF_TYPE,
-    Link,
-    Program,
-    is_application,
-    programs_of,
-    spec_keys,
-)
-from reconciler.spec.schema import KINDS, PROGRAM_KINDS
+from reconciler.spec.programs import LinkSpec, Program, is_application, programs_of, spec_keys
+from reconciler.spec.schema import KINDS
 
-# What each kind accepts, in words, and how a fitting SEC() annotation looks.
-_EXPECTED = {
-    "XdpProgram": ("a section named xdp, xdp/... or xdp.frags", 'SEC("xdp")'),
-    "TcxProgram": ("a section named tc, tc/..., tcx/... or classifier", 'SEC("tcx/ingress")'),
-    "TcProgram": ("a section named tc, tc/..., classifier or classifier/...", 'SEC("tc")'),
-    "TracepointProgram": (
-        "a section named tracepoint/... or tp/...",
-        'SEC("tracepoint/syscalls/sys_enter_openat")',
-    ),
-    "UprobeProgram": ("a section named uprobe... or uretprobe...", 'SEC("uprobe")'),
-    "KprobeProgram": (
-        "a section named kprobe, kprobe/..., kretprobe or kretprobe/...",
-        'SEC("kprobe/do_unlinkat")',
-    ),
-    "FentryProgram": ("a section named fentry or fentry/...", 'SEC("fentry/do_unlinkat")'),
-    "FexitProgram": ("a section named fexit or fexit/...", 'SEC("fexit/do_unlinkat")'),
-}
 _DEVMAP = "an XDP program for a devmap (it runs on redirected frames, not on an interface)"
 _CPUMAP = "an XDP program for a cpumap (it runs on redirected frames, not on an interface)"
 # Section name prefixes (libbpf's conventions) and what programs they hold; longest match wins.
+_SOCK_ADDR_CALLS = ("bind", "connect", "sendmsg", "recvmsg", "getpeername", "getsockname")
 _SECTION_TYPES = {
     "xdp": "an XDP program",
     "xdp/devmap": _DEVMAP,
@@ -85,6 +61,9 @@ _SECTION_TYPES = {
     "freplace": "an freplace extension",
     "lsm": "an LSM program",
     "cgroup": "a cgroup program",
+    "cgroup_skb": "a cgroup_skb program",
+    "cgroup/skb": "a cgroup_skb program",
+    **{f"cgroup/{call}": "a cgroup_sock_addr program" for call in _SOCK_ADDR_CALLS},
     "sockops": "a sockops program",
     "sk_": "a socket program",
     "socket": "a socket filter",
@@ -102,24 +81,7 @@ MAX_INTERFACE_REGEX = 256
 
 def section_fits(kind: str, section: str) -> bool:
     """Whether a program in ``section`` can be loaded as the program kind ``kind`` asks."""
-    if kind == "XdpProgram":
-        return section.startswith("xdp") and not section.endswith(("/devmap", "/cpumap"))
-    if kind == "TcxProgram":
-        return section in ("tc", "classifier") or section.startswith(("tc/", "tcx/"))
-    if kind == "TcProgram":
-        # Behind the TC dispatcher: a cls_bpf (sched_cls) program, loaded as its freplace.
-        return section in ("tc", "classifier") or section.startswith(("tc/", "classifier/"))
-    if kind == "TracepointProgram":
-        return section in ("tracepoint", "tp") or section.startswith(("tracepoint/", "tp/"))
-    if kind == "UprobeProgram":
-        return section.startswith(("uprobe", "uretprobe")) and ".multi" not in section
-    if kind == "KprobeProgram":
-        return section in ("kprobe", "kretprobe") or section.startswith(("kprobe/", "kretprobe/"))
-    if kind == "FentryProgram":
-        return section == "fentry" or section.startswith("fentry/")
-    if kind == "FexitProgram":
-        return section == "fexit" or section.startswith("fexit/")
-    return False
+    return kind in kinds.kind_names() and kinds.by_kind_name(kind).sections.fits(section)
 
 
 def describe_section(section: str) -> str:
@@ -173,7 +135,7 @@ class SemanticChecker:
     """Checks schema-valid documents; reads each bytecode file once however many name it."""
 
     def __init__(self, policy: BytecodePolicy | None = None) -> None:
-        self._objects: dict[Path, BpfObject | ElfError] = {}
+        self._objects: dict[Path, ElfObject | ElfError] = {}
         self._policy = policy  # None: bytecode is not confined (trusted callers)
 
     def check(self, doc: Document) -> list[Problem]:
@@ -203,7 +165,7 @@ class SemanticChecker:
                 problems.append(doc.problem(path, message))
         return problems
 
-    def _object(self, path: Path) -> BpfObject | ElfError:
+    def _object(self, path: Path) -> ElfObject | ElfError:
         key = path.resolve()
         if key not in self._objects:
             try:
@@ -214,7 +176,7 @@ class SemanticChecker:
 
     def _bytecode(
         self, doc: Document, spec: dict[str, Any], field: str, problems: list[Problem]
-    ) -> tuple[BpfObject | None, str]:
+    ) -> tuple[ElfObject | None, str]:
         written: str = spec[field]["path"]
         path = Path(os.path.abspath(resolve_bytecode(doc.path, written)))
         where = ("spec", field, "path")
@@ -260,26 +222,12 @@ def _duplicate_programs(doc: Document, programs: list[dict[str, Any]]) -> list[P
     return out
 
 
-def _link_problems(doc: Document, program: Program, link: Link) -> list[Problem]:
+def _link_problems(doc: Document, program: Program, link: LinkSpec) -> list[Problem]:
     values = link.values
-    out = []
-    if program.prog_type is ProgType.UPROBE and not values["func_name"] and not values["offset"]:
-        function = "function" if program.in_application else "func_name"
-        out.append(
-            doc.problem(
-                link.path,
-                f"set {function} (a function in target) or a non-zero offset (a byte offset in "
-                "target); with neither, the uprobe has nowhere to attach",
-            )
-        )
-    if program.prog_type is ProgType.KPROBE and values["retprobe"] and values["offset"]:
-        out.append(
-            doc.problem(
-                link.where("offset"),
-                f"a kretprobe runs when {values['func_name']} returns, so it takes no offset (got "
-                f"{values['offset']}); remove offset, or set retprobe: false for a kprobe",
-            )
-        )
+    out = [
+        doc.problem(link.path if key is None else link.where(key), message)
+        for key, message in program.kind.link_rules(values, program.in_application)
+    ]
     if values.get("primary") and values.get("netns"):
         netns = "netnsPath" if program.in_application else "netns"
         out.append(
@@ -329,10 +277,10 @@ def allowed_regex(pattern: str) -> re.Pattern[str] | str | None:
     return None
 
 
-def _function_problem(program: Program, written: str, obj: BpfObject) -> str | None:
-    section_kind = KIND_OF_TYPE[program.prog_type]
-    expected, example = _EXPECTED[section_kind]
-    who = f"a program of type {program.type_name}" if program.in_application else _a(section_kind)
+def _function_problem(program: Program, written: str, obj: ElfObject) -> str | None:
+    kind = program.kind  # the section rules of its type, whichever manifest kind spelled it
+    expected, example = kind.sections.expected, kind.sections.example
+    who = f"a program of type {program.type_name}" if program.in_application else kind.a_name
     name = program.function
     if not obj.has_symbols:
         return (
@@ -342,7 +290,7 @@ def _function_problem(program: Program, written: str, obj: BpfObject) -> str | N
     function = obj.function(name)
     if function is None:
         programs = obj.programs()
-        fitting = [f.name for f in programs if section_fits(section_kind, f.section)]
+        fitting = [f.name for f in programs if kind.sections.fits(f.section)]
         hint = _did_you_mean(name, fitting or [f.name for f in programs])
         if fitting:
             return (
@@ -359,23 +307,18 @@ def _function_problem(program: Program, written: str, obj: BpfObject) -> str | N
             f"function {name!r} is a subprogram in .text, not a program entry point; "
             f"put it in its own section, e.g. {example}"
         )
-    if not section_fits(section_kind, function.section):
+    if not kind.sections.fits(function.section):
         what = describe_section(function.section)
         message = (
             f"function {name!r} is in section {function.section!r}, {what}; {who} needs {expected}"
         )
-        other = next((k for k in PROGRAM_KINDS if section_fits(k, function.section)), None)
+        other = next((k for k in kinds.all() if k.sections.fits(function.section)), None)
         if other and program.in_application:
-            app_type = next(t for t, (_, pt, _) in APP_TYPES.items() if KIND_OF_TYPE[pt] == other)
-            message += f" (for this section, use type: {app_type})"
+            message += f" (for this section, use type: {other.app_types[0].name})"
         elif other:
-            message += f" (for this section, use kind {other})"
+            message += f" (for this section, use kind {other.name})"
         return message
     return None
-
-
-def _a(kind: str) -> str:
-    return f"an {kind}" if kind.startswith(("Xdp", "Fentry", "Fexit")) else f"a {kind}"
 
 
 def _listing(names: list[str]) -> str:

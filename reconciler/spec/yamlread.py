@@ -67,7 +67,7 @@ class Refused(Exception):
 
 
 @dataclass
-class Problem:
+class YamlProblem:
     line: int  # 1-based
     path: FieldPath  # the field the problem is about ((): the document or file)
     message: str
@@ -78,7 +78,7 @@ class YamlDocument:
     start_line: int  # 1-based line of the document's first value
     data: Any = None
     lines: dict[FieldPath, int] = field(default_factory=dict)
-    problems: list[Problem] = field(default_factory=list)
+    problems: list[YamlProblem] = field(default_factory=list)
     empty: bool = False  # an empty document (e.g. after a trailing ``---``): nothing in it
 
 
@@ -376,7 +376,7 @@ class _Composer:
             )
 
     def _problem(self, line: int, path: FieldPath, message: str) -> None:
-        self.doc.problems.append(Problem(line, path, message))
+        self.doc.problems.append(YamlProblem(line, path, message))
 
     def _in_key(self) -> bool:
         """Whether the value about to be placed is a mapping key."""

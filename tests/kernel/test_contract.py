@@ -42,7 +42,36 @@ TCX = ProgramSpec(obj("tcx_counter"), "tcx_count", ProgType.TCX)
 TC = ProgramSpec(obj("tcx_counter"), "tcx_count", ProgType.TC)
 TP = ProgramSpec(obj("tracepoint_counter"), "tp_count", ProgType.TRACEPOINT)
 UPROBE = ProgramSpec(obj("uprobe_counter"), "uprobe_count", ProgType.UPROBE)
+TC = ProgramSpec(obj("tcx_counter"), "tcx_count", ProgType.TC)  # a cls_bpf program (SEC("tc"))
 GETPID = TracepointPoint("syscalls", "sys_enter_getpid")
+
+# The tests that exercise each program kind of the registry (reconciler.kinds), against both
+# kernels; "MODULE.test" names a test of another tests/kernel module. tests/unit/test_kinds.py
+# checks that every registered kind is listed here and that each named test exists.
+KIND_COVERAGE: dict[str, tuple[str, ...]] = {
+    "XdpProgram": (
+        "test_xdp_install_observe_uninstall",
+        "test_xdp_replace_swaps_atomically_and_keeps_pin_paths",
+    ),
+    "TcxProgram": ("test_tcx_placement_order", "test_tcx_replace_keeps_link_and_position"),
+    "TcProgram": ("test_tc_alone_on_its_hook_attaches_directly",),
+    "TracepointProgram": ("test_tracepoint_install_replace_uninstall",),
+    "UprobeProgram": ("test_uprobe_counts_calls",),
+    "KprobeProgram": ("test_contract_functions_data_maps.test_kprobe_install_replace_uninstall",),
+    "FentryProgram": (
+        "test_contract_functions_data_maps.test_fentry_fexit_install_replace_uninstall",
+    ),
+    "FexitProgram": (
+        "test_contract_functions_data_maps.test_fentry_fexit_install_replace_uninstall",
+    ),
+    "CgroupSkbProgram": (
+        "test_contract_cgroup.test_cgroup_skb_install_observe_replace_uninstall",
+        "test_contract_cgroup.test_cgroup_skb_link_of_a_removed_cgroup_is_not_attached",
+    ),
+    "CgroupSockAddrProgram": (
+        "test_contract_cgroup.test_cgroup_sock_addr_install_observe_replace_uninstall",
+    ),
+}
 
 
 def assert_nothing_left(w: World) -> None:
@@ -265,6 +294,25 @@ def test_tc_program_alone_on_its_hook(world: World) -> None:
 def test_tcx_placement_next_to_an_unknown_neighbour_fails_cleanly(world: World) -> None:
     with pytest.raises(KernelError, match="TcxProgram/nope/eth0"):
         tcx_install(world, "a", Placement(before="TcxProgram/nope/eth0"))
+    assert_nothing_left(world)
+
+
+# --- TC ------------------------------------------------------------------------------------------
+
+
+def test_tc_alone_on_its_hook_attaches_directly(world: World) -> None:
+    """A TC program alone on its hook, without a dispatcher (how a kernel without freplace runs
+    it; with freplace, Kernel.dispatch takes TC programs)."""
+    hook = TcHook("eth0", "ingress", netns=world.netns)
+    inst = world.kernel.install("TcProgram/count/eth0", TC, hook)
+
+    assert inst.attached and (inst.prog_name, inst.prog_type) == ("tcx_count", "sched_cls")
+    assert world.kernel.observe() == [inst]
+    if world.real:
+        world.send_frames(3)
+        assert world.counters(inst)[0] >= 3
+
+    world.kernel.uninstall("TcProgram/count/eth0")
     assert_nothing_left(world)
 
 

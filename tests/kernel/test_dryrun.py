@@ -108,7 +108,7 @@ char LICENSE[] SEC("license") = "GPL";
 def test_a_map_that_will_not_fit_its_owners_is_found_before_anything_loads(
     no_leaks: None, tmp_path: Path
 ) -> None:
-    from tests.kernel.test_contract_more import GETPID, WRITER
+    from tests.kernel.test_contract_functions_data_maps import GETPID, WRITER
 
     (tmp_path / "wide.bpf.c").write_text(SHARED_WIDER)
     wide = tmp_path / "wide.o"

@@ -134,7 +134,7 @@ def test_fake_device_removal_detaches() -> None:
     k.install("U/b/eth0", TC, TcHook("eth0", "ingress"))  # the old filter went with the device
 
 
-# --- issue 3: fake knobs, maps directories, BTF helpers -------------------------------------------
+# --- fake knobs, maps directories, BTF helpers -------------------------------------------
 
 KPROBES = "/tests/kernel_probes.o"
 

@@ -12,6 +12,7 @@ import pytest
 from reconciler.kernel.types import (
     ATTACH_VIEWS,
     AttachView,
+    CgroupLinkView,
     DispatcherSlot,
     Installed,
     KprobeLinkView,
@@ -36,6 +37,10 @@ SLOT = DispatcherSlot(dispatcher_id=41, position=1, priority=20, proceed_on=("pa
 # Each view and the document the kernel layer gave for it before views were typed: the same
 # keys, in the same order, with the same values.
 DOCUMENTS: list[tuple[AttachView, dict[str, object]]] = [
+    (
+        CgroupLinkView(4121, "cgroup_inet_egress"),
+        {"link_type": "cgroup", "cgroup_id": 4121, "attach_type": "cgroup_inet_egress"},
+    ),
     (XdpView(3, "eth0", "native"), {"ifindex": 3, "ifname": "eth0", "mode": "native"}),
     (
         XdpView(3, "eth0", "generic", NS),
@@ -154,7 +159,7 @@ DOCUMENTS: list[tuple[AttachView, dict[str, object]]] = [
         },
     ),
     (OtherLinkView("xdp", (("ifindex", 3),)), {"link_type": "xdp", "ifindex": 3}),
-    (OtherLinkView("cgroup"), {"link_type": "cgroup"}),
+    (OtherLinkView("netfilter"), {"link_type": "netfilter"}),
 ]
 
 

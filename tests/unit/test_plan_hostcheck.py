@@ -1,5 +1,6 @@
 from reconciler.kernel import FakeKernel
-from reconciler.plan.hostcheck import TRACE_MAX_PROGS, check
+from reconciler.kinds.tracepoint import TRACE_MAX_PROGS
+from reconciler.plan.hostcheck import check
 from tests.unit.factories import tracepoint, xdp
 
 

@@ -210,7 +210,7 @@ def test_a_state_dir_that_cannot_be_written_costs_only_the_cache(tmp_path) -> No
 
 def test_a_uprobe_target_in_a_container_is_read_through_its_root(tmp_path) -> None:
     from reconciler.kernel.types import UprobePoint
-    from reconciler.plan.hostcheck import uprobe_problems
+    from reconciler.kinds.uprobe import uprobe_problems
 
     here = os.getpid()  # our own mount namespace stands in for a container's: /proc/PID/root
     assert uprobe_problems(UprobePoint("/bin/true", offset=16, container_pid=here)) == []

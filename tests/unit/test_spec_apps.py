@@ -201,7 +201,8 @@ PROBLEMS = [
       xdp: {}
 """,
         "a.yaml:8: spec.programs[0].type: must be one of: XDP, TC, TCX, FEntry, FExit, KProbe, "
-        "KRetProbe, UProbe, URetProbe, TracePoint (got 'Xdp'; did you mean 'XDP'?)",
+        "KRetProbe, UProbe, URetProbe, TracePoint, CgroupSkb, CgroupSockAddr (got 'Xdp'; did "
+        "you mean 'XDP'?)",
     ),
     (
         """

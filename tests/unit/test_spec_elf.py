@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.spec.elf import BpfObject, ElfError, ElfFunction, parse_bpf_object, read_bpf_object
+from reconciler.spec.elf import ElfError, ElfFunction, ElfObject, parse_bpf_object, read_bpf_object
 from tests.unit.spec_support import (
     SHF_ALLOC_EXEC,
     SHT_PROGBITS,
@@ -47,6 +47,9 @@ def test_reads_programs_and_sections_of_a_real_object() -> None:
         "fentry/do_unlinkat",
         "fexit/do_unlinkat",
         "fmod_ret/do_unlinkat",
+        "cgroup_skb/egress",
+        "cgroup_skb/ingress",
+        "cgroup/connect4",
     ]
     assert obj.function("xdp_stats") == ElfFunction("xdp_stats", "xdp")
     assert obj.function("tp_openat") == ElfFunction(
@@ -84,7 +87,7 @@ def test_big_endian_object() -> None:
         [("prog", STT_FUNC, "xdp"), ("counter", STT_OBJECT, ".data"), ("ext", STT_FUNC, None)],
         order=">",
     )
-    assert parse_bpf_object(data) == BpfObject(
+    assert parse_bpf_object(data) == ElfObject(
         byte_order="big",
         sections=("xdp",),
         functions=(ElfFunction("prog", "xdp"),),

@@ -19,6 +19,9 @@ from reconciler.kernel.types import (
     UprobePoint,
     XdpPoint,
 )
+from reconciler.kinds.kprobe import kprobe_index
+from reconciler.kinds.network import netns_index
+from reconciler.kinds.uprobe import uprobe_index
 from reconciler.spec import (
     DesiredState,
     ManifestError,
@@ -26,7 +29,6 @@ from reconciler.spec import (
     load_desired,
     load_manifests,
 )
-from reconciler.spec.expand import kprobe_index, netns_index, uprobe_index
 from tests.unit.spec_support import StubHost, copy_valid_tree, write_tree, xdp
 
 

@@ -27,13 +27,16 @@ from reconciler.kernel.fake.parts import SharedMaps
 from reconciler.kernel.points import uprobe_path
 from reconciler.kernel.probes import FEATURES
 from reconciler.kernel.slots import check_hook, hook_key, too_many
-from reconciler.kernel.sys import bpffs, ifaces
+from reconciler.kernel.sys import bpf, bpffs, ifaces
 from reconciler.kernel.tc.netlink import HANDLE, PREF
 from reconciler.kernel.types import (
     MAX_DISPATCHER_SLOTS,
     AttachConflict,
     AttachPoint,
     AttachView,
+    CgroupLinkView,
+    CgroupPoint,
+    CgroupSockAddrPoint,
     DispatcherSlot,
     DispatchSlot,
     FentryPoint,
@@ -76,7 +79,11 @@ _PROG_TYPE = {
     ProgType.KPROBE: ("kprobe", KprobePoint),
     ProgType.FENTRY: ("tracing", FentryPoint),
     ProgType.FEXIT: ("tracing", FexitPoint),
+    ProgType.CGROUP_SKB: ("cgroup_skb", CgroupPoint),
+    ProgType.CGROUP_SOCK_ADDR: ("cgroup_sock_addr", CgroupSockAddrPoint),
 }
+# cgroup v2 directories the fake host has, unless told otherwise (add_cgroup, remove_cgroup).
+DEFAULT_CGROUPS = ("/sys/fs/cgroup", "/sys/fs/cgroup/app")
 DEFAULT_TRACEPOINTS = (
     "syscalls/sys_enter_getpid",
     "syscalls/sys_enter_getppid",
@@ -126,6 +133,7 @@ class FakeKernel:
         self.containers: dict[int, set[str]] = {}  # pid -> files in its mount namespace
         self.release_name = "6.18.0-fake"
         self.tracepoint_set: set[str] = set(DEFAULT_TRACEPOINTS)
+        self._cgroups: dict[str, int] = {}  # cgroup v2 directory -> its id
         self.fail_next: dict[str, Exception] = {}  # "load" | "attach" | "swap" -> raise once
         # Why this process may not load programs (None: it may), as RealKernel.load_permission.
         self.permission: str | None = None
@@ -146,6 +154,8 @@ class FakeKernel:
         self._dispatch = FakeDispatchers(lambda: self._new("prog"), self._names)
         self._facts = _Facts(self)
         self.add_interface("lo")
+        for path in DEFAULT_CGROUPS:
+            self.add_cgroup(path)
 
     # --- knobs ----------------------------------------------------------------------------------
 
@@ -168,6 +178,14 @@ class FakeKernel:
 
     def add_tracepoint(self, group: str, name: str) -> None:
         self.tracepoint_set.add(f"{group}/{name}")
+
+    def add_cgroup(self, path: str) -> int:
+        """A cgroup v2 directory (like mkdir under the cgroup2 mount); its id."""
+        return self._cgroups.setdefault(path, 1000 + len(self._cgroups))
+
+    def remove_cgroup(self, path: str) -> None:
+        """Like rmdir of a cgroup: its links stay, defunct (cgroup id 0)."""
+        self._cgroups.pop(path, None)
 
     def attach_foreign_xdp(
         self, ifname: str, netns: str | None = None, name: str = "foreign"
@@ -521,6 +539,14 @@ class FakeKernel:
             attached, where = self._dispatched(e.hook, e.prog_id)
         elif isinstance(e.point, TcxPoint):
             attached, where = self._tcx_link(e.point, e.prog_id, e.link_id)
+        elif isinstance(e.point, CgroupPoint | CgroupSockAddrPoint):
+            cgroup_id = self._cgroups.get(e.point.path, 0)
+            attached = bool(cgroup_id) and self._link_prog.get(e.link_id or 0) == e.prog_id
+            if isinstance(e.point, CgroupPoint):
+                atype = f"cgroup_inet_{e.point.direction}"
+            else:
+                atype = bpf.ATTACH_TYPE_NAMES[bpf.CGROUP_SOCK_ADDR[e.point.hook]]
+            where = CgroupLinkView(cgroup_id, atype)
         else:
             where = self._where(e.point, e.prog_id)
             attached = where is not None
@@ -601,6 +627,13 @@ class FakeKernel:
 
     def tracepoints(self) -> list[str]:
         return sorted(self.tracepoint_set)
+
+    def cgroup_problem(self, path: str) -> str | None:
+        if not path.startswith("/"):
+            return f"cgroup {path} must be an absolute path (of a cgroup v2 directory)"
+        if path not in self._cgroups:
+            return f"cgroup directory {path} does not exist on this host; create the cgroup first"
+        return None
 
     # --- features, interfaces, shared maps --------------------------------------------------
 
@@ -773,6 +806,9 @@ class _Facts:
 
     def tracepoint_exists(self, group: str, name: str) -> bool:
         return self.k.tracepoint_exists(group, name)
+
+    def cgroup_problem(self, path: str) -> str | None:
+        return self.k.cgroup_problem(path)
 
     def kernel_function_exists(self, name: str) -> bool | None:
         return name in self.k.kernel_functions

@@ -37,6 +37,23 @@ LINK_DETACH = 34
 LINK_GET_NEXT_ID = 31
 
 # enum bpf_attach_type (the ones we use)
+CGROUP_INET_INGRESS = 0
+CGROUP_INET_EGRESS = 1
+# cgroup_sock_addr hooks: the socket call they run in, by libbpf's section suffix.
+CGROUP_SOCK_ADDR = {
+    "bind4": 8,
+    "bind6": 9,
+    "connect4": 10,
+    "connect6": 11,
+    "sendmsg4": 14,
+    "sendmsg6": 15,
+    "recvmsg4": 19,
+    "recvmsg6": 20,
+    "getpeername4": 29,
+    "getpeername6": 30,
+    "getsockname4": 31,
+    "getsockname6": 32,
+}
 TRACE_FENTRY = 24
 TRACE_FEXIT = 25
 ATTACH_XDP = 37
@@ -70,6 +87,8 @@ PROG_TYPE_KPROBE = 2
 PROG_TYPE_SCHED_CLS = 3
 PROG_TYPE_TRACEPOINT = 5
 PROG_TYPE_XDP = 6
+PROG_TYPE_CGROUP_SKB = 8
+PROG_TYPE_CGROUP_SOCK_ADDR = 18
 PROG_TYPE_TRACING = 26
 PROG_TYPE_EXT = 28
 
@@ -88,6 +107,7 @@ LINK_TYPES = _words(
     "netfilter tcx uprobe_multi netkit sockmap"
 )
 LINK_TYPE_TRACING = 2
+LINK_TYPE_CGROUP = 3
 LINK_TYPE_PERF_EVENT = 7
 LINK_TYPE_TCX = 11
 
@@ -96,6 +116,21 @@ PERF_EVENT_TYPES = _words("unspec uprobe uretprobe kprobe kretprobe tracepoint e
 ATTACH_TYPE_NAMES = {ATTACH_XDP: "xdp", ATTACH_PERF_EVENT: "perf_event"}
 ATTACH_TYPE_NAMES |= {TRACE_FENTRY: "trace_fentry", TRACE_FEXIT: "trace_fexit"}
 ATTACH_TYPE_NAMES |= {TCX_INGRESS: "tcx_ingress", TCX_EGRESS: "tcx_egress"}
+ATTACH_TYPE_NAMES |= {
+    CGROUP_INET_INGRESS: "cgroup_inet_ingress",
+    CGROUP_INET_EGRESS: "cgroup_inet_egress",
+}
+
+
+# bpftool's (libbpf's) names: cgroup_inet4_connect, cgroup_udp6_sendmsg, ...
+def _split(hook: str) -> tuple[str, str]:
+    return hook[:-1], hook[-1]  # "connect4" -> ("connect", "4")
+
+
+ATTACH_TYPE_NAMES |= {
+    number: f"cgroup_{'udp' if call in ('sendmsg', 'recvmsg') else 'inet'}{family}_{call}"
+    for (call, family), number in ((_split(hook), n) for hook, n in CGROUP_SOCK_ADDR.items())
+}
 
 
 def _name(table: list[str], index: int) -> str:
@@ -294,6 +329,13 @@ def link_info(fd: int) -> LinkInfo:
             "target_obj_id": obj_id,
             "target_btf_id": btf_id,
         }
+    elif ltype == LINK_TYPE_CGROUP:
+        # cgroup: cgroup_id@16 (u64; 0 once the cgroup is gone) attach_type@24.
+        cgroup_id, atype = struct.unpack_from("=QI", buf, 16)
+        detail = {
+            "cgroup_id": cgroup_id,
+            "attach_type": ATTACH_TYPE_NAMES.get(atype, str(atype)),
+        }
     elif ltype == 6:  # xdp link: ifindex@16
         detail = {"ifindex": struct.unpack_from("=I", buf, 16)[0]}
     return LinkInfo(lid, ltype, prog_id, detail)
@@ -343,6 +385,14 @@ def link_create_tcx(
     attr = _attr()
     struct.pack_into("=IIII", attr, 0, prog_fd, ifindex, attach_type, flags)
     struct.pack_into("=IxxxxQ", attr, 16, relative_fd, expected_revision)
+    return sys_bpf(LINK_CREATE, attr)
+
+
+def link_create_cgroup(prog_fd: int, cgroup_fd: int, attach_type: int) -> int:
+    """BPF_LINK_CREATE on a cgroup: prog_fd@0 target_fd@4 (the cgroup directory) attach_type@8
+    flags@12 (0: a multi-program attachment, as every cgroup link is)."""
+    attr = _attr()
+    struct.pack_into("=IIII", attr, 0, prog_fd, cgroup_fd, attach_type, 0)
     return sys_bpf(LINK_CREATE, attr)
 
 

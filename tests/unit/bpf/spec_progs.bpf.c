@@ -110,3 +110,18 @@ SEC("fmod_ret/do_unlinkat") int fmod_ret_unlink(void *ctx)
 {
 	return 0;
 }
+
+SEC("cgroup_skb/egress") int cgroup_egress(struct __sk_buff *skb)
+{
+	return 1;
+}
+
+SEC("cgroup_skb/ingress") int cgroup_ingress(struct __sk_buff *skb)
+{
+	return 1;
+}
+
+SEC("cgroup/connect4") int cgroup_connect4(struct bpf_sock_addr *ctx)
+{
+	return 1;
+}

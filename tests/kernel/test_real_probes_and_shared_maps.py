@@ -1,4 +1,4 @@
-"""RealKernel behaviour of issue 3 the fake cannot show: feature probes against this kernel,
+"""RealKernel behaviour the fake cannot show: feature probes against this kernel,
 shared maps that do not fit, verify with shared maps, kernel symbol lookups."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from reconciler.kernel.sys import bpf
 from reconciler.kernel.tracing.ksyms import kallsyms_has
 from tests import support
 from tests.kernel.harness import World
-from tests.kernel.test_contract_more import GETPID, READER, WRITER
+from tests.kernel.test_contract_functions_data_maps import GETPID, READER, WRITER
 
 pytestmark = pytest.mark.kernel
 

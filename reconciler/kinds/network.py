@@ -1,0 +1,113 @@
+"""What XDP, TCX and TC programs share: an interface selector, optionally in a network namespace,
+and the host checks that the namespace and the interface exist."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from reconciler.kinds.record import FieldPath, HostQuery, IndexPart, LinkValues, Values
+
+# Where `ip netns add NAME` bind-mounts named namespaces (as reconciler.kernel.netns knows too; not
+# imported from there, which would load libc through ctypes just to expand manifests).
+NAMED_NETNS_DIR = "/run/netns"
+IFNAME_MAX = 15  # IFNAMSIZ - 1: the longest interface name Linux accepts
+
+
+def netns_index(netns: str | None, ifname: str) -> str:
+    """``eth0``; in a namespace ``ip netns`` named, ``blue:eth0`` (for /run/netns/blue); in any
+    other namespace, its path: ``/proc/42/ns/net:eth0``. Interface names never hold ':' or '/',
+    so the index is unambiguous."""
+    if netns is None:
+        return ifname
+    parent, name = os.path.split(netns)
+    return f"{name if parent == NAMED_NETNS_DIR else netns}:{ifname}"
+
+
+def normal_netns(values: Values) -> str | None:
+    return os.path.normpath(values["netns"]) if values["netns"] else None
+
+
+def legacy_selector(spec: dict[str, Any], at: FieldPath) -> LinkValues:
+    """The values every network kind's legacy spec has (lowercase fields)."""
+    selector = spec["interfaceselector"]
+    values: Values = {
+        "interfaces": selector.get("interfaces"),
+        "primary": bool(selector.get("primarynodeinterface")),
+        "discovery": None,
+        "netns": spec.get("netns"),
+        "priority": spec["priority"],
+    }
+    fields = {
+        "selector": (*at, "interfaceselector"),
+        "primary": (*at, "interfaceselector", "primarynodeinterface"),
+        "netns": (*at, "netns"),
+    }
+    return LinkValues(values, fields)
+
+
+def app_selector(link: dict[str, Any], path: FieldPath) -> LinkValues:
+    """The values every network link of an application has (camelCase fields)."""
+    selector = link["interfaceSelector"]
+    discovery = selector.get("interfacesDiscoveryConfig")
+    values: Values = {
+        "interfaces": selector.get("interfaces"),
+        "primary": bool(selector.get("primaryNodeInterface")),
+        "discovery": (
+            {
+                "allowed": list(discovery.get("allowedInterfaces") or []),
+                "exclude": list(discovery["excludeInterfaces"]),
+            }
+            if discovery is not None
+            else None
+        ),
+        "netns": link.get("netnsPath"),
+        "priority": link["priority"],
+    }
+    fields = {
+        "selector": (*path, "interfaceSelector"),
+        "primary": (*path, "interfaceSelector", "primaryNodeInterface"),
+        "discovery": (*path, "interfaceSelector", "interfacesDiscoveryConfig"),
+        "netns": (*path, "netnsPath"),
+    }
+    return LinkValues(values, fields)
+
+
+def with_values(base: LinkValues, **more: Any) -> LinkValues:
+    return LinkValues({**base.values, **more}, base.fields)
+
+
+def static_count(values: Values) -> int | None:
+    if values["discovery"] is not None:
+        return None
+    return len(values["interfaces"]) if values["interfaces"] is not None else 1
+
+
+def index_parts(values: Values, stored_length: Callable[[str], int]) -> list[IndexPart]:
+    """Interfaces found on the host are assumed as long as Linux allows."""
+    netns = normal_netns(values)
+    names = values["interfaces"] if values["interfaces"] is not None else ["x" * IFNAME_MAX]
+    if netns is None:
+        return [IndexPart(ifname, "selector", None, "the interface name") for ifname in names]
+    what = (
+        f"the network namespace path (a namespace under {NAMED_NETNS_DIR} is named by its file "
+        "name alone)"
+    )
+    return [IndexPart(netns_index(netns, ifname), "netns", None, what) for ifname in names]
+
+
+def interface_present(point: Any, q: HostQuery) -> list[str]:
+    """The network namespace and the interface exist (``point`` has ifname and netns)."""
+    if point.netns and not os.path.exists(point.netns):
+        return [
+            f"network namespace {point.netns} does not exist; create it first (e.g. "
+            "`ip netns add NAME` for /run/netns/NAME) or fix the netns path"
+        ]
+    if not q.kernel.interface_exists(point.ifname, point.netns):
+        names = ", ".join(sorted(q.kernel.interfaces(point.netns)))
+        return [
+            f"interface {point.ifname!r} does not exist on this host "
+            f"(interfaces: {names}); fix spec.interfaceselector or create the interface"
+        ]
+    return []
