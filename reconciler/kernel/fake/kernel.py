@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reconciler.kernel import precheck
+from reconciler.kernel import points, precheck
 from reconciler.kernel.fake import dispatch as fakedispatch
 from reconciler.kernel.fake import parts as fakeparts
 from reconciler.kernel.fake.dispatch import FakeDispatchers, FakeHook, FakeSlot
@@ -46,13 +46,11 @@ from reconciler.kernel.types import (
     Installed,
     Kernel,
     KernelError,
-    KprobePoint,
     LoadNotPermitted,
     MapInfo,
     Placement,
     Probe,
     ProgramSpec,
-    ProgType,
     StepObserver,
     TcDirectView,
     TcDispatcherView,
@@ -70,18 +68,6 @@ from reconciler.kernel.types import (
     XdpView,
 )
 
-_PROG_TYPE = {
-    ProgType.XDP: ("xdp", XdpPoint),
-    ProgType.TCX: ("sched_cls", TcxPoint),
-    ProgType.TC: ("sched_cls", TcHook),  # alone on its hook, attached directly
-    ProgType.TRACEPOINT: ("tracepoint", TracepointPoint),
-    ProgType.UPROBE: ("kprobe", UprobePoint),
-    ProgType.KPROBE: ("kprobe", KprobePoint),
-    ProgType.FENTRY: ("tracing", FentryPoint),
-    ProgType.FEXIT: ("tracing", FexitPoint),
-    ProgType.CGROUP_SKB: ("cgroup_skb", CgroupPoint),
-    ProgType.CGROUP_SOCK_ADDR: ("cgroup_sock_addr", CgroupSockAddrPoint),
-}
 # cgroup v2 directories the fake host has, unless told otherwise (add_cgroup, remove_cgroup).
 DEFAULT_CGROUPS = ("/sys/fs/cgroup", "/sys/fs/cgroup/app")
 DEFAULT_TRACEPOINTS = (
@@ -533,7 +519,7 @@ class FakeKernel:
         d = bpffs.path_of(self.root, pin_dir)
         attached = False
         where: AttachView | None = None
-        prog_type = _PROG_TYPE[e.spec.prog_type][0]
+        prog_type = bpf.prog_type_name(points.KINDS[e.spec.prog_type].prog_type)
         if e.hook is not None:
             prog_type = "ext"  # freplace: the program runs as a function of the dispatcher
             attached, where = self._dispatched(e.hook, e.prog_id)

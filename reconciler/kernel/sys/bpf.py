@@ -137,6 +137,11 @@ def _name(table: list[str], index: int) -> str:
     return table[index] if 0 <= index < len(table) else str(index)
 
 
+def prog_type_name(prog_type: int) -> str:
+    """The kernel's name of a program type, as bpftool prints it (``sched_cls``)."""
+    return _name(PROG_TYPES, prog_type)
+
+
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 
