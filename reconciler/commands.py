@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from reconciler import hostpaths, listing
 from reconciler.apply import ApplyFailed, Outcome, apply_plan, summary
@@ -33,9 +34,10 @@ from reconciler.plan.planfile import PlanFileError, fingerprint, load, save
 from reconciler.plan.render import Style, render_plan, render_unselected
 from reconciler.plan.target import Narrowing
 from reconciler.plan.value import Plan
-from reconciler.sources import Kind, SourceError, classify, open_source
+from reconciler.plancache import PlanCache, RecordingHost
+from reconciler.sources import Kind, Snapshot, SourceError, classify, open_source
 from reconciler.spec import load_desired, load_manifests
-from reconciler.spec.host import HostError
+from reconciler.spec.host import HostError, HostFacts
 from reconciler.spec.model import DesiredState, ManifestError
 from reconciler.state import refresh
 from reconciler.terminal import print_json
@@ -60,23 +62,90 @@ def run(args: argparse.Namespace, color: bool) -> int:
 
 
 @contextmanager
-def _desired(args: argparse.Namespace) -> Iterator[DesiredState]:
-    """Load the desired state; the snapshot (a git clone, say) lives until the block ends, because
-    apply reads bytecode from it."""
+def _snapshot(args: argparse.Namespace) -> Iterator[Snapshot]:
+    """The source; the snapshot (a git clone, say) lives until the block ends, because apply
+    reads bytecode from it."""
     try:
         snap = open_source(args.source, args.ref, args.path, args.git_timeout)
     except SourceError as e:
         raise UserError(str(e)) from None
     with snap:
-        try:
-            state = load_desired(snap.root, host(args), source_root=snap.base)
-        except ManifestError as e:
-            raise manifest_error(e) from None
-        except HostError as e:  # the host config or labels file itself is wrong
-            raise host_error(e) from None
-        state.source = snap.description
-        state.revision = snap.revision
-        yield state
+        yield snap
+
+
+def _load(snap: Snapshot, facts: HostFacts) -> DesiredState:
+    try:
+        state = load_desired(snap.root, facts, source_root=snap.base)
+    except ManifestError as e:
+        raise manifest_error(e) from None
+    except HostError as e:  # the host config or labels file itself is wrong
+        raise host_error(e) from None
+    state.source = snap.description
+    state.revision = snap.revision
+    return state
+
+
+@contextmanager
+def _desired(args: argparse.Namespace) -> Iterator[DesiredState]:
+    """Load the desired state, inside the source's snapshot."""
+    with _snapshot(args) as snap:
+        yield _load(snap, host(args))
+
+
+def _plan_cache(args: argparse.Namespace, ctx: Context, narrowing: Narrowing) -> PlanCache | None:
+    """The remembered no-op plan (reconciler/plancache.py), for a plan of the whole source; None
+    with --out, --target, --exclude or --refresh-only."""
+    if getattr(args, "out", None) or narrowing.active:
+        return None
+    return PlanCache(
+        ctx.store.dir,
+        {
+            "bpffs_root": str(ctx.kernel.root),
+            "cwd": os.getcwd(),
+            "source": args.source,
+            "ref": args.ref,
+            "path": args.path,
+            "labels": list(args.label),
+            "labels_file": args.labels_file,
+            "config": args.config,
+        },
+    )
+
+
+def _planned(
+    args: argparse.Namespace, ctx: Context, snap: Snapshot, narrowing: Narrowing
+) -> tuple[Plan | None, dict[str, Any] | None]:
+    """(the plan, None), or (None, the remembered outputs) when the last no-op plan of these
+    same inputs still holds."""
+    cache = _plan_cache(args, ctx, narrowing)
+    facts = host(args)
+    if cache is not None:
+        hit = cache.lookup(snap.root, snap.base or snap.root, facts, ctx.kernel)
+        if hit is not None:
+            return None, hit
+    recording = RecordingHost(facts)
+    desired = _load(snap, recording)
+    measured = None
+    if cache is not None:  # measured before the kernel is observed: see plancache
+        base = snap.base or snap.root
+        records = ctx.store.load().values()
+        measured = cache.measure(snap.root, base, recording, desired, ctx.kernel, records)
+    plan = plan_for(ctx, desired, narrowing)
+    if cache is not None:
+        cache.remember(measured, plan, _outputs(plan))
+    return plan, None
+
+
+def _outputs(plan: Plan) -> dict[str, Any]:
+    """Everything `plan` and `apply` print of a plan with nothing to do, to be printed again."""
+    return {
+        "text": [render_plan(plan, Style(False)), render_plan(plan, Style(True))],
+        "unselected": [
+            render_unselected(plan, Style(False)),
+            render_unselected(plan, Style(True)),
+        ],
+        "document": plan_document(plan),
+    }
 
 
 def cmd_validate(args: argparse.Namespace, color: bool) -> int:
@@ -110,10 +179,20 @@ def _print_plan(plan: Plan, color: bool) -> None:
 
 def cmd_plan(args: argparse.Namespace, color: bool) -> int:
     ctx = context(args)
-    with _desired(args) as desired:
-        plan = plan_for(ctx, desired, _narrowing(args))
-        if args.out and not plan.errors:
+    narrowing = _narrowing(args)
+    with _snapshot(args) as snap:
+        plan, remembered = _planned(args, ctx, snap, narrowing)
+        if plan is not None and args.out and not plan.errors:
             _save(ctx, plan, args.out)
+    if remembered is not None:  # a no-op plan: nothing to save, no error, exit 0
+        if args.json:
+            print_json(remembered["document"])
+        else:
+            if args.show_unselected:
+                sys.stdout.write(remembered["unselected"][color])
+            sys.stdout.write(remembered["text"][color])
+        return 0
+    assert plan is not None
     if args.json:
         print_json(plan_document(plan))
     else:
@@ -221,16 +300,16 @@ def _refuse_errors(args: argparse.Namespace, plan: Plan) -> None:
     )
 
 
+_NOTHING_DONE = {
+    "applied": True,
+    "outcomes": [],
+    "result": {"added": 0, "changed": 0, "destroyed": 0},
+}
+
+
 def _report_nothing_to_do(args: argparse.Namespace, plan: Plan, verb: str) -> None:
     if args.json:
-        print_json(
-            {
-                **plan_document(plan),
-                "applied": True,
-                "outcomes": [],
-                "result": {"added": 0, "changed": 0, "destroyed": 0},
-            }
-        )
+        print_json({**plan_document(plan), **_NOTHING_DONE})
     else:
         print(f"{verb} complete! Resources: 0 added, 0 changed, 0 destroyed.")
 
@@ -305,9 +384,23 @@ def cmd_apply(args: argparse.Namespace, color: bool) -> int:
         ctx = context(args)  # state read (and repaired) under the lock
         if args.refresh_only:
             return _refresh(args, ctx)
-        with _desired(args) as desired:
+        narrowing = _narrowing(args)
+        with _snapshot(args) as snap:
+            cache = _plan_cache(args, ctx, narrowing)
+            facts = host(args)
+            # A pending journal is part of what the cache compares: a hit needs no recovery.
+            base = snap.base or snap.root
+            hit = cache.lookup(snap.root, base, facts, ctx.kernel) if cache else None
+            if hit is not None:
+                if args.json:
+                    print_json({**hit["document"], **_NOTHING_DONE})
+                else:
+                    sys.stdout.write(hit["text"][color])
+                    print("Apply complete! Resources: 0 added, 0 changed, 0 destroyed.")
+                return 0
+            desired = _load(snap, facts)
             recover(ctx)  # once the manifests are known good: a user error changes nothing
-            plan = plan_for(ctx, desired, _narrowing(args))
+            plan = plan_for(ctx, desired, narrowing)
             return _execute(args, color, ctx, plan, "Apply")
 
 

@@ -132,9 +132,15 @@ def _orphans_on_changed_hooks(
 
 
 def _interfaces(kernel: Kernel, records: dict[str, Record]) -> set[tuple[str | None, str]]:
-    """Interfaces that exist now, in our namespace and in those the records name."""
+    """Interfaces that exist now, in the namespaces of the records that name one (drift tells a
+    deleted interface from a detached program with them). Records of other kinds need no netlink
+    dump: a plan of tracepoints never opens a netlink socket."""
     out: set[tuple[str | None, str]] = set()
-    namespaces = {None} | {r.attributes.get("netns") for r in records.values()}
+    namespaces = set()
+    for r in records.values():
+        recorded = r.extra.get("attach") or {}
+        if recorded.get("ifname") or r.attributes.get("interface"):
+            namespaces.add(recorded.get("netns") or r.attributes.get("netns"))
     for ns in namespaces:
         try:
             out |= {(ns, name) for name in kernel.interfaces(ns)}

@@ -19,11 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from reconciler import files
-from reconciler.spec import yamlread
 from reconciler.spec.host import HostError
 from reconciler.spec.loader import Document, format_path
+from reconciler.spec.patterns import full_match
 from reconciler.spec.schema import SCHEMA_DIR, check_against
-from reconciler.spec.validator import ManifestValidator, full_match
 
 # Both files are a few lines; past this they are not what they claim to be.
 MAX_HOST_FILE = 1024 * 1024
@@ -53,6 +52,8 @@ def _read(path: Path, what: str) -> Document | None:
         raise _error(
             source, [f"{path}:{line}: cannot read the {what}: not UTF-8 text ({e.reason})"]
         ) from None
+    from reconciler.spec import yamlread  # PyYAML: only when there is a file to read
+
     try:
         docs = list(yamlread.read_documents(text, max_nodes=_MAX_VALUES))
     except yamlread.YamlError as e:
@@ -79,6 +80,8 @@ def _error(source: str, problems: list[str]) -> HostError:
 
 @functools.cache
 def _config_validator() -> Any:
+    from reconciler.spec.validator import ManifestValidator  # jsonschema: only with a config
+
     return ManifestValidator(json.loads((SCHEMA_DIR / "hostconfig.json").read_text()))
 
 

@@ -7,12 +7,13 @@ process; nothing about it is stored outside bpffs.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from reconciler.kernel import dryrun, maps, observe, points, precheck, probes
 from reconciler.kernel.cgroup import attach as cgroup
+from reconciler.kernel.fingerprint import fingerprint as kernel_fingerprint
 from reconciler.kernel.observe import Scan
 from reconciler.kernel.pins import PinStore
 from reconciler.kernel.sys import bpf, bpffs, ifaces, netlink, netns, tracefs
@@ -390,6 +391,9 @@ class RealKernel:
 
     def observe(self) -> list[Installed]:
         return Scan(self.root).all()
+
+    def fingerprint(self, namespaces: Iterable[str | None] = ()) -> str:
+        return kernel_fingerprint(str(self.root), namespaces)
 
     def xdp_program_on(self, ifname: str, netns: str | None = None) -> int | None:
         found = netlink.interface(ifname, netns)

@@ -7,7 +7,7 @@ kernel are interchangeable (and must pass the same contract tests).
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -743,6 +743,12 @@ class Kernel(Protocol):
 
     def observe(self) -> list[Installed]:
         """Every managed pin directory under the root, with the kernel's view of it."""
+        ...
+
+    def fingerprint(self, namespaces: Iterable[str | None] = ()) -> str:
+        """A digest that changes whenever ``observe()`` could answer differently, or the
+        interfaces (and their XDP and TC attachments) of ``namespaces`` change; much cheaper
+        than observing. Counters are not part of it."""
         ...
 
     def xdp_program_on(self, ifname: str, netns: str | None = None) -> int | None:

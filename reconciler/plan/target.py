@@ -39,6 +39,11 @@ class Narrowing:
         for pattern in [*self.targets, *self.excludes]:
             _check(pattern)
 
+    @property
+    def active(self) -> bool:
+        """Whether anything is left out: such a plan is not the whole source's."""
+        return bool(self.targets or self.excludes or self.refresh_only or not self.repair_drift)
+
 
 class Narrowed(NamedTuple):
     changes: tuple[ResourceChange, ...]

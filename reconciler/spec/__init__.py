@@ -37,7 +37,7 @@ from reconciler.spec.model import (
     Origin,
     Problem,
 )
-from reconciler.spec.paths import BytecodePolicy
+from reconciler.spec.paths import BytecodePolicy, resolving
 from reconciler.spec.programs import spec_keys
 from reconciler.spec.schema import API_VERSION, KINDS, validate_document
 from reconciler.spec.semantic import SemanticChecker, check_duplicates
@@ -78,6 +78,13 @@ def load_manifests(
     None leaves bytecode unconfined, for trusted callers (tests). Manifest files are always
     confined to ``root``, and refused unread when over the size limit.
     """
+    with resolving():
+        return _load_manifests(root, allowed_bytecode_dirs, source_root)
+
+
+def _load_manifests(
+    root: Path, allowed_bytecode_dirs: Iterable[Path | str] | None, source_root: Path | None
+) -> list[Manifest]:
     if not root.exists():
         raise ManifestError([f"{root}: no such file or directory"])
     base = source_base(root)

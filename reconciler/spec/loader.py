@@ -15,17 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from reconciler import files
-from reconciler.spec import yamlread
 from reconciler.spec.model import Origin, Problem, relpath
 from reconciler.spec.paths import is_within, manifest_escape, real
-from reconciler.spec.yamlread import FieldPath
 
 # A manifest is kilobytes; a file past this is refused before it is read (a wrong file, or an
 # attempt to exhaust memory). Values per file and values added by aliases are bounded too
 # (yamlread), which keeps the cost of a file linear in its size with a small constant.
 MAX_MANIFEST_SIZE = 4 * 1024 * 1024
-MAX_VALUES = yamlread.MAX_NODES
-MAX_ALIAS_EXPANSION = yamlread.MAX_EXPANSION
+FieldPath = tuple[Any, ...]  # keys and list indexes, e.g. ("spec", "names", 0), as yamlread's
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 
 
@@ -195,6 +192,8 @@ def load_file(
 
     docs: list[Document] = []
     problems: list[Problem] = []
+    from reconciler.spec import yamlread  # PyYAML: imported only when there is YAML to read
+
     try:
         for read in yamlread.read_documents(text, allow_breaks=_allow_breaks):
             if read.data is None and not read.problems:

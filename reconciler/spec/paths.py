@@ -18,16 +18,49 @@ rules, checked on resolved paths (every symlink followed, then containment check
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 CONFIG_HINT = "bytecode_dirs in the host config (/etc/bpfman/config.yaml, or --config)"
 
 
+_resolved_dirs: dict[str, str] | None = None  # set inside ``resolving()``
+
+
+@contextmanager
+def resolving() -> Iterator[None]:
+    """Inside the block, ``real`` resolves each directory once: a thousand manifests in one
+    directory cost one walk of its path, not a thousand. The memo lives only as long as the
+    block (one load of a source), so a directory replaced by a symlink later is seen then."""
+    global _resolved_dirs
+    outer = _resolved_dirs
+    _resolved_dirs = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _resolved_dirs = outer
+
+
 def real(path: Path | str) -> Path:
     """``path`` absolute, with every symlink resolved (missing tails kept as written)."""
-    return Path(os.path.realpath(path))
+    memo = _resolved_dirs
+    p = os.fspath(path)
+    if memo is None:
+        return Path(os.path.realpath(p))
+    if not os.path.isabs(p):
+        p = os.path.join(os.getcwd(), p)
+    head, tail = os.path.split(p)
+    if tail in ("", ".", ".."):  # never normalised by hand: ".." after a symlink is not lexical
+        return Path(os.path.realpath(p))
+    resolved_head = memo.get(head)
+    if resolved_head is None:
+        resolved_head = memo[head] = os.path.realpath(head)
+    joined = os.path.join(resolved_head, tail)
+    if os.path.islink(joined):
+        return Path(os.path.realpath(joined))
+    return Path(joined)
 
 
 def is_within(path: Path, directory: Path) -> bool:

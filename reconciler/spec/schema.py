@@ -13,15 +13,17 @@ import functools
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, cast
-
-from jsonschema.exceptions import ValidationError
-from jsonschema.protocols import Validator
+from typing import TYPE_CHECKING, Any, cast
 
 from reconciler import kinds
 from reconciler.spec.loader import Document, FieldPath, format_path
 from reconciler.spec.model import Problem
-from reconciler.spec.validator import MORE, ManifestValidator
+
+if TYPE_CHECKING:  # jsonschema costs ~50 ms to import: only a manifest to check pays for it
+    from jsonschema.exceptions import ValidationError
+    from jsonschema.protocols import Validator
+
+MORE = "x-bpfman-more"  # the validator name of a summary error (reconciler.spec.validator)
 
 API_VERSION = "bpfman.io/v1alpha1"
 # The program kinds of bpfman-operator v0.5.x (lowercase field names), as the kind registry lists
@@ -81,6 +83,8 @@ def _inline(node: Any, local: dict[str, Any], common: dict[str, Any]) -> Any:
 
 @functools.cache
 def _validator(kind: str) -> Validator:
+    from reconciler.spec.validator import ManifestValidator
+
     return ManifestValidator(kind_schema(kind))
 
 

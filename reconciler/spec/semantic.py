@@ -136,6 +136,8 @@ class SemanticChecker:
 
     def __init__(self, policy: BytecodePolicy | None = None) -> None:
         self._objects: dict[Path, ElfObject | ElfError] = {}
+        self._locations: dict[tuple[Path, str], tuple[Path, str | None, bool, bool]] = {}
+        self._resolved: dict[Path, Path] = {}
         self._policy = policy  # None: bytecode is not confined (trusted callers)
 
     def check(self, doc: Document) -> list[Problem]:
@@ -166,7 +168,9 @@ class SemanticChecker:
         return problems
 
     def _object(self, path: Path) -> ElfObject | ElfError:
-        key = path.resolve()
+        key = self._resolved.get(path)
+        if key is None:
+            key = self._resolved[path] = path.resolve()
         if key not in self._objects:
             try:
                 self._objects[key] = read_bpf_object(key)
@@ -174,24 +178,36 @@ class SemanticChecker:
                 self._objects[key] = e
         return self._objects[key]
 
+    def _located(self, manifest: Path, written: str) -> tuple[Path, str | None, bool, bool]:
+        """(absolute path, why it may not be read, exists, is a directory) of the bytecode
+        ``written`` in ``manifest``; asked once per directory and path in one check (a thousand
+        manifests naming one object beside them resolve it once)."""
+        key = (manifest.parent, written)
+        found = self._locations.get(key)
+        if found is None:
+            path = Path(os.path.abspath(resolve_bytecode(manifest, written)))
+            refused = self._policy.check(manifest, written) if self._policy is not None else None
+            exists = not refused and path.exists()
+            found = (path, refused, exists, exists and path.is_dir())
+            self._locations[key] = found
+        return found
+
     def _bytecode(
         self, doc: Document, spec: dict[str, Any], field: str, problems: list[Problem]
     ) -> tuple[ElfObject | None, str]:
         written: str = spec[field]["path"]
-        path = Path(os.path.abspath(resolve_bytecode(doc.path, written)))
         where = ("spec", field, "path")
-        if self._policy is not None:
-            refused = self._policy.check(doc.path, written)
-            if refused:  # decided on the resolved path, before the file is opened
-                problems.append(doc.problem(where, refused))
-                return None, written
-        if not path.exists():
+        path, refused, exists, is_dir = self._located(doc.path, written)
+        if refused:  # decided on the resolved path, before the file is opened
+            problems.append(doc.problem(where, refused))
+            return None, written
+        if not exists:
             hint = (
                 "" if Path(written).is_absolute() else f" (relative to the directory of {doc.file})"
             )
             problems.append(doc.problem(where, f"bytecode file not found: {path}{hint}"))
             return None, written
-        if path.is_dir():
+        if is_dir:
             problems.append(
                 doc.problem(where, f"{written} is a directory, not an eBPF object file")
             )

@@ -14,7 +14,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -600,6 +600,17 @@ class FakeKernel:
 
     def observe(self) -> list[Installed]:
         return [self._installed(d) for d in sorted(self._entries)]
+
+    def fingerprint(self, namespaces: Iterable[str | None] = ()) -> str:
+        # What observe() shows, and the interfaces with what runs on them: the fake's whole
+        # observable state, so the contract's "changes whenever observe could" holds exactly.
+        wanted = set(namespaces)
+        ifaces = sorted(
+            (ns or "", name, repr(i)) for (ns, name), i in self._ifaces.items() if ns in wanted
+        )
+        direct = sorted((repr(k), v) for k, v in self._tc_direct.items() if k[0] in wanted)
+        state = repr((self.observe(), ifaces, direct, sorted(self._link_prog.items())))
+        return hashlib.sha256(state.encode()).hexdigest()
 
     def xdp_program_on(self, ifname: str, netns: str | None = None) -> int | None:
         iface = self._ifaces.get((netns, ifname))
