@@ -161,6 +161,40 @@ def test_xdp_uninstall_leaves_a_foreign_program_alone(world: World) -> None:
     assert world.kernel.xdp_program_on("eth0", world.netns) == foreign
 
 
+def test_fingerprint_changes_whenever_observe_could(world: World) -> None:
+    """The plan cache's premise: an unchanged fingerprint means observe() would answer the same.
+    Counters are not part of it; pins, links and netlink attachments are."""
+    ns = [world.netns]
+    world.kernel.ensure_root()
+    empty = world.kernel.fingerprint(ns)
+    assert world.kernel.fingerprint(ns) == empty
+    inst = world.kernel.install("XdpProgram/count/eth0", XDP_V1, world.xdp("generic"))
+    installed = world.kernel.fingerprint(ns)
+    assert installed != empty
+    if world.real:
+        world.send_frames(3)  # runs the program: its counters move, the fingerprint does not
+    assert world.kernel.fingerprint(ns) == installed
+    tp = world.kernel.install("TracepointProgram/tp/0", TP, GETPID)
+    with_tp = world.kernel.fingerprint(ns)
+    assert with_tp != installed
+
+    # Detached behind bpfman's back through netlink: nothing under bpffs changes.
+    if isinstance(world.kernel, FakeKernel):
+        world.kernel.detach_xdp("eth0", world.netns)
+    else:
+        support.sh("ip", "-n", world.ns_name, "link", "set", "dev", "eth0", "xdpgeneric", "off")
+    assert not world.kernel.observe()[1].attached
+    assert world.kernel.fingerprint(ns) != with_tp
+    detached = world.kernel.fingerprint(ns)
+
+    world.kernel.uninstall("TracepointProgram/tp/0")
+    assert world.kernel.fingerprint(ns) != detached
+    world.kernel.uninstall("XdpProgram/count/eth0")
+    assert world.kernel.fingerprint(ns) == empty
+    assert_nothing_left(world)
+    assert inst.prog_id and tp.prog_id
+
+
 # --- verifier -------------------------------------------------------------------------------------
 
 
