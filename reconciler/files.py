@@ -98,7 +98,11 @@ def read_regular(path: str | Path, limit: int) -> bytes:
         size = os.fstat(f.fileno()).st_size
         if size > limit:
             raise TooLarge(size, limit)
-        data = f.read(limit + 1)
+        # As many bytes as the size says, plus one to notice growth: asking for ``limit + 1``
+        # at once would allocate the whole limit (MiBs) for every kilobyte manifest.
+        data = f.read(size + 1)
+        if len(data) > size:
+            data += f.read(limit + 1 - len(data))
     if len(data) > limit:
         raise TooLarge(len(data), limit)
     return data

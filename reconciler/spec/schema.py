@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from reconciler import kinds
+from reconciler.spec.fastcheck import Check, check_valid, compile_schema
 from reconciler.spec.loader import Document, FieldPath, format_path
 from reconciler.spec.model import Problem
 
@@ -88,12 +89,22 @@ def _validator(kind: str) -> Validator:
     return ManifestValidator(kind_schema(kind))
 
 
+@functools.cache
+def _fast(kind: str) -> Check | None:
+    return compile_schema(kind_schema(kind))
+
+
 def validate_document(doc: Document) -> list[Problem]:
-    """Check one document against the schema of its kind, filling in defaults in ``doc.data``."""
+    """Check one document against the schema of its kind, filling in defaults in ``doc.data``.
+    A valid document is recognised by the compiled checks (reconciler/spec/fastcheck.py); any
+    other goes to jsonschema, which says what is wrong."""
     data: dict[str, Any] = doc.data
     kind = data.get("kind")
     if kind not in KINDS:
         return [_kind_problem(doc, kind, data.get("apiVersion"))]
+    fast = _fast(str(kind))
+    if fast is not None and check_valid(fast, data):
+        return []
     return check_against(_validator(str(kind)), doc)
 
 
