@@ -66,6 +66,8 @@ class _Expander:
         self.host = host
         self._cache: dict[tuple[Any, ...], Any] = {}
         self._digests: dict[Path, str] = {}
+        self._resolved: dict[Path, Path] = {}  # bytecode as written -> the file it names
+        self._shown: dict[Path, str] = {}
         self.problems: list[Problem] = []
 
     # --- host facts, each asked once
@@ -124,7 +126,9 @@ class _Expander:
         written: str = m.spec[field]["path"]
         located = resolve_bytecode(self.base / m.origin.file, written)
         try:
-            resolved = located.resolve(strict=True)
+            resolved = self._resolved.get(located)
+            if resolved is None:  # once per object and directory, however many name it
+                resolved = self._resolved[located] = located.resolve(strict=True)
             digest = self.digest(resolved)
         except OSError as e:  # removed or made unreadable since load_manifests() checked it
             self._problem(
@@ -133,7 +137,10 @@ class _Expander:
                 f"cannot read bytecode file {located}: {e.strerror or e}",
             )
             return []
-        shown = written if Path(written).is_absolute() else _relative(located, self.base)
+        shown = self._shown.get(located)
+        if shown is None:
+            shown = written if os.path.isabs(written) else _relative(located, self.base)
+            self._shown[located] = shown
         global_data = {name: value.hex() for name, value in m.global_data} or None
         out = []
         disabled = m.annotations.get(PRUNE_ANNOTATION) == "disabled"

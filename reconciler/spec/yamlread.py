@@ -192,7 +192,11 @@ def _words(value: Any) -> str:
 def plain_scalar(value: str) -> Any:
     """The value of an unquoted scalar; Refused where YAML 1.1 and 1.2 read it differently."""
     if _PLAIN_WORD.fullmatch(value) and value not in _BOOL_11:
-        return _core(value)  # a word: a string, or null/true/false alike in both
+        # A word: null, true or false alike in both, or a string (no number starts with a
+        # letter, "_" or "/", so the core schema's numeric patterns need not be tried).
+        if value in _NULL:
+            return None
+        return _BOOL.get(value, value)
     if _PLAIN_INT.fullmatch(value):
         return int(value)
     new = _core(value)
