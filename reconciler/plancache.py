@@ -205,10 +205,14 @@ class Measured:
 
 
 class PlanCache:
-    def __init__(self, state_dir: Path, args: dict[str, Any]) -> None:
+    """``name``: one entry per caller (the CLI's plans, the watcher's reconciles), since they
+    keep different outputs."""
+
+    def __init__(self, state_dir: Path, args: dict[str, Any], name: str = PLAN_FILE) -> None:
         self.dir = Path(state_dir) / CACHE_DIR
         self.state_dir = Path(state_dir)
         self.args = {**args, "code": code_stamp()}
+        self.name = name
 
     # --- lookup ---------------------------------------------------------------------------------
 
@@ -218,7 +222,7 @@ class PlanCache:
         """The outputs of the remembered plan when every input is as it was; None otherwise.
         ``root`` is where the manifests are, ``base`` the whole source (a checkout's top)."""
         try:
-            entry = json.loads((self.dir / PLAN_FILE).read_text())
+            entry = json.loads((self.dir / self.name).read_text())
         except (OSError, ValueError):
             return None
         checks: list[Callable[[], bool]] = [
@@ -251,13 +255,18 @@ class PlanCache:
         desired: DesiredState,
         kernel: Kernel,
         records: Iterable[Any],
+        more_namespaces: Iterable[str | None] = (),
     ) -> Measured | None:
-        """Measure the inputs of the plan about to be made (call before observing)."""
+        """Measure the inputs of the plan about to be made (call before observing).
+        ``more_namespaces``: others whose interfaces matter (the watcher's waiting ones)."""
         manifests = manifests_digest(root)
         if manifests is None:
             return None
         objects, paths = _dependencies(desired, base)
-        namespaces = namespaces_in_play(desired, records)
+        namespaces = sorted(
+            set(namespaces_in_play(desired, records)) | set(more_namespaces),
+            key=lambda n: n or "",
+        )
         return Measured(
             args=self.args,
             manifests=manifests,
@@ -273,7 +282,7 @@ class PlanCache:
         """Keep ``plan``'s outputs if it is clean; otherwise drop any entry (it is stale)."""
         clean = not (plan.has_changes or plan.errors or plan.warnings or plan.drift)
         clean = clean and not plan.targeted and not plan.destroy
-        path = self.dir / PLAN_FILE
+        path = self.dir / self.name
         if measured is None or not clean:
             with contextlib.suppress(OSError):
                 path.unlink()
@@ -281,7 +290,7 @@ class PlanCache:
         entry = {"format": FORMAT, **dataclasses.asdict(measured), "outputs": outputs}
         try:
             self.dir.mkdir(mode=0o700, exist_ok=True)
-            tmp = self.dir / f".{PLAN_FILE}.{os.getpid()}"
+            tmp = self.dir / f".{self.name}.{os.getpid()}"
             tmp.write_text(json.dumps(entry))
             os.replace(tmp, path)
         except OSError:

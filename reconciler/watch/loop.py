@@ -36,6 +36,7 @@ from reconciler.invocation import paths
 from reconciler.kernel.types import TcHook, TcxPoint, XdpPoint
 from reconciler.plan.target import Narrowing
 from reconciler.plan.value import Action
+from reconciler.plancache import Measured, PlanCache, RecordingHost
 from reconciler.sources import Kind, SourceError, classify, open_source
 from reconciler.spec import HostError, ManifestError, expand, load_manifests
 from reconciler.spec.paths import is_within, real
@@ -166,6 +167,9 @@ class Watcher:
         # read from: reused while nothing in it changed (an interval's drift check, a link
         # event), so that such a reconcile costs a stat walk, not a parse.
         self.tree: tuple[tuple[Path, str], Any] | None = None
+        self.cache: PlanCache | None = None
+        self._recording: RecordingHost | None = None
+        self._snap_root: tuple[Path, Path] | None = None
         self.outside: list[str] = []
         self.source_ino: tuple[int, int] | None = None
 
@@ -212,12 +216,16 @@ class Watcher:
         try:
             with invocation.locked(self.args):
                 ctx = invocation.context(self.args)
+                if self._remembered(ctx, result):
+                    return result
                 with self._desired() as desired:
                     result.stage = "plan"
                     result.revision = desired.revision
                     from_source = len(desired.attachments)
                     desired.attachments, waiting = _split_waiting(desired.attachments, ctx.kernel)
                     result.waiting = [why for _d, why in waiting]
+                    waiting_ns = [getattr(d.point, "netns", None) for d, _why in waiting]
+                    measured = self._measure(ctx, desired, waiting_ns)
                     invocation.recover(ctx)
                     # --drift report: drifted attachments are shown, not repaired.
                     plan = plan_for(
@@ -238,6 +246,8 @@ class Watcher:
                     if not plan.has_changes:
                         result.result = "no-changes"
                         result.programs_by_kind = _by_kind(ctx.store.load())
+                        if self.cache is not None:
+                            self.cache.remember(measured, plan, self._outputs(result))
                         return result
                     held = suspended(ctx.store.dir)
                     if held is not None:
@@ -285,6 +295,67 @@ class Watcher:
             result.duration = time.monotonic() - started
         return result
 
+    # --- the remembered no-op reconcile (reconciler/plancache.py) ------------------------------
+
+    def _remembered(self, ctx: Any, result: Result) -> bool:
+        """Whether the last no-op reconcile still holds (then ``result`` says so): an idle
+        watcher's reconcile costs a fingerprint, not a plan. Directory and file sources only;
+        a git source is answered from its mirror's commit as before."""
+        self.cache = None
+        if self.mirror is not None:
+            return False
+        self.cache = PlanCache(
+            ctx.store.dir,
+            {
+                "watch": True,
+                "bpffs_root": str(ctx.kernel.root),
+                "cwd": os.getcwd(),
+                "source": self.args.source,
+                "path": self.args.path,
+                "labels": list(self.args.label),
+                "labels_file": self.args.labels_file,
+                "config": self.args.config,
+                "drift": self.options.drift,
+                "allow_empty": self.options.allow_empty,
+            },
+            name="watch.json",
+        )
+        try:
+            snap = open_source(
+                self.args.source, self.args.ref, self.args.path, self.args.git_timeout
+            )
+        except SourceError:
+            return False  # the full reconcile says why
+        with snap:
+            hit = self.cache.lookup(
+                snap.root, snap.base or snap.root, invocation.host(self.args), ctx.kernel
+            )
+        if hit is None or suspended(ctx.store.dir) is not None:
+            return False
+        result.result = "no-changes"
+        result.stage = "plan"
+        result.revision = hit["revision"]
+        result.waiting = list(hit["waiting"])
+        self.namespaces = set(hit["namespaces"])
+        result.programs_by_kind = _by_kind(ctx.store.load())
+        return True
+
+    def _measure(self, ctx: Any, desired: Any, waiting_ns: list[str | None]) -> Measured | None:
+        if self.cache is None or self._recording is None or self._snap_root is None:
+            return None
+        root, base = self._snap_root
+        records = ctx.store.load().values()
+        return self.cache.measure(
+            root, base, self._recording, desired, ctx.kernel, records, waiting_ns
+        )
+
+    def _outputs(self, result: Result) -> dict[str, Any]:
+        return {
+            "revision": result.revision,
+            "waiting": list(result.waiting),
+            "namespaces": sorted(self.namespaces),
+        }
+
     @contextmanager
     def _desired(self) -> Iterator[Any]:
         """The desired state of the source now. A git source is read from the persistent
@@ -301,7 +372,10 @@ class Watcher:
             with snap:
                 base = snap.base or snap.root
                 try:
-                    host = invocation.host(self.args)
+                    recording = self._recording = RecordingHost(invocation.host(self.args))
+                    self._snap_root = (snap.root, base)
+                    host: Any = recording
+                    host.bytecode_dirs()  # asked by a load; recorded even when it is reused
                     seen = _tree_fingerprint(base, self.outside)
                     if self.tree is None or self.tree[0] != (snap.root, seen):
                         # Read before use: a change while reading gives another file event.
