@@ -12,11 +12,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from reconciler import hostpaths, listing
-from reconciler.apply import ApplyFailed, Outcome, apply_plan, summary
-from reconciler.apply.interrupt import Interrupt
+from reconciler import hostpaths
 from reconciler.engine import Context, observe, plan_for
 from reconciler.errors import Diagnostic, UserError
 from reconciler.invocation import (
@@ -30,7 +28,6 @@ from reconciler.invocation import (
 )
 from reconciler.plan import drift
 from reconciler.plan.jsonout import plan_document
-from reconciler.plan.planfile import PlanFileError, fingerprint, load, save
 from reconciler.plan.render import Style, render_plan, render_unselected
 from reconciler.plan.target import Narrowing
 from reconciler.plan.value import Plan
@@ -41,7 +38,12 @@ from reconciler.spec.host import HostError, HostFacts
 from reconciler.spec.model import DesiredState, ManifestError
 from reconciler.state import refresh
 from reconciler.terminal import print_json
-from reconciler.watch.suspend import resume, suspend
+
+if TYPE_CHECKING:
+    from reconciler.apply import Outcome
+
+# Imported where used, for start-up time (a plan imports neither): apply, listing, plan files
+# and the watcher's suspend file.
 
 
 def run(args: argparse.Namespace, color: bool) -> int:
@@ -55,8 +57,8 @@ def run(args: argparse.Namespace, color: bool) -> int:
         "status": cmd_status,
         "reconcile": cmd_reconcile,
         "resume": cmd_resume,
-        "list": lambda a, _color: listing.cmd_list(a, context(a)),
-        "get": lambda a, _color: listing.cmd_get(a, context(a)),
+        "list": cmd_list,
+        "get": cmd_get,
     }[args.command]
     return handler(args, color)
 
@@ -224,7 +226,21 @@ def _narrowing(args: argparse.Namespace) -> Narrowing:
         raise UserError(str(e)) from None
 
 
+def cmd_list(args: argparse.Namespace, _color: bool) -> int:
+    from reconciler import listing
+
+    return listing.cmd_list(args, context(args))
+
+
+def cmd_get(args: argparse.Namespace, _color: bool) -> int:
+    from reconciler import listing
+
+    return listing.cmd_get(args, context(args))
+
+
 def _save(ctx: Context, plan: Plan, out: str) -> None:
+    from reconciler.plan.planfile import PlanFileError, fingerprint, save
+
     installed, records = observe(ctx)
     try:
         save(plan, Path(out), fingerprint(str(ctx.kernel.root), installed, records))
@@ -286,6 +302,8 @@ class _Run:
 
     @property
     def counts(self) -> tuple[int, int, int]:
+        from reconciler.apply import summary
+
         return summary(self.outcomes)
 
 
@@ -317,6 +335,9 @@ def _report_nothing_to_do(args: argparse.Namespace, plan: Plan, verb: str) -> No
 def _carry_out(args: argparse.Namespace, ctx: Context, plan: Plan) -> _Run:
     """Apply ``plan`` with progress on stdout (not with --json); SIGINT/SIGTERM stop it between
     steps (apply/interrupt.py)."""
+    from reconciler.apply import ApplyFailed, apply_plan
+    from reconciler.apply.interrupt import Interrupt
+
     emit = (lambda line: None) if args.json else _print_flush
     interrupt = Interrupt()
     try:
@@ -412,6 +433,8 @@ def _apply_saved(args: argparse.Namespace, color: bool) -> int:
             "a saved plan is applied as it is: --target, --exclude, --refresh-only, --ref and "
             "--path belong to `bpfman plan --out`"
         )
+    from reconciler.plan.planfile import PlanFileError, fingerprint, load
+
     with tempfile.TemporaryDirectory(prefix="bpfman-plan-") as objects:
         try:
             plan, fp = load(Path(args.source), Path(objects))
@@ -500,6 +523,8 @@ def cmd_suspend(args: argparse.Namespace, _color: bool) -> int:
         state_dir = hostpaths.check_state_dir(args.state_dir)
     except hostpaths.HostPathError as e:
         raise UserError(str(e)) from None
+    from reconciler.watch.suspend import suspend
+
     s = suspend(state_dir, args.reason)
     print(f"Suspended: `bpfman watch` plans but applies nothing until `bpfman resume` ({s}).")
     return 0
@@ -510,6 +535,8 @@ def cmd_resume(args: argparse.Namespace, _color: bool) -> int:
         state_dir = hostpaths.check_state_dir(args.state_dir)
     except hostpaths.HostPathError as e:
         raise UserError(str(e)) from None
+    from reconciler.watch.suspend import resume
+
     if resume(state_dir):
         print("Resumed: `bpfman watch` applies changes again.")
     else:

@@ -39,7 +39,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.bpfman-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-    if ! .venv/bin/python -m pip install -q -e '.[dev]' >.venv/pip.log 2>&1; then
+    if ! .venv/bin/python -m pip install -q -e '.[dev]' --config-settings editable_mode=compat >.venv/pip.log 2>&1; then
         cat .venv/pip.log >&2
         exit 1
     fi
