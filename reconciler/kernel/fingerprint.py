@@ -54,6 +54,8 @@ def _put(h: hashlib._Hash, *fields: object) -> None:
 
 
 def _pins(root: str, h: hashlib._Hash) -> None:
+    out: list[str] = []  # one record per entry, hashed at once: a name holds no NUL
+    links: list[str] = []
     stack = [root]
     while stack:
         d = stack.pop()
@@ -61,19 +63,22 @@ def _pins(root: str, h: hashlib._Hash) -> None:
             with os.scandir(d) as it:
                 entries = sorted(it, key=lambda e: e.name)
         except FileNotFoundError:
-            _put(h, "missing", d)
+            out.append(f"missing\0{d}")
             continue
         except NotADirectoryError:
-            _put(h, "not a directory", d)
+            out.append(f"not a directory\0{d}")
             continue
         for e in entries:
             is_dir = e.is_dir(follow_symlinks=False)
-            _put(h, e.path, e.inode(), is_dir)
+            out.append(f"{e.path}\0{e.inode()}\0{int(is_dir)}")
             if is_dir:
                 if e.name != MAPS:
                     stack.append(e.path)
             elif "link" in e.name:
-                _put(h, _link_info(e.path))
+                links.append(e.path)
+    h.update("\n".join(out).encode(errors="surrogateescape"))
+    for path in links:
+        _put(h, path, _link_info(path))
 
 
 def _link_info(path: str) -> bytes:
