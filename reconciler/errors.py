@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
+
+from reconciler.values import frozen
 
 MAX_SHOWN = 20
 MAX_JSON = 1000
@@ -31,7 +32,7 @@ _ADDRESSED = re.compile(
 )
 
 
-@dataclass(frozen=True)
+@frozen
 class Diagnostic:
     message: str
     file: str | None = None

@@ -15,13 +15,13 @@ import re
 import socket
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler import hostfiles
 from reconciler.kernel.sys import netns as namespaces
 from reconciler.kernel.types import KernelError
 from reconciler.spec.host import HostError, HostFacts
+from reconciler.values import frozen
 
 DEFAULT_LABELS_FILE = Path("/etc/bpfman/labels.yaml")
 DEFAULT_CONFIG_FILE = Path("/etc/bpfman/config.yaml")
@@ -243,7 +243,7 @@ def _usable(flags: int) -> bool:
 # --- libraries ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@frozen
 class CacheEntry:
     key: str  # the soname, e.g. libc.so.6
     path: str  # where it is, e.g. /lib/x86_64-linux-gnu/libc.so.6

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +23,14 @@ from reconciler.spec.host import HostError
 from reconciler.spec.loader import Document, format_path
 from reconciler.spec.patterns import full_match
 from reconciler.spec.schema import SCHEMA_DIR, check_against
+from reconciler.values import frozen
 
 # Both files are a few lines; past this they are not what they claim to be.
 MAX_HOST_FILE = 1024 * 1024
 _MAX_VALUES = 10_000
 
 
-@dataclass(frozen=True)
+@frozen
 class HostConfig:
     bytecode_dirs: tuple[str, ...] = ()
     xdp_modes: dict[str, str] = field(default_factory=dict)  # interface name -> mode

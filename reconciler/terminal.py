@@ -19,13 +19,13 @@ is already safe: ``json.dump`` escapes control characters.
 from __future__ import annotations
 
 import json
+import os
 import re
-import secrets
 import sys
 from typing import Any, TextIO
 
 # Marks bpfman's own colour codes: data cannot contain it, for it is never shown.
-_MARK = "\x00" + secrets.token_hex(8)
+_MARK = "\x00" + os.urandom(8).hex()
 _OURS = re.compile(re.escape(_MARK) + "(\x1b\\[[0-9;]*m)")
 
 

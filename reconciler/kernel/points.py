@@ -3,7 +3,6 @@ anything is loaded so that a user's mistake fails early, with a clear message, c
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from reconciler.kernel.cgroup import attach as cgroup
@@ -24,12 +23,13 @@ from reconciler.kernel.types import (
     UprobePoint,
     XdpPoint,
 )
+from reconciler.values import frozen
 
 if TYPE_CHECKING:
     from reconciler.kernel.sys.bpfobject import LibbpfObject
 
 
-@dataclass(frozen=True)
+@frozen
 class Kind:
     prog_type: int  # the kernel's program type
     point: type  # the attach point class it needs

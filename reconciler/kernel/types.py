@@ -9,9 +9,10 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
+
+from reconciler.values import frozen
 
 
 class ProgType(enum.Enum):
@@ -27,7 +28,7 @@ class ProgType(enum.Enum):
     CGROUP_SOCK_ADDR = "cgroup_sock_addr"
 
 
-@dataclass(frozen=True)
+@frozen
 class ProgramSpec:
     """One program of an ELF object, loaded with the type its manifest kind dictates."""
 
@@ -43,27 +44,27 @@ class ProgramSpec:
     maps_dir: str | None = None
 
 
-@dataclass(frozen=True)
+@frozen
 class XdpPoint:
     ifname: str
     mode: str = "auto"  # auto | native | generic (issue 4 makes it configurable)
     netns: str | None = None  # path of a network namespace, None = ours
 
 
-@dataclass(frozen=True)
+@frozen
 class TcxPoint:
     ifname: str
     direction: str  # ingress | egress
     netns: str | None = None
 
 
-@dataclass(frozen=True)
+@frozen
 class TracepointPoint:
     group: str
     name: str
 
 
-@dataclass(frozen=True)
+@frozen
 class UprobePoint:
     target: str  # absolute path of the binary or library (inside container_pid's mount ns)
     func_name: str | None = None
@@ -75,24 +76,24 @@ class UprobePoint:
     container_pid: int | None = None
 
 
-@dataclass(frozen=True)
+@frozen
 class KprobePoint:
     func_name: str
     offset: int = 0
     retprobe: bool = False
 
 
-@dataclass(frozen=True)
+@frozen
 class FentryPoint:
     func_name: str  # kernel function, resolved through vmlinux BTF
 
 
-@dataclass(frozen=True)
+@frozen
 class FexitPoint:
     func_name: str
 
 
-@dataclass(frozen=True)
+@frozen
 class CgroupPoint:
     """A cgroup v2 directory's hook for packets its processes send or receive (cgroup links
     are multi-program: other programs on the same cgroup and direction keep running)."""
@@ -101,7 +102,7 @@ class CgroupPoint:
     direction: str  # ingress | egress
 
 
-@dataclass(frozen=True)
+@frozen
 class CgroupSockAddrPoint:
     """A cgroup v2 directory's hook for one socket call of its processes (``connect4``,
     ``sendmsg6``, ...): the program sees (and may rewrite or refuse) the address."""
@@ -110,7 +111,7 @@ class CgroupSockAddrPoint:
     hook: str  # connect4 | connect6 | sendmsg4 | ... (cgroup.attach.SOCK_ADDR_HOOKS)
 
 
-@dataclass(frozen=True)
+@frozen
 class Probe:
     """The answer of a feature probe: truthy when supported, with a reason a plan can print."""
 
@@ -122,7 +123,7 @@ class Probe:
         return self.supported
 
 
-@dataclass(frozen=True)
+@frozen
 class XdpHook:
     """An interface's XDP hook, shared by several programs through a dispatcher."""
 
@@ -131,7 +132,7 @@ class XdpHook:
     mode: str = "auto"  # auto | native | generic
 
 
-@dataclass(frozen=True)
+@frozen
 class TcHook:
     """An interface's TC hook (clsact, cls_bpf), shared through a TC dispatcher."""
 
@@ -159,7 +160,7 @@ Hook = XdpHook | TcHook
 MAX_DISPATCHER_SLOTS = 10
 
 
-@dataclass(frozen=True)
+@frozen
 class DispatchSlot:
     """One of our programs on a multi-program hook."""
 
@@ -172,7 +173,7 @@ class DispatchSlot:
     proceed_on: tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@frozen
 class SlotState:
     """A program a dispatcher runs, as the kernel and the dispatcher's config say."""
 
@@ -183,7 +184,7 @@ class SlotState:
     pin_dir: str | None  # ours (relative to the root), or None for a foreign program
 
 
-@dataclass(frozen=True)
+@frozen
 class HookState:
     hook: Hook
     dispatcher_id: int | None  # None: no dispatcher (nothing, or a single directly attached prog)
@@ -191,7 +192,7 @@ class HookState:
     direct_prog_id: int | None = None  # a program attached without a dispatcher
 
 
-@dataclass(frozen=True)
+@frozen
 class Placement:
     """Where a new TCX link goes among our own links on the same hook.
 
@@ -204,7 +205,7 @@ class Placement:
     after: str | None = None
 
 
-@dataclass(frozen=True)
+@frozen
 class MapInfo:
     name: str
     id: int
@@ -230,7 +231,7 @@ def _in_netns(doc: dict[str, object], netns: str | None) -> dict[str, object]:
     return doc
 
 
-@dataclass(frozen=True)
+@frozen
 class DispatcherSlot:
     """A program's place on one of our dispatchers (XDP or TC)."""
 
@@ -252,7 +253,7 @@ class DispatcherSlot:
         return cls(doc["dispatcher_id"], doc["position"], doc["priority"], tuple(doc["proceed_on"]))
 
 
-@dataclass(frozen=True)
+@frozen
 class XdpView:
     """XDP attached over netlink on its own (no dispatcher)."""
 
@@ -272,7 +273,7 @@ class XdpView:
         return cls(doc["ifindex"], doc["ifname"], doc["mode"], doc.get("netns"))
 
 
-@dataclass(frozen=True)
+@frozen
 class XdpDispatcherView:
     """An XDP program running as a slot of our XDP dispatcher on an interface."""
 
@@ -295,7 +296,7 @@ class XdpDispatcherView:
         return cls(slot, doc["ifindex"], doc["ifname"], doc["mode"], doc.get("netns"))
 
 
-@dataclass(frozen=True)
+@frozen
 class TcDirectView:
     """A TC program attached directly: our cls_bpf filter (at ``pref``/``handle``) on a clsact
     hook, for kernels without freplace."""
@@ -323,7 +324,7 @@ class TcDirectView:
         )  # fmt: skip
 
 
-@dataclass(frozen=True)
+@frozen
 class TcDispatcherView:
     """A TC program running as a slot of our TC dispatcher on a clsact hook. Right after a
     dispatch the real kernel names only the hook (``ifindex`` and ``slot`` None); observing
@@ -354,7 +355,7 @@ class TcDispatcherView:
         return cls(doc["ifname"], doc["direction"], doc.get("netns"), doc.get("ifindex"), slot)
 
 
-@dataclass(frozen=True)
+@frozen
 class TcxLinkView:
     """A tcx link. The kernel zeroes ``ifindex`` when the device goes away (a defunct link);
     ``ifname`` and ``position`` (on the hook, in run order) are None when the hook was not
@@ -395,7 +396,7 @@ def _is_perf_event(doc: Mapping[str, Any], *kinds: str) -> bool:
     )
 
 
-@dataclass(frozen=True)
+@frozen
 class TracepointLinkView:
     """A perf-event link on a tracepoint."""
 
@@ -411,7 +412,7 @@ class TracepointLinkView:
         return cls(doc["tracepoint"]) if _is_perf_event(doc, "tracepoint") else None
 
 
-@dataclass(frozen=True)
+@frozen
 class UprobeLinkView:
     """A perf-event link on a uprobe or uretprobe."""
 
@@ -433,7 +434,7 @@ class UprobeLinkView:
         return cls(doc["file"], doc["offset"], doc["perf_event_type"] == "uretprobe")
 
 
-@dataclass(frozen=True)
+@frozen
 class KprobeLinkView:
     """A perf-event link on a kprobe or kretprobe."""
 
@@ -461,7 +462,7 @@ class KprobeLinkView:
         return cls(doc["func"], doc["offset"], doc["retprobe"], doc["addr"])
 
 
-@dataclass(frozen=True)
+@frozen
 class PerfEventLinkView:
     """A perf-event link the kernel does not describe: Linux before 6.6 says only "unspec"."""
 
@@ -475,7 +476,7 @@ class PerfEventLinkView:
         return cls(doc["perf_event_type"]) if _is_perf_event(doc) else None
 
 
-@dataclass(frozen=True)
+@frozen
 class TracingLinkView:
     """A tracing link: fentry or fexit on a kernel function (or freplace on a program)."""
 
@@ -498,7 +499,7 @@ class TracingLinkView:
         return cls(doc["attach_type"], doc["target_obj_id"], doc["target_btf_id"])
 
 
-@dataclass(frozen=True)
+@frozen
 class CgroupLinkView:
     """A cgroup link: a cgroup_skb or cgroup_sock_addr program on a cgroup v2 directory."""
 
@@ -515,7 +516,7 @@ class CgroupLinkView:
         return cls(doc["cgroup_id"], doc["attach_type"])
 
 
-@dataclass(frozen=True)
+@frozen
 class OtherLinkView:
     """A link of a type no view above describes (bpfman makes none; a pin of another tool's):
     its type and whatever the kernel's link info said, as read."""
@@ -586,7 +587,7 @@ def view_from_json(doc: Mapping[str, Any] | None) -> AttachView | None:
     raise ValueError(f"not an attach point: {dict(doc)!r}")
 
 
-@dataclass(frozen=True)
+@frozen
 class Installed:
     """What the kernel holds for one managed pin directory."""
 

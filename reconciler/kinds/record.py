@@ -13,17 +13,18 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Protocol
 
 from reconciler.kernel.types import AttachPoint, Kernel, ProgType
+from reconciler.values import frozen
 
 # A field of a manifest document: keys and list indexes from the document's root.
 FieldPath = tuple[str | int, ...]
 Values = dict[str, Any]  # a link's normalised values (see reconciler.spec.programs)
 
 
-@dataclass(frozen=True)
+@frozen
 class AppType:
     """A program type as a BpfApplication names it: ``type: URetProbe`` with its settings in
     the member field ``uretprobe``."""
@@ -33,7 +34,7 @@ class AppType:
     retprobe: bool = False
 
 
-@dataclass(frozen=True)
+@frozen
 class Sections:
     """Which ELF sections (libbpf's names) hold a program this kind can load."""
 
@@ -42,7 +43,7 @@ class Sections:
     example: str  # a fitting annotation: 'SEC("xdp")'
 
 
-@dataclass(frozen=True)
+@frozen
 class LinkValues:
     """One link, normalised: the values, and where each was written (for messages)."""
 
@@ -50,7 +51,7 @@ class LinkValues:
     fields: dict[str, FieldPath] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@frozen
 class Target:
     """One attach point a link expands to on this host."""
 
@@ -76,7 +77,7 @@ class Resolver(Protocol):
         ...
 
 
-@dataclass(frozen=True)
+@frozen
 class HostQuery:
     """What a plan-time host check of one attach point may look at."""
 
@@ -85,7 +86,7 @@ class HostQuery:
     dispatching: bool  # XDP and TC hooks run their programs through dispatchers
 
 
-@dataclass(frozen=True)
+@frozen
 class IndexPart:
     """An address index known without the host, for the NAME_MAX check of validation."""
 
@@ -95,7 +96,7 @@ class IndexPart:
     what: str  # what to shorten, in words
 
 
-@dataclass(frozen=True)
+@frozen
 class PointLimit:
     """The kernel runs at most ``limit`` programs on one such point."""
 
@@ -124,7 +125,7 @@ def encode_point(point: object) -> dict[str, Any]:
     return {"type": type(point).__name__, **dataclasses.asdict(point)}  # type: ignore[call-overload]
 
 
-@dataclass(frozen=True)
+@frozen
 class ProgramKind:
     """Everything bpfman knows about one program type above the kernel layer."""
 

@@ -7,14 +7,14 @@ reviewer sees why a plan repairs something nobody asked to change.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from reconciler.address import Address
 from reconciler.kernel.types import Installed, InterfaceView
 from reconciler.state import Record
+from reconciler.values import frozen
 
 
-@dataclass(frozen=True)
+@frozen
 class Drift:
     address: str
     what: str  # one sentence: what changed, with ids where they help

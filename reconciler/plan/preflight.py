@@ -30,6 +30,7 @@ from reconciler.kernel.types import (
 )
 from reconciler.plan.value import Action, Plan, ResourceChange
 from reconciler.plan.verdicts import Verdict, VerdictCache
+from reconciler.values import frozen
 
 # Where the object's path was in a kept reason: objects are the same bytes at other paths (a git
 # source is cloned afresh every time), so the path shown is the one of this run.
@@ -37,7 +38,7 @@ _OBJECT = "\0"
 _SHOWN = 5  # addresses named in a warning before "and N more"
 
 
-@dataclass(frozen=True)
+@frozen
 class Load:
     """One program the plan would load."""
 

@@ -11,12 +11,12 @@ the plan carries a warning.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from reconciler.address import Address
 from reconciler.plan.drift import Drift
 from reconciler.plan.value import Action, ResourceChange
+from reconciler.values import frozen
 
 WARNING = (
     "Resource targeting is in effect: this plan covers only the chosen addresses (and what they "
@@ -25,7 +25,7 @@ WARNING = (
 )
 
 
-@dataclass(frozen=True)
+@frozen
 class Narrowing:
     """What of the computed changes a plan keeps. The patterns are checked when this is made
     (ValueError with the expected shape), before anything is planned."""

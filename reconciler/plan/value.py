@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from reconciler.address import Address
 from reconciler.kernel.types import Hook, Installed
 from reconciler.plan.drift import Drift
 from reconciler.spec.model import DesiredAttachment
+from reconciler.values import frozen
 
 
 class Action(enum.Enum):
@@ -36,7 +36,7 @@ class Action(enum.Enum):
         return [self.value]
 
 
-@dataclass(frozen=True)
+@frozen
 class ResourceChange:
     address: Address
     action: Action
@@ -69,7 +69,7 @@ class Unselected(NamedTuple):
     reason: str
 
 
-@dataclass(frozen=True)
+@frozen
 class Plan:
     changes: tuple[ResourceChange, ...]  # in execution order; no-ops included, as in Terraform
     errors: tuple[str, ...] = ()  # host problems that forbid applying

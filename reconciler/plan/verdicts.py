@@ -26,12 +26,12 @@ import os
 import re
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from reconciler import files
 from reconciler.kernel.types import Probe
+from reconciler.values import frozen
 
 log = logging.getLogger("bpfman.verdicts")
 
@@ -46,7 +46,7 @@ _KEY = re.compile(r"^[0-9a-f]{64}$")
 _TOUCH_AFTER = 3600
 
 
-@dataclass(frozen=True)
+@frozen
 class Verdict:
     accepted: bool
     reason: str = ""  # the kernel's words when it rejected the program

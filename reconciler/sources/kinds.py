@@ -28,11 +28,11 @@ import enum
 import os
 import re
 import stat
-from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.files import NotReadable, kind_of, open_regular
 from reconciler.sources.redact import shown
+from reconciler.values import frozen
 
 
 class SourceError(Exception):
@@ -61,7 +61,7 @@ class Kind(enum.Enum):
     GIT = "git repository"
 
 
-@dataclass(frozen=True)
+@frozen
 class SourceRef:
     """A classified SOURCE. ``given`` is exactly what the user wrote: for a git URL it is used
     only to talk to git. ``shown`` is what every message and record uses instead."""

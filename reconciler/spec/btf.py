@@ -12,7 +12,8 @@ Format: linux/Documentation/bpf/btf.rst (header, then the type section, then the
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+
+from reconciler.values import frozen
 
 _MAGIC = 0xEB9F
 _HEADER = "HBBIIIII"  # magic, version, flags, hdr_len, type_off, type_len, str_off, str_len
@@ -50,7 +51,7 @@ class BtfError(Exception):
     """The .BTF section is malformed; the message says how."""
 
 
-@dataclass(frozen=True)
+@frozen
 class GlobalVariable:
     name: str
     section: str  # .rodata, .data, .bss (or e.g. .data.counters)

@@ -10,12 +10,13 @@ malformed input raises :class:`ElfError` with a sentence a user can act on.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import NamedTuple
 
 from reconciler import files
 from reconciler.kernel.tracing.elfsyms import machine_name
+from reconciler.values import frozen
 
 EM_BPF = 247
 _MAGIC = b"\x7fELF"
@@ -60,7 +61,7 @@ class ElfError(Exception):
     """The file is not a usable eBPF ELF object; the message says why."""
 
 
-@dataclass(frozen=True)
+@frozen
 class ElfFunction:
     name: str
     section: str  # name of the executable section holding its code
@@ -71,7 +72,7 @@ class ElfFunction:
         return self.section != ".text"
 
 
-@dataclass(frozen=True)
+@frozen
 class ElfObject:
     byte_order: str  # "little" | "big"
     sections: tuple[str, ...]  # executable sections (programs' and .text), in file order

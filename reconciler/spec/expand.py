@@ -13,7 +13,6 @@ import hashlib
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -37,11 +36,12 @@ from reconciler.spec.owners import maps_dir_of_application
 from reconciler.spec.programs import LinkSpec, Program, is_application, programs_of, spec_keys
 from reconciler.spec.selector import LabelSelector
 from reconciler.spec.semantic import allowed_regex, resolve_bytecode
+from reconciler.values import frozen
 
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
+@frozen
 class _LinkHost:
     """The host as one link's kind may ask it (:class:`reconciler.kinds.Resolver`): each
     question is the expander's, and what cannot be answered is reported against the link."""

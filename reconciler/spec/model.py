@@ -12,9 +12,10 @@ from typing import Any
 
 from reconciler.address import Address
 from reconciler.kernel.types import AttachPoint, ProgramSpec, TcHook
+from reconciler.values import frozen
 
 
-@dataclass(frozen=True)
+@frozen
 class Origin:
     """Where a manifest document starts: ``file`` relative to the source root, 1-based line."""
 
@@ -25,7 +26,7 @@ class Origin:
         return f"{self.file}:{self.line}"
 
 
-@dataclass(frozen=True)
+@frozen
 class DesiredAttachment:
     address: Address
     origin: Origin
@@ -58,7 +59,7 @@ PRUNE_ANNOTATION = "bpfman.io/prune"
 PRUNE_ATTRIBUTE = "prune"
 
 
-@dataclass(frozen=True)
+@frozen
 class Manifest:
     """One validated manifest document (before expansion into attachments)."""
 
@@ -117,7 +118,7 @@ class ManifestError(Exception):
         self.problems = problems
 
 
-@dataclass(frozen=True)
+@frozen
 class Problem:
     origin: Origin
     path: str  # field path, e.g. spec.interfaceselector.interfaces[0]

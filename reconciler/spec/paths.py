@@ -20,8 +20,9 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
+
+from reconciler.values import frozen
 
 CONFIG_HINT = "bytecode_dirs in the host config (/etc/bpfman/config.yaml, or --config)"
 
@@ -68,7 +69,7 @@ def is_within(path: Path, directory: Path) -> bool:
     return path == directory or directory in path.parents
 
 
-@dataclass(frozen=True)
+@frozen
 class BytecodePolicy:
     """Where bytecode may come from: inside ``source_root``, or under one of ``allowed_dirs``."""
 

@@ -21,7 +21,7 @@ them from either spelling):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 from reconciler import kinds
@@ -29,9 +29,10 @@ from reconciler.kernel.types import ProgType
 from reconciler.kinds import ProgramKind
 from reconciler.spec.loader import FieldPath
 from reconciler.spec.schema import APPLICATION_KINDS
+from reconciler.values import frozen
 
 
-@dataclass(frozen=True)
+@frozen
 class LinkSpec:
     """One link: where one program attaches (an interface selector may make it several)."""
 
@@ -43,7 +44,7 @@ class LinkSpec:
         return self.fields.get(key, self.path)
 
 
-@dataclass(frozen=True)
+@frozen
 class Program:
     function: str  # the entry point in the bytecode
     prog_type: ProgType

@@ -10,11 +10,12 @@ requirement must hold, and an empty selector matches everything.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
+from reconciler.values import frozen
 
-@dataclass(frozen=True)
+
+@frozen
 class Requirement:
     key: str
     operator: str  # "=" (a matchLabels entry), In, NotIn, Exists, DoesNotExist
@@ -56,7 +57,7 @@ class Requirement:
         return f"{self.key} {self.operator.lower()} ({','.join(self.values)})"
 
 
-@dataclass(frozen=True)
+@frozen
 class LabelSelector:
     requirements: tuple[Requirement, ...] = ()
 

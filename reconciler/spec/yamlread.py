@@ -42,6 +42,8 @@ from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import ScalarNode
 from yaml.resolver import Resolver
 
+from reconciler.values import frozen
+
 FieldPath = tuple[Any, ...]  # keys and list indexes, e.g. ("spec", "names", 0)
 
 _Parser: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # C parser when libyaml is there
@@ -158,7 +160,7 @@ def _yaml11(value: str) -> Any:
         return _Special(tag)
 
 
-@dataclass(frozen=True)
+@frozen
 class _Special:
     tag: str
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 import ctypes
 import struct
 from collections.abc import Iterable
-from dataclasses import dataclass
 from functools import cache
 
 from reconciler.kernel.sys import libbpf
 from reconciler.kernel.sys.bpfobject import LibbpfObject, MapDecl
 from reconciler.kernel.types import KernelError
+from reconciler.values import frozen
 
 _lib = libbpf.lib
 # A loaded program's or module's BTF, by BTF object id (libbpf returns a pointer).
@@ -29,7 +29,7 @@ _TYPE_SIZE = 12  # struct btf_type: name_off, info, size/type
 _SECINFO_SIZE = 12  # struct btf_var_secinfo: type, offset, size
 
 
-@dataclass(frozen=True)
+@frozen
 class GlobalVar:
     name: str
     section: str  # ".rodata", ".data", ".bss", ".data.custom", ...

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from reconciler import files
+from reconciler.values import frozen
 
 _MAGIC = b"\x7fELF"
 ET_REL, ET_EXEC, ET_DYN, ET_CORE = 1, 2, 3, 4
@@ -104,7 +105,7 @@ class TargetError(Exception):
     the path, e.g. ``is a FIFO (named pipe), not a regular file``."""
 
 
-@dataclass(frozen=True)
+@frozen
 class Lookup:
     """Where libbpf would find a function, or why it would not."""
 
@@ -119,7 +120,7 @@ class Lookup:
         return self.offset is not None
 
 
-@dataclass(frozen=True)
+@frozen
 class _Section:
     type: int
     addr: int

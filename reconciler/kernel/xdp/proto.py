@@ -15,11 +15,11 @@ import os
 import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.kernel.sys import bpf, btfinfo, libbpf
 from reconciler.kernel.types import MAX_DISPATCHER_SLOTS, KernelError
+from reconciler.values import frozen
 
 MAGIC = 236  # 'X' + 'D' + 'P'
 VERSION = 2
@@ -54,7 +54,7 @@ def action_names(bits: int) -> tuple[str, ...]:
     return tuple(n for n, b in ACTIONS.items() if b != CONTINUE_BIT and bits & (1 << b))
 
 
-@dataclass(frozen=True)
+@frozen
 class Config:
     num_progs_enabled: int
     chain_call_actions: tuple[int, ...]
