@@ -135,18 +135,21 @@ def idle(m: int, seconds: float, work: Path) -> tuple[float, int]:
         c0, t0 = cpu(), time.monotonic()
         time.sleep(seconds)
         c1, t1 = cpu(), time.monotonic()
-        # A no-op reconcile (a drift check of an unchanged source), as the watcher times it.
-        subprocess.run(["kill", "-HUP", str(w.proc.pid)], check=True)
-        for _ in range(600):
-            noop = [
-                float(line.rsplit("duration=", 1)[1].split()[0])
-                for line in w.log.read_text().splitlines()
-                if "reason=SIGHUP" in line and "result=no-changes" in line
-            ]
-            if noop:
-                break
-            time.sleep(0.1)
-        self_noop.append(noop[0] if noop else float("nan"))
+        # No-op reconciles (a drift check of an unchanged source), as the watcher times them:
+        # the first plans in full (and is remembered), the second is answered from it.
+        for nth in (1, 2):
+            subprocess.run(["kill", "-HUP", str(w.proc.pid)], check=True)
+            noop: list[float] = []
+            for _ in range(600):
+                noop = [
+                    float(line.rsplit("duration=", 1)[1].split()[0])
+                    for line in w.log.read_text().splitlines()
+                    if "reason=SIGHUP" in line and "result=no-changes" in line
+                ]
+                if len(noop) >= nth:
+                    break
+                time.sleep(0.1)
+            self_noop.append(noop[nth - 1] if len(noop) >= nth else float("nan"))
         rss = 0
         for line in Path(f"/proc/{w.proc.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
@@ -182,8 +185,12 @@ def main() -> None:
                 f"CPU {cpu:.2f}%, RSS {rss / 2**20:.0f} MB (goal: CPU < 1%, RSS < 80 MB)"
             )
             print(
-                f"no-op reconcile of {args.idle_manifests} manifests: "
+                f"no-op reconcile of {args.idle_manifests} manifests, planned in full: "
                 f"{self_noop[0] * 1000:.0f} ms (goal: <= 1000 ms)"
+            )
+            print(
+                f"no-op reconcile of {args.idle_manifests} manifests, nothing changed since the "
+                f"last: {self_noop[1] * 1000:.0f} ms (goal: <= 300 ms)"
             )
 
 
