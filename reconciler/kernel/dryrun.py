@@ -123,9 +123,20 @@ def verdict_key(root: Path, spec: ProgramSpec, point: AttachPoint | None, dispat
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+# sha256 of each object file read so far, by what stat says of it: a plan of many programs
+# loaded from one object reads and hashes it once. Any write changes the file's ctime.
+_DIGESTS: dict[tuple[str, int, int, int, int, int], str] = {}
+
+
 def _digest(path: str) -> str:
     try:
-        return hashlib.sha256(files.read_regular(path, MAX_OBJECT_SIZE)).hexdigest()
+        st = os.stat(path)
+        key = (path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        found = _DIGESTS.get(key)
+        if found is None:
+            found = hashlib.sha256(files.read_regular(path, MAX_OBJECT_SIZE)).hexdigest()
+            _DIGESTS[key] = found
+        return found
     except (OSError, ValueError) as e:
         return f"unreadable: {e}"  # verify will say what is wrong; no verdict will match
 

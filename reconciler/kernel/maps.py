@@ -154,17 +154,23 @@ def map_dirs(root: Path) -> list[str]:
     """Maps directories under the root (decoded, relative, sorted): directories holding map pins
     (not symlinks) but neither a prog nor a link, outside every attachment's pin directory."""
     found: list[str] = []
-    if not root.is_dir():
+    top = os.path.normpath(root)
+    if not os.path.isdir(top):
         return found
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in os.walk(top):
         dirnames[:] = sorted(d for d in dirnames if not bpffs.skipped(d))
         if PROG in filenames or LINK in filenames:
             dirnames[:] = []  # an attachment (or an interrupted one): its maps/ are its own
             continue
-        here = Path(dirpath)
-        pins = [f for f in filenames if not bpffs.skipped(f) and not (here / f).is_symlink()]
-        if here != root and pins:
-            found.append("/".join(bpffs.decode(p) for p in here.relative_to(root).parts))
+        if dirpath == top:
+            continue
+        pins = [
+            f
+            for f in filenames
+            if not bpffs.skipped(f) and not os.path.islink(os.path.join(dirpath, f))
+        ]
+        if pins:
+            found.append(bpffs.rel_of(top, dirpath))
     return sorted(found)
 
 

@@ -39,10 +39,13 @@ log = logging.getLogger("bpfman.kernel")
 
 
 class Scan:
-    """One observation pass: caches the (netlink) XDP view of every known namespace."""
+    """One observation pass: reads each kernel object once. What several programs share is
+    asked once per pass: the (netlink) XDP view of every known namespace, our TC filters, the
+    tcx hooks."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.tcx_hooks = tcx.TcxHooks()
 
     @cached_property
     def xdp(self) -> dict[int, list[xdpattach.XdpAttachment]]:
@@ -63,6 +66,11 @@ class Scan:
         """prog id -> its slot on an XDP or TC dispatcher (extension programs run as slots)."""
         return tchooks.where(self.root) | xdphooks.where(self.root, self.xdp)
 
+    @cached_property
+    def tc_direct(self) -> dict[int, tcdirect.Found]:
+        """prog id -> the hook where our own TC filter runs it (no dispatcher)."""
+        return tcdirect.index()
+
     def all(self) -> list[Installed]:
         out = []
         for rel in bpffs.managed_dirs(self.root):
@@ -72,18 +80,31 @@ class Scan:
         return out
 
     def one(self, rel: str) -> Installed | None:
-        d = bpffs.path_of(self.root, rel)
+        d = bpffs.dir_of(self.root, rel)
         try:
-            with bpf.opened(bpf.obj_get(str(d / PROG))) as fd:
+            with bpf.opened(bpf.obj_get(f"{d}/{PROG}")) as fd:
                 prog = bpf.prog_info(fd)
         except OSError as e:
             log.warning("skipping %s: its prog pin cannot be read (%s)", d, e.strerror)
             return None
-        link_id, link_pin, attached, where = self._link(d, prog.id)
+        return self.describe(rel, prog, _link_at(f"{d}/{LINK}"), maps_of(f"{d}/{MAPS}"))
+
+    def describe(
+        self,
+        rel: str,
+        prog: bpf.ProgInfo,
+        link: tuple[str, bpf.LinkInfo | None] | None,
+        maps: tuple[MapInfo, ...],
+    ) -> Installed:
+        """What pin dir ``rel`` holds, from what was read of it: its program, its link pin (and
+        the link's info, None when it could not be read; None: no link pin) and its maps."""
+        d = bpffs.dir_of(self.root, rel)
+        link_id, link_pin, attached, where = self._link(link, prog.id)
         if link_pin is None and prog.type == bpf.PROG_TYPE_XDP:
             attached, where = self._xdp(prog.id)
         elif link_pin is None and prog.type == bpf.PROG_TYPE_SCHED_CLS:
-            attached, where = tcdirect.where(prog.id)  # a TC program alone on its hook
+            # A TC program alone on its hook.
+            attached, where = tcdirect.where(prog.id, self.tc_direct)
         elif link_pin is None and prog.type == bpf.PROG_TYPE_EXT:
             where = self.dispatched.get(prog.id)  # a component of one of our dispatchers
             attached = where is not None
@@ -94,8 +115,8 @@ class Scan:
             prog_type=prog.type_name,
             tag=prog.tag,
             jited_size=prog.jited_size,
-            prog_pin=str(d / PROG),
-            maps=maps_of(d / MAPS),
+            prog_pin=f"{d}/{PROG}",
+            maps=maps,
             link_id=link_id,
             link_pin=link_pin,
             attached=attached,
@@ -103,35 +124,31 @@ class Scan:
         )
 
     def _link(
-        self, d: Path, prog_id: int
+        self, link: tuple[str, bpf.LinkInfo | None] | None, prog_id: int
     ) -> tuple[int | None, str | None, bool, AttachView | None]:
-        path = d / LINK
-        if not path.exists():
+        if link is None:
             return None, None, False, None
-        try:
-            with bpf.opened(bpf.obj_get(str(path))) as fd:
-                info = bpf.link_info(fd)
-        except OSError as e:
-            log.warning("%s: link pin cannot be read (%s)", path, e.strerror)
-            return None, str(path), False, None
+        path, info = link
+        if info is None:
+            return None, path, False, None
         where = link_view(info)
         ours = info.prog_id == prog_id
         if info.type == bpf.LINK_TYPE_CGROUP:
             # The kernel zeroes a cgroup link's cgroup_id once its cgroup is removed.
-            return info.id, str(path), ours and bool(info.detail.get("cgroup_id")), where
+            return info.id, path, ours and bool(info.detail.get("cgroup_id")), where
         if not isinstance(where, TcxLinkView):
             # A perf-event or tracing link runs its program for as long as the link exists.
-            return info.id, str(path), ours, where
+            return info.id, path, ours, where
         # The kernel zeroes a tcx link's ifindex when its device goes away (the link turns
         # defunct); otherwise the hook's query lists it, which also gives its position. A link
         # in a namespace we cannot see (not ours, not named) keeps its ifindex but goes
         # unconfirmed: it is reported attached without ifname/position.
-        found = tcx.tcx_find(info)
+        found = tcx.tcx_find(info, hooks=self.tcx_hooks)
         if found is not None:
             where = dataclasses.replace(
                 where, ifname=found.ifname, position=found.position, netns=found.ns
             )
-        return info.id, str(path), ours and bool(where.ifindex), where
+        return info.id, path, ours and bool(where.ifindex), where
 
     def _xdp(self, prog_id: int) -> tuple[bool, XdpView | None]:
         places = self.xdp.get(prog_id, [])
@@ -141,6 +158,24 @@ class Scan:
         return True, XdpView(
             first.iface.ifindex, first.iface.ifname, first.iface.xdp_mode, first.ns
         )
+
+
+def _link_at(path: str) -> tuple[str, bpf.LinkInfo | None] | None:
+    """The link pinned at ``path`` with its info (None: no link pin there; no info: it cannot
+    be read)."""
+    try:
+        fd = bpf.obj_get(path)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        log.warning("%s: link pin cannot be read (%s)", path, e.strerror)
+        return path, None
+    try:
+        with bpf.opened(fd):
+            return path, bpf.link_info(fd)
+    except OSError as e:
+        log.warning("%s: link pin cannot be read (%s)", path, e.strerror)
+        return path, None
 
 
 def link_view(info: bpf.LinkInfo) -> AttachView:
@@ -166,25 +201,25 @@ def link_view(info: bpf.LinkInfo) -> AttachView:
     return PerfEventLinkView(kind)  # Linux before 6.6 describes no perf event ("unspec")
 
 
-def maps_of(maps_dir: Path) -> tuple[MapInfo, ...]:
+def maps_of(maps_dir: str) -> tuple[MapInfo, ...]:
     """The maps in an attachment's maps directory; a shared map (a symlink) is reported with
     the path of its pin in the shared maps directory."""
     out = []
     try:
-        names = sorted(os.listdir(maps_dir))
+        entries = sorted((e.name, e.is_symlink()) for e in os.scandir(maps_dir))
     except OSError:
         return ()
-    for name in names:
+    for name, symlink in entries:
         if name.startswith("."):
             continue
-        path = maps_dir / name
+        path = f"{maps_dir}/{name}"
         try:
-            with bpf.opened(bpf.obj_get(str(path))) as fd:
+            with bpf.opened(bpf.obj_get(path)) as fd:
                 info = bpf.map_info(fd)
         except OSError:
             continue
-        pin = maps.pin_of(path) if path.is_symlink() else path
-        out.append(MapInfo(name=name, id=info.id, type=info.type_name, pin=str(pin)))
+        pin = str(maps.pin_of(Path(path))) if symlink else path
+        out.append(MapInfo(name=name, id=info.id, type=info.type_name, pin=pin))
     return tuple(out)
 
 

@@ -8,6 +8,7 @@ real one from the host (``HOST``), the fake one from its knobs. So each message 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Protocol
 
 from reconciler.kernel import probes
@@ -67,7 +68,11 @@ class Facts(Protocol):
 
 
 class HostFacts:
-    """The running kernel's and this host's answers."""
+    """The running kernel's and this host's answers. ``tracepoint_ids``: the tracepoints one
+    transaction already attached to (and the ids it read), which need no second look."""
+
+    def __init__(self, tracepoint_ids: Mapping[tuple[str, str], int] | None = None) -> None:
+        self._attached = tracepoint_ids if tracepoint_ids is not None else {}
 
     def file_exists(self, path: str, pid: int | None = None) -> bool:
         return os.path.isfile(path if pid is None else f"/proc/{pid}/root{path}")
@@ -80,7 +85,7 @@ class HostFacts:
         return ifaces.has_interface(ifname, netns)
 
     def tracepoint_exists(self, group: str, name: str) -> bool:
-        return tracefs.exists(group, name)
+        return (group, name) in self._attached or tracefs.exists(group, name)
 
     def cgroup_problem(self, path: str) -> str | None:
         return cgroup.problem(path)

@@ -38,6 +38,7 @@ from reconciler.kernel.types import (
     Kernel,
     KernelError,
     KprobePoint,
+    MapInfo,
     Placement,
     Probe,
     ProgramSpec,
@@ -60,6 +61,10 @@ class RealKernel:
     def __init__(self, root: Path | str = DEFAULT_ROOT) -> None:
         self.root = Path(root)
         self.pins = PinStore(self.root)
+        # tracefs ids of the tracepoints attached to by this kernel object (one transaction):
+        # many programs on one tracepoint read its id once, and need not check it exists.
+        self._tracepoint_ids: dict[tuple[str, str], int] = {}
+        self._facts = precheck.HostFacts(self._tracepoint_ids)
 
     @property
     def checkpoint(self) -> Callable[[str], None]:
@@ -86,18 +91,20 @@ class RealKernel:
         point: AttachPoint,
         placement: Placement | None = None,
     ) -> Installed:
-        d = self.pins.path(pin_dir)
-        if (d / PROG).exists():
+        d = self.pins.dir_of(pin_dir)
+        if os.path.exists(f"{d}/{PROG}"):
             raise KernelError(f"{pin_dir} is already installed; replace it, or uninstall it first")
         self._precheck(spec, point)
         self.ensure_root()
-        stage = d / STAGING
+        stage = f"{d}/{STAGING}"
         loaded = self._load(d, spec, point)
         try:
-            self.pins.discard(stage)  # leftovers of an interrupted run
+            created = self._stage(d)
             with loaded as (obj, prog_fd):
                 self.checkpoint("staged")
-                self._attach(stage, obj, prog_fd, point, placement)
+                link_fd = self._attach(stage, obj, prog_fd, point, placement)
+                # What was just made, from the fds in hand: the commit below only renames pins.
+                found = self._describe(pin_dir, loaded, prog_fd, link_fd)
         except BaseException:
             self.pins.discard(stage)
             loaded.undo()
@@ -106,8 +113,39 @@ class RealKernel:
         # Attached from %next: a kill from here on is completed by the next apply
         # (discard_staging rolls forward what already runs).
         self.checkpoint("swapped")
-        self.pins.commit(d, keep_link=False)
-        return observe.installed(self.root, pin_dir)
+        staged = {PROG, MAPS} | ({LINK} if found.link_pin is not None else set())
+        # A pin dir this install made holds nothing but its stage (we hold the apply lock).
+        self.pins.commit(d, False, staged, {STAGING} if d in created else None)
+        return found
+
+    def _stage(self, d: str) -> list[str]:
+        """Make ``d``'s empty staging dir (and ``d``), removing what an interrupted run left
+        there; returns the directories made."""
+        stage = f"{d}/{STAGING}"
+        created = bpffs.makedirs(self.root, f"{stage}/{MAPS}", mode=0o700)
+        if stage not in created:  # leftovers of an interrupted run
+            self.pins.discard(stage)
+            created += bpffs.makedirs(self.root, f"{stage}/{MAPS}", mode=0o700)
+        return created
+
+    def _describe(
+        self, pin_dir: str, loaded: _Loaded, prog_fd: int, link_fd: int | None
+    ) -> Installed:
+        """The Installed of a program just attached (before its commit, which moves its pins
+        to where this says they are). Closes ``link_fd``."""
+        try:
+            link = None
+            if link_fd is not None:
+                # A tracepoint's link is the perf-event link tracing.attach made.
+                known = (
+                    bpf.LINK_TYPE_PERF_EVENT if isinstance(loaded.point, TracepointPoint) else None
+                )
+                link = (f"{loaded.d}/{LINK}", bpf.link_info(link_fd, known))
+            prog = bpf.prog_info(prog_fd)
+        finally:
+            if link_fd is not None:
+                os.close(link_fd)
+        return Scan(self.root).describe(pin_dir, prog, link, loaded.maps(f"{loaded.d}/{MAPS}"))
 
     def replace(
         self,
@@ -117,14 +155,14 @@ class RealKernel:
         placement: Placement | None = None,
     ) -> Installed:
         """Make-before-break. With nothing installed at ``pin_dir`` this is ``install``."""
-        d = self.pins.path(pin_dir)
-        if not (d / PROG).exists():
+        d = self.pins.dir_of(pin_dir)
+        if not os.path.exists(f"{d}/{PROG}"):
             return self.install(pin_dir, spec, point, placement)
         self._precheck(spec, point)
-        stage = d / STAGING
+        stage = f"{d}/{STAGING}"
         loaded = self._load(d, spec, point)
         try:
-            self.pins.discard(stage)
+            self._stage(d)
             # The verifier runs here; if it rejects the new program the old one is untouched.
             with loaded as (obj, prog_fd):
                 self.checkpoint("staged")
@@ -141,47 +179,45 @@ class RealKernel:
 
     def _precheck(self, spec: ProgramSpec, point: AttachPoint) -> None:
         """Fail early, with a clear message, before loading anything."""
-        precheck.check(spec, point)
+        precheck.check(spec, point, self._facts)
         if spec.maps_dir is not None:
             maps.directory(self.root, spec.maps_dir)
 
-    def _load(self, d: Path, spec: ProgramSpec, point: AttachPoint) -> _Loaded:
+    def _load(self, d: str, spec: ProgramSpec, point: AttachPoint) -> _Loaded:
         shared = maps.directory(self.root, spec.maps_dir) if spec.maps_dir is not None else None
         return _Loaded(d, spec, point, shared, self.root)
 
     def _attach(
         self,
-        stage: Path,
+        stage: str,
         obj: LibbpfObject,
         prog_fd: int,
         point: AttachPoint,
         placement: Placement | None,
-    ) -> None:
-        """Attach the staged program at ``point``, pinning its link (if any) in ``stage``."""
+    ) -> int | None:
+        """Attach the staged program at ``point``, pinning its link (if any) in ``stage``;
+        returns the link's fd (the caller closes it), None for an attachment without a link."""
+        link_pin = f"{stage}/{LINK}"
         if isinstance(point, XdpPoint):
             xdpattach.xdp_attach(point, prog_fd, self.pins.owner_of)
-        elif isinstance(point, CgroupPoint | CgroupSockAddrPoint):
-            with bpf.opened(cgroup.create(prog_fd, point)) as link_fd:
-                # If pinning fails, closing the only fd releases (detaches) the new link.
-                bpf.obj_pin(link_fd, str(stage / LINK))
-        elif isinstance(point, TcHook):
+            return None
+        if isinstance(point, CgroupPoint | CgroupSockAddrPoint):
+            return _pinned(cgroup.create(prog_fd, point), link_pin)
+        if isinstance(point, TcHook):
             name = bpf.prog_info(prog_fd).name
             tcdirect.attach_prog(point, prog_fd, name, self.pins.owner_of)
-        elif isinstance(point, TcxPoint):
-            with ExitStack() as stack:
-                flags, relative_fd = self._relative(point, placement)
+            return None
+        if isinstance(point, TcxPoint):
+            flags, relative_fd = self._relative(point, placement)
+            try:
+                return _pinned(tcx.tcx_create(prog_fd, point, flags, relative_fd), link_pin)
+            finally:
                 if relative_fd:
-                    stack.enter_context(bpf.opened(relative_fd))
-                link_fd = stack.enter_context(
-                    bpf.opened(tcx.tcx_create(prog_fd, point, flags, relative_fd))
-                )
-                # If pinning fails, closing the only fd releases (detaches) the new link.
-                bpf.obj_pin(link_fd, str(stage / LINK))
-        else:
-            assert isinstance(
-                point, TracepointPoint | UprobePoint | KprobePoint | FentryPoint | FexitPoint
-            )
-            tracing.attach(obj, point, stage / LINK)
+                    os.close(relative_fd)
+        assert isinstance(
+            point, TracepointPoint | UprobePoint | KprobePoint | FentryPoint | FexitPoint
+        )
+        return tracing.attach(obj, prog_fd, point, link_pin, self._tracepoint_ids)
 
     def _relative(self, point: TcxPoint, placement: Placement | None) -> tuple[int, int]:
         """(flags, neighbour link fd) for BPF_LINK_CREATE; (0, 0) appends last."""
@@ -203,7 +239,7 @@ class RealKernel:
 
     def _swap(
         self,
-        d: Path,
+        d: str,
         obj: LibbpfObject,
         new_fd: int,
         point: AttachPoint,
@@ -211,9 +247,9 @@ class RealKernel:
     ) -> bool:
         """Put the staged program in the old one's place; True if the old link was kept (its
         program swapped atomically), False if the staged link replaces it."""
-        stage = d / STAGING
+        stage = f"{d}/{STAGING}"
         with ExitStack() as stack:
-            old_fd = stack.enter_context(bpf.opened(bpf.obj_get(str(d / PROG))))
+            old_fd = stack.enter_context(bpf.opened(bpf.obj_get(f"{d}/{PROG}")))
             old = bpf.prog_info(old_fd)
             if isinstance(point, XdpPoint):
                 self._swap_xdp(point, old_fd, old.id, new_fd)
@@ -222,22 +258,23 @@ class RealKernel:
                 name = bpf.prog_info(new_fd).name
                 tcdirect.swap(point, old.id, new_fd, name, self.pins.owner_of)
                 return False
-            old_link = d / LINK
-            if isinstance(point, TcxPoint) and old_link.exists():
-                link_fd = stack.enter_context(bpf.opened(bpf.obj_get(str(old_link))))
+            old_link = f"{d}/{LINK}"
+            if isinstance(point, TcxPoint) and os.path.exists(old_link):
+                link_fd = stack.enter_context(bpf.opened(bpf.obj_get(old_link)))
                 if placement in (None, Placement()) and self._same_hook(link_fd, old.id, point):
                     # Same hook, same position: swap the link's program atomically; the kernel
                     # refuses if the link no longer runs the old program.
                     bpf.link_update(link_fd, new_fd, old_fd)
                     return True
-            self._attach(stage, obj, new_fd, point, placement)
+            new_link = self._attach(stage, obj, new_fd, point, placement)
+            if new_link is not None:
+                os.close(new_link)
             # tcx and cgroup links are multi-program: the new link runs next to the old one,
             # which is detached now (make-before-break).
-            if (
-                isinstance(point, TcxPoint | CgroupPoint | CgroupSockAddrPoint)
-                and old_link.exists()
+            if isinstance(point, TcxPoint | CgroupPoint | CgroupSockAddrPoint) and os.path.exists(
+                old_link
             ):
-                with bpf.opened(bpf.obj_get(str(old_link))) as fd:
+                with bpf.opened(bpf.obj_get(old_link)) as fd:
                     ifaces.link_detach(fd)
             # A perf-event or tracing link cannot be detached: it goes when _commit replaces
             # its pin (the old and the new program both run for that moment).
@@ -435,7 +472,7 @@ class RealKernel:
         return os.uname().release
 
     def interfaces(self, netns: str | None = None) -> list[str]:
-        return sorted(i.ifname for i in netlink.interfaces(netns))
+        return ifaces.names(netns)
 
     def map_dirs(self) -> list[str]:
         return maps.map_dirs(self.root)
@@ -448,22 +485,34 @@ def _prepare(obj: LibbpfObject, spec: ProgramSpec, point: AttachPoint | None) ->
     points.prepare(obj, spec, point)
 
 
+def _pinned(link_fd: int, pin: str) -> int:
+    """Pin a new link and return its fd; if pinning fails, closing the only fd releases
+    (detaches) the link."""
+    try:
+        bpf.obj_pin(link_fd, pin)
+    except BaseException:
+        os.close(link_fd)
+        raise
+    return link_fd
+
+
 class _Loaded:
     """Context manager: open the object, load only the spec's function, pin it and its maps in
-    the staging dir of ``d``; yields (object, program fd) and closes the object (pins stay) at
-    the end. ``undo()`` after a failure unpins the shared maps this load created."""
+    the staging dir of ``d`` (which exists); yields (object, program fd) and closes the object
+    (pins stay) at the end. ``undo()`` after a failure unpins the shared maps this load
+    created."""
 
     def __init__(
-        self, d: Path, spec: ProgramSpec, point: AttachPoint, shared: Path | None, root: Path
+        self, d: str, spec: ProgramSpec, point: AttachPoint, shared: Path | None, root: Path
     ) -> None:
         self.d, self.spec, self.point, self.shared, self.root = d, spec, point, shared, root
         self.obj: LibbpfObject | None = None
         self.sharing: maps.Sharing | None = None
 
     def __enter__(self) -> tuple[LibbpfObject, int]:
-        stage = self.d / STAGING
-        (stage / MAPS).mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.obj = LibbpfObject(self.spec.object_path, pin_root=str(stage / MAPS))
+        stage = f"{self.d}/{STAGING}"
+        stage_maps = f"{stage}/{MAPS}"  # made by RealKernel._stage
+        self.obj = LibbpfObject(self.spec.object_path, pin_root=stage_maps)
         try:
             _prepare(self.obj, self.spec, self.point)
             skip: frozenset[str] = frozenset()
@@ -471,10 +520,10 @@ class _Loaded:
                 self.sharing = maps.share(self.obj, self.shared)
                 skip = self.sharing.names
             fd = self.obj.load()
-            self.obj.pin_program(str(stage / PROG))
-            self.obj.pin_maps(str(stage / MAPS), skip)
+            self.obj.pin_program(f"{stage}/{PROG}")
+            self.obj.pin_maps(stage_maps, skip)
             if self.sharing is not None:
-                maps.link_into(self.sharing, stage / MAPS, self.d / MAPS)
+                maps.link_into(self.sharing, Path(stage_maps), Path(self.d, MAPS))
         except BaseException:
             self.obj.close()
             raise
@@ -483,6 +532,18 @@ class _Loaded:
     def __exit__(self, *exc: object) -> None:
         if self.obj is not None:
             self.obj.close()
+
+    def maps(self, maps_dir: str) -> tuple[MapInfo, ...]:
+        """The maps of the loaded object as they are pinned once committed in ``maps_dir``
+        (what ``observe.maps_of`` would read there), from the fds libbpf holds."""
+        assert self.obj is not None
+        shared = {decl.name: str(pin) for decl, pin in self.sharing.maps} if self.sharing else {}
+        out = []
+        for m in self.obj.maps():
+            info = bpf.map_info(m.fd)
+            pin = shared.get(m.kernel_name, f"{maps_dir}/{m.name}")
+            out.append(MapInfo(name=m.name, id=info.id, type=info.type_name, pin=pin))
+        return tuple(sorted(out, key=lambda m: m.name))
 
     def undo(self) -> None:
         if self.sharing is not None:

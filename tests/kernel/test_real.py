@@ -87,6 +87,8 @@ def test_a_vanished_device_shows_as_detached(world: World) -> None:
     assert world._veth is not None
     support.delete_veth_pair(world._veth)  # the device goes: its tcx link turns defunct
     world._veth = None
+    # `ip netns del` returns before the kernel tears the namespace (and its devices) down.
+    wait_for(lambda: not world.kernel.observe()[0].attached, "the link to turn defunct")
     (observed,) = world.kernel.observe()
     assert observed.link_id == inst.link_id and not observed.attached
     world.kernel.uninstall("TcxProgram/a/eth0")

@@ -74,6 +74,104 @@ def test_remove_tree_and_prune(tmp_path: Path) -> None:
     bpffs.remove_tree(leaf)  # missing is fine
 
 
+def test_pin_dir_paths_as_strings(tmp_path: Path) -> None:
+    assert bpffs.dir_of(Path("/r"), "K/a.b/eth0.100") == "/r/K/a%2Eb/eth0%2E100"
+    assert bpffs.rel_of(Path("/r"), "/r/K/a%2Eb/eth0%2E100") == "K/a.b/eth0.100"
+    with pytest.raises(ValueError):
+        bpffs.rel_of("/r", "/elsewhere/K")
+    bpffs.makedirs(tmp_path, f"{tmp_path}/K/n/i/%next/maps", mode=0o700)
+    bpffs.makedirs(tmp_path, f"{tmp_path}/K/n/i/%next/maps", mode=0o700)  # there already
+    assert (tmp_path / "K/n/i/%next/maps").stat().st_mode & 0o777 == 0o700
+    with pytest.raises(ValueError):
+        bpffs.makedirs(tmp_path / "K", f"{tmp_path}/other")
+
+
+def test_remove_tree_of_a_file_an_empty_and_a_full_directory(tmp_path: Path) -> None:
+    (tmp_path / "pin").touch()
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "full/maps").mkdir(parents=True)
+    (tmp_path / "full/maps/m").touch()
+    (tmp_path / "full/link").touch()
+    for name in ("pin", "empty", "full", "missing"):
+        bpffs.remove_tree(tmp_path / name)
+    assert list(tmp_path.iterdir()) == []
+
+
+def _tree(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): p.read_text() if p.is_file() else "/"
+        for p in sorted(root.rglob("*"))
+    }
+
+
+def _write(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        if text == "/":
+            (root / name).mkdir(exist_ok=True)
+        else:
+            (root / name).write_text(text)
+
+
+@pytest.mark.parametrize(
+    ("before", "keep_link", "after"),
+    [
+        (  # an install: everything moves out of the stage, which goes
+            {"%next/prog": "new", "%next/link": "new", "%next/maps/m": "new"},
+            False,
+            {"link": "new", "maps": "/", "maps/m": "new", "prog": "new"},
+        ),
+        (  # a replace with a new link: the old pins are replaced, the old maps dropped
+            {"prog": "old", "link": "old", "maps/m": "old", "maps/o": "old"}
+            | {"%next/prog": "new", "%next/link": "new", "%next/maps/m": "new"},
+            False,
+            {"link": "new", "maps": "/", "maps/m": "new", "prog": "new"},
+        ),
+        (  # a link updated in place keeps its pin
+            {"prog": "old", "link": "old", "%next/prog": "new"},
+            True,
+            {"link": "old", "prog": "new"},
+        ),
+        (  # no link any more (XDP after a tcx program): the old link pin goes
+            {"prog": "old", "link": "old", "%next/prog": "new"},
+            False,
+            {"prog": "new"},
+        ),
+        (  # a commit killed after moving the maps is finished by the next one
+            {"prog": "old", "maps/m": "new", "%next/prog": "new", "%next/old-maps/m": "old"},
+            True,
+            {"maps": "/", "maps/m": "new", "prog": "new"},
+        ),
+    ],
+)
+def test_commit_moves_the_staged_pins_in_place(
+    tmp_path: Path, before: dict[str, str], keep_link: bool, after: dict[str, str]
+) -> None:
+    from reconciler.kernel.pins import PinStore
+
+    d = tmp_path / "K" / "n" / "i"
+    _write(d, before)
+    points: list[str] = []
+    store = PinStore(tmp_path)
+    store.checkpoint = points.append
+    store.commit(d, keep_link)
+    assert _tree(d) == after
+    assert points == ["committing"]
+
+
+def test_object_digests_follow_the_file(tmp_path: Path) -> None:
+    from reconciler.kernel import dryrun
+
+    obj = tmp_path / "o.bin"
+    obj.write_bytes(b"one")
+    first = dryrun._digest(str(obj))
+    assert dryrun._digest(str(obj)) == first
+    obj.write_bytes(b"two")
+    assert dryrun._digest(str(obj)) != first
+    obj.unlink()
+    assert dryrun._digest(str(obj)).startswith("unreadable")
+
+
 @pytest.mark.parametrize(
     ("name", "internal", "pin"),
     [

@@ -18,6 +18,22 @@ def test_state_round_trip_and_owner_only(tmp_path):
     assert [p.name for p in (tmp_path / "s").iterdir()] == ["state.json"]  # no temp files left
 
 
+def test_the_snapshot_is_one_record_a_line_in_address_order(tmp_path):
+    store = StateStore(tmp_path)
+    records = {a: Record(a, {"n": i, "nested": {"z": [1, None]}}) for i, a in enumerate("ba")}
+    store.save(records)
+    lines = (tmp_path / "state.json").read_text().splitlines()
+    assert lines[0] == '{"format_version": 1, "records": ['
+    assert [json.loads(line.rstrip(","))["address"] for line in lines[1:-1]] == ["a", "b"]
+    assert lines[-1] == "]}"
+    assert store.load() == records
+    store.save({})
+    assert json.loads((tmp_path / "state.json").read_text()) == {
+        "format_version": 1,
+        "records": [],
+    }
+
+
 def test_missing_state_is_empty(tmp_path):
     assert StateStore(tmp_path / "nothing").load() == {}
 

@@ -9,13 +9,14 @@ Errors are raised as ``OSError`` with the kernel's errno; callers turn them into
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import platform
 import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+
+from reconciler.kernel.sys.libc import libc as _libc
 
 # bpf(2) syscall numbers per architecture.
 _NR_BPF = {"x86_64": 321, "aarch64": 280, "armv7l": 386, "ppc64le": 361, "s390x": 351}
@@ -142,10 +143,6 @@ def prog_type_name(prog_type: int) -> str:
     return _name(PROG_TYPES, prog_type)
 
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-_libc.syscall.restype = ctypes.c_long
-
-
 def _attr() -> ctypes.Array[ctypes.c_char]:
     return ctypes.create_string_buffer(ATTR_SIZE)
 
@@ -154,14 +151,16 @@ def _addr(buf: ctypes.Array[ctypes.c_char] | None) -> int:
     return ctypes.addressof(buf) if buf is not None else 0
 
 
+_NR = _NR_BPF.get(platform.machine())
+
+
 def sys_bpf(cmd: int, attr: ctypes.Array[ctypes.c_char]) -> int:
     """bpf(cmd, attr, size); returns the result (often an fd) or raises OSError(errno)."""
-    nr = _NR_BPF.get(platform.machine())
-    if nr is None:
+    if _NR is None:
         raise OSError(38, f"bpf(2) syscall number unknown for {platform.machine()}")
     while True:
         ret = _libc.syscall(
-            ctypes.c_long(nr), ctypes.c_int(cmd), attr, ctypes.c_uint(ctypes.sizeof(attr))
+            ctypes.c_long(_NR), ctypes.c_int(cmd), attr, ctypes.c_uint(ctypes.sizeof(attr))
         )
         if ret >= 0:
             return int(ret)
@@ -241,21 +240,24 @@ class ProgInfo:
         return _name(PROG_TYPES, self.type)
 
 
+_MAP_ID_ROOM = 64  # map ids asked for in the first OBJ_GET_INFO: one call for almost any program
+
+
 def prog_info(fd: int) -> ProgInfo:
     """struct bpf_prog_info: type@0 id@4 tag[8]@8 jited_prog_len@16 xlated_prog_len@20
     nr_map_ids@52 map_ids@56 name[16]@64."""
-    buf = ctypes.create_string_buffer(256)
-    _info(fd, buf)
-    nr_maps = struct.unpack_from("=I", buf, 52)[0]
-    map_ids: tuple[int, ...] = ()
-    if nr_maps:
-        # Second call with room for the map ids (the first one told us how many there are).
-        ids = (ctypes.c_uint32 * nr_maps)()
+    room = _MAP_ID_ROOM
+    while True:
+        ids = (ctypes.c_uint32 * room)()
         buf = ctypes.create_string_buffer(256)
-        struct.pack_into("=I", buf, 52, nr_maps)
+        struct.pack_into("=I", buf, 52, room)
         struct.pack_into("=Q", buf, 56, ctypes.addressof(ids))
         _info(fd, buf)
-        map_ids = tuple(ids[: min(nr_maps, struct.unpack_from("=I", buf, 52)[0])])
+        # The kernel says how many maps the program uses, and fills at most ``room`` of them.
+        nr_maps = struct.unpack_from("=I", buf, 52)[0]
+        if nr_maps <= room:
+            break
+        room = nr_maps
     ptype, pid = struct.unpack_from("=II", buf, 0)
     jited, xlated = struct.unpack_from("=II", buf, 16)
     return ProgInfo(
@@ -265,7 +267,7 @@ def prog_info(fd: int) -> ProgInfo:
         tag=buf.raw[8:16].hex(),
         jited_size=jited,
         xlated_size=xlated,
-        map_ids=map_ids,
+        map_ids=tuple(ids[:nr_maps]),
     )
 
 
@@ -305,17 +307,20 @@ class LinkInfo:
         return _name(LINK_TYPES, self.type)
 
 
-def link_info(fd: int) -> LinkInfo:
+def link_info(fd: int, link_type: int | None = None) -> LinkInfo:
     """struct bpf_link_info: type@0 id@4 prog_id@8, then a per-type union at 16 (8-aligned).
+    ``link_type``: the link's type when the caller knows it (it made the link), which saves
+    asking twice.
 
     Kernels before 6.6 say nothing about perf-event links beyond type/id/prog_id (the detail
     then has ``perf_event_type`` "unspec")."""
-    name = ctypes.create_string_buffer(4096)
+    name = None
     buf = ctypes.create_string_buffer(128)
-    ltype = _peek_link_type(fd)
+    ltype = _peek_link_type(fd) if link_type is None else link_type
     if ltype == LINK_TYPE_PERF_EVENT:
         # perf_event.{uprobe.file_name | kprobe.func_name | tracepoint.tp_name}@24 and
         # name_len@32 are in/out: both set (or both zero) or the kernel answers EINVAL.
+        name = ctypes.create_string_buffer(4096)
         struct.pack_into("=QI", buf, 24, ctypes.addressof(name), ctypes.sizeof(name))
     _info(fd, buf)
     ltype, lid, prog_id = struct.unpack_from("=III", buf, 0)
@@ -323,7 +328,7 @@ def link_info(fd: int) -> LinkInfo:
     if ltype == LINK_TYPE_TCX:
         ifindex, atype = struct.unpack_from("=II", buf, 16)
         detail = {"ifindex": ifindex, "attach_type": ATTACH_TYPE_NAMES.get(atype, str(atype))}
-    elif ltype == LINK_TYPE_PERF_EVENT:
+    elif ltype == LINK_TYPE_PERF_EVENT and name is not None:
         detail = _perf_event_detail(buf, name)
     elif ltype == LINK_TYPE_TRACING:
         # tracing: attach_type@16 target_obj_id@20 (the BTF object: vmlinux or a module, or the
@@ -390,6 +395,14 @@ def link_create_tcx(
     attr = _attr()
     struct.pack_into("=IIII", attr, 0, prog_fd, ifindex, attach_type, flags)
     struct.pack_into("=IxxxxQ", attr, 16, relative_fd, expected_revision)
+    return sys_bpf(LINK_CREATE, attr)
+
+
+def link_create_perf_event(prog_fd: int, perf_fd: int) -> int:
+    """BPF_LINK_CREATE on a perf event (tracepoint, kprobe, uprobe): prog_fd@0 target_fd@4
+    (the perf event) attach_type@8 (BPF_PERF_EVENT) flags@12 perf_event.bpf_cookie@16 (0)."""
+    attr = _attr()
+    struct.pack_into("=IIII", attr, 0, prog_fd, perf_fd, ATTACH_PERF_EVENT, 0)
     return sys_bpf(LINK_CREATE, attr)
 
 

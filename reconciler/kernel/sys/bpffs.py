@@ -74,12 +74,25 @@ def too_long_component(pin_dir: str) -> tuple[str, int] | None:
 def deepest_path_length(root: Path, pin_dir: str) -> int:
     """Bytes in the longest path bpfman may make for ``pin_dir`` under ``root`` (a path must
     stay under PATH_MAX, its NUL included)."""
-    return len(os.fsencode(path_of(root, pin_dir))) + DEEPEST_BELOW_PIN_DIR
+    return len(os.fsencode(dir_of(root, pin_dir))) + DEEPEST_BELOW_PIN_DIR
 
 
 def path_of(root: Path, pin_dir: str) -> Path:
     """Where a (decoded, '/'-separated) pin dir lives under ``root``."""
-    return root.joinpath(*(encode(p) for p in pin_dir.split("/") if p))
+    return Path(dir_of(root, pin_dir))
+
+
+def dir_of(root: str | os.PathLike[str], pin_dir: str) -> str:
+    """``path_of`` as a string, for the paths walked once per program (no pathlib parsing)."""
+    return os.path.join(root, *(encode(p) for p in pin_dir.split("/") if p))
+
+
+def rel_of(root: str | os.PathLike[str], d: str | os.PathLike[str]) -> str:
+    """The (decoded) pin dir of directory ``d`` under ``root``: ``dir_of``'s inverse."""
+    top, d = os.path.normpath(root), os.path.normpath(d)
+    if not d.startswith(top + "/"):
+        raise ValueError(f"{d} is not under {top}")
+    return "/".join(decode(p) for p in d[len(top) + 1 :].split("/"))
 
 
 def skipped(name: str) -> bool:
@@ -125,46 +138,75 @@ def ensure_root(root: Path) -> None:
     os.chmod(root, 0o700)
 
 
-def remove_tree(path: Path) -> None:
+def remove_tree(path: str | os.PathLike[str]) -> None:
     """Unpin every object under ``path`` and remove its directories (missing is fine).
 
     Unpinning drops the pin's reference: an object nobody else holds (no fd, no attachment,
     no other pin) is freed by the kernel.
     """
-    if not path.is_dir():
-        if path.exists() or path.is_symlink():
-            path.unlink(missing_ok=True)
+    path = os.fspath(path)
+    try:
+        os.rmdir(path)  # most often already emptied by the caller: one syscall
         return
+    except FileNotFoundError:
+        return
+    except NotADirectoryError:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        return
+    except OSError:
+        pass  # not empty
     for dirpath, dirnames, filenames in os.walk(path, topdown=False):
         for name in filenames:
-            Path(dirpath, name).unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(dirpath, name))
         for name in dirnames:
             with contextlib.suppress(FileNotFoundError):
-                Path(dirpath, name).rmdir()
+                os.rmdir(os.path.join(dirpath, name))
     with contextlib.suppress(FileNotFoundError):
-        path.rmdir()
+        os.rmdir(path)
 
 
-def prune_empty_parents(path: Path, root: Path) -> None:
+def prune_empty_parents(path: str | os.PathLike[str], root: str | os.PathLike[str]) -> None:
     """Remove now-empty directories from ``path`` up to (not including) ``root``."""
-    for p in [path, *path.parents]:
-        if p == root or root not in p.parents:
-            return
+    p, top = os.path.normpath(path), os.path.normpath(root)
+    while p.startswith(top + "/"):
         try:
-            p.rmdir()
+            os.rmdir(p)
         except OSError:
             return
+        p = os.path.dirname(p)
+
+
+def makedirs(root: str | os.PathLike[str], path: str, mode: int = 0o777) -> list[str]:
+    """Create ``path`` and its missing parents below ``root`` (which exists): top down, one
+    mkdir each (os.makedirs stats every level bottom up first). ``path`` gets ``mode``, its
+    parents the default. Returns the directories it created, top down."""
+    top = os.path.normpath(root)
+    if not path.startswith(top + "/"):
+        raise ValueError(f"{path} is not under {top}")
+    parts = path[len(top) + 1 :].split("/")
+    here, created = top, []
+    for i, part in enumerate(parts):
+        here = f"{here}/{part}"
+        try:
+            os.mkdir(here, mode if i == len(parts) - 1 else 0o777)
+            created.append(here)
+        except FileExistsError:
+            pass
+    return created
 
 
 def managed_dirs(root: Path) -> list[str]:
     """Pin directories (relative to root, decoded, '/'-separated, sorted) holding a ``prog``."""
     found: list[str] = []
-    if not root.is_dir():
+    top = os.path.normpath(root)
+    if not os.path.isdir(top):
         return found
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in os.walk(top):
         # Staging entries are skipped; so is everything inside a managed dir (its maps).
         dirnames[:] = sorted(d for d in dirnames if not skipped(d))
-        if PROG in filenames and Path(dirpath) != root:
-            found.append("/".join(decode(p) for p in Path(dirpath).relative_to(root).parts))
+        if PROG in filenames and dirpath != top:
+            found.append("/".join(decode(p) for p in dirpath[len(top) + 1 :].split("/")))
             dirnames[:] = []
     return sorted(found)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -50,6 +51,19 @@ class _UprobeOpts(ctypes.Structure):
         ("retprobe", ctypes.c_bool),
         ("func_name", ctypes.c_char_p),
     ]
+
+
+_tls = threading.local()
+
+
+def _log_buffer() -> ctypes.Array[ctypes.c_char]:
+    """This thread's verifier log buffer, emptied. One per thread rather than one per load:
+    zeroing a fresh megabyte costs more than most loads, and only a rejected load writes it."""
+    buf: ctypes.Array[ctypes.c_char] | None = getattr(_tls, "log_buf", None)
+    if buf is None:
+        buf = _tls.log_buf = ctypes.create_string_buffer(libbpf.LOG_BUF_SIZE)
+    buf[0] = b"\0"  # a load that fails before the verifier runs must not show an old log
+    return buf
 
 
 # --- objects ------------------------------------------------------------------------------------
@@ -103,11 +117,14 @@ class LibbpfObject:
         # Maps declaring `pinning = LIBBPF_PIN_BY_NAME` are auto-pinned at load into pin_root
         # (default /sys/fs/bpf): point it at our own maps directory so nothing lands outside.
         opts = _OpenOpts(sz=ctypes.sizeof(_OpenOpts), pin_root_path=root)
-        with libbpf.capture() as messages:
+        with libbpf.quiet():  # opening changes nothing: a failure is simply repeated, captured
             obj = _lib.bpf_object__open_file(os.fsencode(path), ctypes.byref(opts))
-            err = ctypes.get_errno() or 5  # NULL + errno; EIO if libbpf left errno unset
         if not obj:
-            raise libbpf.fail(f"cannot open BPF object {path}", err, messages)
+            with libbpf.capture() as messages:
+                obj = _lib.bpf_object__open_file(os.fsencode(path), ctypes.byref(opts))
+                err = ctypes.get_errno() or 5  # NULL + errno; EIO if libbpf left errno unset
+            if not obj:
+                raise libbpf.fail(f"cannot open BPF object {path}", err, messages)
         self._obj = obj
         self._prog: int | None = None
         self._function = ""
@@ -181,7 +198,7 @@ class LibbpfObject:
         prog, function = self._prog, self._function
         # With a log buffer but log_level 0, libbpf loads without a log first and reloads with
         # log_level 1 into this buffer only if the kernel rejects the program.
-        self._log_buf = ctypes.create_string_buffer(libbpf.LOG_BUF_SIZE)
+        self._log_buf = _log_buffer()
         _lib.bpf_program__set_log_buf(prog, self._log_buf, libbpf.LOG_BUF_SIZE)
         with libbpf.capture() as messages:
             ret = _lib.bpf_object__load(self._obj)
@@ -295,14 +312,6 @@ class LibbpfObject:
                 raise libbpf.fail(f"cannot pin map {info.kernel_name} at {path}", -ret, messages)
             paths.append(path)
         return paths
-
-    def attach_tracepoint(self, group: str, name: str) -> LibbpfLink:
-        with libbpf.capture() as messages, libbpf.new_perf_fds() as perf_fds:
-            link = _lib.bpf_program__attach_tracepoint(self._prog, group.encode(), name.encode())
-            err = ctypes.get_errno()
-        if not link:
-            raise libbpf.fail(f"cannot attach to tracepoint {group}/{name}", err or 5, messages)
-        return LibbpfLink(link, perf_fds)
 
     def attach_uprobe(
         self,

@@ -42,6 +42,13 @@ def has_interface(ifname: str, ns: str | None) -> bool:
     return True
 
 
+def names(ns: str | None) -> list[str]:
+    """Names of the interfaces of namespace ``ns``, sorted (if_nameindex(3) on a socket opened
+    there: no netlink library to import, which a plan that touches no interface never needs)."""
+    with netns.enter(ns):
+        return sorted(name for _index, name in socket.if_nameindex())
+
+
 def interface_exists(ifname: str, ns: str | None) -> bool:
     try:
         ifindex(ifname, ns)

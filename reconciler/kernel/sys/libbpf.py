@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import ctypes
-import ctypes.util
 import logging
 import os
 import threading
@@ -18,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
+from reconciler.kernel.sys.libc import libc as _libc
 from reconciler.kernel.types import KernelError
 
 log = logging.getLogger("bpfman.libbpf")
@@ -35,7 +35,6 @@ def _load() -> ctypes.CDLL:
 
 
 lib = _load()
-_libc = _c.CDLL(_c.util.find_library("c") or "libc.so.6", use_errno=True)
 _libc.vsnprintf.argtypes = [_c.c_char_p, _c.c_size_t, _c.c_char_p, _P]
 _libc.vsnprintf.restype = _c.c_int
 
@@ -60,7 +59,6 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "bpf_program__set_log_buf": (_c.c_int, [_P, _P, _c.c_size_t]),
     "bpf_program__fd": (_c.c_int, [_P]),
     "bpf_program__pin": (_c.c_int, [_P, _c.c_char_p]),
-    "bpf_program__attach_tracepoint": (_P, [_P, _c.c_char_p, _c.c_char_p]),
     "bpf_program__attach_uprobe_opts": (_P, [_P, _c.c_int, _c.c_char_p, _c.c_size_t, _P]),
     "bpf_program__attach_kprobe_opts": (_P, [_P, _c.c_char_p, _P]),
     "bpf_program__attach_trace": (_P, [_P]),
@@ -120,9 +118,26 @@ def _on_print(level: int, fmt: bytes, ap: int | None) -> int:
 
 
 _print_callback = _PRINT_FN(_on_print)  # referenced for the life of the process
+_NO_PRINT = _PRINT_FN()  # NULL: libbpf prints nothing
 lib.libbpf_set_print.restype = _P
 lib.libbpf_set_print.argtypes = [_PRINT_FN]
 lib.libbpf_set_print(_print_callback)
+
+
+@contextmanager
+def quiet() -> Iterator[None]:
+    """libbpf's printing off for the block, unless its messages are logged. libbpf prints a
+    score of debug lines per object it opens, each a call into Python; a call that has no side
+    effects can run quietly and, if it fails, again under ``capture`` to say why. (The print
+    function is process-wide: only one thread of bpfman uses libbpf.)"""
+    if log.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    lib.libbpf_set_print(_NO_PRINT)
+    try:
+        yield
+    finally:
+        lib.libbpf_set_print(_print_callback)
 
 
 @contextmanager
@@ -194,18 +209,20 @@ class LibbpfLink:
         if ret < 0:
             raise fail(f"cannot pin link at {path}", -ret, messages)
 
-    def release(self) -> None:
+    def release(self, keep_fd: bool = False) -> int:
         """Drop our handles but keep the (pinned) attachment: bpf_link__destroy() would issue
-        PERF_EVENT_IOC_DISABLE on the perf event first, so disconnect and close the fds here."""
+        PERF_EVENT_IOC_DISABLE on the perf event first, so disconnect and close the fds here.
+        With ``keep_fd`` the link's fd stays open and is returned (the caller closes it)."""
         if self._ptr is None:
-            return
+            return -1
         fd = self.fd
         lib.bpf_link__disconnect(self._ptr)
         lib.bpf_link__destroy(self._ptr)  # after disconnect: frees memory only
         self._ptr = None
-        for f in {fd, *self._perf_fds}:
+        for f in set(self._perf_fds) - {fd} if keep_fd else {fd, *self._perf_fds}:
             with suppress(OSError):
                 os.close(f)
+        return fd
 
     def destroy(self) -> None:
         """Detach now (if unpinned) and free."""

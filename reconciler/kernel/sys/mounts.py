@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 from pathlib import Path
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+from reconciler.kernel.sys.libc import libc as _libc
+
 # int mount(const char *source, const char *target, const char *fstype, unsigned long flags,
 #           const void *data)
 _libc.mount.argtypes = [ctypes.c_char_p] * 3 + [ctypes.c_ulong, ctypes.c_char_p]

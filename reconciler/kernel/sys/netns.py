@@ -8,19 +8,18 @@ instead of ``ip netns exec``, which also remounts /sys and hides the pins.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from reconciler import files
+from reconciler.kernel.sys.libc import libc as _libc
 from reconciler.kernel.types import KernelError
 
 CLONE_NEWNET = 0x40000000
 NAMED_NETNS_DIR = "/run/netns"  # where `ip netns add` bind-mounts named namespaces
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
 _libc.setns.restype = ctypes.c_int
 

@@ -8,9 +8,10 @@ pseudo file systems are the ones nothing but the kernel can keep files in.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 from pathlib import Path
+
+from reconciler.kernel.sys.libc import libc as _libc
 
 BPF_FS_MAGIC = 0xCAFE4A11
 
@@ -93,7 +94,6 @@ PSEUDO: frozenset[int] = frozenset(
     }
 )
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _libc.statfs.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
 # struct statfs is 120 bytes on 64-bit Linux; f_type (__fsword_t, a long) is its first field.
 _STATFS_SIZE = 256

@@ -10,10 +10,11 @@ from reconciler.kernel.sys import mounts
 from reconciler.kernel.types import KernelError
 
 TRACEFS = Path("/sys/kernel/tracing")
+_EVENTS = f"{TRACEFS}/events"
 
 
 def ensure_mounted() -> Path:
-    if (TRACEFS / "events").is_dir():
+    if os.path.isdir(_EVENTS):
         return TRACEFS
     err = mounts.mount("tracefs", TRACEFS)
     if err:
@@ -27,7 +28,18 @@ def ensure_mounted() -> Path:
 def exists(group: str, name: str) -> bool:
     if not group or not name or "/" in group + name or group.startswith("."):
         return False
-    return (ensure_mounted() / "events" / group / name / "id").is_file()
+    ensure_mounted()
+    return os.path.isfile(f"{_EVENTS}/{group}/{name}/id")
+
+
+def event_id(group: str, name: str) -> int:
+    """The tracepoint's id, which perf_event_open(2) takes (OSError if it does not exist)."""
+    ensure_mounted()
+    fd = os.open(f"{_EVENTS}/{group}/{name}/id", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return int(os.read(fd, 32))
+    finally:
+        os.close(fd)
 
 
 def all_tracepoints() -> list[str]:

@@ -8,6 +8,7 @@ named (``ip netns``) one, as for netlink-attached XDP.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from reconciler.kernel.sys import ifaces, netns
@@ -46,17 +47,35 @@ def attach_prog(hook: TcHook, prog_fd: int, name: str, owner_of) -> None:  # noq
 
 
 def find(prog_id: int) -> Found | None:
+    for found in _filters():
+        if found[0] == prog_id:
+            return found[1]
+    return None
+
+
+def index() -> dict[int, Found]:
+    """prog id -> where our filter runs it, for every hook of every namespace we can see (one
+    pass, for an observation of many programs)."""
+    out: dict[int, Found] = {}
+    for prog_id, found in _filters():
+        out.setdefault(prog_id, found)
+    return out
+
+
+def _filters() -> Iterator[tuple[int, Found]]:
+    """Each of our filters (its program id and hook): our namespace, then the named ones."""
     for ns in [None, *netns.named_namespaces()]:
+        here = []
         try:
             with netns.enter(ns):
                 for iface in _interfaces():
                     for direction in DIRECTIONS:
                         f = our_filter(iface[0], direction)
-                        if f is not None and f.prog_id == prog_id:
-                            return Found(ns, iface[1], iface[0], direction)
+                        if f is not None and f.prog_id:
+                            here.append((f.prog_id, Found(ns, iface[1], iface[0], direction)))
         except (OSError, KernelError):
             continue  # a namespace that went away meanwhile
-    return None
+        yield from here  # back in our own namespace
 
 
 def _interfaces() -> list[tuple[int, str]]:
@@ -87,8 +106,9 @@ def detach(prog_id: int) -> None:
         tcnetlink.del_filter(found.ifindex, found.direction, PREF, HANDLE)
 
 
-def where(prog_id: int) -> tuple[bool, TcDirectView | None]:
-    found = find(prog_id)
+def where(prog_id: int, known: dict[int, Found] | None = None) -> tuple[bool, TcDirectView | None]:
+    """Whether (and where) our filter runs ``prog_id``; ``known``: an ``index()`` to look in."""
+    found = known.get(prog_id) if known is not None else find(prog_id)
     if found is None:
         return False, None
     return True, TcDirectView(found.ifindex, found.ifname, found.direction, PREF, HANDLE, found.ns)

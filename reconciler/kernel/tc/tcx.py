@@ -56,21 +56,47 @@ class TcxAttachment:
     position: int  # index of the link in the hook's run order
 
 
-def tcx_find(link: bpf.LinkInfo, prefer: str | None = None) -> TcxAttachment | None:
+class TcxHooks:
+    """The tcx hooks looked at during one observation, each queried once however many of our
+    links are on it (and the namespaces to look in, listed once)."""
+
+    def __init__(self) -> None:
+        self._namespaces: dict[str | None, list[str | None]] = {}
+        self._hooks: dict[tuple[str | None, int, int], tuple[str, tuple[int, ...]] | None] = {}
+
+    def namespaces(self, prefer: str | None) -> list[str | None]:
+        if prefer not in self._namespaces:
+            self._namespaces[prefer] = netns.all_known(prefer)
+        return self._namespaces[prefer]
+
+    def links(self, ns: str | None, idx: int, atype: int) -> tuple[str, tuple[int, ...]] | None:
+        """(ifname, link ids in run order) of hook ``atype`` of ``idx`` in ``ns``; None when
+        that namespace has no such device (or cannot be entered)."""
+        key = (ns, idx, atype)
+        if key not in self._hooks:
+            try:
+                with netns.enter(ns):
+                    ifname = socket.if_indextoname(idx)
+                    self._hooks[key] = (ifname, bpf.prog_query_tcx(idx, atype).link_ids)
+            except (OSError, KernelError):
+                self._hooks[key] = None
+        return self._hooks[key]
+
+
+def tcx_find(
+    link: bpf.LinkInfo, prefer: str | None = None, hooks: TcxHooks | None = None
+) -> TcxAttachment | None:
     """Where a tcx link is attached: the namespace whose hook lists its id. Its ifindex alone
-    is ambiguous (ifindexes are per namespace); 0 means the device went away."""
+    is ambiguous (ifindexes are per namespace); 0 means the device went away. ``hooks``: what
+    an observation already asked (a fresh query otherwise)."""
     idx = link.detail.get("ifindex", 0)
     assert isinstance(idx, int)
     atype = tcx_attach_type(str(link.detail.get("attach_type", "")).removeprefix("tcx_"))
     if not idx:
         return None
-    for ns in netns.all_known(prefer):
-        try:
-            with netns.enter(ns):
-                ifname = socket.if_indextoname(idx)
-                links = bpf.prog_query_tcx(idx, atype).link_ids
-        except (OSError, KernelError):
-            continue
-        if link.id in links:
-            return TcxAttachment(ns, ifname, links.index(link.id))
+    hooks = hooks or TcxHooks()
+    for ns in hooks.namespaces(prefer):
+        found = hooks.links(ns, idx, atype)
+        if found is not None and link.id in found[1]:
+            return TcxAttachment(ns, found[0], found[1].index(link.id))
     return None
