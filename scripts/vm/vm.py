@@ -533,6 +533,45 @@ def _read(path: Path) -> str | None:
         return None
 
 
+# ---------------------------------------------------------------------------------------------
+# Inside the guest
+
+
+def files_opened_by(argv: list[str]) -> set[str]:
+    """The regular files ``argv`` (and its children) open or execute, traced with strace
+    (an empty set when strace is missing or the command fails)."""
+    if shutil.which("strace") is None:
+        return set()
+    with tempfile.NamedTemporaryFile("r", prefix="bpfman-vm-trace-") as log:
+        trace = ["strace", "-f", "-qq", "-e", "trace=openat,execve", "-o", log.name, *argv]
+        if subprocess.run(trace, capture_output=True).returncode != 0:
+            return set()
+        # e.g. 123 openat(AT_FDCWD, "/usr/lib/x.so", O_RDONLY|O_CLOEXEC) = 3; a failed open
+        # of a file that exists is kept too (harmless), a name that is no file is dropped.
+        names = {line.split('"')[1] for line in log if line.count('"') >= 2}
+    return {os.path.realpath(n) for n in names if os.path.isfile(n)}
+
+
+def keep_in_guest(paths: set[str]) -> int:
+    """Copy files of the host's root into the guest's memory: the guest's root is an overlay
+    whose lower layer is the host's root over 9p (init.sh), so every open of a host file is a
+    round trip to qemu. Setting a file's mode (to what it is) copies it up into the overlay's
+    tmpfs, contents and times kept (so .pyc files stay valid); later opens stay in the guest,
+    as they would on a machine with a local disk. Returns how many files were copied."""
+    done = 0
+    for path in sorted(paths):
+        if path.startswith(("/proc/", "/sys/", "/dev/", "/run/")):
+            continue
+        try:
+            st = os.stat(path)
+            if stat.S_ISREG(st.st_mode):
+                os.chmod(path, stat.S_IMODE(st.st_mode))
+                done += 1
+        except OSError:
+            continue
+    return done
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
