@@ -104,7 +104,7 @@ def warm(work: Path) -> int:
     return vm.keep_in_guest(files)
 
 
-def bench_bpfman(n: int, repeat: int, work: Path) -> float:
+def bench_bpfman(n: int, repeat: int, work: Path) -> tuple[float, tuple[int, int]]:
     src, base = source(work), bpfman_base(work)
     manifests(src, n, reverse=False)
     timed(*base, "apply", str(src), "--auto-approve")
@@ -112,25 +112,49 @@ def bench_bpfman(n: int, repeat: int, work: Path) -> float:
     for r in range(repeat):
         manifests(src, n, reverse=(r % 2 == 0))
         times.append(timed(*base, "apply", str(src), "--auto-approve"))
+    manifests(src, n, reverse=(repeat % 2 == 0))
+    work_done = kernel_work([[*base, "apply", str(src), "--auto-approve"]])
     timed(*base, "destroy", "--auto-approve")
-    return min(times)
+    return min(times), work_done
 
 
-def bench_xdp_loader(n: int, repeat: int) -> float:
-    def load_all(reverse: bool) -> None:
-        for i in range(n):
-            prio = (n - i if reverse else i + 1) * 10
-            sh(*in_ns("xdp-loader", "load", "-m", "skb", "-P", str(prio), "eth0", str(OBJ)))
+def bench_xdp_loader(n: int, repeat: int) -> tuple[float, tuple[int, int]]:
+    def loads(reverse: bool) -> list[list[str]]:
+        prios = [(n - i if reverse else i + 1) * 10 for i in range(n)]
+        load = ["xdp-loader", "load", "-m", "skb", "eth0", str(OBJ)]
+        return [in_ns(*load[:4], "-P", str(p), *load[4:]) for p in prios]
 
-    load_all(False)
+    unload = in_ns("xdp-loader", "unload", "-a", "eth0")
+    for argv in loads(False):
+        sh(*argv)
     times = []
     for r in range(repeat):
         t0 = time.perf_counter()
-        sh(*in_ns("xdp-loader", "unload", "-a", "eth0"))
-        load_all(reverse=(r % 2 == 0))
+        for argv in [unload, *loads(reverse=(r % 2 == 0))]:
+            sh(*argv)
         times.append(time.perf_counter() - t0)
-    sh(*in_ns("xdp-loader", "unload", "-a", "eth0"), check=False)
-    return min(times)
+    work_done = kernel_work([unload, *loads(reverse=(repeat % 2 == 0))])
+    sh(*unload, check=False)
+    return min(times), work_done
+
+
+def kernel_work(commands: list[list[str]]) -> tuple[int, int]:
+    """(programs loaded, links created) by one more, untimed, run of ``commands``, counted by
+    strace as the kernel answered them ((-1, -1) without strace)."""
+    if shutil.which("strace") is None:
+        for argv in commands:
+            sh(*argv)
+        return -1, -1
+    loads = links = 0
+    with tempfile.NamedTemporaryFile("r") as log:
+        for argv in commands:
+            sh("strace", "-f", "-qq", "-e", "trace=bpf", "-o", log.name, *argv)
+            log.seek(0)
+            for line in log:
+                ok = line.rsplit(" = ", 1)[-1][:1].isdigit()
+                loads += ok and "bpf(BPF_PROG_LOAD" in line
+                links += ok and "bpf(BPF_LINK_CREATE" in line
+    return loads, links
 
 
 def slope(points: list[tuple[int, float]]) -> float:
@@ -221,14 +245,18 @@ def inside(
         print(f"best of {repeat} rounds each; {where}")
         print(
             f"{'N':>3}  {'bpfman reorder s':>16}  {'xdp-loader unload+load s':>24}  "
-            f"{'bpfman faster by':>16}"
+            f"{'bpfman faster by':>16}   program loads / links per reorder"
         )
         rows = []
         for n in sizes:
-            b = bench_bpfman(n, repeat, work)
-            x = bench_xdp_loader(n, repeat)
+            b, (bl, bk) = bench_bpfman(n, repeat, work)
+            x, (xl, xk) = bench_xdp_loader(n, repeat)
             rows.append((n, b, x))
-            print(f"{n:>3}  {b:>16.2f}  {x:>24.2f}  {x / b:>15.2f}x", flush=True)
+            print(
+                f"{n:>3}  {b:>16.2f}  {x:>24.2f}  {x / b:>15.2f}x   "
+                f"bpfman {bl} / {bk}, xdp-loader {xl} / {xk}",
+                flush=True,
+            )
         if len(rows) > 1:
             sb, sx = slope([(n, b) for n, b, _ in rows]), slope([(n, x) for n, _, x in rows])
             print(
