@@ -60,6 +60,8 @@ TOOLS = {
     "dpkg": "dpkg",
 }
 XZ_MAGIC = b"\xfd7zXZ\x00"
+# The checkout's Python code, byte-compiled on the host before every boot (see byte_compile).
+COMPILED_TREES = ["reconciler", "tests", "bench", "scripts"]
 DEFAULT_TIMEOUT = 600.0
 PRUNE_AFTER = 7 * 24 * 3600.0  # seconds unused after which a cached kernel or initramfs goes
 
@@ -435,6 +437,20 @@ def run_script(command: list[str], cwd: Path, env: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+def byte_compile(repo: Path = REPO) -> None:
+    """Bring the checkout's .pyc files up to date on the host before a boot. The guest sees the
+    checkout read-only (what it writes lands in a tmpfs that dies with it), so a module changed
+    since it was last compiled would be compiled again, under emulation, by the first process
+    of every boot that imports it; and hosts that set PYTHONDONTWRITEBYTECODE never refresh
+    them. Compiled with the interpreter the guest runs (the checkout's .venv), so the files
+    match its version; a file that does not compile is left to fail where it is imported."""
+    venv = repo / ".venv" / "bin" / "python"
+    python = str(venv) if venv.exists() else sys.executable
+    trees = [str(repo / d) for d in COMPILED_TREES if (repo / d).is_dir()]
+    if trees:
+        subprocess.run([python, "-m", "compileall", "-q", *trees], capture_output=True)
+
+
 def boot(
     assets: Assets,
     command: list[str],
@@ -452,6 +468,7 @@ def boot(
     guest sees, writable, at /run/bpfman-vm (the command's own results go there too). The console
     goes to ``console`` (default results/console.log) and, live, to ``echo`` if given. qemu is
     killed on timeout, on any exception (KeyboardInterrupt included) and if this process dies."""
+    byte_compile()
     results.mkdir(parents=True, exist_ok=True)
     for stale in ("status", "release", "boot-seconds"):
         (results / stale).unlink(missing_ok=True)
@@ -516,12 +533,57 @@ def _read(path: Path) -> str | None:
         return None
 
 
+# ---------------------------------------------------------------------------------------------
+# Inside the guest
+
+
+def files_opened_by(argv: list[str]) -> set[str]:
+    """The regular files ``argv`` (and its children) open or execute, traced with strace
+    (an empty set when strace is missing or the command fails)."""
+    if shutil.which("strace") is None:
+        return set()
+    with tempfile.NamedTemporaryFile("r", prefix="bpfman-vm-trace-") as log:
+        trace = ["strace", "-f", "-qq", "-e", "trace=openat,execve", "-o", log.name, *argv]
+        if subprocess.run(trace, capture_output=True).returncode != 0:
+            return set()
+        # e.g. 123 openat(AT_FDCWD, "/usr/lib/x.so", O_RDONLY|O_CLOEXEC) = 3; a failed open
+        # of a file that exists is kept too (harmless), a name that is no file is dropped.
+        names = {line.split('"')[1] for line in log if line.count('"') >= 2}
+    return {os.path.realpath(n) for n in names if os.path.isfile(n)}
+
+
+def keep_in_guest(paths: set[str]) -> int:
+    """Copy files of the host's root into the guest's memory: the guest's root is an overlay
+    whose lower layer is the host's root over 9p (init.sh), so every open of a host file is a
+    round trip to qemu. Setting a file's mode (to what it is) copies it up into the overlay's
+    tmpfs, contents and times kept (so .pyc files stay valid); later opens stay in the guest,
+    as they would on a machine with a local disk. Returns how many files were copied."""
+    done = 0
+    for path in sorted(paths):
+        if path.startswith(("/proc/", "/sys/", "/dev/", "/run/")):
+            continue
+        try:
+            st = os.stat(path)
+            if stat.S_ISREG(st.st_mode):
+                os.chmod(path, stat.S_IMODE(st.st_mode))
+                done += 1
+        except OSError:
+            continue
+    return done
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("prepare", help="download and cache the kernel, build the initramfs")
     run = sub.add_parser("run", help="boot the VM and run a command in this checkout")
     run.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT)
+    run.add_argument(
+        "--results",
+        type=Path,
+        help="host directory the guest sees, writable, at /run/bpfman-vm (kept afterwards: "
+        "what the command writes there, e.g. profiles, and the console log); default a temp dir",
+    )
     run.add_argument("command", nargs="+")
     args = parser.parse_args(argv)
     try:
@@ -529,11 +591,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "prepare":
             print(f"{assets.package}: {assets.vmlinux}, {assets.initramfs}")
             return 0
-        with tempfile.TemporaryDirectory(prefix="bpfman-vm-") as tmp:
+        with contextlib.ExitStack() as stack:
+            results = args.results or Path(
+                stack.enter_context(tempfile.TemporaryDirectory(prefix="bpfman-vm-"))
+            )
             res = boot(
                 assets,
                 args.command,
-                Path(tmp),
+                results.resolve(),
                 cwd=Path.cwd(),
                 timeout=args.timeout,
                 echo=sys.stdout.buffer,

@@ -19,6 +19,7 @@ from reconciler.kernel import RealKernel
 from reconciler.kernel.sys import bpf, bpffs, netns
 from reconciler.kernel.types import (
     DispatchSlot,
+    Installed,
     ProgramSpec,
     ProgType,
     XdpDispatcherView,
@@ -112,12 +113,19 @@ def status_rows(ns: str) -> list[tuple[int, str, str]]:
     return rows
 
 
+def as_observed(kernel: RealKernel, got: list[Installed]) -> None:
+    """What a dispatch returns (made from what it did, without reading the interfaces again)
+    is what observing the kernel afterwards reads."""
+    observed = {i.pin_dir: i for i in kernel.observe()}
+    assert got and {i.pin_dir: i for i in got} == {i.pin_dir: observed[i.pin_dir] for i in got}
+
+
 def test_three_programs_in_priority_order_then_reordered_in_place(
     kernel: RealKernel, veth: support.VethPair, vm_bytecode: Path
 ) -> None:
     hook = XdpHook("eth0", f"/run/netns/{veth.ns_a}", mode="generic")
     a, b, c = (slot(vm_bytecode, n, t, p) for n, t, p in (("a", 1, 30), ("b", 2, 10), ("c", 3, 20)))
-    kernel.dispatch(hook, [a, b, c])
+    as_observed(kernel, kernel.dispatch(hook, [a, b, c]))
     state = kernel.hook_state(hook)
     assert [s.pin_dir for s in state.slots] == ["XdpProgram/b", "XdpProgram/c", "XdpProgram/a"]
     assert [s.priority for s in state.slots] == [10, 20, 30]
@@ -136,7 +144,7 @@ def test_three_programs_in_priority_order_then_reordered_in_place(
     # In place: new priorities, same programs (ids checked with bpftool), one new dispatcher.
     ids = {s.pin_dir: s.prog_id for s in state.slots}
     a2 = DispatchSlot(a.pin_dir, a.spec, 5, ("pass",))
-    kernel.dispatch(hook, [a2, b, c])
+    as_observed(kernel, kernel.dispatch(hook, [a2, b, c]))
     after = kernel.hook_state(hook)
     assert [s.pin_dir for s in after.slots] == ["XdpProgram/a", "XdpProgram/b", "XdpProgram/c"]
     assert {s.pin_dir: s.prog_id for s in after.slots} == ids
@@ -161,7 +169,8 @@ def test_three_programs_in_priority_order_then_reordered_in_place(
     ]
     foreign = mixed.slots[2].prog_id
     assert {s.pin_dir: s.prog_id for s in mixed.slots if s.pin_dir} == ids
-    kernel.dispatch(hook, [a2, DispatchSlot(b.pin_dir, b.spec, 25, ("pass",)), c])
+    b25 = DispatchSlot(b.pin_dir, b.spec, 25, ("pass",))
+    as_observed(kernel, kernel.dispatch(hook, [a2, b25, c]))
     again = kernel.hook_state(hook)
     assert [(s.priority, s.prog_id) for s in again.slots] == [
         (5, ids["XdpProgram/a"]),
@@ -170,6 +179,8 @@ def test_three_programs_in_priority_order_then_reordered_in_place(
         (25, ids["XdpProgram/b"]),
     ]
     assert [p for p, _, _ in status_rows(veth.ns_a)] == [5, 15, 20, 25]
+    as_observed(kernel, kernel.dispatch(hook, [a2, b25, c]))  # unchanged: no swap
+    assert kernel.hook_state(hook).dispatcher_id == again.dispatcher_id
 
     # All of ours removed: the foreign program keeps running on a dispatcher.
     kernel.dispatch(hook, [])

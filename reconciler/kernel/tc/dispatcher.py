@@ -153,7 +153,8 @@ def dispatch(store: PinStore, hook: TcHook, slots: list[DispatchSlot]) -> list[I
     _commit_components(store, wanted)
     for rel in previous:
         store.uninstall(rel)
-    return [_installed(store, hook, s.pin_dir) for s in slots]
+    scan = observe.Scan(store.root)  # one pass for all slots, not one per slot
+    return [_installed(scan, hook, s.pin_dir) for s in slots]
 
 
 def _survey(
@@ -324,8 +325,10 @@ def _load_component(
     return fd
 
 
-def _installed(store: PinStore, hook: TcHook, pin_dir: str) -> Installed:
-    found = observe.installed(store.root, pin_dir)
+def _installed(scan: observe.Scan, hook: TcHook, pin_dir: str) -> Installed:
+    found = scan.one(pin_dir)
+    if found is None:
+        raise KernelError(f"{pin_dir} vanished right after it was installed")
     where = TcDispatcherView(hook.ifname, hook.direction, hook.netns or None)  # the hook only
     return dataclasses.replace(found, attached=True, attach=where)
 

@@ -16,25 +16,32 @@ Pins (see docs/dispatchers.md)::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from reconciler.kernel import components, maps, observe, precheck
 from reconciler.kernel.components import Component
 from reconciler.kernel.pins import PinStore, owners
 from reconciler.kernel.slots import check_hook, too_many
-from reconciler.kernel.sys import bpf, bpffs, btfinfo, ifaces, libbpf, netlink
+from reconciler.kernel.sys import bpf, bpffs, btfinfo, ifaces, libbpf, netlink, netns
 from reconciler.kernel.sys.bpffs import MAPS, PROG, STAGING
 from reconciler.kernel.sys.bpfobject import LibbpfObject
 from reconciler.kernel.types import (
     AttachConflict,
+    DispatcherSlot,
     DispatchSlot,
     HookState,
     Installed,
     KernelError,
     ProgramSpec,
     SlotState,
+    TcDispatcherView,
+    XdpDispatcherView,
     XdpHook,
     XdpPoint,
 )
@@ -104,10 +111,73 @@ def dispatch(store: PinStore, hook: XdpHook, slots: list[DispatchSlot]) -> list[
         on_hook = {c.pin_dir: c for c in cur.components if c.pin_dir is not None}
         wanted = components.revision([_ours(store, hook, s, on_hook) for s in slots], foreign)
         if _unchanged(cur, wanted, hook):
-            return [observe.installed(store.root, s.pin_dir) for s in slots]
-        _swap(store, hook, cur, wanted)
-        _drop_unlisted(store, on_hook, {s.pin_dir for s in slots})
-    return [observe.installed(store.root, s.pin_dir) for s in slots]
+            running = _Running(cur.dispatcher_id, cur.iface.xdp_mode, cur.components)
+        else:
+            running = _swap(store, hook, cur, wanted)
+            _drop_unlisted(store, on_hook, {s.pin_dir for s in slots})
+        placed = _placed(hook, cur.iface, running)
+    scan = _Placed(store.root, placed)
+    return [_installed(scan, s.pin_dir) for s in slots]
+
+
+class _Placed(observe.Scan):
+    """An observation that takes where our components run from the dispatch that just put
+    them there, instead of reading every interface of every namespace again (netlink) once
+    per component: the swap's compare-and-swap already told us."""
+
+    def __init__(self, root: Path, placed: dict[int, XdpDispatcherView]) -> None:
+        super().__init__(root)
+        self.placed = placed
+
+    @cached_property
+    def dispatched(self) -> dict[int, XdpDispatcherView | TcDispatcherView]:
+        return dict(self.placed)
+
+
+def _installed(scan: observe.Scan, pin_dir: str) -> Installed:
+    found = scan.one(pin_dir)
+    if found is None:
+        raise KernelError(f"{pin_dir} vanished right after it was installed")
+    return found
+
+
+@dataclass(frozen=True)
+class _Running:
+    """What a hook runs after a dispatch: its dispatcher (None: none), in which XDP mode, and
+    the components in its slots, each with its program id."""
+
+    dispatcher_id: int | None
+    mode: str | None
+    components: Sequence[Component] = ()
+
+
+def _placed(
+    hook: XdpHook, iface: netlink.Interface, running: _Running
+) -> dict[int, XdpDispatcherView]:
+    """prog id -> its slot, for the components running on ``hook``, as observe reports them
+    (observe names our own namespace None and sees only named ones; ``iface`` has the
+    interface's own name, where the hook may name it by an alternative one)."""
+    seen, ns = _as_observed(hook.netns)
+    if running.dispatcher_id is None or not seen:
+        return {}
+    out: dict[int, XdpDispatcherView] = {}
+    for i, c in enumerate(running.components):
+        assert c.prog_id is not None  # a running component always has its program id
+        proceed = xdpproto.action_names(c.proceed)
+        slot = DispatcherSlot(running.dispatcher_id, i, c.priority, proceed)
+        view = XdpDispatcherView(slot, iface.ifindex, iface.ifname, running.mode, ns)
+        out.setdefault(c.prog_id, view)
+    return out
+
+
+def _as_observed(path: str | None) -> tuple[bool, str | None]:
+    """Whether observe sees the namespace at ``path``, and the name it gives it."""
+    ident = netns.identity(path)
+    for known in netns.all_known():
+        with contextlib.suppress(OSError):
+            if netns.identity(known) == ident:
+                return True, known
+    return False, None
 
 
 def _refuse_direct(hook: XdpHook, point: XdpPoint, cur: Current, owned: dict[int, str]) -> None:
@@ -163,13 +233,14 @@ def _unchanged(cur: Current, wanted: list[Component], hook: XdpHook) -> bool:
     return components.unchanged(cur.components, wanted)
 
 
-def _swap(store: PinStore, hook: XdpHook, cur: Current, wants: list[Component]) -> None:
+def _swap(store: PinStore, hook: XdpHook, cur: Current, wants: list[Component]) -> _Running:
     """Build the new dispatcher revision, swap it in, release the old one."""
     root, ifindex = store.root, cur.iface.ifindex
     mine = hook_dir(root, hook.netns, ifindex)
     old_fd = bpf.prog_fd_by_id(cur.dispatcher_id) if cur.dispatcher_id else None
     new_pins: list[Path] = []
     staged: list[tuple[Path, str, maps.Sharing | None]] = []
+    running = _Running(None, None)
     try:
         if not wants:
             assert old_fd is not None and cur.iface.xdp_mode is not None
@@ -186,6 +257,7 @@ def _swap(store: PinStore, hook: XdpHook, cur: Current, wants: list[Component]) 
                 disp_id = bpf.prog_info(disp_fd).id
                 btf_ids = xdpproto.slot_btf_ids(disp_fd)
                 link_fds = []
+                ran = []
                 for i, w in enumerate(wants):
                     if w.prog_id is not None:
                         fd = stack.enter_context(bpf.opened(bpf.prog_fd_by_id(w.prog_id)))
@@ -194,6 +266,8 @@ def _swap(store: PinStore, hook: XdpHook, cur: Current, wants: list[Component]) 
                         d = bpffs.path_of(root, w.pin_dir)
                         fd, sharing = _load_component(stack, d, w, disp_fd, f"prog{i}", root)
                         staged.append((d, w.mark, sharing))
+                        w = dataclasses.replace(w, prog_id=bpf.prog_info(fd).id)
+                    ran.append(w)
                     link_fds.append(
                         (fd, stack.enter_context(
                             bpf.opened(bpf.link_create_freplace(fd, disp_fd, btf_ids[i]))
@@ -216,7 +290,8 @@ def _swap(store: PinStore, hook: XdpHook, cur: Current, wants: list[Component]) 
                     if ours in new_pins:
                         bpf.obj_pin(link_fd, str(ours / f"prog{i}-link"))
                 store.checkpoint("staged")
-                _attach(hook, cur, disp_fd, old_fd)
+                mode = _attach(hook, cur, disp_fd, old_fd)
+                running = _Running(disp_id, mode, ran)
     except BaseException:
         for p in new_pins:
             bpffs.remove_tree(p)
@@ -245,22 +320,23 @@ def _swap(store: PinStore, hook: XdpHook, cur: Current, wants: list[Component]) 
             if old.name not in keep:
                 bpffs.remove_tree(old)
         bpffs.prune_empty_parents(mine, root)
+    return running
 
 
-def _attach(hook: XdpHook, cur: Current, disp_fd: int, old_fd: int | None) -> None:
+def _attach(hook: XdpHook, cur: Current, disp_fd: int, old_fd: int | None) -> str:
     """The swap: atomic (XDP_FLAGS_REPLACE with the expected old fd), or a first attach that
-    never clobbers a program attached meanwhile (UPDATE_IF_NOEXIST)."""
+    never clobbers a program attached meanwhile (UPDATE_IF_NOEXIST). Returns the mode used."""
     mode = cur.iface.xdp_mode or "generic"
     try:
         if old_fd is None:
-            netlink.xdp_attach(hook.ifname, disp_fd, hook.mode, hook.netns)
+            return netlink.xdp_attach(hook.ifname, disp_fd, hook.mode, hook.netns)
         elif hook.mode in ("auto", mode):
-            netlink.xdp_attach(hook.ifname, disp_fd, mode, hook.netns, replace_fd=old_fd)
+            return netlink.xdp_attach(hook.ifname, disp_fd, mode, hook.netns, replace_fd=old_fd)
         else:
             # Native and generic are exclusive: a mode change cannot be atomic.
             netlink.xdp_detach(hook.ifname, old_fd, mode, hook.netns)
             try:
-                netlink.xdp_attach(hook.ifname, disp_fd, hook.mode, hook.netns)
+                return netlink.xdp_attach(hook.ifname, disp_fd, hook.mode, hook.netns)
             except BaseException:
                 netlink.xdp_attach(hook.ifname, old_fd, mode, hook.netns)
                 raise

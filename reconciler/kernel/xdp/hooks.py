@@ -96,16 +96,17 @@ def hook_dirs(root: Path) -> list[tuple[Path, str | None, int, int | None]]:
     if not hooks.is_dir():
         return []
     namespaces = netns.by_inode()
+    dumps: dict[int, dict[int, int | None]] = {}  # one netlink dump per namespace
     out = []
     for hdir in sorted(hooks.iterdir()):
         try:
             ino, ifindex = (int(x) for x in hdir.name.split("-"))
             ns = namespaces[ino]
-            ifaces = netlink.interfaces(ns)
+            if ino not in dumps:
+                dumps[ino] = {i.ifindex: i.xdp_prog_id for i in netlink.interfaces(ns)}
         except (ValueError, KeyError, OSError, KernelError):
             continue
-        running = next((i.xdp_prog_id for i in ifaces if i.ifindex == ifindex), None)
-        out.append((hdir, ns, ifindex, running or None))
+        out.append((hdir, ns, ifindex, dumps[ino].get(ifindex) or None))
     return out
 
 
