@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import cast
@@ -43,9 +44,13 @@ class Scan:
     asked once per pass: the (netlink) XDP view of every known namespace, our TC filters, the
     tcx hooks."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, placed: Mapping[int, AttachView] | None = None) -> None:
         self.root = root
         self.tcx_hooks = tcx.TcxHooks()
+        # prog id -> where the attach that just ran put it (its netlink or tc request
+        # succeeded), for programs without a link: believed over a fresh read, which an
+        # interface deleted meanwhile would make say "not attached" for an attach that worked.
+        self.placed: Mapping[int, AttachView] = placed or {}
 
     @cached_property
     def xdp(self) -> dict[int, list[xdpattach.XdpAttachment]]:
@@ -100,7 +105,9 @@ class Scan:
         the link's info, None when it could not be read; None: no link pin) and its maps."""
         d = bpffs.dir_of(self.root, rel)
         link_id, link_pin, attached, where = self._link(link, prog.id)
-        if link_pin is None and prog.type == bpf.PROG_TYPE_XDP:
+        if link_pin is None and prog.id in self.placed:
+            attached, where = True, self.placed[prog.id]
+        elif link_pin is None and prog.type == bpf.PROG_TYPE_XDP:
             attached, where = self._xdp(prog.id)
         elif link_pin is None and prog.type == bpf.PROG_TYPE_SCHED_CLS:
             # A TC program alone on its hook.
@@ -223,9 +230,12 @@ def maps_of(maps_dir: str) -> tuple[MapInfo, ...]:
     return tuple(out)
 
 
-def installed(root: Path, pin_dir: str) -> Installed:
-    """What ``pin_dir`` holds right after it was installed (an error if it vanished)."""
-    found = Scan(root).one(pin_dir)
+def installed(
+    root: Path, pin_dir: str, placed: Mapping[int, AttachView] | None = None
+) -> Installed:
+    """What ``pin_dir`` holds right after it was installed (an error if it vanished);
+    ``placed``: where the attach put programs without a link (see ``Scan``)."""
+    found = Scan(root, placed).one(pin_dir)
     if found is None:
         raise KernelError(f"{pin_dir} vanished right after it was installed")
     return found

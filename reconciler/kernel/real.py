@@ -27,6 +27,7 @@ from reconciler.kernel.tracing import attach as tracing
 from reconciler.kernel.tracing import ksyms
 from reconciler.kernel.types import (
     AttachPoint,
+    AttachView,
     CgroupPoint,
     CgroupSockAddrPoint,
     DispatchSlot,
@@ -49,6 +50,7 @@ from reconciler.kernel.types import (
     UprobePoint,
     XdpHook,
     XdpPoint,
+    XdpView,
 )
 from reconciler.kernel.xdp import attach as xdpattach
 from reconciler.kernel.xdp import dispatcher as xdpdispatch
@@ -102,9 +104,9 @@ class RealKernel:
             created = self._stage(d)
             with loaded as (obj, prog_fd):
                 self.checkpoint("staged")
-                link_fd = self._attach(stage, obj, prog_fd, point, placement)
+                link_fd, placed = self._attach(stage, obj, prog_fd, point, placement)
                 # What was just made, from the fds in hand: the commit below only renames pins.
-                found = self._describe(pin_dir, loaded, prog_fd, link_fd)
+                found = self._describe(pin_dir, loaded, prog_fd, link_fd, placed)
         except BaseException:
             self.pins.discard(stage)
             loaded.undo()
@@ -129,10 +131,16 @@ class RealKernel:
         return created
 
     def _describe(
-        self, pin_dir: str, loaded: _Loaded, prog_fd: int, link_fd: int | None
+        self,
+        pin_dir: str,
+        loaded: _Loaded,
+        prog_fd: int,
+        link_fd: int | None,
+        placed: AttachView | None,
     ) -> Installed:
         """The Installed of a program just attached (before its commit, which moves its pins
-        to where this says they are). Closes ``link_fd``."""
+        to where this says they are); ``placed``: where an attach without a link put it.
+        Closes ``link_fd``."""
         try:
             link = None
             if link_fd is not None:
@@ -145,7 +153,8 @@ class RealKernel:
         finally:
             if link_fd is not None:
                 os.close(link_fd)
-        return Scan(self.root).describe(pin_dir, prog, link, loaded.maps(f"{loaded.d}/{MAPS}"))
+        scan = Scan(self.root, {prog.id: placed} if placed is not None else None)
+        return scan.describe(pin_dir, prog, link, loaded.maps(f"{loaded.d}/{MAPS}"))
 
     def replace(
         self,
@@ -166,7 +175,8 @@ class RealKernel:
             # The verifier runs here; if it rejects the new program the old one is untouched.
             with loaded as (obj, prog_fd):
                 self.checkpoint("staged")
-                keep_link = self._swap(d, obj, prog_fd, point, placement)
+                keep_link, placed = self._swap(d, obj, prog_fd, point, placement)
+                new_id = bpf.prog_info(prog_fd).id
         except BaseException:
             self.pins.discard(stage)
             loaded.undo()
@@ -175,7 +185,7 @@ class RealKernel:
         # link, both do until the commit): a kill here is completed by the next apply.
         self.checkpoint("swapped")
         self.pins.commit(d, keep_link)
-        return observe.installed(self.root, pin_dir)
+        return observe.installed(self.root, pin_dir, {new_id: placed} if placed else None)
 
     def _precheck(self, spec: ProgramSpec, point: AttachPoint) -> None:
         """Fail early, with a clear message, before loading anything."""
@@ -194,30 +204,29 @@ class RealKernel:
         prog_fd: int,
         point: AttachPoint,
         placement: Placement | None,
-    ) -> int | None:
+    ) -> tuple[int | None, AttachView | None]:
         """Attach the staged program at ``point``, pinning its link (if any) in ``stage``;
-        returns the link's fd (the caller closes it), None for an attachment without a link."""
+        returns the link's fd (the caller closes it; None for an attachment without a link)
+        and, for one without, where the attach put it (None: where observe cannot see)."""
         link_pin = f"{stage}/{LINK}"
         if isinstance(point, XdpPoint):
-            xdpattach.xdp_attach(point, prog_fd, self.pins.owner_of)
-            return None
+            return None, xdpattach.xdp_attach(point, prog_fd, self.pins.owner_of)
         if isinstance(point, CgroupPoint | CgroupSockAddrPoint):
-            return _pinned(cgroup.create(prog_fd, point), link_pin)
+            return _pinned(cgroup.create(prog_fd, point), link_pin), None
         if isinstance(point, TcHook):
             name = bpf.prog_info(prog_fd).name
-            tcdirect.attach_prog(point, prog_fd, name, self.pins.owner_of)
-            return None
+            return None, tcdirect.attach_prog(point, prog_fd, name, self.pins.owner_of)
         if isinstance(point, TcxPoint):
             flags, relative_fd = self._relative(point, placement)
             try:
-                return _pinned(tcx.tcx_create(prog_fd, point, flags, relative_fd), link_pin)
+                return _pinned(tcx.tcx_create(prog_fd, point, flags, relative_fd), link_pin), None
             finally:
                 if relative_fd:
                     os.close(relative_fd)
         assert isinstance(
             point, TracepointPoint | UprobePoint | KprobePoint | FentryPoint | FexitPoint
         )
-        return tracing.attach(obj, prog_fd, point, link_pin, self._tracepoint_ids)
+        return tracing.attach(obj, prog_fd, point, link_pin, self._tracepoint_ids), None
 
     def _relative(self, point: TcxPoint, placement: Placement | None) -> tuple[int, int]:
         """(flags, neighbour link fd) for BPF_LINK_CREATE; (0, 0) appends last."""
@@ -244,20 +253,19 @@ class RealKernel:
         new_fd: int,
         point: AttachPoint,
         placement: Placement | None,
-    ) -> bool:
+    ) -> tuple[bool, AttachView | None]:
         """Put the staged program in the old one's place; True if the old link was kept (its
-        program swapped atomically), False if the staged link replaces it."""
+        program swapped atomically), False if the staged link replaces it; and where an
+        attachment without a link now runs it (see ``_attach``)."""
         stage = f"{d}/{STAGING}"
         with ExitStack() as stack:
             old_fd = stack.enter_context(bpf.opened(bpf.obj_get(f"{d}/{PROG}")))
             old = bpf.prog_info(old_fd)
             if isinstance(point, XdpPoint):
-                self._swap_xdp(point, old_fd, old.id, new_fd)
-                return False
+                return False, self._swap_xdp(point, old_fd, old.id, new_fd)
             if isinstance(point, TcHook):
                 name = bpf.prog_info(new_fd).name
-                tcdirect.swap(point, old.id, new_fd, name, self.pins.owner_of)
-                return False
+                return False, tcdirect.swap(point, old.id, new_fd, name, self.pins.owner_of)
             old_link = f"{d}/{LINK}"
             if isinstance(point, TcxPoint) and os.path.exists(old_link):
                 link_fd = stack.enter_context(bpf.opened(bpf.obj_get(old_link)))
@@ -265,8 +273,8 @@ class RealKernel:
                     # Same hook, same position: swap the link's program atomically; the kernel
                     # refuses if the link no longer runs the old program.
                     bpf.link_update(link_fd, new_fd, old_fd)
-                    return True
-            new_link = self._attach(stage, obj, new_fd, point, placement)
+                    return True, None
+            new_link, _ = self._attach(stage, obj, new_fd, point, placement)
             if new_link is not None:
                 os.close(new_link)
             # tcx and cgroup links are multi-program: the new link runs next to the old one,
@@ -278,7 +286,7 @@ class RealKernel:
                     ifaces.link_detach(fd)
             # A perf-event or tracing link cannot be detached: it goes when _commit replaces
             # its pin (the old and the new program both run for that moment).
-            return False
+            return False, None
 
     @staticmethod
     def _same_hook(link_fd: int, old_prog_id: int, point: TcxPoint) -> bool:
@@ -293,15 +301,17 @@ class RealKernel:
             and netns.identity(found.ns) == netns.identity(point.netns)
         )
 
-    def _swap_xdp(self, point: XdpPoint, old_fd: int, old_id: int, new_fd: int) -> None:
+    def _swap_xdp(self, point: XdpPoint, old_fd: int, old_id: int, new_fd: int) -> XdpView | None:
+        """Swap ``new_fd`` in for the old program; returns where it now runs."""
         current = netlink.require(point.ifname, point.netns)
         mode = current.xdp_mode or "generic"
         if current.xdp_prog_id != old_id:
             # The old program is not on this interface (the point moved, or it was detached):
             # attach the new one without clobbering anything, then remove the old one.
-            xdpattach.xdp_attach(point, new_fd, self.pins.owner_of)
+            placed = xdpattach.xdp_attach(point, new_fd, self.pins.owner_of)
             xdpattach.xdp_detach(old_fd, old_id, point.netns)
-        elif point.mode in ("auto", mode):
+            return placed
+        if point.mode in ("auto", mode):
             try:
                 # Atomic: the kernel swaps only if the attached program is still the old one.
                 netlink.xdp_attach(point.ifname, new_fd, mode, point.netns, replace_fd=old_fd)
@@ -310,15 +320,15 @@ class RealKernel:
                     f"cannot replace the XDP program on {point.ifname}: {e}; someone changed it "
                     "meanwhile, observe again"
                 ) from e
-        else:
-            # The kernel cannot swap across modes (native and generic are exclusive): the
-            # interface runs without XDP between these two calls.
-            netlink.xdp_detach(point.ifname, old_fd, mode, point.netns)
-            try:
-                xdpattach.xdp_attach(point, new_fd, self.pins.owner_of)
-            except BaseException:
-                netlink.xdp_attach(point.ifname, old_fd, mode, point.netns)
-                raise
+            return xdpattach.view(point, current, mode)
+        # The kernel cannot swap across modes (native and generic are exclusive): the
+        # interface runs without XDP between these two calls.
+        netlink.xdp_detach(point.ifname, old_fd, mode, point.netns)
+        try:
+            return xdpattach.xdp_attach(point, new_fd, self.pins.owner_of)
+        except BaseException:
+            netlink.xdp_attach(point.ifname, old_fd, mode, point.netns)
+            raise
 
     def verify(
         self, spec: ProgramSpec, point: AttachPoint | None = None, dispatched: bool = False

@@ -3,9 +3,11 @@ interrupted runs, feature probes."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -18,7 +20,9 @@ from reconciler.kernel import (
     XdpPoint,
     probes,
 )
-from reconciler.kernel.types import XdpView
+from reconciler.kernel.sys import netlink
+from reconciler.kernel.tc import netlink as tcnetlink
+from reconciler.kernel.types import TcDirectView, TcHook, XdpView
 from tests import support
 from tests.kernel.harness import World, obj, wait_for
 
@@ -27,6 +31,7 @@ pytestmark = pytest.mark.kernel
 TP = ProgramSpec(obj("tracepoint_counter"), "tp_count", ProgType.TRACEPOINT)
 XDP = ProgramSpec(obj("xdp_counter"), "xdp_count", ProgType.XDP)
 TCX = ProgramSpec(obj("tcx_counter"), "tcx_count", ProgType.TCX)
+TC = ProgramSpec(obj("tcx_counter"), "tcx_count", ProgType.TC)
 GETPID = TracepointPoint("syscalls", "sys_enter_getpid")
 
 
@@ -92,6 +97,47 @@ def test_a_vanished_device_shows_as_detached(world: World) -> None:
     (observed,) = world.kernel.observe()
     assert observed.link_id == inst.link_id and not observed.attached
     world.kernel.uninstall("TcxProgram/a/eth0")
+    assert world.pins() == []
+
+
+def _deleted_right_after(
+    monkeypatch: pytest.MonkeyPatch, module: object, name: str, ns: str
+) -> None:
+    """Make ``module.name`` (an attach request) delete eth0 in ``ns`` as soon as the kernel has
+    said yes: the window in which an operator's `ip link del` races an apply."""
+    attach = getattr(module, name)
+
+    def then_delete(*args: object, **kwargs: object) -> object:
+        out = attach(*args, **kwargs)
+        support.sh("ip", "-n", Path(ns).name, "link", "del", "eth0")
+        return out
+
+    monkeypatch.setattr(module, name, then_delete)
+
+
+@on_real
+@pytest.mark.parametrize("kind", ["xdp", "tc"])
+def test_an_attach_that_worked_is_reported_even_if_the_interface_goes_right_after(
+    world: World, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """The attach's own answer says where the program runs; a read after it would find no
+    interface and call a successful install "not attached" (an apply error for nothing)."""
+    ns = world.netns
+    (link,) = json.loads(support.sh("ip", "-n", world.ns_name, "-j", "link", "show", "eth0").stdout)
+    if kind == "xdp":
+        _deleted_right_after(monkeypatch, netlink, "xdp_attach", ns)
+        inst = world.kernel.install("XdpProgram/count/eth0", XDP, world.xdp())
+        assert isinstance(inst.attach, XdpView)
+    else:
+        _deleted_right_after(monkeypatch, tcnetlink, "replace_bpf_filter", ns)
+        inst = world.kernel.install("TcProgram/count/eth0", TC, TcHook("eth0", "ingress", ns))
+        assert isinstance(inst.attach, TcDirectView)
+    assert inst.attached and (inst.attach.ifindex, inst.attach.netns) == (link["ifindex"], ns)
+    # The interface really went (ip says so) and a later observation says so too.
+    assert support.sh("ip", "-n", world.ns_name, "link", "show", "eth0", check=False).returncode
+    (observed,) = world.kernel.observe()
+    assert observed.prog_id == inst.prog_id and not observed.attached
+    world.kernel.uninstall(inst.pin_dir)
     assert world.pins() == []
 
 

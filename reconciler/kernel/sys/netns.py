@@ -118,6 +118,19 @@ def all_known(first: str | None = None) -> list[str | None]:
     return out
 
 
+def observed_as(path: str | None) -> tuple[bool, str | None]:
+    """Whether an observation (``all_known``) sees the namespace at ``path``, and the name it
+    gives it (None: ours). An unnamed namespace of another process is not seen."""
+    ident = identity(path)
+    for known in all_known():
+        try:
+            if identity(known) == ident:
+                return True, known
+        except OSError:
+            continue
+    return False, None
+
+
 def by_inode() -> dict[int, str | None]:
     """Inode of every namespace we can enter (ours as None, then the named ones) -> its path:
     how pins named after a namespace's inode (dispatcher hooks) find their namespace again."""

@@ -8,6 +8,7 @@ named (``ip netns``) one, as for netlink-attached XDP.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -27,8 +28,9 @@ class Found:
     direction: str
 
 
-def attach_prog(hook: TcHook, prog_fd: int, name: str, owner_of) -> None:  # noqa: ANN001
-    """Attach without clobbering: a filter already at our pref/handle is a conflict."""
+def attach_prog(hook: TcHook, prog_fd: int, name: str, owner_of) -> TcDirectView | None:  # noqa: ANN001
+    """Attach without clobbering: a filter already at our pref/handle is a conflict. Returns
+    where the filter now runs (see ``_placed``)."""
     ifindex = ifaces.ifindex(hook.ifname, hook.netns)
     with netns.enter(hook.netns):
         current = our_filter(ifindex, hook.direction)
@@ -39,11 +41,32 @@ def attach_prog(hook: TcHook, prog_fd: int, name: str, owner_of) -> None:  # noq
                 f"the {hook.direction} TC hook of {hook.ifname} already runs {who} at pref "
                 f"{PREF} handle {HANDLE:#x}; only one program per hook without a dispatcher"
             )
+        ifname = _own_name(ifindex)
         tcnetlink.add_clsact(ifindex)  # an existing clsact qdisc is left alone
         try:
             tcnetlink.replace_bpf_filter(ifindex, hook.direction, PREF, HANDLE, prog_fd, name)
         except OSError as e:
             raise KernelError(f"cannot attach TC to {hook.ifname} {hook.direction}: {e}") from e
+    return _placed(hook, ifindex, ifname)
+
+
+def _own_name(ifindex: int) -> str | None:
+    """The interface's own name (a hook may name it by an altname); None: it is gone. Asked
+    inside the hook's namespace."""
+    try:
+        return socket.if_indextoname(ifindex)
+    except OSError:
+        return None
+
+
+def _placed(hook: TcHook, ifindex: int, ifname: str | None) -> TcDirectView | None:
+    """Where our filter on ``hook`` runs, named as ``index`` names it; None when an
+    observation cannot see that namespace (so neither may this). Asked from our own
+    namespace, since the names are relative to it."""
+    seen, ns = netns.observed_as(hook.netns)
+    if not seen or ifname is None:
+        return None
+    return TcDirectView(ifindex, ifname, hook.direction, PREF, HANDLE, ns)
 
 
 def find(prog_id: int) -> Found | None:
@@ -79,22 +102,25 @@ def _filters() -> Iterator[tuple[int, Found]]:
 
 
 def _interfaces() -> list[tuple[int, str]]:
-    import socket
-
     return list(socket.if_nameindex())
 
 
-def swap(hook: TcHook, old_id: int, new_fd: int, name: str, owner_of) -> None:  # noqa: ANN001
+def swap(hook: TcHook, old_id: int, new_fd: int, name: str, owner_of) -> TcDirectView | None:  # noqa: ANN001
     """Swap the filter's program in place (one RCU pointer update in cls_bpf) if it still runs
-    the old one; otherwise attach the new one without clobbering anything."""
+    the old one; otherwise attach the new one without clobbering anything. Returns where the
+    new one runs (see ``_placed``)."""
     ifindex = ifaces.ifindex(hook.ifname, hook.netns)
     with netns.enter(hook.netns):
         current = our_filter(ifindex, hook.direction)
-        if current is not None and current.prog_id == old_id:
+        swapped = current is not None and current.prog_id == old_id
+        if swapped:
+            ifname = _own_name(ifindex)
             tcnetlink.replace_bpf_filter(ifindex, hook.direction, PREF, HANDLE, new_fd, name)
-            return
-    attach_prog(hook, new_fd, name, owner_of)
+    if swapped:
+        return _placed(hook, ifindex, ifname)
+    placed = attach_prog(hook, new_fd, name, owner_of)
     detach(old_id)
+    return placed
 
 
 def detach(prog_id: int) -> None:

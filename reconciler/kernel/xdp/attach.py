@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from reconciler.kernel.sys import netlink, netns
 from reconciler.kernel.sys.ifaces import prog_name
 from reconciler.kernel.sys.ifaces import where as _where
-from reconciler.kernel.types import AttachConflict, KernelError, XdpPoint
+from reconciler.kernel.types import AttachConflict, KernelError, XdpPoint, XdpView
 
 
 def xdp_conflict(point: XdpPoint, prog_id: int, owner: str | None) -> AttachConflict:
@@ -32,15 +32,25 @@ def check_mode(mode: str) -> None:
         raise KernelError(f"XDP mode must be auto, native or generic, not {mode!r}")
 
 
-def xdp_attach(point: XdpPoint, prog_fd: int, owner_of: Callable[[int], str | None]) -> str:
-    """Attach without clobbering anything; return the mode used. ``owner_of`` names the pin dir
-    of one of our own program ids (for the conflict message), None for a foreign one."""
+def view(point: XdpPoint, iface: netlink.Interface, mode: str) -> XdpView | None:
+    """Where a program just attached to ``iface`` at ``point`` runs, named as an observation
+    names it (None: observation cannot see that namespace, so neither may this)."""
+    seen, ns = netns.observed_as(point.netns)
+    return XdpView(iface.ifindex, iface.ifname, mode, ns) if seen else None
+
+
+def xdp_attach(
+    point: XdpPoint, prog_fd: int, owner_of: Callable[[int], str | None]
+) -> XdpView | None:
+    """Attach without clobbering anything; return where it now runs (see ``view``).
+    ``owner_of`` names the pin dir of one of our own program ids (for the conflict message),
+    None for a foreign one."""
     check_mode(point.mode)
     current = netlink.require(point.ifname, point.netns)
     if current.xdp_prog_id:
         raise xdp_conflict(point, current.xdp_prog_id, owner_of(current.xdp_prog_id))
     try:
-        return netlink.xdp_attach(point.ifname, prog_fd, point.mode, point.netns)
+        mode = netlink.xdp_attach(point.ifname, prog_fd, point.mode, point.netns)
     except netlink.NetlinkFailure as e:
         if e.errno in (errno.EBUSY, errno.EEXIST):  # someone attached between query and attach
             now = netlink.require(point.ifname, point.netns).xdp_prog_id
@@ -50,6 +60,7 @@ def xdp_attach(point: XdpPoint, prog_fd: int, owner_of: Callable[[int], str | No
             f"cannot attach XDP to {point.ifname}{_where(point.netns)} "
             f"(mode {point.mode}): {e} ({os.strerror(e.errno)})"
         ) from e
+    return view(point, current, mode)
 
 
 @dataclass(frozen=True)

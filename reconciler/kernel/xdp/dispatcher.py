@@ -21,7 +21,6 @@ import errno
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 
 from reconciler.kernel import components, maps, observe, precheck
@@ -40,7 +39,6 @@ from reconciler.kernel.types import (
     KernelError,
     ProgramSpec,
     SlotState,
-    TcDispatcherView,
     XdpDispatcherView,
     XdpHook,
     XdpPoint,
@@ -116,22 +114,10 @@ def dispatch(store: PinStore, hook: XdpHook, slots: list[DispatchSlot]) -> list[
             running = _swap(store, hook, cur, wanted)
             _drop_unlisted(store, on_hook, {s.pin_dir for s in slots})
         placed = _placed(hook, cur.iface, running)
-    scan = _Placed(store.root, placed)
+    # Where our components run comes from the dispatch that just put them there (its
+    # compare-and-swap told us), not from reading every interface of every namespace again.
+    scan = observe.Scan(store.root, placed)
     return [_installed(scan, s.pin_dir) for s in slots]
-
-
-class _Placed(observe.Scan):
-    """An observation that takes where our components run from the dispatch that just put
-    them there, instead of reading every interface of every namespace again (netlink) once
-    per component: the swap's compare-and-swap already told us."""
-
-    def __init__(self, root: Path, placed: dict[int, XdpDispatcherView]) -> None:
-        super().__init__(root)
-        self.placed = placed
-
-    @cached_property
-    def dispatched(self) -> dict[int, XdpDispatcherView | TcDispatcherView]:
-        return dict(self.placed)
 
 
 def _installed(scan: observe.Scan, pin_dir: str) -> Installed:
@@ -157,7 +143,7 @@ def _placed(
     """prog id -> its slot, for the components running on ``hook``, as observe reports them
     (observe names our own namespace None and sees only named ones; ``iface`` has the
     interface's own name, where the hook may name it by an alternative one)."""
-    seen, ns = _as_observed(hook.netns)
+    seen, ns = netns.observed_as(hook.netns)
     if running.dispatcher_id is None or not seen:
         return {}
     out: dict[int, XdpDispatcherView] = {}
@@ -168,16 +154,6 @@ def _placed(
         view = XdpDispatcherView(slot, iface.ifindex, iface.ifname, running.mode, ns)
         out.setdefault(c.prog_id, view)
     return out
-
-
-def _as_observed(path: str | None) -> tuple[bool, str | None]:
-    """Whether observe sees the namespace at ``path``, and the name it gives it."""
-    ident = netns.identity(path)
-    for known in netns.all_known():
-        with contextlib.suppress(OSError):
-            if netns.identity(known) == ident:
-                return True, known
-    return False, None
 
 
 def _refuse_direct(hook: XdpHook, point: XdpPoint, cur: Current, owned: dict[int, str]) -> None:
