@@ -138,6 +138,11 @@ def _name(table: list[str], index: int) -> str:
     return table[index] if 0 <= index < len(table) else str(index)
 
 
+def map_type_name(map_type: int) -> str:
+    """The kernel's name of a map type, as bpftool prints it (``percpu_array``)."""
+    return _name(MAP_TYPES, map_type)
+
+
 def prog_type_name(prog_type: int) -> str:
     """The kernel's name of a program type, as bpftool prints it (``sched_cls``)."""
     return _name(PROG_TYPES, prog_type)

@@ -1,0 +1,246 @@
+"""Image references, documents and the layer format, without a registry (tests/images has the
+registry tests)."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from reconciler.images import ImageError, content, layout, reference
+from reconciler.images.content import Descriptor
+from reconciler.images.store import Store
+
+OBJ = Path(__file__).resolve().parents[2] / "manifests/examples/bytecode/xdp_counter.o"
+HEX = "a" * 64
+
+
+@pytest.mark.parametrize(
+    ("text", "registry", "repository", "tag", "digest"),
+    [
+        (
+            "quay.io/bpfman-bytecode/go-xdp-counter:latest",
+            "quay.io",
+            "bpfman-bytecode/go-xdp-counter",
+            "latest",
+            None,
+        ),
+        ("quay.io/org/prog", "quay.io", "org/prog", "latest", None),
+        ("ubuntu", "docker.io", "library/ubuntu", "latest", None),
+        ("org/prog:v1", "docker.io", "org/prog", "v1", None),
+        ("localhost/prog:1.0", "localhost", "prog", "1.0", None),
+        ("127.0.0.1:5000/a/b/c:t_1", "127.0.0.1:5000", "a/b/c", "t_1", None),
+        (f"reg:5000/prog@sha256:{HEX}", "reg:5000", "prog", None, f"sha256:{HEX}"),
+        (f"reg.io/prog:v2@sha256:{HEX}", "reg.io", "prog", "v2", f"sha256:{HEX}"),
+        ("[::1]:5000/prog:v1", "[::1]:5000", "prog", "v1", None),
+    ],
+)
+def test_references_parse_as_container_tools_read_them(text, registry, repository, tag, digest):
+    ref = reference.parse(text)
+    assert (ref.registry, ref.repository, ref.tag, ref.digest) == (
+        registry,
+        repository,
+        tag,
+        digest,
+    )
+    assert reference.parse(str(ref)) == ref
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("", "empty"),
+        (" quay.io/x", "spaces"),
+        ("quay.io/Org/x", "lowercase"),
+        ("quay.io/x:-bad", "tag"),
+        ("quay.io/x@sha256:abc", "64 lowercase hex"),
+        ("quay.io/x@md5:" + HEX, "sha256"),
+        ("quay.io//x", "repository"),
+        ("quay.io/x/", "repository"),
+        ("quay.io/" + "a" * 300, "255"),
+        ("bad_host:99/x", "registry host"),
+    ],
+)
+def test_a_wrong_reference_says_which_part_is_wrong(text, says):
+    with pytest.raises(ImageError) as e:
+        reference.parse(text)
+    assert says in str(e.value)
+
+
+def _manifest(**over) -> bytes:
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": content.OCI_MANIFEST,
+        "config": {"mediaType": content.OCI_CONFIG, "digest": f"sha256:{HEX}", "size": 10},
+        "layers": [{"mediaType": content.OCI_LAYER_GZIP, "digest": f"sha256:{HEX}", "size": 5}],
+    }
+    doc.update(over)
+    return json.dumps(doc).encode()
+
+
+def test_documents_of_unexpected_types_or_shapes_are_refused():
+    assert isinstance(
+        content.parse_document(_manifest(), content.OCI_MANIFEST, "x"), content.Manifest
+    )
+    cases = [
+        (_manifest(), "text/html", "not an image manifest"),
+        (_manifest(), content.DOCKER_MANIFEST, "served as"),
+        (b"{", content.OCI_MANIFEST, "not JSON"),
+        (_manifest(schemaVersion=1), content.OCI_MANIFEST, "schemaVersion"),
+        (
+            _manifest(
+                layers=[{"mediaType": "application/x-evil", "digest": f"sha256:{HEX}", "size": 1}]
+            ),
+            content.OCI_MANIFEST,
+            "layer media type",
+        ),
+        (
+            _manifest(config={"mediaType": content.OCI_CONFIG, "digest": "sha256:zz", "size": 1}),
+            content.OCI_MANIFEST,
+            "config digest",
+        ),
+        (
+            _manifest(
+                config={"mediaType": content.OCI_CONFIG, "digest": f"sha256:{HEX}", "size": -1}
+            ),
+            content.OCI_MANIFEST,
+            "size",
+        ),
+    ]
+    for data, media_type, says in cases:
+        with pytest.raises(ImageError) as e:
+            content.parse_document(data, media_type, "reg/x:v1")
+        assert says in str(e.value) and "reg/x:v1" in str(e.value)
+
+
+def test_a_blob_must_match_its_digest_and_size():
+    data = b"hello"
+    good = Descriptor(content.OCI_LAYER_GZIP, content.digest_of(data), 5)
+    content.check_blob(data, good, "x")
+    with pytest.raises(ImageError, match="bytes"):
+        content.check_blob(data + b"!", good, "x")
+    with pytest.raises(ImageError, match="does not match its digest"):
+        content.check_blob(b"HELLO", good, "x")
+
+
+def _tar(members: list[tuple[str, bytes | None, str]]) -> bytes:
+    """(name, data, kind) with kind file, dir or symlink, gzip'd."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for name, data, kind in members:
+            info = tarfile.TarInfo(name)
+            if kind == "file":
+                info.size = len(data or b"")
+                tar.addfile(info, io.BytesIO(data or b""))
+            elif kind == "dir":
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            else:
+                info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+                tar.addfile(info)
+    return gzip.compress(out.getvalue())
+
+
+def test_the_object_is_taken_from_the_root_of_the_layer_and_nothing_else():
+    elf = OBJ.read_bytes()
+    layer = _tar(
+        [
+            ("./", None, "dir"),
+            ("sub/other.o", elf, "file"),
+            ("link.o", None, "symlink"),
+            ("README", b"text", "file"),
+            ("./prog.o", elf, "file"),
+        ]
+    )
+    assert layout.extract_object(layer, content.OCI_LAYER_GZIP, {}, "x") == elf
+    layout.check_object(elf, "x")
+
+
+def test_a_layer_with_no_or_several_objects_is_refused():
+    elf = OBJ.read_bytes()
+    with pytest.raises(ImageError, match="has 0"):
+        layout.extract_object(_tar([("a.txt", b"x", "file")]), content.OCI_LAYER_GZIP, {}, "x")
+    two = _tar([("a.o", elf, "file"), ("b.o", elf, "file")])
+    with pytest.raises(ImageError, match=r"has 2 \(a.o, b.o\)"):
+        layout.extract_object(two, content.OCI_LAYER_GZIP, {}, "x")
+    # The older format names its file.
+    assert layout.extract_object(two, content.OCI_LAYER_GZIP, {"io.ebpf.filename": "b.o"}, "x")
+    with pytest.raises(ImageError, match="not a valid tar"):
+        layout.extract_object(b"garbage", content.OCI_LAYER_GZIP, {}, "x")
+
+
+def test_a_layer_that_unpacks_past_the_bound_is_refused(monkeypatch):
+    monkeypatch.setattr(layout, "MAX_UNPACKED", 1 << 20)
+    bomb = _tar([("zeros.o", b"\0" * (2 << 20), "file")])
+    assert len(bomb) < 10_000
+    with pytest.raises(ImageError, match="unpacks to over"):
+        layout.extract_object(bomb, content.OCI_LAYER_GZIP, {}, "x")
+
+
+def test_objects_for_another_byte_order_or_machine_are_refused():
+    elf = bytearray(OBJ.read_bytes())
+    big = bytearray(elf)
+    big[5] = 2  # what clang -target bpfeb writes: the header's fields big-endian too
+    big[18:20] = (247).to_bytes(2, "big")
+    with pytest.raises(ImageError, match="big-endian and this host is little-endian"):
+        layout.check_object(bytes(big), "x")
+    x86 = bytearray(elf)
+    x86[18:20] = (62).to_bytes(2, "little")
+    with pytest.raises(ImageError, match="not eBPF"):
+        layout.check_object(bytes(x86), "x")
+    with pytest.raises(ImageError, match="not an ELF"):
+        layout.check_object(b"#!/bin/sh\n" * 10, "x")
+
+
+def test_labels_are_json_maps_of_names():
+    assert layout.programs_and_maps(
+        {"io.ebpf.programs": '{"a":"xdp"}', "io.ebpf.maps": '{"m":"hash"}'}, "x"
+    ) == ({"a": "xdp"}, {"m": "hash"})
+    assert layout.programs_and_maps(
+        {"io.ebpf.program_name": "a", "io.ebpf.program_type": "tc"}, "x"
+    ) == ({"a": "tc"}, {})
+    with pytest.raises(ImageError, match="not a bpfman bytecode image"):
+        layout.programs_and_maps({}, "x")
+    with pytest.raises(ImageError, match="JSON object"):
+        layout.programs_and_maps({"io.ebpf.programs": '["a"]'}, "x")
+
+
+def test_the_index_entry_for_this_host_is_chosen_or_the_choice_named():
+    entries = tuple(
+        Descriptor(content.OCI_MANIFEST, f"sha256:{c * 64}", 1, plat)
+        for c, plat in (("1", "linux/arm64"), ("2", "linux/amd64"), ("3", "linux/s390x"))
+    )
+    index = content.Index(content.OCI_INDEX, entries)
+    assert layout.choose(index, "x", "linux/amd64").platform == "linux/amd64"
+    with pytest.raises(ImageError, match="linux/ppc64le.*linux/amd64, linux/arm64, linux/s390x"):
+        layout.choose(index, "x", "linux/ppc64le")
+
+
+def test_built_layers_are_reproducible_and_read_back():
+    elf = OBJ.read_bytes()
+    a, diff_a = layout.build_layer("prog.o", elf)
+    b, diff_b = layout.build_layer("prog.o", elf)
+    assert (a, diff_a) == (b, diff_b)
+    assert layout.extract_object(a, content.OCI_LAYER_GZIP, {}, "x") == elf
+
+
+def test_the_store_keeps_only_checked_blobs_and_drops_damaged_ones(tmp_path):
+    store = Store(tmp_path)
+    data = b"blob"
+    digest = content.digest_of(data)
+    assert store.read(digest, 100) is None
+    store.put(data, digest)
+    assert store.read(digest, 100) == data
+    store.blob_path(digest).write_bytes(b"blub")  # damaged on disk
+    assert store.read(digest, 100) is None and not store.has(digest)
+    store.put(data, digest)
+    store.remember("reg/x:v1", digest)
+    assert store.resolved("reg/x:v1") == digest and store.resolved("reg/x:v2") is None
+    assert store.prune({digest}) == []
+    assert store.prune(set()) == [digest]
+    assert store.resolved("reg/x:v1") is None
+    assert not list((tmp_path / "tmp").iterdir())
