@@ -24,13 +24,46 @@ have qemu-system-x86_64 || need_pkgs+=(qemu-system-x86)
 dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' ||
     need_pkgs+=(busybox-static)
 have depmod || need_pkgs+=(kmod)
+# The image tests run their own registries (tests/images/registry.py: free loopback ports, temp
+# storage) and write their bcrypt htpasswd files with htpasswd -B.
+[ -x /usr/bin/docker-registry ] || need_pkgs+=(docker-registry)
+have htpasswd || need_pkgs+=(apache2-utils)
 [ -f /usr/include/bpf/bpf_helpers.h ] || need_pkgs+=(libbpf-dev)
 ldconfig -p 2>/dev/null | grep -q 'libbpf.so.1 ' || need_pkgs+=(libbpf1)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     echo "install-deps: installing Debian packages: ${need_pkgs[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+    other_pkgs=()
+    for pkg in "${need_pkgs[@]}"; do
+        [ "$pkg" = docker-registry ] || other_pkgs+=("$pkg")
+    done
+    if [ ${#other_pkgs[@]} -gt 0 ]; then
+        apt-get install -y -qq --no-install-recommends "${other_pkgs[@]}" >/dev/null
+    fi
+    if [ ${#other_pkgs[@]} -lt ${#need_pkgs[@]} ]; then
+        # docker-registry's postinst starts a system-wide registry on :5000 (all interfaces) and
+        # enables it at boot; nothing here uses it. Install it alone with service starts denied,
+        # as CI containers' policy-rc.d does, then make sure it is neither running nor enabled.
+        own_policy=
+        if [ ! -e /usr/sbin/policy-rc.d ]; then
+            printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+            chmod 755 /usr/sbin/policy-rc.d
+            own_policy=1
+            trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+        fi
+        apt-get install -y -qq --no-install-recommends docker-registry >/dev/null
+        if [ -n "$own_policy" ]; then
+            rm -f /usr/sbin/policy-rc.d
+            trap - EXIT
+        fi
+        # Stops only the pid in the service's pidfile, never the tests' own registries.
+        /etc/init.d/docker-registry stop >/dev/null 2>&1 || true
+        update-rc.d docker-registry disable >/dev/null 2>&1 || true
+        if have deb-systemd-helper; then
+            deb-systemd-helper disable docker-registry.service >/dev/null 2>&1 || true
+        fi
+    fi
 fi
 
 PY=${PYTHON:-python3}
