@@ -275,7 +275,42 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("get", "show one managed attachment: our state and the kernel's view")
     p.add_argument("address", help="e.g. XdpProgram/xdp-counter[eth0]")
     p.add_argument("--json", action="store_true")
+    _add_image(cmd)
     return parser
+
+
+def _add_image(cmd: Any) -> None:
+    """``bpfman image pull|inspect|build`` (reconciler/imagecmd.py)."""
+    p = cmd("image", "pull, inspect and build bytecode images")
+    sub = p.add_subparsers(dest="image_command", metavar="SUBCOMMAND", required=True)
+    for name, help_, default in (
+        ("pull", "download an image into the cache, every part checked", "Always"),
+        ("inspect", "show an image's digests, platforms, labels, programs and maps", None),
+    ):
+        q = sub.add_parser(name, help=help_, description=help_)
+        q.add_argument("ref", metavar="REF", help="e.g. quay.io/bpfman-bytecode/xdp-pass:latest")
+        q.add_argument(
+            "--pull-policy",
+            default=default,
+            metavar="POLICY",
+            help=f"Always, IfNotPresent or Never (default {default or 'IfNotPresent'})",
+        )
+        q.add_argument("--json", action="store_true", help="machine-readable result")
+    q = sub.add_parser(
+        "build",
+        help="build a bpfman bytecode image from ELF objects (labels derived from them)",
+        description="build a bpfman bytecode image from ELF objects (labels derived from them)",
+    )
+    q.add_argument("--bytecode", metavar="FILE", help="the object, for this host's platform")
+    q.add_argument(
+        "--platform",
+        action="append",
+        default=[],
+        metavar="OS/ARCH=FILE",
+        help="an object for another platform (repeatable; makes a multi-platform index)",
+    )
+    q.add_argument("--tag", required=True, metavar="REF", help="e.g. registry:5000/prog:v1")
+    q.add_argument("--push", action="store_true", help="push it to the tag's registry")
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error")

@@ -59,6 +59,7 @@ def run(args: argparse.Namespace, color: bool) -> int:
         "resume": cmd_resume,
         "list": cmd_list,
         "get": cmd_get,
+        "image": cmd_image,
     }[args.command]
     return handler(args, color)
 
@@ -230,6 +231,12 @@ def cmd_list(args: argparse.Namespace, _color: bool) -> int:
     from reconciler import listing
 
     return listing.cmd_list(args, context(args))
+
+
+def cmd_image(args: argparse.Namespace, color: bool) -> int:
+    from reconciler import imagecmd
+
+    return imagecmd.cmd_image(args, color)
 
 
 def cmd_get(args: argparse.Namespace, _color: bool) -> int:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler import files
+from reconciler.images.settings import RegistrySettings
 from reconciler.spec.host import HostError
 from reconciler.spec.loader import Document, format_path
 from reconciler.spec.patterns import full_match
@@ -34,6 +35,7 @@ _MAX_VALUES = 10_000
 class HostConfig:
     bytecode_dirs: tuple[str, ...] = ()
     xdp_modes: dict[str, str] = field(default_factory=dict)  # interface name -> mode
+    images: RegistrySettings = field(default_factory=RegistrySettings)
 
 
 def _read(path: Path, what: str) -> Document | None:
@@ -114,7 +116,25 @@ def read_host_config(path: Path) -> HostConfig:
         for name, settings in interfaces.items()
         if isinstance(settings, dict) and settings.get("xdpmode") is not None
     }
-    return HostConfig(tuple(doc.data.get("bytecode_dirs") or ()), modes)
+    return HostConfig(
+        tuple(doc.data.get("bytecode_dirs") or ()), modes, _registry_settings(doc.data)
+    )
+
+
+def _registry_settings(data: dict[str, Any]) -> RegistrySettings:
+    """The ``images:`` section (already checked against the schema)."""
+    images = data.get("images") or {}
+
+    def path(key: str) -> Path | None:
+        return Path(images[key]) if images.get(key) else None
+
+    return RegistrySettings(
+        cache_dir=path("cache_dir"),
+        auth_file=path("auth_file"),
+        ca_bundle=path("ca_bundle"),
+        insecure_registries=tuple(images.get("insecure_registries") or ()),
+        mirrors={str(k): str(v) for k, v in (images.get("mirrors") or {}).items()},
+    )
 
 
 @functools.cache
