@@ -311,6 +311,35 @@ def _add_image(cmd: Any) -> None:
     )
     q.add_argument("--tag", required=True, metavar="REF", help="e.g. registry:5000/prog:v1")
     q.add_argument("--push", action="store_true", help="push it to the tag's registry")
+    q = sub.add_parser(
+        "sign",
+        help="sign the digest REF resolves to with a private key (cosign's key-pair format)",
+        description="sign the digest REF resolves to with a private key (cosign's key-pair "
+        "format) and push the signature next to the image",
+    )
+    q.add_argument("ref", metavar="REF")
+    q.add_argument("--key", required=True, metavar="FILE", help="PEM private key (PKCS#8)")
+    q.add_argument("--password-file", metavar="FILE", help="the key's password, if encrypted")
+    q = sub.add_parser(
+        "verify",
+        help="check REF's signature against --key files or the host config's signing.keys",
+        description="check REF's signature against --key files or the host config's signing.keys",
+    )
+    q.add_argument("ref", metavar="REF")
+    q.add_argument(
+        "--key", action="append", default=[], metavar="FILE", help="PEM public key (repeatable)"
+    )
+    q.add_argument("--pull-policy", default=None, metavar="POLICY")
+    q.add_argument("--json", action="store_true")
+    q = sub.add_parser(
+        "prune",
+        help="remove cached images that no state record (nor a manifest of SOURCE) names",
+        description="remove cached images that no state record (nor a manifest of SOURCE) "
+        "names: their manifests, configs, layers, objects, signatures and tags",
+    )
+    q.add_argument("source", nargs="?", metavar="SOURCE", help="a manifest directory to keep")
+    q.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+    q.add_argument("--json", action="store_true")
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error")

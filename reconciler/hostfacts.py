@@ -16,6 +16,7 @@ import socket
 import struct
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from reconciler import hostfiles
 from reconciler.kernel.sys import netns as namespaces
@@ -82,12 +83,16 @@ class Host:
         labels_file: Path | None = DEFAULT_LABELS_FILE,
         extra_labels: dict[str, str] | None = None,
         config_file: Path | None = DEFAULT_CONFIG_FILE,
+        image_cache: Path | None = None,
     ) -> None:
         self.labels_file = labels_file
         self.extra_labels = dict(extra_labels or {})
         self.config_file = config_file
+        # Where pulled images are kept unless the host config says otherwise (images.cache_dir).
+        self.image_cache = image_cache
         self._labels: dict[str, str] | None = None
         self._config: hostfiles.HostConfig | None = None
+        self._pullers: dict[str | None, Any] = {}
 
     def config(self) -> hostfiles.HostConfig:
         """The host config file, read once (HostError when it is wrong)."""
@@ -103,6 +108,32 @@ class Host:
         """``bytecode_dirs`` of the host's config file: the directories absolute bytecode paths
         may name (none when the file or the key is missing)."""
         return list(self.config().bytecode_dirs)
+
+    def bytecode_image(self, url: str, policy: str, secret: str | None) -> dict[str, Any]:
+        """Pull (or find in the cache) the image ``url``; see HostFacts.bytecode_image."""
+        from reconciler.images import ImageError, reference
+        from reconciler.images.pull import Puller
+        from reconciler.images.store import Store
+
+        settings = self.config().images
+        try:
+            if secret is not None:
+                settings = settings.with_secret(secret)
+            puller = self._pullers.get(secret)
+            if puller is None:
+                root = settings.cache_dir or self.image_cache
+                if root is None:
+                    raise ImageError("no image cache: set images.cache_dir in the host config")
+                puller = self._pullers[secret] = Puller(settings, Store(root))
+            image = puller.pull(reference.parse(url), policy)
+        except ImageError as e:
+            raise HostError(str(e)) from None
+        return {
+            "object": str(image.object_path),
+            "digest": image.digest,
+            "platform": image.platform,
+            "programs": dict(image.programs),
+        }
 
     def xdp_mode(self, ifname: str, netns: str | None = None) -> str | None:
         """``interfaces.<ifname>.xdpmode`` of the host's config file (any namespace)."""

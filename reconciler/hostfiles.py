@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler import files
-from reconciler.images.settings import RegistrySettings
+from reconciler.images.settings import DEFAULT_PULL_SECRETS_DIR, RegistrySettings
 from reconciler.spec.host import HostError
 from reconciler.spec.loader import Document, format_path
 from reconciler.spec.patterns import full_match
@@ -122,8 +122,9 @@ def read_host_config(path: Path) -> HostConfig:
 
 
 def _registry_settings(data: dict[str, Any]) -> RegistrySettings:
-    """The ``images:`` section (already checked against the schema)."""
+    """The ``images:`` and ``signing:`` sections (already checked against the schema)."""
     images = data.get("images") or {}
+    signing = data.get("signing") or {}
 
     def path(key: str) -> Path | None:
         return Path(images[key]) if images.get(key) else None
@@ -134,6 +135,9 @@ def _registry_settings(data: dict[str, Any]) -> RegistrySettings:
         ca_bundle=path("ca_bundle"),
         insecure_registries=tuple(images.get("insecure_registries") or ()),
         mirrors={str(k): str(v) for k, v in (images.get("mirrors") or {}).items()},
+        pull_secrets_dir=path("pull_secrets_dir") or DEFAULT_PULL_SECRETS_DIR,
+        require_signature=bool(signing.get("require")),
+        signing_keys=tuple(Path(k) for k in signing.get("keys") or ()),
     )
 
 

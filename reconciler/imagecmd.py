@@ -8,7 +8,9 @@ the cache, and with ``--push`` to a registry, without docker.
 from __future__ import annotations
 
 import argparse
+import base64
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +54,15 @@ def settings_and_store(args: argparse.Namespace) -> tuple[RegistrySettings, Stor
 
 def cmd_image(args: argparse.Namespace, _color: bool) -> int:
     try:
-        return {"pull": _pull, "inspect": _inspect, "build": _build}[args.image_command](args)
+        commands = {
+            "pull": _pull,
+            "inspect": _inspect,
+            "build": _build,
+            "sign": _sign,
+            "verify": _verify,
+            "prune": _prune,
+        }
+        return commands[args.image_command](args)
     except ImageError as e:
         raise UserError(str(e)) from None
 
@@ -232,4 +242,140 @@ def _build(args: argparse.Namespace) -> int:
                 remote.push_manifest(target.repository, desc.digest, data, content.OCI_MANIFEST)
         remote.push_manifest(target.repository, target.tag, top, top_type)
     print(f"{target.name}:{target.tag}@{digest}" + (" (pushed)" if args.push else ""))
+    return 0
+
+
+def _sign(args: argparse.Namespace) -> int:
+    """Sign the digest ``REF`` resolves to now with a private key, cosign's way, and push the
+    signature next to the image (added to the signatures already there)."""
+    from reconciler.images import signing
+
+    settings, store = settings_and_store(args)
+    # Through the mirror, if any: a signature of quay.io/... belongs where this host pulls it.
+    settings = dataclasses.replace(settings, require_signature=False)
+    ref = reference.parse(args.ref)
+    image = Puller(settings, store).pull(ref, "Always" if ref.digest is None else "IfNotPresent")
+    key = _private_key(Path(args.key), args.password_file)
+    body = signing.payload(ref, image.digest)
+    signature = _sign_bytes(key, body)
+    remote = Remote(settings, ref.registry)
+    remote.push_blob(ref.repository, body, content.digest_of(body))
+    config = b"{}"
+    remote.push_blob(ref.repository, config, content.digest_of(config))
+    tag = signing.signature_tag(image.digest)
+    layers = []
+    try:
+        old, _, _ = remote.manifest(ref.repository, tag)
+        layers = [layer for layer in json.loads(old).get("layers", []) if isinstance(layer, dict)]
+    except (ImageError, ValueError):
+        pass
+    layer = {
+        "mediaType": signing.SIMPLE_SIGNING,
+        "digest": content.digest_of(body),
+        "size": len(body),
+        "annotations": {signing.SIGNATURE_ANNOTATION: base64.b64encode(signature).decode()},
+    }
+    layers = [x for x in layers if x.get("annotations") != layer["annotations"]] + [layer]
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": content.OCI_MANIFEST,
+        "config": {
+            "mediaType": content.OCI_CONFIG,
+            "digest": content.digest_of(config),
+            "size": len(config),
+        },
+        "layers": layers,
+    }
+    data = json.dumps(manifest, separators=(",", ":")).encode()
+    remote.push_manifest(ref.repository, tag, data, content.OCI_MANIFEST)
+    print(f"signed {ref.name}@{image.digest} ({tag})")
+    return 0
+
+
+def _private_key(path: Path, password_file: str | None) -> Any:
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        data = path.read_bytes()
+        password = Path(password_file).read_bytes().rstrip(b"\n") if password_file else None
+    except OSError as e:
+        raise UserError(f"cannot read {e.filename}: {e.strerror}") from None
+    try:
+        return serialization.load_pem_private_key(data, password)
+    except (ValueError, TypeError) as e:
+        raise UserError(
+            f"{path} is not a PEM private key this can read ({e}); an encrypted one needs "
+            "--password-file (PKCS#8 PEM, e.g. openssl genpkey -algorithm EC -pkeyopt "
+            "ec_paramgen_curve:P-256)"
+        ) from None
+
+
+def _sign_bytes(key: Any, data: bytes) -> bytes:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        algorithm = hashes.SHA384() if key.curve.key_size >= 384 else hashes.SHA256()
+        return key.sign(data, ec.ECDSA(algorithm))
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return key.sign(data)
+    if isinstance(key, rsa.RSAPrivateKey):
+        return key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+    raise UserError("the key must be ECDSA (P-256 or P-384), Ed25519 or RSA")
+
+
+def _verify(args: argparse.Namespace) -> int:
+    """Check REF's signature against --key files, or the host config's signing.keys."""
+    from reconciler.images import signing
+
+    settings, store = settings_and_store(args)
+    puller = Puller(dataclasses.replace(settings, require_signature=False), store)
+    ref = reference.parse(args.ref)
+    policy = policy_name(args.pull_policy)
+    image = puller.pull(ref, policy)
+    paths = [Path(k) for k in args.key] or list(settings.signing_keys)
+    signer = puller.verify(ref, image.digest, [signing.load_key(p) for p in paths], policy)
+    if args.json:
+        print_json({"reference": str(ref), "digest": image.digest, "signedBy": signer})
+    else:
+        print(f"{ref}@{image.digest}: signed by {signer}")
+    return 0
+
+
+def _prune(args: argparse.Namespace) -> int:
+    """Drop every cached image no state record (and no manifest of SOURCE, if given) names."""
+    from reconciler.images.prune import closure
+    from reconciler.spec import ManifestError, load_manifests
+    from reconciler.spec.programs import spec_keys
+
+    _, store = settings_and_store(args)
+    ctx = invocation.context(args)
+    tops = {
+        str(r.attributes["image_digest"])
+        for r in ctx.store.load().values()
+        if isinstance(r.attributes.get("image_digest"), str)
+    }
+    named = 0
+    if args.source:
+        try:
+            manifests = load_manifests(Path(args.source), None)
+        except ManifestError as e:
+            raise invocation.manifest_error(e) from None
+        for m in manifests:
+            image = m.spec[spec_keys(m.kind)["bytecode"]].get("image")
+            if image is None:
+                continue
+            named += 1
+            ref = reference.parse(image["url"])
+            digest = ref.digest or store.resolved(f"{ref.name}:{ref.tag or 'latest'}")
+            if digest is not None:
+                tops.add(digest)
+    keep = closure(store, tops)
+    removed = sorted(store.digests() - keep) if args.dry_run else store.prune(keep)
+    if args.json:
+        print_json({"kept": sorted(keep & store.digests()), "removed": removed})
+        return 0
+    what = "would remove" if args.dry_run else "removed"
+    kept = len(keep & store.digests())
+    print(f"{what} {len(removed)} blob(s); kept {kept} for {len(tops)} image(s)")
     return 0

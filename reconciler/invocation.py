@@ -52,7 +52,12 @@ def host(args: argparse.Namespace) -> Host:
         extra[key] = value
     labels_file = Path(args.labels_file) if args.labels_file else DEFAULT_LABELS_FILE
     config = Path(args.config) if args.config else DEFAULT_CONFIG_FILE
-    return Host(labels_file=labels_file, extra_labels=extra, config_file=config)
+    return Host(
+        labels_file=labels_file,
+        extra_labels=extra,
+        config_file=config,
+        image_cache=Path(args.state_dir) / "images",
+    )
 
 
 def context(args: argparse.Namespace) -> Context:

@@ -97,6 +97,9 @@ class RecordingHost:
         answer = self._ask("bytecode_dirs")
         return None if answer is None else list(answer)
 
+    def bytecode_image(self, url: str, policy: str, secret: str | None) -> dict[str, Any]:
+        return dict(self._ask("bytecode_image", url, policy, secret))
+
 
 def _same_answers(host: HostFacts, calls: list[Any]) -> bool:
     for name, args, answer in calls:

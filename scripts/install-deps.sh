@@ -28,6 +28,9 @@ have depmod || need_pkgs+=(kmod)
 # storage) and write their bcrypt htpasswd files with htpasswd -B.
 [ -x /usr/bin/docker-registry ] || need_pkgs+=(docker-registry)
 have htpasswd || need_pkgs+=(apache2-utils)
+# Interop: images built by a second tool (umoci) and pushed by skopeo, in OCI and Docker v2 form.
+have skopeo || need_pkgs+=(skopeo)
+have umoci || need_pkgs+=(umoci)
 [ -f /usr/include/bpf/bpf_helpers.h ] || need_pkgs+=(libbpf-dev)
 ldconfig -p 2>/dev/null | grep -q 'libbpf.so.1 ' || need_pkgs+=(libbpf1)
 if [ ${#need_pkgs[@]} -gt 0 ]; then

@@ -9,12 +9,13 @@ plan can ask for exactly that digest later.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import field
 from pathlib import Path
 from typing import Any
 
-from reconciler.images import content, layout
+from reconciler.images import content, layout, signing
 from reconciler.images.content import Descriptor, Index, Manifest
 from reconciler.images.errors import ImageError
 from reconciler.images.reference import Reference
@@ -39,6 +40,7 @@ class PulledImage:
     object_path: Path = Path()
     platforms: tuple[str, ...] = ()  # every platform of an index
     pulled: bool = False  # whether the registry was contacted
+    signed_by: str | None = None  # the key (path and fingerprint) whose signature was verified
 
 
 def policy_name(text: str | None) -> str:
@@ -62,6 +64,84 @@ class Puller:
         return self._remotes[registry]
 
     def pull(self, ref: Reference, policy: str = "IfNotPresent") -> PulledImage:
+        """The image, by ``policy``; when the host requires signatures, verified too (ImageError
+        otherwise, naming what was found and what is required)."""
+        image = self._pull(ref, policy)
+        if self.settings.require_signature:
+            keys = [signing.load_key(k) for k in self.settings.signing_keys]
+            signed_by = self.verify(ref, image.digest, keys, policy)
+            image = dataclasses.replace(image, signed_by=signed_by)
+        return image
+
+    def verify(self, ref: Reference, digest: str, keys: list[signing.Key], policy: str) -> str:
+        """Which of ``keys`` signed ``digest`` (``path (fingerprint)``); ImageError when none
+        did. The signatures come from the cache, or the registry unless the policy is Never."""
+        where = str(ref)
+        if not keys:
+            raise ImageError(
+                f"{where}: the host requires signed images but lists no key to check them "
+                "with; add public keys to signing.keys in the host config"
+            )
+        found = self._signatures(ref, digest, policy)
+        if not found:
+            raise ImageError(
+                f"{where}: {digest} is not signed (no {signing.signature_tag(digest)} in its "
+                "repository) and this host requires a signature by "
+                + ", ".join(f"{k.path} ({k.fingerprint})" for k in keys)
+                + "; sign it with bpfman image sign --key or cosign sign --key"
+            )
+        reasons = []
+        for payload, sig in found:
+            signer = next((k for k in keys if signing.verify_with(k, payload, sig)), None)
+            if signer is None:
+                reasons.append("a signature by a key this host does not trust")
+                continue
+            problem = signing.payload_problem(payload, ref, digest)
+            if problem is not None:
+                reasons.append(f"a signature by {signer.path} not for this image: {problem}")
+                continue
+            return f"{signer.path} ({signer.fingerprint})"
+        raise ImageError(
+            f"{where}: {digest} has {'; '.join(reasons)}; this host requires a signature by "
+            + ", ".join(f"{k.path} ({k.fingerprint})" for k in keys)
+        )
+
+    def _signatures(self, ref: Reference, digest: str, policy: str) -> list[tuple[bytes, bytes]]:
+        """(payload, signature) of every simple-signing layer stored for ``digest``."""
+        tag = signing.signature_tag(digest)
+        key = f"{ref.name}:{tag}"
+        sig_digest = None if policy == "Always" else self.store.resolved(key)
+        manifest = (
+            self.store.read(sig_digest, content.MAX_MANIFEST) if sig_digest is not None else None
+        )
+        remote = None
+        if manifest is None:
+            if policy == "Never":
+                return []
+            remote = self._remote(ref.registry)
+            try:
+                manifest, _, sig_digest = remote.manifest(ref.repository, tag)
+            except ImageError as e:
+                if "not found" in str(e):
+                    return []
+                raise
+        out = []
+        where = f"{ref}'s signature"
+        for desc, sig in signing.parse_signatures(manifest, where):
+            data = self.store.read(desc.digest, signing.MAX_PAYLOAD)
+            if data is None:
+                if remote is None:
+                    remote = self._remote(ref.registry)
+                remote.blob(ref.repository, desc, self.store, signing.MAX_PAYLOAD)
+                data = self.store.read(desc.digest, signing.MAX_PAYLOAD)
+            if data is not None:
+                out.append((data, sig))
+        if sig_digest is not None:
+            self.store.put(manifest, sig_digest)
+            self.store.remember(key, sig_digest)
+        return out
+
+    def _pull(self, ref: Reference, policy: str) -> PulledImage:
         where = str(ref)
         digest = ref.digest or (None if policy == "Always" else self.store.resolved(_tag_key(ref)))
         if digest is not None and policy != "Always":

@@ -9,12 +9,15 @@
       insecure_registries: [127.0.0.1:5000]  # plain HTTP, only these
       mirrors:                               # pull quay.io/... from registry.internal:5000
         quay.io: registry.internal:5000
+      pull_secrets_dir: /etc/bpfman/pull-secrets  # imagepullsecret {name: regcred}: regcred.json
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
+import re
 from dataclasses import field
 from pathlib import Path
 
@@ -24,6 +27,8 @@ from reconciler.images.reference import DOCKER_HUB, DOCKER_HUB_API
 from reconciler.values import frozen
 
 MAX_AUTH_FILE = 1024 * 1024
+DEFAULT_PULL_SECRETS_DIR = Path("/etc/bpfman/pull-secrets")
+_SECRET_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
 
 
 @frozen
@@ -33,6 +38,23 @@ class RegistrySettings:
     ca_bundle: Path | None = None
     insecure_registries: tuple[str, ...] = ()
     mirrors: dict[str, str] = field(default_factory=dict)
+    pull_secrets_dir: Path = DEFAULT_PULL_SECRETS_DIR
+    # The signing: section: refuse images without a valid signature by one of these keys.
+    require_signature: bool = False
+    signing_keys: tuple[Path, ...] = ()
+
+    def with_secret(self, name: str) -> RegistrySettings:
+        """These settings with the credentials of the pull secret ``name`` (a manifest's
+        imagepullsecret): the docker config.json file ``<pull_secrets_dir>/<name>.json``."""
+        if not _SECRET_NAME.fullmatch(name):
+            raise ImageError(f"pull secret name {name!r} is not a lowercase name, e.g. regcred")
+        path = self.pull_secrets_dir / f"{name}.json"
+        if not path.is_file():
+            raise ImageError(
+                f"pull secret {name!r}: no file {path}; write the registry credentials there "
+                "(docker config.json format), or set images.pull_secrets_dir in the host config"
+            )
+        return dataclasses.replace(self, auth_file=path)
 
     def endpoint(self, registry: str) -> str:
         """The host[:port] to contact for images named under ``registry``."""

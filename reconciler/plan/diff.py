@@ -19,8 +19,11 @@ from reconciler.state import Record
 # of the rule is each kind's (reconciler.kinds): which of its attributes force a replacement, and
 # which change in place (e.g. a single XDP program's priority only matters once a dispatcher
 # orders several; a TCX link cannot move, so a new TCX priority means a new link). A moved
-# bytecode file with the same digest is the same program.
-_FORCES_REPLACEMENT = frozenset({"bytecode_digest", "function", "global_data", "map_owner"})
+# bytecode file with the same digest is the same program. An image whose tag now resolves to
+# another digest is another image, even if its object did not change: the plan says so.
+_FORCES_REPLACEMENT = frozenset(
+    {"bytecode_digest", "image_digest", "function", "global_data", "map_owner"}
+)
 _RANK = {Action.DELETE: 0, Action.REPLACE: 0, Action.UPDATE: 1, Action.CREATE: 2, Action.NOOP: 3}
 
 

@@ -20,6 +20,7 @@ from reconciler import files
 from reconciler.address import Address
 from reconciler.kernel.types import ProgramSpec
 from reconciler.kinds import Target
+from reconciler.spec.elf import ElfError, ElfObject, read_bpf_object
 from reconciler.spec.host import HostError, HostFacts
 from reconciler.spec.loader import FieldPath, format_path, source_base
 from reconciler.spec.model import (
@@ -35,7 +36,7 @@ from reconciler.spec.model import (
 from reconciler.spec.owners import maps_dir_of_application
 from reconciler.spec.programs import LinkSpec, Program, is_application, programs_of, spec_keys
 from reconciler.spec.selector import LabelSelector
-from reconciler.spec.semantic import allowed_regex, resolve_bytecode
+from reconciler.spec.semantic import allowed_regex, object_problems, resolve_bytecode
 from reconciler.values import frozen
 
 T = TypeVar("T")
@@ -68,6 +69,7 @@ class _Expander:
         self._digests: dict[Path, str] = {}
         self._resolved: dict[Path, Path] = {}  # bytecode as written -> the file it names
         self._shown: dict[Path, str] = {}
+        self._image_objects: dict[Path, ElfObject] = {}
         self.problems: list[Problem] = []
 
     # --- host facts, each asked once
@@ -121,26 +123,82 @@ class _Expander:
             self._digests[path] = f"sha256:{h.hexdigest()}"
         return self._digests[path]
 
+    def _image(self, m: Manifest, field: str, image: dict[str, Any]) -> tuple[Path, str] | None:
+        """(the image's ELF object, the digest its reference resolved to), the object checked as
+        a path's is when manifests are loaded; None after reporting a problem."""
+        app = is_application(m.kind)
+        url: str = image["url"]
+        policy = image.get("imagePullPolicy" if app else "imagepullpolicy") or "IfNotPresent"
+        secret = (image.get("imagePullSecret" if app else "imagepullsecret") or {}).get("name")
+        where = ("spec", field, "image", "url")
+        answer = self._ask(
+            ("image", url, policy, secret), lambda: self.host.bytecode_image(url, policy, secret)
+        )
+        if isinstance(answer, HostError):
+            if answer.source:  # the host config is wrong
+                raise answer
+            self._problem(m, where, str(answer))
+            return None
+        obj_path = Path(answer["object"])
+        obj = self._image_objects.get(obj_path)
+        if obj is None:
+            try:
+                obj = self._image_objects[obj_path] = read_bpf_object(obj_path)
+            except ElfError as e:
+                self._problem(m, where, f"{url}: {e}")
+                return None
+        problems = object_problems(m.kind, m.spec, obj, url)
+        listed = answer.get("programs") or {}
+        for program in programs_of(m.kind, m.spec):
+            if listed and program.function not in listed:
+                problems.append(
+                    (
+                        program.function_path,
+                        f"function {program.function!r} is not among the programs the labels of "
+                        f"{url} list ({', '.join(sorted(listed))}); is this the right image?",
+                    )
+                )
+        for path, message in problems:
+            self._problem(m, path, message)
+        if problems:
+            return None
+        return obj_path, str(answer["digest"])
+
     def expand(self, m: Manifest) -> list[DesiredAttachment]:
         field = spec_keys(m.kind)["bytecode"]
-        written: str = m.spec[field]["path"]
-        located = resolve_bytecode(self.base / m.origin.file, written)
-        try:
-            resolved = self._resolved.get(located)
-            if resolved is None:  # once per object and directory, however many name it
-                resolved = self._resolved[located] = located.resolve(strict=True)
-            digest = self.digest(resolved)
-        except OSError as e:  # removed or made unreadable since load_manifests() checked it
-            self._problem(
-                m,
-                ("spec", field, "path"),
-                f"cannot read bytecode file {located}: {e.strerror or e}",
-            )
-            return []
-        shown = self._shown.get(located)
-        if shown is None:
-            shown = written if os.path.isabs(written) else _relative(located, self.base)
-            self._shown[located] = shown
+        image = m.spec[field].get("image")
+        extra: dict[str, Any] = {}
+        if image is not None:
+            pulled = self._image(m, field, image)
+            if pulled is None:
+                return []
+            resolved, extra["image_digest"] = pulled
+            shown = image["url"]
+            try:
+                digest = self.digest(resolved)
+            except OSError as e:  # the cache changed under us
+                self._problem(m, ("spec", field, "image", "url"), f"{shown}: {e}")
+                return []
+        else:
+            written: str = m.spec[field]["path"]
+            located = resolve_bytecode(self.base / m.origin.file, written)
+            try:
+                known = self._resolved.get(located)
+                if known is None:  # once per object and directory, however many name it
+                    known = self._resolved[located] = located.resolve(strict=True)
+                resolved = known
+                digest = self.digest(resolved)
+            except OSError as e:  # removed or made unreadable since load_manifests() checked it
+                self._problem(
+                    m,
+                    ("spec", field, "path"),
+                    f"cannot read bytecode file {located}: {e.strerror or e}",
+                )
+                return []
+            shown = self._shown.get(located)
+            if shown is None:
+                shown = written if os.path.isabs(written) else _relative(located, self.base)
+                self._shown[located] = shown
         global_data = {name: value.hex() for name, value in m.global_data} or None
         out = []
         disabled = m.annotations.get(PRUNE_ANNOTATION) == "disabled"
@@ -149,7 +207,12 @@ class _Expander:
             spec = ProgramSpec(
                 str(resolved), program.function, program.prog_type, global_data=m.global_data
             )
-            common = {"bytecode": shown, "bytecode_digest": digest, "function": program.function}
+            common = {
+                "bytecode": shown,
+                "bytecode_digest": digest,
+                **extra,
+                "function": program.function,
+            }
             for link in program.links:
                 origin = m.origin_of(format_path(link.path)) if program.in_application else m.origin
                 for point in self.points(m, program, link):

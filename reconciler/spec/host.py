@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class HostError(Exception):
@@ -55,4 +55,11 @@ class HostFacts(Protocol):
         """Directories outside the source that bytecode may be read from (absolute paths, from
         the host config's ``bytecode_dirs``; [] for none). None leaves bytecode unconfined,
         which only test doubles do."""
+        ...
+
+    def bytecode_image(self, url: str, policy: str, secret: str | None) -> dict[str, Any]:
+        """The bytecode image ``url`` pulled by ``policy`` (Always, IfNotPresent, Never) with the
+        pull secret named ``secret``, as plain JSON values: ``object`` (the path of its ELF
+        object in the cache), ``digest`` (what the reference resolved to), ``platform`` and
+        ``programs`` (its labels' program names and types)."""
         ...

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from reconciler import kinds
+from reconciler.images import ImageError
+from reconciler.images import reference as images_reference
 from reconciler.spec import globaldata
 from reconciler.spec.elf import ElfError, ElfObject, read_bpf_object
 from reconciler.spec.indexes import map_name_problems, pin_name_problems
@@ -195,6 +197,14 @@ class SemanticChecker:
     def _bytecode(
         self, doc: Document, spec: dict[str, Any], field: str, problems: list[Problem]
     ) -> tuple[ElfObject | None, str]:
+        image = spec[field].get("image")
+        if image is not None:  # pulled at plan time, where the ELF inside is checked
+            url: str = image["url"]
+            try:
+                images_reference.parse(url)
+            except ImageError as e:
+                problems.append(doc.problem(("spec", field, "image", "url"), str(e)))
+            return None, url
         written: str = spec[field]["path"]
         where = ("spec", field, "path")
         path, refused, exists, is_dir = self._located(doc.path, written)
@@ -291,6 +301,26 @@ def allowed_regex(pattern: str) -> re.Pattern[str] | str | None:
         except (re.error, RecursionError, OverflowError) as e:
             return str(e) or "nested too deeply"
     return None
+
+
+def object_problems(
+    kind: str, spec: dict[str, Any], obj: ElfObject, written: str
+) -> list[tuple[FieldPath, str]]:
+    """What :class:`SemanticChecker` says about the object of a schema-valid spec, for an object
+    known only at plan time (a bytecode image's): each program's function, and global data."""
+    keys = spec_keys(kind)
+    out: list[tuple[FieldPath, str]] = []
+    for program in programs_of(kind, spec):
+        message = _function_problem(program, written, obj)
+        if message:
+            out.append((program.function_path, message))
+    data = spec.get(keys["globaldata"])
+    if data:
+        for name, message in globaldata.problems(data, obj, written):
+            out.append(
+                (("spec", keys["globaldata"]) + ((name,) if name is not None else ()), message)
+            )
+    return out
 
 
 def _function_problem(program: Program, written: str, obj: ElfObject) -> str | None:

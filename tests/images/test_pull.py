@@ -75,6 +75,8 @@ def registry_digest(registry: Registry, repository: str, ref: str) -> str:
         [
             "application/vnd.oci.image.manifest.v1+json",
             "application/vnd.oci.image.index.v1+json",
+            "application/vnd.docker.distribution.manifest.v2+json",
+            "application/vnd.docker.distribution.manifest.list.v2+json",
         ]
     )
     with registry.session() as s:

@@ -221,6 +221,8 @@ class StubHost:
             ("libc", 4242): "/lib/ld-musl-x86_64.so.1",
         }
     )
+    # Image url -> its answer ({"object", "digest", "platform", "programs"}) or a HostError.
+    images: dict[str, dict[str, Any] | HostError] = field(default_factory=dict)
     asked: list[tuple[Any, ...]] = field(default_factory=list)
 
     def labels(self) -> dict[str, str]:
@@ -247,6 +249,12 @@ class StubHost:
 
     def bytecode_dirs(self) -> list[str] | None:
         return None  # bytecode unconfined: the tests read objects from anywhere
+
+    def bytecode_image(self, url: str, policy: str, secret: str | None) -> dict[str, Any]:
+        self.asked.append(("bytecode_image", url, policy, secret))
+        if url not in self.images:
+            raise HostError(f"{url}: not found on the registry")
+        return dict(_answer(self.images[url]))
 
 
 T = TypeVar("T")

@@ -244,3 +244,55 @@ def test_the_store_keeps_only_checked_blobs_and_drops_damaged_ones(tmp_path):
     assert store.prune(set()) == [digest]
     assert store.resolved("reg/x:v1") is None
     assert not list((tmp_path / "tmp").iterdir())
+
+
+# --- manifests naming images: expansion against a stub host (tests/images runs the real one)
+
+
+def _image_answer(obj: Path, digest: str = "sha256:" + "1" * 64) -> dict:
+    return {
+        "object": str(obj),
+        "digest": digest,
+        "platform": "linux/amd64",
+        "programs": {"xdp_stats": "xdp"},
+    }
+
+
+def test_an_image_manifest_expands_to_its_object_with_the_resolved_digest(tmp_path):
+    from reconciler.spec import load_desired
+    from tests.unit.spec_support import StubHost, bpf_object, write_tree, xdp
+
+    url = "quay.io/bpfman-bytecode/xdp:v1"
+    text = xdp(bytecode=f"{{image: {{url: '{url}', imagepullpolicy: Always}}}}")
+    root = write_tree(tmp_path, {"x.yaml": text})
+    host = StubHost(images={url: _image_answer(bpf_object())})
+    (d,) = load_desired(root, host).attachments
+    assert d.program.object_path == str(bpf_object())
+    assert d.attributes["bytecode"] == url
+    assert d.attributes["image_digest"] == "sha256:" + "1" * 64
+    assert ("bytecode_image", url, "Always", None) in host.asked
+
+
+def test_an_image_is_checked_as_a_path_is_and_against_its_labels(tmp_path):
+    from reconciler.spec import ManifestError, load_desired
+    from reconciler.spec.host import HostError
+    from tests.unit.spec_support import StubHost, bpf_object, write_tree, xdp
+
+    url = "quay.io/bpfman-bytecode/xdp:v1"
+    text = xdp(bytecode=f"{{image: {{url: '{url}'}}}}")
+    cases = [
+        (_image_answer(bpf_object()) | {"programs": {"other": "xdp"}}, "labels of " + url),
+        (HostError(f"{url}: not found on quay.io"), "spec.bytecode.image.url: " + url),
+    ]
+    for i, (answer, says) in enumerate(cases):
+        (tmp_path / str(i)).mkdir()
+        root = write_tree(tmp_path / str(i), {"x.yaml": text})
+        with pytest.raises(ManifestError) as e:
+            load_desired(root, StubHost(images={url: answer}))
+        assert any(says in p for p in map(str, e.value.problems)), e.value.problems
+    wrong = xdp(bytecode=f"{{image: {{url: '{url}'}}}}").replace("xdp_stats", "nope")
+    (tmp_path / "fn").mkdir()
+    root = write_tree(tmp_path / "fn", {"x.yaml": wrong})
+    with pytest.raises(ManifestError) as e:
+        load_desired(root, StubHost(images={url: _image_answer(bpf_object())}))
+    assert any(f"function 'nope' is not in {url}" in str(p) for p in e.value.problems)

@@ -110,7 +110,7 @@ def test_unknown_fields_anywhere(tmp_path: Path) -> None:
         "'bpffunctionname'?); allowed fields here: bpffunctionname, bytecode, "
         "interfaceselector, priority, proceedon, netns, xdpmode, nodeselector, globaldata, "
         "mapownerselector",
-        "x.yaml:6: spec.bytecode.sha: unknown field 'sha'; allowed fields here: path",
+        "x.yaml:6: spec.bytecode.sha: unknown field 'sha'; allowed fields here: path, image",
         "x.yaml:7: spec.interfaceselector.iface: unknown field 'iface' (did you mean "
         "'interfaces'?); allowed fields here: interfaces, primarynodeinterface",
         "x.yaml:9: extra: unknown field 'extra'; allowed fields here: apiVersion, kind, "
@@ -140,14 +140,26 @@ def test_network_containers_need_kubernetes(tmp_path: Path) -> None:
     ]
 
 
-def test_bytecode_image_is_rejected(tmp_path: Path) -> None:
-    text = xdp(bytecode="{image: {url: quay.io/bpfman-bytecode/xdp_pass:latest}}")
-    assert problems_of(tmp_path, {"x.yaml": text}) == [
-        "x.yaml:7: spec.bytecode.path: required field is missing; expected the path of a "
-        "compiled eBPF object (.o), relative to the manifest's directory or absolute",
-        "x.yaml:7: spec.bytecode.image: bytecode images are not supported yet; build the "
-        "object and set bytecode.path to it",
-    ]
+def test_bytecode_from_an_image_is_checked_for_form_only(tmp_path: Path) -> None:
+    """validate does not pull: the reference's form and the pull policy are checked here, the
+    object inside when a plan pulls it (tests/images)."""
+    good = xdp(
+        bytecode="{image: {url: quay.io/bpfman-bytecode/xdp_pass:latest, "
+        "imagepullpolicy: Always, imagepullsecret: {name: regcred, namespace: default}}}"
+    )
+    (tmp_path / "good").mkdir()
+    (manifest,) = load_manifests(write_tree(tmp_path / "good", {"x.yaml": good}), None)
+    assert manifest.spec["bytecode"]["image"]["url"] == "quay.io/bpfman-bytecode/xdp_pass:latest"
+    both = xdp(bytecode="{path: xdp_counter.o, image: {url: quay.io/a/b:v1}}")
+    bad_ref = xdp(bytecode="{image: {url: 'quay.io/Org/x:v1'}}")
+    bad_policy = xdp(bytecode="{image: {url: quay.io/a/b:v1, imagepullpolicy: always}}")
+    for text, says in (
+        (both, "set exactly one of path"),
+        (bad_ref, "repository 'Org/x' must be lowercase"),
+        (bad_policy, "Always, IfNotPresent, Never"),
+    ):
+        problems = problems_of(tmp_path, {"x.yaml": text})
+        assert len(problems) == 1 and says in problems[0], problems
 
 
 def test_uprobe_containers_by_pod_labels_need_kubernetes(tmp_path: Path) -> None:

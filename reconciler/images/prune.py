@@ -1,0 +1,50 @@
+"""What the image cache must keep: every part of the images still named, and their signatures.
+
+An image is named by a state record (what is loaded now, ``image_digest``) or by a manifest of
+the source given to ``bpfman image prune`` (its digest, or what its tag last resolved to). Kept
+with it: an index's platform manifests, each manifest's config and layers (and the object taken
+out of them), the signature manifest cached for that digest and its payloads, and the tags that
+point at any of these. Everything else in the cache goes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+from reconciler.images import content, signing
+from reconciler.images.store import Store
+
+
+def closure(store: Store, tops: Iterable[str]) -> set[str]:
+    keep: set[str] = set()
+    refs = store.references()
+    signatures = {
+        ref.rsplit(":", 1)[1]: digest for ref, digest in refs.items() if ref.endswith(".sig")
+    }
+    todo = list(tops)
+    while todo:
+        digest = todo.pop()
+        if digest in keep:
+            continue
+        keep.add(digest)
+        sig = signatures.get(signing.signature_tag(digest))
+        if sig is not None:
+            todo.append(sig)
+        data = store.read(digest, content.MAX_MANIFEST)
+        if data is None:
+            continue
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            continue  # a layer or payload: nothing below it
+        if not isinstance(doc, dict):
+            continue
+        for key in ("manifests", "layers"):
+            for entry in doc.get(key) or []:
+                if isinstance(entry, dict) and isinstance(entry.get("digest"), str):
+                    todo.append(entry["digest"])
+        config = doc.get("config")
+        if isinstance(config, dict) and isinstance(config.get("digest"), str):
+            todo.append(config["digest"])
+    return keep

@@ -1,0 +1,168 @@
+"""Cosign key-pair signatures: who signed an image, checked against the host's policy.
+
+The layout is cosign's: the signatures of the image with digest ``sha256:<hex>`` are an OCI
+image tagged ``sha256-<hex>.sig`` in the same repository; each of its layers (media type
+``application/vnd.dev.cosign.simplesigning.v1+json``) is a "simple signing" payload naming the
+image's repository and digest, and the layer's annotation ``dev.cosignproject.cosign/signature``
+is the base64 signature of those payload bytes. Signatures are verified here with the
+``cryptography`` package against the public keys the host config lists (PEM, as ``cosign
+generate-key-pair`` writes ``cosign.pub``): ECDSA P-256/P-384 with SHA-256/384 (cosign's
+default), Ed25519, and RSA PKCS#1 v1.5 or PSS with SHA-256.
+
+There is no transparency log check here (as ``cosign verify --key K --insecure-ignore-tlog``):
+a key-pair signature is as good as the secrecy of its private key. Keyless (Sigstore,
+certificate identities) is not supported yet.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from reconciler import files
+from reconciler.images import content
+from reconciler.images.errors import ImageError
+from reconciler.images.reference import Reference
+from reconciler.images.reference import parse as parse_reference
+from reconciler.values import frozen
+
+SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
+SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
+SIGNATURE_TYPE = "cosign container image signature"
+MAX_PAYLOAD = 64 * 1024
+MAX_SIGNATURES = 32
+MAX_KEY_FILE = 64 * 1024
+
+
+@frozen
+class Key:
+    path: str
+    fingerprint: str  # SHA256:<base64> of the DER public key, as ssh-keygen shows keys
+    public: Any  # a cryptography public key
+
+
+@frozen
+class Signature:
+    payload: bytes
+    signature: bytes
+    descriptor: content.Descriptor
+
+
+def signature_tag(digest: str) -> str:
+    return digest.replace(":", "-") + ".sig"
+
+
+def load_key(path: Path) -> Key:
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        data = files.read_regular(path, MAX_KEY_FILE)
+    except FileNotFoundError:
+        raise ImageError(f"signing key {path} does not exist; fix signing.keys") from None
+    except (OSError, files.NotReadable) as e:
+        raise ImageError(f"cannot read signing key {path}: {e}") from None
+    try:
+        public = serialization.load_pem_public_key(data)
+    except ValueError:
+        raise ImageError(
+            f"{path} is not a PEM public key (-----BEGIN PUBLIC KEY-----, as cosign.pub)"
+        ) from None
+    der = public.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    fp = "SHA256:" + base64.b64encode(hashlib.sha256(der).digest()).decode().rstrip("=")
+    return Key(str(path), fp, public)
+
+
+def payload(ref: Reference, digest: str) -> bytes:
+    """The simple-signing payload cosign signs for ``ref``'s repository at ``digest``."""
+    doc = {
+        "critical": {
+            "identity": {"docker-reference": ref.name},
+            "image": {"docker-manifest-digest": digest},
+            "type": SIGNATURE_TYPE,
+        },
+        "optional": None,
+    }
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def verify_with(key: Key, data: bytes, signature: bytes) -> bool:
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+
+    public = key.public
+    try:
+        if isinstance(public, ec.EllipticCurvePublicKey):
+            algorithm = hashes.SHA384() if public.curve.key_size >= 384 else hashes.SHA256()
+            public.verify(signature, data, ec.ECDSA(algorithm))
+        elif isinstance(public, ed25519.Ed25519PublicKey):
+            public.verify(signature, data)
+        elif isinstance(public, rsa.RSAPublicKey):
+            try:
+                public.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
+            except InvalidSignature:
+                pss = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
+                public.verify(signature, data, pss, hashes.SHA256())
+        else:
+            return False
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def parse_signatures(manifest: bytes, where: str) -> list[tuple[content.Descriptor, bytes]]:
+    """(payload descriptor, signature bytes) of each simple-signing layer of a signature
+    manifest."""
+    try:
+        doc = json.loads(manifest)
+    except ValueError:
+        raise ImageError(f"{where}: the signature manifest is not JSON") from None
+    layers = doc.get("layers") if isinstance(doc, dict) else None
+    if not isinstance(layers, list):
+        raise ImageError(f"{where}: the signature manifest has no layers")
+    out = []
+    for layer in layers[:MAX_SIGNATURES]:
+        if not isinstance(layer, dict) or layer.get("mediaType") != SIMPLE_SIGNING:
+            continue
+        annotations = layer.get("annotations") or {}
+        encoded = annotations.get(SIGNATURE_ANNOTATION) if isinstance(annotations, dict) else None
+        digest, size = layer.get("digest"), layer.get("size")
+        if not isinstance(encoded, str) or not isinstance(digest, str):
+            continue
+        if not isinstance(size, int) or size < 0 or size > MAX_PAYLOAD:
+            continue
+        try:
+            sig = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            continue
+        out.append((content.Descriptor(SIMPLE_SIGNING, digest, size), sig))
+    return out
+
+
+def payload_problem(data: bytes, ref: Reference, digest: str) -> str | None:
+    """Why a validly signed payload does not vouch for this image, or None."""
+    try:
+        doc = json.loads(data)
+        critical = doc["critical"]
+        signed_digest = critical["image"]["docker-manifest-digest"]
+        identity = critical["identity"]["docker-reference"]
+        kind = critical["type"]
+    except (ValueError, KeyError, TypeError):
+        return "its payload is not a cosign simple-signing document"
+    if kind != SIGNATURE_TYPE:
+        return f"its payload is of type {kind!r}"
+    if signed_digest != digest:
+        return f"it signs {signed_digest}, not {digest}"
+    try:
+        signed_name = parse_reference(identity).name if isinstance(identity, str) else None
+    except ImageError:
+        signed_name = None
+    if signed_name != ref.name:
+        return f"it signs the repository {identity}, not {ref.name}"
+    return None

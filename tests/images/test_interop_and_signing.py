@@ -1,0 +1,176 @@
+"""Images made by other tools (umoci builds, skopeo pushes, in OCI and Docker v2 form) are read;
+images bpfman builds are read by skopeo; and cosign key-pair signatures, written by `bpfman image
+sign`, are checked against the host's keys: accepted, refused with both sides named, or refused
+for want of one. Each signature is also verified here with `cryptography` alone."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from tests.images.registry import Registry
+from tests.images.test_pull import XDP, Host, plain_host, registry_digest
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.skip(f"{name} is not installed (scripts/install-deps.sh installs it)")
+    return path
+
+
+@pytest.mark.parametrize("form", ["oci", "v2s2"])
+def test_an_image_built_by_umoci_and_pushed_by_skopeo_is_read(registry, tmp_path, form):
+    umoci, skopeo = _tool("umoci"), _tool("skopeo")
+    layout, bundle = tmp_path / "layout", tmp_path / "bundle"
+
+    def run(*argv: str) -> None:
+        subprocess.run(argv, check=True, capture_output=True, timeout=120)
+
+    run(umoci, "init", "--layout", str(layout))
+    run(umoci, "new", "--image", f"{layout}:v1")
+    run(umoci, "unpack", "--rootless", "--image", f"{layout}:v1", str(bundle))
+    shutil.copy(XDP, bundle / "rootfs" / "xdp_counter.o")
+    run(umoci, "repack", "--image", f"{layout}:v1", str(bundle))
+    run(
+        umoci, "config", "--image", f"{layout}:v1", "--os", "linux", "--architecture", "amd64",
+        "--config.label", 'io.ebpf.programs={"xdp_stats":"xdp"}',
+        "--config.label", 'io.ebpf.maps={"xdp_stats_map":"percpu_array"}',
+    )  # fmt: skip
+    repo = registry.repository(f"umoci-{form}")
+    fmt = ["--format", "v2s2"] if form == "v2s2" else []
+    run(skopeo, "copy", *fmt, "--dest-tls-verify=false", f"oci:{layout}:v1",
+        f"docker://{registry.host}/{repo}:v1")  # fmt: skip
+    image = plain_host(tmp_path / "host", registry).pull_json(f"{registry.host}/{repo}:v1")
+    assert image["digest"] == registry_digest(registry, repo, "v1")
+    assert Path(image["object"]).read_bytes() == XDP.read_bytes()
+    assert image["programs"] == {"xdp_stats": "xdp"}
+
+
+def test_skopeo_reads_what_bpfman_builds(registry, tmp_path):
+    skopeo = _tool("skopeo")
+    repo = registry.repository("ours")
+    ref = f"{registry.host}/{repo}:v1"
+    plain_host(tmp_path, registry).run("image", "build", "--bytecode", str(XDP), "--tag", ref,
+                                       "--push")  # fmt: skip
+    seen = json.loads(
+        subprocess.run([skopeo, "inspect", "--tls-verify=false", f"docker://{ref}"],
+                       check=True, capture_output=True, text=True).stdout
+    )  # fmt: skip
+    assert seen["Labels"]["io.ebpf.programs"] == '{"xdp_stats":"xdp"}'
+    assert seen["Digest"] == registry_digest(registry, repo, "v1")
+
+
+def _keypair(directory: Path, name: str) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    private, public = directory / f"{name}.pem", directory / f"{name}.pub"
+    private.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return private, public
+
+
+@pytest.fixture
+def signed(registry, tmp_path):
+    """An image pushed and signed with key a; keys a and b on disk."""
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    a_priv, a_pub = _keypair(keys, "a")
+    b_priv, b_pub = _keypair(keys, "b")
+    repo = registry.repository("signed")
+    ref = f"{registry.host}/{repo}:v1"
+    builder = plain_host(tmp_path / "builder", registry)
+    builder.run("image", "build", "--bytecode", str(XDP), "--tag", ref, "--push")
+    builder.run("image", "sign", "--key", str(a_priv), ref)
+    return registry, repo, ref, (a_priv, a_pub), (b_priv, b_pub)
+
+
+def _strict(tmp: Path, registry: Registry, *keys: Path) -> Host:
+    host = plain_host(tmp, registry)
+    config = json.loads(host.config.read_text())
+    config["signing"] = {"require": True, "keys": [str(k) for k in keys]}
+    host.config.write_text(json.dumps(config))
+    return host
+
+
+def test_the_signature_is_cosigns_simple_signing_and_verifies_independently(signed):
+    registry, repo, _, (_, a_pub), _ = signed
+    digest = registry_digest(registry, repo, "v1")
+    tag = digest.replace(":", "-") + ".sig"
+    with registry.session() as s:
+        r = s.get(f"{registry.url}/v2/{repo}/manifests/{tag}",
+                  headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})  # fmt: skip
+        r.raise_for_status()
+        (layer,) = r.json()["layers"]
+        payload = s.get(f"{registry.url}/v2/{repo}/blobs/{layer['digest']}").content
+    assert layer["mediaType"] == "application/vnd.dev.cosign.simplesigning.v1+json"
+    doc = json.loads(payload)
+    assert doc["critical"]["image"]["docker-manifest-digest"] == digest
+    assert doc["critical"]["identity"]["docker-reference"] == f"{registry.host}/{repo}"
+    assert doc["critical"]["type"] == "cosign container image signature"
+    signature = base64.b64decode(layer["annotations"]["dev.cosignproject.cosign/signature"])
+    public = serialization.load_pem_public_key(a_pub.read_bytes())
+    public.verify(signature, payload, ec.ECDSA(hashes.SHA256()))  # raises if not
+
+
+def test_an_image_signed_by_an_allowed_key_is_accepted(signed, tmp_path):
+    registry, _, ref, (_, a_pub), (_, b_pub) = signed
+    host = _strict(tmp_path / "host", registry, b_pub, a_pub)
+    image = host.pull_json(ref)
+    assert image["digest"] and image["pulled"]
+    out = host.run("image", "verify", ref).stdout
+    assert f"signed by {a_pub}" in out
+
+
+def test_an_image_signed_by_another_key_is_refused_naming_both(signed, tmp_path):
+    registry, _, ref, _, (_, b_pub) = signed
+    host = _strict(tmp_path / "host", registry, b_pub)
+    p = host.run("image", "pull", ref, ok=False)
+    assert "a signature by a key this host does not trust" in p.stderr
+    assert f"requires a signature by {b_pub} (SHA256:" in p.stderr
+
+
+def test_unsigned_images_pass_only_without_require(registry, tmp_path):
+    _, a_pub = _keypair(tmp_path, "a")
+    repo = registry.repository("unsigned")
+    ref = f"{registry.host}/{repo}:v1"
+    plain_host(tmp_path / "b", registry).run("image", "build", "--bytecode", str(XDP), "--tag",
+                                             ref, "--push")  # fmt: skip
+    assert plain_host(tmp_path / "lax", registry).pull_json(ref)["digest"]
+    p = _strict(tmp_path / "strict", registry, a_pub).run("image", "pull", ref, ok=False)
+    assert "is not signed (no sha256-" in p.stderr and str(a_pub) in p.stderr
+
+
+def test_a_signature_of_another_image_copied_over_is_refused(signed, tmp_path):
+    registry, repo, ref, (a_priv, a_pub), _ = signed
+    other = f"{registry.host}/{repo}:other"
+    builder = plain_host(tmp_path / "b2", registry)
+    builder.run("image", "build", "--bytecode", str(Path(__file__).resolve().parents[2]
+                / "tests/bpf/xdp_pass.o"), "--tag", other, "--push")  # fmt: skip
+    # Put the first image's signature manifest under the other image's signature tag.
+    first = registry_digest(registry, repo, "v1")
+    second = registry_digest(registry, repo, "other")
+    with registry.session() as s:
+        raw = s.get(
+            f"{registry.url}/v2/{repo}/manifests/{first.replace(':', '-')}.sig",
+            headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
+        ).content
+    registry.push_manifest(repo, second.replace(":", "-") + ".sig", raw)
+    p = _strict(tmp_path / "host", registry, a_pub).run("image", "pull", other, ok=False)
+    assert f"not for this image: it signs {first}, not {second}" in p.stderr, p.stderr
