@@ -158,6 +158,17 @@ class _Expander:
                         f"{url} list ({', '.join(sorted(listed))}); is this the right image?",
                     )
                 )
+            elif listed:
+                said = str(listed[program.function])
+                fits = {_plain(n) for a in program.kind.app_types for n in (a.name, a.member)}
+                if _plain(said) not in fits:
+                    problems.append(
+                        (
+                            program.function_path,
+                            f"the labels of {url} say {program.function!r} is a {said} program, "
+                            f"not {program.kind.a_name}; is this the right image?",
+                        )
+                    )
         for path, message in problems:
             self._problem(m, path, message)
         if problems:
@@ -408,3 +419,9 @@ def _check_unique(attachments: list[DesiredAttachment], expander: _Expander) -> 
             )
         else:
             first[a.address] = a.origin
+
+
+def _plain(type_name: str) -> str:
+    """A program type name as labels and manifests write it, compared loosely (TracePoint,
+    tracepoint, cgroup_skb, cgroupSkb)."""
+    return type_name.lower().replace("_", "")

@@ -331,3 +331,68 @@ def test_a_host_config_with_a_wrong_images_setting_is_an_error(tmp_path):
     host.config.write_text("images:\n  mirror: {quay.io: x}\n")
     p = host.run("image", "pull", "quay.io/x/y:v1", ok=False)
     assert "mirror" in p.stderr and str(host.config) in p.stderr
+
+
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+
+
+def test_a_docker_manifest_list_is_read_as_an_index(registry, tmp_path):
+    repo = registry.repository("dockerlist")
+    layer = _layer({"prog.o": XDP.read_bytes()})
+    config = _config(LABELS)
+    layer_digest = registry.push_blob(repo, layer)
+    config_digest = registry.push_blob(repo, config)
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": DOCKER_MANIFEST,
+            "config": {
+                "mediaType": "application/vnd.docker.container.image.v1+json",
+                "digest": config_digest,
+                "size": len(config),
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                    "digest": layer_digest,
+                    "size": len(layer),
+                }
+            ],
+        }
+    ).encode()
+    child = registry.push_manifest(repo, "amd64", manifest, DOCKER_MANIFEST)
+    entry = {"mediaType": DOCKER_MANIFEST, "digest": child, "size": len(manifest)}
+    listing = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": DOCKER_LIST,
+            "manifests": [
+                {**entry, "platform": {"os": "linux", "architecture": "s390x"}},
+                {**entry, "platform": {"os": "linux", "architecture": "amd64"}},
+            ],
+        }
+    ).encode()
+    top = registry.push_manifest(repo, "v1", listing, DOCKER_LIST)
+    image = plain_host(tmp_path, registry).pull_json(f"{registry.host}/{repo}:v1")
+    assert image["digest"] == top and image["manifestDigest"] == child
+    assert sorted(image["platforms"]) == ["linux/amd64", "linux/s390x"]
+    assert Path(image["object"]).read_bytes() == XDP.read_bytes()
+
+
+def test_pulls_at_once_into_one_cache_are_safe(registry, tmp_path):
+    repo = registry.repository("concurrent")
+    ref = f"{registry.host}/{repo}:v1"
+    digest, _, _ = _push_xdp(registry, repo)
+    host = plain_host(tmp_path, registry)
+    argv = [BPFMAN, "--state-dir", str(host.state), "--config", str(host.config), "image",
+            "pull", ref, "--json"]  # fmt: skip
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(6)]  # fmt: skip
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    for out, _ in outs:
+        image = json.loads(out)
+        assert image["digest"] == digest
+        assert Path(image["object"]).read_bytes() == XDP.read_bytes()
+    assert not list((host.state / "images" / "tmp").iterdir())

@@ -296,3 +296,20 @@ def test_an_image_is_checked_as_a_path_is_and_against_its_labels(tmp_path):
     with pytest.raises(ManifestError) as e:
         load_desired(root, StubHost(images={url: _image_answer(bpf_object())}))
     assert any(f"function 'nope' is not in {url}" in str(p) for p in e.value.problems)
+
+
+def test_an_image_whose_labels_give_the_function_another_type_is_refused(tmp_path):
+    from reconciler.spec import ManifestError, load_desired
+    from tests.unit.spec_support import StubHost, bpf_object, write_tree, xdp
+
+    url = "quay.io/bpfman-bytecode/xdp:v1"
+    text = xdp(bytecode=f"{{image: {{url: '{url}'}}}}")
+    answer = _image_answer(bpf_object()) | {"programs": {"xdp_stats": "tc"}}
+    root = write_tree(tmp_path, {"x.yaml": text})
+    with pytest.raises(ManifestError) as e:
+        load_desired(root, StubHost(images={url: answer}))
+    assert any(
+        f"the labels of {url} say 'xdp_stats' is a tc program" in str(p) for p in e.value.problems
+    )
+    ok = _image_answer(bpf_object()) | {"programs": {"xdp_stats": "XDP"}}
+    assert load_desired(root, StubHost(images={url: ok})).attachments
