@@ -85,12 +85,39 @@ class Remote:
         except requests.RequestException as e:
             raise ImageError(f"cannot reach registry {self.host}: {_short(e)}") from None
 
+    def _request(self, url: str, method: str, **kwargs: Any) -> requests.Response:
+        """oras's request, with its auth retry; and once more with a new token when the one it
+        holds does not cover this request (oras keeps the first token it got, e.g. one for
+        pulling, and offers it again for a push)."""
+        client = self.client()
+        # Without oras's retry decorator: it retries every error five times, sleeping up to 83 s
+        # between tries, so a wrong password or a registry that went away would hang a plan for
+        # minutes. A plan reports the error at once; the watcher retries with its own backoff.
+        do_request = type(client).do_request.__wrapped__
+        headers = dict(kwargs.pop("headers", None) or {})
+
+        def once() -> requests.Response:
+            try:
+                return do_request(client, url, method, headers=dict(headers), **kwargs)
+            except ValueError as e:  # oras: the token flow was refused
+                raise ImageError(
+                    f"registry {self.host} refused to authenticate this request ({e}); check "
+                    f"the credentials for {self.host} in the auth file (images.auth_file)"
+                ) from None
+
+        response = once()
+        if response.status_code in (401, 403) and getattr(client.auth, "token", None):
+            response.close()
+            client.auth.token = None
+            response = once()
+        return response
+
     def _get(self, url: str, headers: dict[str, str], where: str) -> requests.Response:
         import requests
 
-        client = self.client()
+        self.client()
         try:
-            response = client.do_request(url, "GET", headers=dict(headers), stream=True)
+            response = self._request(url, "GET", headers=dict(headers), stream=True)
         except requests.exceptions.SSLError as e:
             raise ImageError(f"{where}: TLS verification failed ({_short(e)})") from None
         except (requests.RequestException, ValueError) as e:
@@ -180,12 +207,12 @@ class Remote:
             raise
 
     def push_blob(self, repository: str, data: bytes, digest: str) -> None:
-        client = self.client()
+        self.client()
         base = f"{self.scheme}://{self.host}/v2/{repository}/blobs"
-        head = client.do_request(f"{base}/{digest}", "HEAD")
+        head = self._request(f"{base}/{digest}", "HEAD")
         if head.status_code == 200:
             return
-        start = client.do_request(f"{base}/uploads/", "POST")
+        start = self._request(f"{base}/uploads/", "POST")
         if start.status_code != 202 or "Location" not in start.headers:
             raise ImageError(
                 f"{self._where(repository)}: cannot start an upload (HTTP {start.status_code})"
@@ -194,7 +221,7 @@ class Remote:
         if location.startswith("/"):
             location = f"{self.scheme}://{self.host}{location}"
         sep = "&" if "?" in location else "?"
-        put = client.do_request(
+        put = self._request(
             f"{location}{sep}digest={digest}",
             "PUT",
             data=data,
@@ -206,9 +233,9 @@ class Remote:
             )
 
     def push_manifest(self, repository: str, tag: str, data: bytes, media_type: str) -> None:
-        client = self.client()
+        self.client()
         url = f"{self.scheme}://{self.host}/v2/{repository}/manifests/{tag}"
-        put = client.do_request(url, "PUT", data=data, headers={"Content-Type": media_type})
+        put = self._request(url, "PUT", data=data, headers={"Content-Type": media_type})
         if put.status_code != 201:
             raise ImageError(
                 f"{self._where(repository)}:{tag}: the registry refused the manifest "

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.images.registry import Registry, missing_tools
+from tests.images.tokenserver import TokenServer
 
 
 @pytest.fixture(scope="session")
@@ -35,3 +36,18 @@ def tls_registry(
     """A registry on HTTPS with a private CA (`ca_file`) and basic auth (`username`, `password`)."""
     with Registry.start(tmp_path_factory.mktemp("tls-registry"), tls=True, auth=True) as reg:
         yield reg
+
+
+@pytest.fixture
+def token_registry(
+    _registry_tools: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Registry, TokenServer]]:
+    """A plain-HTTP registry that wants bearer tokens from a token server (`TokenServer`):
+    users with the server's password pull and push, anyone pulls under public/."""
+    directory = tmp_path_factory.mktemp("token-registry")
+    server = TokenServer(directory / "token")
+    try:
+        with Registry.start(directory, token=server.registry_config()) as reg:
+            yield reg, server
+    finally:
+        server.stop()

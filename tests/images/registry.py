@@ -223,8 +223,11 @@ class Registry:
     log_file: Path
     config_file: Path
 
-    def __init__(self, directory: Path, *, tls: bool, auth: bool) -> None:
+    def __init__(
+        self, directory: Path, *, tls: bool, auth: bool, token: dict | None = None
+    ) -> None:
         self.directory = directory
+        self._token = token  # the registry's auth.token section: bearer tokens from a server
         self.storage = directory / "storage"
         self.log_file = directory / "registry.log"
         self.config_file = directory / "config.yml"
@@ -244,10 +247,14 @@ class Registry:
         self.url = ""
 
     @classmethod
-    def start(cls, directory: Path, *, tls: bool = False, auth: bool = False) -> Registry:
-        """Start a registry whose files all live in `directory` (created; left for the caller)."""
+    def start(
+        cls, directory: Path, *, tls: bool = False, auth: bool = False, token: dict | None = None
+    ) -> Registry:
+        """Start a registry whose files all live in `directory` (created; left for the caller).
+        ``token`` is an ``auth.token`` section (realm, service, issuer, rootcertbundle): the
+        registry then wants bearer tokens from that token server."""
         directory.mkdir(parents=True, exist_ok=True)
-        reg = cls(directory, tls=tls, auth=auth)
+        reg = cls(directory, tls=tls, auth=auth, token=token)
         try:
             reg._start()
         except BaseException:
@@ -280,6 +287,8 @@ class Registry:
         }
         if self._htpasswd:
             config["auth"] = {"htpasswd": {"realm": "bpfman-test", "path": str(self._htpasswd)}}
+        if self._token:
+            config["auth"] = {"token": self._token}
         return config
 
     def _start(self) -> None:
@@ -335,7 +344,7 @@ class Registry:
 
     def _wait_ready(self) -> bool:
         assert self._proc is not None
-        expected = 401 if self._htpasswd else 200
+        expected = 401 if (self._htpasswd or self._token) else 200
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:

@@ -26,10 +26,13 @@ def _tool(name: str) -> str:
     return path
 
 
-@pytest.mark.parametrize("form", ["oci", "v2s2"])
-def test_an_image_built_by_umoci_and_pushed_by_skopeo_is_read(registry, tmp_path, form):
+def umoci_image(
+    tmp: Path, obj: Path, labels: dict[str, str], destination: str, form: str = "oci"
+) -> None:
+    """Build an image of ``obj`` with umoci and push it to ``destination`` (host/repo:tag, plain
+    HTTP) with skopeo, as an OCI or a Docker v2 (``v2s2``) manifest."""
     umoci, skopeo = _tool("umoci"), _tool("skopeo")
-    layout, bundle = tmp_path / "layout", tmp_path / "bundle"
+    layout, bundle = tmp / "layout", tmp / "bundle"
 
     def run(*argv: str) -> None:
         subprocess.run(argv, check=True, capture_output=True, timeout=120)
@@ -37,17 +40,24 @@ def test_an_image_built_by_umoci_and_pushed_by_skopeo_is_read(registry, tmp_path
     run(umoci, "init", "--layout", str(layout))
     run(umoci, "new", "--image", f"{layout}:v1")
     run(umoci, "unpack", "--rootless", "--image", f"{layout}:v1", str(bundle))
-    shutil.copy(XDP, bundle / "rootfs" / "xdp_counter.o")
+    shutil.copy(obj, bundle / "rootfs" / obj.name)
     run(umoci, "repack", "--image", f"{layout}:v1", str(bundle))
-    run(
-        umoci, "config", "--image", f"{layout}:v1", "--os", "linux", "--architecture", "amd64",
-        "--config.label", 'io.ebpf.programs={"xdp_stats":"xdp"}',
-        "--config.label", 'io.ebpf.maps={"xdp_stats_map":"percpu_array"}',
-    )  # fmt: skip
-    repo = registry.repository(f"umoci-{form}")
+    label_args = [a for k, v in labels.items() for a in ("--config.label", f"{k}={v}")]
+    run(umoci, "config", "--image", f"{layout}:v1", "--os", "linux", "--architecture", "amd64",
+        *label_args)  # fmt: skip
     fmt = ["--format", "v2s2"] if form == "v2s2" else []
     run(skopeo, "copy", *fmt, "--dest-tls-verify=false", f"oci:{layout}:v1",
-        f"docker://{registry.host}/{repo}:v1")  # fmt: skip
+        f"docker://{destination}")  # fmt: skip
+
+
+@pytest.mark.parametrize("form", ["oci", "v2s2"])
+def test_an_image_built_by_umoci_and_pushed_by_skopeo_is_read(registry, tmp_path, form):
+    repo = registry.repository(f"umoci-{form}")
+    labels = {
+        "io.ebpf.programs": '{"xdp_stats":"xdp"}',
+        "io.ebpf.maps": '{"xdp_stats_map":"percpu_array"}',
+    }
+    umoci_image(tmp_path / "build", XDP, labels, f"{registry.host}/{repo}:v1", form)
     image = plain_host(tmp_path / "host", registry).pull_json(f"{registry.host}/{repo}:v1")
     assert image["digest"] == registry_digest(registry, repo, "v1")
     assert Path(image["object"]).read_bytes() == XDP.read_bytes()

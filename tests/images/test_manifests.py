@@ -216,3 +216,48 @@ def test_prune_keeps_what_records_and_manifests_name(host, registry, tmp_path):
     assert host.plan()["has_changes"] is False
     p = host.run("image", "pull", other, "--pull-policy", "Never", expect=1)
     assert "not in the image cache" in p.stderr
+
+
+APPLICATION = """apiVersion: bpfman.io/v1alpha1
+kind: ClusterBpfApplication
+metadata:
+  name: counter-app
+spec:
+  byteCode:
+    image:
+      url: %s
+      imagePullPolicy: Always
+  programs:
+    - name: tp_count
+      type: TracePoint
+      tracepoint:
+        links:
+          - name: syscalls/sys_enter_getpid
+"""
+
+
+def test_an_application_names_its_image_in_camel_case(host, registry):
+    digest = build(host, V1, registry)
+    (host.src / "app.yaml").write_text(APPLICATION % URL)
+    plan = host.plan()
+    (change,) = plan["resource_changes"]
+    assert (
+        change["address"] == "ClusterBpfApplication/counter-app[tp_count:syscalls/sys_enter_getpid]"
+    )
+    assert change["change"]["after"]["image_digest"] == digest
+    host.apply()
+    assert kernel_tag() != ""
+    assert host.plan()["has_changes"] is False
+
+
+def test_an_image_built_by_another_tool_is_loaded_and_attached(host, registry, tmp_path):
+    from tests.images.test_interop_and_signing import umoci_image
+
+    labels = {"io.ebpf.programs": '{"tp_count":"tracepoint"}', "io.ebpf.maps": "{}"}
+    destination = f"{registry.host}/bpfman-bytecode/tracepoint-counter:latest"
+    umoci_image(tmp_path / "umoci", V1, labels, destination, "v2s2")
+    host.manifest()
+    assert _change(host.plan())["after"]["image_digest"].startswith("sha256:")
+    host.apply()
+    assert kernel_tag() != ""  # bpftool shows tp_count loaded
+    assert host.plan()["has_changes"] is False

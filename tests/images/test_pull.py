@@ -396,3 +396,33 @@ def test_pulls_at_once_into_one_cache_are_safe(registry, tmp_path):
         assert image["digest"] == digest
         assert Path(image["object"]).read_bytes() == XDP.read_bytes()
     assert not list((host.state / "images" / "tmp").iterdir())
+
+
+def test_a_registry_with_bearer_tokens(token_registry, tmp_path):
+    registry, server = token_registry
+    user = (server.username, server.password)
+    auth = tmp_path / "auth.json"
+    token = base64.b64encode(":".join(user).encode()).decode()
+    auth.write_text(json.dumps({"auths": {registry.host: {"auth": token}}}))
+    private = f"{registry.host}/team/xdp:v1"
+    public = f"{registry.host}/public/xdp:v1"
+    host = plain_host(tmp_path / "host", registry, auth_file=str(auth))
+    for ref in (private, public):
+        host.run("image", "build", "--bytecode", str(XDP), "--tag", ref, "--push")
+    assert (server.username, "repository:team/xdp:pull,push") in server.issued
+
+    fresh = plain_host(tmp_path / "fresh", registry, auth_file=str(auth))
+    assert Path(fresh.pull_json(private)["object"]).read_bytes() == XDP.read_bytes()
+    anonymous = plain_host(tmp_path / "anonymous", registry)
+    assert anonymous.pull_json(public)["digest"]
+    p = anonymous.run("image", "pull", private, ok=False)
+    assert "refused access (401)" in p.stderr, p.stderr
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text(
+        json.dumps({"auths": {registry.host: {"auth": base64.b64encode(b"tokenuser:no").decode()}}})
+    )
+    p = plain_host(tmp_path / "wrong", registry, auth_file=str(wrong)).run(
+        "image", "pull", private, ok=False
+    )
+    assert "refused to authenticate" in p.stderr and "images.auth_file" in p.stderr, p.stderr
+    assert server.password not in p.stderr
