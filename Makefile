@@ -28,6 +28,8 @@ tests/bpf/uprobe_target: tests/bpf/uprobe_target.c
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 
 $(filter tests/vm/bpf/%,$(BPF_OBJS)): $(wildcard tests/vm/bpf/*.h)
+# The second release of the tracepoint counter is the first, compiled with another STEP.
+tests/bpf/tracepoint_counter_v2.o: tests/bpf/tracepoint_counter.bpf.c
 
 test: bytecode
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)

@@ -13,6 +13,7 @@ import json
 from collections.abc import Iterable
 
 from reconciler.images import content, signing
+from reconciler.images.reference import DIGEST
 from reconciler.images.store import Store
 
 
@@ -25,7 +26,7 @@ def closure(store: Store, tops: Iterable[str]) -> set[str]:
     todo = list(tops)
     while todo:
         digest = todo.pop()
-        if digest in keep:
+        if digest in keep or not DIGEST.fullmatch(digest):
             continue
         keep.add(digest)
         sig = signatures.get(signing.signature_tag(digest))
@@ -36,7 +37,7 @@ def closure(store: Store, tops: Iterable[str]) -> set[str]:
             continue
         try:
             doc = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):
             continue  # a layer or payload: nothing below it
         if not isinstance(doc, dict):
             continue

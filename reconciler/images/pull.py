@@ -17,7 +17,7 @@ from typing import Any
 
 from reconciler.images import content, layout, signing
 from reconciler.images.content import Descriptor, Index, Manifest
-from reconciler.images.errors import ImageError
+from reconciler.images.errors import ImageError, NotFound
 from reconciler.images.reference import Reference
 from reconciler.images.remote import Remote
 from reconciler.images.settings import RegistrySettings
@@ -121,10 +121,8 @@ class Puller:
             remote = self._remote(ref.registry)
             try:
                 manifest, _, sig_digest = remote.manifest(ref.repository, tag)
-            except ImageError as e:
-                if "not found" in str(e):
-                    return []
-                raise
+            except NotFound:
+                return []
         out = []
         where = f"{ref}'s signature"
         for desc, sig in signing.parse_signatures(manifest, where):
@@ -136,7 +134,7 @@ class Puller:
                 data = self.store.read(desc.digest, signing.MAX_PAYLOAD)
             if data is not None:
                 out.append((data, sig))
-        if sig_digest is not None:
+        if remote is not None and sig_digest is not None:  # fetched now: keep it for later
             self.store.put(manifest, sig_digest)
             self.store.remember(key, sig_digest)
         return out
@@ -250,7 +248,8 @@ class Puller:
             layout.check_object(elf, where)
             obj = self.store.put_object(layer.digest, elf)
         else:
-            layout.check_object(obj.read_bytes()[:64], where)
+            with open(obj, "rb") as f:  # the header says what it is; the rest is the kernel's
+                layout.check_object(f.read(64), where)
         return PulledImage(
             reference=ref,
             digest=digest,
@@ -283,7 +282,7 @@ def _media_type(data: bytes) -> str:
     """The media type of a cached manifest or index (checked when it was downloaded)."""
     try:
         doc: Any = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):
         return ""
     if not isinstance(doc, dict):
         return ""

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from reconciler.images import content
 from reconciler.images.content import Descriptor
-from reconciler.images.errors import ImageError
+from reconciler.images.errors import ImageError, NotFound
 from reconciler.images.settings import RegistrySettings
 from reconciler.images.store import Store
 
@@ -130,7 +130,7 @@ class Remote:
             )
         if response.status_code == 404:
             response.close()
-            raise ImageError(f"{where}: not found on {self.host}")
+            raise NotFound(f"{where}: not found on {self.host}")
         if response.status_code != 200:
             response.close()
             raise ImageError(f"{where}: {self.host} answered HTTP {response.status_code}")

@@ -23,7 +23,6 @@ from pathlib import Path
 
 from reconciler import files
 from reconciler.images.errors import ImageError
-from reconciler.images.reference import DOCKER_HUB, DOCKER_HUB_API
 from reconciler.values import frozen
 
 MAX_AUTH_FILE = 1024 * 1024
@@ -58,6 +57,8 @@ class RegistrySettings:
 
     def endpoint(self, registry: str) -> str:
         """The host[:port] to contact for images named under ``registry``."""
+        from reconciler.images.reference import DOCKER_HUB, DOCKER_HUB_API
+
         mirrored = self.mirrors.get(registry)
         if mirrored is not None:
             return mirrored

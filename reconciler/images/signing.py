@@ -121,7 +121,7 @@ def parse_signatures(manifest: bytes, where: str) -> list[tuple[content.Descript
     manifest."""
     try:
         doc = json.loads(manifest)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise ImageError(f"{where}: the signature manifest is not JSON") from None
     layers = doc.get("layers") if isinstance(doc, dict) else None
     if not isinstance(layers, list):
@@ -153,7 +153,7 @@ def payload_problem(data: bytes, ref: Reference, digest: str) -> str | None:
         signed_digest = critical["image"]["docker-manifest-digest"]
         identity = critical["identity"]["docker-reference"]
         kind = critical["type"]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         return "its payload is not a cosign simple-signing document"
     if kind != SIGNATURE_TYPE:
         return f"its payload is of type {kind!r}"

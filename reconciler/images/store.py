@@ -27,6 +27,7 @@ from pathlib import Path
 from reconciler.images.content import digest_of
 from reconciler.images.errors import ImageError
 from reconciler.images.reference import DIGEST
+from reconciler.state import write_atomic
 
 _STALE_TMP_S = 3600  # a temporary file this old belongs to a pull that died
 
@@ -34,6 +35,7 @@ _STALE_TMP_S = 3600  # a temporary file this old belongs to a pull that died
 class Store:
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._swept = False
 
     def _dir(self, *parts: str) -> Path:
         d = self.root.joinpath(*parts)
@@ -65,7 +67,9 @@ class Store:
     def temporary(self) -> tuple[int, Path]:
         """A new temporary file for a download: (fd, path)."""
         tmp = self._dir("tmp")
-        self._sweep(tmp)
+        if not self._swept:  # once per store: what died before this process is old news
+            self._swept = True
+            self._sweep(tmp)
         name = f"{os.getpid()}-{time.monotonic_ns()}-{os.urandom(4).hex()}"
         path = tmp / name
         return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), path
@@ -79,31 +83,26 @@ class Store:
 
     def put(self, data: bytes, digest: str) -> None:
         """Keep ``data`` (already checked against ``digest``)."""
-        fd, tmp = self.temporary()
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            self.commit(tmp, digest)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        self._write(data, self.blob_path(digest))
 
     def object_path(self, layer_digest: str) -> Path:
         return self.root / "objects" / "sha256" / (layer_digest.removeprefix("sha256:") + ".o")
 
     def put_object(self, layer_digest: str, data: bytes) -> Path:
+        final = self.object_path(layer_digest)
+        self._write(data, final)
+        return final
+
+    def _write(self, data: bytes, final: Path) -> None:
+        """``data`` into ``final`` by way of a temporary file: never a torn file there."""
         fd, tmp = self.temporary()
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
-            self._dir("objects", "sha256")
-            final = self.object_path(layer_digest)
+            final.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.replace(tmp, final)
-            return final
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -124,10 +123,8 @@ class Store:
 
     def remember(self, reference: str, digest: str) -> None:
         self._dir("refs")
-        path = self._ref_path(reference)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"reference": reference, "digest": digest}) + "\n")
-        os.replace(tmp, path)
+        doc = json.dumps({"reference": reference, "digest": digest}) + "\n"
+        write_atomic(self._ref_path(reference), doc, ".ref-")
 
     def references(self) -> dict[str, str]:
         """Every remembered reference and its digest."""

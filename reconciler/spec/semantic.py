@@ -15,8 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from reconciler import kinds
-from reconciler.images import ImageError
-from reconciler.images import reference as images_reference
 from reconciler.spec import globaldata
 from reconciler.spec.elf import ElfError, ElfObject, read_bpf_object
 from reconciler.spec.indexes import map_name_problems, pin_name_problems
@@ -199,6 +197,10 @@ class SemanticChecker:
     ) -> tuple[ElfObject | None, str]:
         image = spec[field].get("image")
         if image is not None:  # pulled at plan time, where the ELF inside is checked
+            # Imported here: most sources name paths, and every command checks manifests.
+            from reconciler.images import ImageError
+            from reconciler.images import reference as images_reference
+
             url: str = image["url"]
             try:
                 images_reference.parse(url)

@@ -313,3 +313,12 @@ def test_an_image_whose_labels_give_the_function_another_type_is_refused(tmp_pat
     )
     ok = _image_answer(bpf_object()) | {"programs": {"xdp_stats": "XDP"}}
     assert load_desired(root, StubHost(images={url: ok})).attachments
+
+
+def test_a_hostile_signature_manifest_is_an_error_not_a_crash():
+    from reconciler.images import signing
+
+    deep = b"[" * 100_000 + b"]" * 100_000
+    with pytest.raises(ImageError, match="not JSON"):
+        signing.parse_signatures(deep, "reg/x:v1's signature")
+    assert signing.payload_problem(deep, reference.parse("reg.io/x:v1"), "sha256:" + HEX)
