@@ -322,12 +322,27 @@ def _add_image(cmd: Any) -> None:
     q.add_argument("--password-file", metavar="FILE", help="the key's password, if encrypted")
     q = sub.add_parser(
         "verify",
-        help="check REF's signature against --key files or the host config's signing.keys",
-        description="check REF's signature against --key files or the host config's signing.keys",
+        help="check REF's signature: by --key files, a keyless identity, or the host config's "
+        "signing: section",
+        description="check REF's signature: by --key files, a keyless identity "
+        "(--certificate-oidc-issuer with --certificate-identity or --certificate-identity-regexp, "
+        "against --trusted-root), or else the host config's signing: keys and identities",
     )
     q.add_argument("ref", metavar="REF")
     q.add_argument(
         "--key", action="append", default=[], metavar="FILE", help="PEM public key (repeatable)"
+    )
+    q.add_argument("--certificate-identity", metavar="SUBJECT", help="the exact signer")
+    q.add_argument(
+        "--certificate-identity-regexp",
+        metavar="REGEXP",
+        help="a regular expression the whole signer must match",
+    )
+    q.add_argument("--certificate-oidc-issuer", metavar="URL", help="the signer's OIDC issuer")
+    q.add_argument(
+        "--trusted-root",
+        metavar="FILE",
+        help="Sigstore trusted_root.json (default: signing.trusted_root, else public-good)",
     )
     q.add_argument("--pull-policy", default=None, metavar="POLICY")
     q.add_argument("--json", action="store_true")

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from dataclasses import field
 from pathlib import Path
 from typing import Any
 
 from reconciler import files
+from reconciler.images.keyless import Identity
 from reconciler.images.settings import DEFAULT_PULL_SECRETS_DIR, RegistrySettings
 from reconciler.spec.host import HostError
 from reconciler.spec.loader import Document, format_path
@@ -110,6 +112,9 @@ def read_host_config(path: Path) -> HostConfig:
     problems = check_against(_config_validator(), doc)
     if problems:
         raise _error(source, [str(p) for p in problems])
+    bad = _bad_regexps(doc.data)
+    if bad:
+        raise _error(source, [f"{path}: {b}" for b in bad])
     interfaces = doc.data.get("interfaces") or {}
     modes = {
         str(name): settings["xdpmode"]
@@ -138,7 +143,26 @@ def _registry_settings(data: dict[str, Any]) -> RegistrySettings:
         pull_secrets_dir=path("pull_secrets_dir") or DEFAULT_PULL_SECRETS_DIR,
         require_signature=bool(signing.get("require")),
         signing_keys=tuple(Path(k) for k in signing.get("keys") or ()),
+        signing_identities=tuple(
+            Identity(i["issuer"], i.get("subject"), i.get("subjectRegExp"))
+            for i in signing.get("identities") or ()
+        ),
+        trusted_root=Path(signing["trusted_root"]) if signing.get("trusted_root") else None,
     )
+
+
+def _bad_regexps(data: dict[str, Any]) -> list[str]:
+    out = []
+    for n, identity in enumerate((data.get("signing") or {}).get("identities") or ()):
+        pattern = identity.get("subjectRegExp")
+        try:
+            re.compile(pattern or "")
+        except re.error as e:
+            out.append(
+                f"signing.identities[{n}].subjectRegExp {pattern!r} is not a regular "
+                f"expression ({e}); e.g. https://github\\.com/example/.*"
+            )
+    return out
 
 
 @functools.cache

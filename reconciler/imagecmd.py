@@ -11,6 +11,7 @@ import argparse
 import base64
 import dataclasses
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +140,7 @@ def _document(image: PulledImage) -> dict[str, Any]:
         "labels": image.labels,
         "object": str(image.object_path),
         "pulled": image.pulled,
+        "signedBy": image.signed_by,
     }
 
 
@@ -325,16 +327,44 @@ def _sign_bytes(key: Any, data: bytes) -> bytes:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    """Check REF's signature against --key files, or the host config's signing.keys."""
+    """Check REF's signature against --key files or keyless --certificate-identity flags, or
+    else the host config's signing: section."""
     from reconciler.images import signing
+    from reconciler.images.keyless import Identity
+    from reconciler.images.pull import Trust
 
     settings, store = settings_and_store(args)
     puller = Puller(dataclasses.replace(settings, require_signature=False), store)
     ref = reference.parse(args.ref)
     policy = policy_name(args.pull_policy)
+    subject, regexp = args.certificate_identity, args.certificate_identity_regexp
+    if (subject or regexp) and not args.certificate_oidc_issuer:
+        raise UserError("--certificate-identity needs --certificate-oidc-issuer (who issued it)")
+    if args.certificate_oidc_issuer and not (subject or regexp):
+        raise UserError(
+            "--certificate-oidc-issuer needs --certificate-identity or "
+            "--certificate-identity-regexp (who signed)"
+        )
+    if regexp is not None:
+        try:
+            re.compile(regexp)
+        except re.error as e:
+            raise UserError(f"--certificate-identity-regexp {regexp!r}: {e}") from None
+    if args.key or args.certificate_oidc_issuer:
+        identities = (
+            (Identity(args.certificate_oidc_issuer, subject, regexp),)
+            if args.certificate_oidc_issuer
+            else ()
+        )
+        trust = Trust(
+            tuple(signing.load_key(Path(k)) for k in args.key),
+            identities,
+            Path(args.trusted_root) if args.trusted_root else settings.trusted_root,
+        )
+    else:
+        trust = Trust.of(settings)
     image = puller.pull(ref, policy)
-    paths = [Path(k) for k in args.key] or list(settings.signing_keys)
-    signer = puller.verify(ref, image.digest, [signing.load_key(p) for p in paths], policy)
+    signer = puller.verify(ref, image.digest, trust, policy)
     if args.json:
         print_json({"reference": str(ref), "digest": image.digest, "signedBy": signer})
     else:

@@ -3,35 +3,41 @@
 An image is named by a state record (what is loaded now, ``image_digest``) or by a manifest of
 the source given to ``bpfman image prune`` (its digest, or what its tag last resolved to). Kept
 with it: an index's platform manifests, each manifest's config and layers (and the object taken
-out of them), the signature manifest cached for that digest and its payloads, and the tags that
+out of them), the signature manifest and the list of referrers cached for that digest (and the
+payloads and Sigstore bundles below them), and the tags that
 point at any of these. Everything else in the cache goes.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 
-from reconciler.images import content, signing
+from reconciler.images import content
 from reconciler.images.reference import DIGEST
 from reconciler.images.store import Store
+
+_ATTACHED = re.compile(r"sha256-[0-9a-f]{64}(\.sig)?")
 
 
 def closure(store: Store, tops: Iterable[str]) -> set[str]:
     keep: set[str] = set()
     refs = store.references()
-    signatures = {
-        ref.rsplit(":", 1)[1]: digest for ref, digest in refs.items() if ref.endswith(".sig")
-    }
+    # What is attached to an image by tag: its cosign signature (sha256-<hex>.sig) and its list
+    # of referrers (sha256-<hex>, Sigstore bundles among them).
+    attached: dict[str, list[str]] = {}
+    for ref, digest in refs.items():
+        tag = ref.rsplit(":", 1)[1]
+        if _ATTACHED.fullmatch(tag):
+            attached.setdefault(tag.removesuffix(".sig"), []).append(digest)
     todo = list(tops)
     while todo:
         digest = todo.pop()
         if digest in keep or not DIGEST.fullmatch(digest):
             continue
         keep.add(digest)
-        sig = signatures.get(signing.signature_tag(digest))
-        if sig is not None:
-            todo.append(sig)
+        todo.extend(attached.get(digest.replace(":", "-"), ()))
         data = store.read(digest, content.MAX_MANIFEST)
         if data is None:
             continue

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import field
 from pathlib import Path
 from typing import Any
 
-from reconciler.images import content, layout, signing
+from reconciler.images import content, keyless, layout, signing
 from reconciler.images.content import Descriptor, Index, Manifest
 from reconciler.images.errors import ImageError, NotFound
 from reconciler.images.reference import Reference
@@ -40,7 +41,26 @@ class PulledImage:
     object_path: Path = Path()
     platforms: tuple[str, ...] = ()  # every platform of an index
     pulled: bool = False  # whether the registry was contacted
-    signed_by: str | None = None  # the key (path and fingerprint) whose signature was verified
+    signed_by: str | None = None  # the key (path and fingerprint) or identity that signed
+
+
+@frozen
+class Trust:
+    """Whose signatures a host (or ``bpfman image verify``) accepts."""
+
+    keys: tuple[signing.Key, ...] = ()
+    identities: tuple[keyless.Identity, ...] = ()
+    trusted_root: Path | None = None  # None: Sigstore's public-good root
+
+    @classmethod
+    def of(cls, settings: RegistrySettings) -> Trust:
+        keys = tuple(signing.load_key(k) for k in settings.signing_keys)
+        return cls(keys, settings.signing_identities, settings.trusted_root)
+
+    def describe(self) -> str:
+        named = [f"{k.path} ({k.fingerprint})" for k in self.keys]
+        named += [i.describe() for i in self.identities]
+        return " or ".join(named)
 
 
 def policy_name(text: str | None) -> str:
@@ -68,76 +88,145 @@ class Puller:
         otherwise, naming what was found and what is required)."""
         image = self._pull(ref, policy)
         if self.settings.require_signature:
-            keys = [signing.load_key(k) for k in self.settings.signing_keys]
-            signed_by = self.verify(ref, image.digest, keys, policy)
+            signed_by = self.verify(ref, image.digest, Trust.of(self.settings), policy)
             image = dataclasses.replace(image, signed_by=signed_by)
         return image
 
-    def verify(self, ref: Reference, digest: str, keys: list[signing.Key], policy: str) -> str:
-        """Which of ``keys`` signed ``digest`` (``path (fingerprint)``); ImageError when none
-        did. The signatures come from the cache, or the registry unless the policy is Never."""
+    def verify(self, ref: Reference, digest: str, trust: Trust, policy: str) -> str:
+        """Who signed ``digest`` among those ``trust`` accepts: a key (``path (fingerprint)``)
+        or a keyless identity; ImageError naming what was found and what is required when no
+        one did. Signatures come from the cache, or the registry unless the policy is Never."""
         where = str(ref)
-        if not keys:
+        if not trust.keys and not trust.identities:
             raise ImageError(
-                f"{where}: the host requires signed images but lists no key to check them "
-                "with; add public keys to signing.keys in the host config"
+                f"{where}: the host requires signed images but lists no key or identity to "
+                "check them with; add signing.keys or signing.identities to the host config"
             )
-        found = self._signatures(ref, digest, policy)
+        reasons: list[str] = []
+        found = 0
+        if trust.keys:
+            for payload, sig in self._signatures(ref, digest, policy):
+                found += 1
+                signer = next((k for k in trust.keys if signing.verify_with(k, payload, sig)), None)
+                if signer is None:
+                    reasons.append("a key-pair signature that none of signing.keys verifies")
+                    continue
+                problem = signing.payload_problem(payload, ref, digest)
+                if problem is not None:
+                    reasons.append(f"a signature by {signer.path} not for this image: {problem}")
+                    continue
+                return f"{signer.path} ({signer.fingerprint})"
+        if trust.identities:
+            root = keyless.trusted_root(trust.trusted_root)
+            for bundle in self._bundles(ref, digest, policy):
+                found += 1
+                try:
+                    who = keyless.verify(bundle, digest, root)
+                except ImageError as e:
+                    reasons.append(str(e))
+                    continue
+                if any(identity.accepts(who) for identity in trust.identities):
+                    return who.describe()
+                reasons.append(f"a valid keyless signature by {who.describe()}")
         if not found:
+            places = []
+            if trust.keys:
+                places.append(f"no {signing.signature_tag(digest)}")
+            if trust.identities:
+                places.append("no Sigstore bundle among its referrers")
             raise ImageError(
-                f"{where}: {digest} is not signed (no {signing.signature_tag(digest)} in its "
-                "repository) and this host requires a signature by "
-                + ", ".join(f"{k.path} ({k.fingerprint})" for k in keys)
-                + "; sign it with bpfman image sign --key or cosign sign --key"
+                f"{where}: {digest} is not signed ({' and '.join(places)} in its repository) "
+                f"and this host requires a signature by {trust.describe()}; sign it with "
+                + ("bpfman image sign --key or cosign sign --key" if trust.keys else "cosign sign")
             )
-        reasons = []
-        for payload, sig in found:
-            signer = next((k for k in keys if signing.verify_with(k, payload, sig)), None)
-            if signer is None:
-                reasons.append("a signature by a key this host does not trust")
-                continue
-            problem = signing.payload_problem(payload, ref, digest)
-            if problem is not None:
-                reasons.append(f"a signature by {signer.path} not for this image: {problem}")
-                continue
-            return f"{signer.path} ({signer.fingerprint})"
         raise ImageError(
             f"{where}: {digest} has {'; '.join(reasons)}; this host requires a signature by "
-            + ", ".join(f"{k.path} ({k.fingerprint})" for k in keys)
+            + trust.describe()
         )
 
     def _signatures(self, ref: Reference, digest: str, policy: str) -> list[tuple[bytes, bytes]]:
         """(payload, signature) of every simple-signing layer stored for ``digest``."""
         tag = signing.signature_tag(digest)
-        key = f"{ref.name}:{tag}"
-        sig_digest = None if policy == "Always" else self.store.resolved(key)
-        manifest = (
-            self.store.read(sig_digest, content.MAX_MANIFEST) if sig_digest is not None else None
-        )
-        remote = None
-        if manifest is None:
-            if policy == "Never":
-                return []
-            remote = self._remote(ref.registry)
-            try:
-                manifest, _, sig_digest = remote.manifest(ref.repository, tag)
-            except NotFound:
-                return []
-        out = []
         where = f"{ref}'s signature"
+        manifest, remote = self._attached(
+            ref, tag, policy, lambda r: r.manifest(ref.repository, tag)
+        )
+        if manifest is None:
+            return []
+        out = []
         for desc, sig in signing.parse_signatures(manifest, where):
-            data = self.store.read(desc.digest, signing.MAX_PAYLOAD)
-            if data is None:
-                if remote is None:
-                    remote = self._remote(ref.registry)
-                remote.blob(ref.repository, desc, self.store, signing.MAX_PAYLOAD)
-                data = self.store.read(desc.digest, signing.MAX_PAYLOAD)
+            data, remote = self._blob(ref, desc, signing.MAX_PAYLOAD, remote)
             if data is not None:
                 out.append((data, sig))
-        if remote is not None and sig_digest is not None:  # fetched now: keep it for later
-            self.store.put(manifest, sig_digest)
-            self.store.remember(key, sig_digest)
         return out
+
+    def _bundles(self, ref: Reference, digest: str, policy: str) -> list[bytes]:
+        """Every Sigstore bundle attached to ``digest`` (through the referrers API, or the
+        referrers tag where the registry has no such API)."""
+        tag = keyless.referrers_tag(digest)
+        where = f"{ref}'s referrers"
+
+        def listing(remote: Remote) -> tuple[bytes, str, str]:
+            found = remote.referrers(ref.repository, digest)
+            if found is not None:
+                return found, content.OCI_INDEX, content.digest_of(found)
+            return remote.manifest(ref.repository, tag)
+
+        index, remote = self._attached(ref, tag, policy, listing)
+        if index is None:
+            return []
+        out = []
+        for desc in keyless.bundle_manifests(index, where):
+            manifest = self.store.read(desc.digest, content.MAX_MANIFEST)
+            if manifest is None:
+                if policy == "Never":
+                    continue
+                remote = remote or self._remote(ref.registry)
+                try:
+                    manifest, _, _ = remote.manifest(ref.repository, desc.digest)
+                except NotFound:
+                    continue
+                self.store.put(manifest, desc.digest)
+            layer = keyless.bundle_layer(manifest, digest, where)
+            if layer is None:
+                continue
+            data, remote = self._blob(ref, layer, keyless.MAX_BUNDLE, remote)
+            if data is not None:
+                out.append(data)
+        return out
+
+    def _attached(
+        self,
+        ref: Reference,
+        tag: str,
+        policy: str,
+        fetch: Callable[[Remote], tuple[bytes, str, str]],
+    ) -> tuple[bytes | None, Remote | None]:
+        """What is attached to an image under ``tag`` (a signature manifest, a referrers
+        list): from the cache unless the policy is Always, else fetched and remembered."""
+        key = f"{ref.name}:{tag}"
+        cached = None if policy == "Always" else self.store.resolved(key)
+        data = self.store.read(cached, content.MAX_MANIFEST) if cached is not None else None
+        if data is not None or policy == "Never":
+            return data, None
+        remote = self._remote(ref.registry)
+        try:
+            data, _, digest = fetch(remote)
+        except NotFound:
+            return None, remote
+        self.store.put(data, digest)
+        self.store.remember(key, digest)
+        return data, remote
+
+    def _blob(
+        self, ref: Reference, desc: Descriptor, limit: int, remote: Remote | None
+    ) -> tuple[bytes | None, Remote | None]:
+        data = self.store.read(desc.digest, limit)
+        if data is None:
+            remote = remote or self._remote(ref.registry)
+            remote.blob(ref.repository, desc, self.store, limit)
+            data = self.store.read(desc.digest, limit)
+        return data, remote
 
     def _pull(self, ref: Reference, policy: str) -> PulledImage:
         where = str(ref)

@@ -162,6 +162,21 @@ class Remote:
             )
         return data, media_type, digest
 
+    def referrers(self, repository: str, digest: str) -> bytes | None:
+        """The index of artifacts whose subject is ``digest``, from the referrers API; None when
+        the registry has no such API (the caller falls back to the referrers tag)."""
+        where = f"{self._where(repository)}@{digest}'s referrers"
+        url = f"{self.scheme}://{self.host}/v2/{repository}/referrers/{digest}"
+        try:
+            response = self._get(url, {"Accept": content.OCI_INDEX}, where)
+        except NotFound:
+            return None
+        with response:
+            media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+            if media_type != content.OCI_INDEX:
+                return None  # not the referrers API: some registries answer anything with 200
+            return _read_bounded(response, content.MAX_MANIFEST, where, "list of referrers")
+
     def blob(self, repository: str, want: Descriptor, store: Store, limit: int) -> Path:
         """Download ``want`` into the store (checked), returning its path there."""
         where = f"{self._where(repository)}@{want.digest}"

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from reconciler import files
 from reconciler.images.errors import ImageError
+from reconciler.images.keyless import Identity
 from reconciler.values import frozen
 
 MAX_AUTH_FILE = 1024 * 1024
@@ -38,9 +39,12 @@ class RegistrySettings:
     insecure_registries: tuple[str, ...] = ()
     mirrors: dict[str, str] = field(default_factory=dict)
     pull_secrets_dir: Path = DEFAULT_PULL_SECRETS_DIR
-    # The signing: section: refuse images without a valid signature by one of these keys.
+    # The signing: section: refuse images without a valid signature by one of these keys or
+    # (keyless) identities, the latter verified against the trusted root.
     require_signature: bool = False
     signing_keys: tuple[Path, ...] = ()
+    signing_identities: tuple[Identity, ...] = ()
+    trusted_root: Path | None = None
 
     def with_secret(self, name: str) -> RegistrySettings:
         """These settings with the credentials of the pull secret ``name`` (a manifest's

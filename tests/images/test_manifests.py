@@ -198,6 +198,40 @@ def test_plan_refuses_unsigned_images_when_the_host_requires_signatures(host, re
     assert change["actions"] == ["create"]
 
 
+def test_a_keyless_signed_image_plans_applies_and_survives_prune(host, registry, tmp_path):
+    """signing.identities on a host: plan names a wrong signer, the right one loads, and prune
+    keeps the bundle, so a later plan verifies from the cache with the registry gone."""
+    from tests.images.sigstore_ca import PrivateSigstore
+    from tests.images.test_keyless import ISSUER, RELEASE, attach
+
+    digest = build(host, V1, registry)
+    ca = PrivateSigstore()
+    root = ca.write_trusted_root(tmp_path / "trusted_root.json")
+    config = json.loads(host.config.read_text())
+    config["signing"] = {
+        "require": True,
+        "identities": [{"issuer": ISSUER, "subject": RELEASE}],
+        "trusted_root": str(root),
+    }
+    host.config.write_text(json.dumps(config))
+    host.manifest()
+    repo = "bpfman-bytecode/tracepoint-counter"  # the mirror's copy of the upstream name
+    attach(registry, repo, digest, ca.bundle(digest, "someone@example.org", ISSUER))
+    p = host.run("plan", str(host.src), expect=1)
+    assert "tp.yaml:11: spec.bytecode.image.url:" in p.stderr, p.stderr
+    assert f"a valid keyless signature by someone@example.org (issuer {ISSUER})" in p.stderr
+    assert kernel_tag() == ""
+    attach(registry, repo, digest, ca.bundle(digest, RELEASE, ISSUER))
+    host.manifest("Always")
+    assert _change(host.plan())["actions"] == ["create"]
+    host.apply()
+    assert kernel_tag() != ""
+    host.run("image", "prune")
+    registry.stop()
+    host.manifest("IfNotPresent")
+    assert host.plan()["has_changes"] is False
+
+
 def test_prune_keeps_what_records_and_manifests_name(host, registry, tmp_path):
     build(host, V1, registry)
     host.manifest()
