@@ -10,8 +10,8 @@ generate-key-pair`` writes ``cosign.pub``): ECDSA P-256/P-384 with SHA-256/384 (
 default), Ed25519, and RSA PKCS#1 v1.5 or PSS with SHA-256.
 
 There is no transparency log check here (as ``cosign verify --key K --insecure-ignore-tlog``):
-a key-pair signature is as good as the secrecy of its private key. Keyless (Sigstore,
-certificate identities) is not supported yet.
+a key-pair signature is as good as the secrecy of its private key. Keyless signatures
+(Sigstore certificates and transparency-log proofs) are :mod:`~reconciler.images.keyless`'s.
 """
 
 from __future__ import annotations

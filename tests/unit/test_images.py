@@ -3,6 +3,7 @@ registry tests)."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import json
@@ -322,3 +323,52 @@ def test_a_hostile_signature_manifest_is_an_error_not_a_crash():
     with pytest.raises(ImageError, match="not JSON"):
         signing.parse_signatures(deep, "reg/x:v1's signature")
     assert signing.payload_problem(deep, reference.parse("reg.io/x:v1"), "sha256:" + HEX)
+
+
+def test_keyless_identities_match_issuer_and_the_whole_subject():
+    from reconciler.images.keyless import Identity, Signer
+
+    ci = Signer("https://token.example", ("https://github.com/o/r/.github/w.yml@refs/tags/v1",))
+    assert Identity("https://token.example", subject=ci.subjects[0]).accepts(ci)
+    assert not Identity("https://other.example", subject=ci.subjects[0]).accepts(ci)
+    assert Identity("https://token.example", subject_regexp=r"https://github\.com/o/.*").accepts(ci)
+    # Anchored at both ends: a pattern matching part of the subject is not enough.
+    assert not Identity("https://token.example", subject_regexp="github").accepts(ci)
+    assert not Identity("https://token.example", subject_regexp=r".*/r/").accepts(ci)
+
+
+@pytest.mark.parametrize(
+    "index",
+    [b"", b"[]", b"{", b'{"manifests": 3}', b"[" * 100000, b'{"manifests": [1, "x", null]}'],
+)
+def test_hostile_referrer_lists_are_refused_or_empty_never_a_crash(index):
+    from reconciler.images import keyless
+
+    with contextlib.suppress(ImageError):
+        assert keyless.bundle_manifests(index, "r") == []
+
+
+def test_only_sigstore_bundles_about_this_image_are_taken_from_referrers():
+    from reconciler.images import keyless
+
+    bundle = "application/vnd.dev.sigstore.bundle.v0.3+json"
+    digest, other = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    entry = {"mediaType": content.OCI_MANIFEST, "digest": other, "size": 10}
+    index = {"manifests": [{**entry, "artifactType": bundle}, {**entry, "artifactType": "sbom"},
+                           {**entry, "artifactType": bundle, "size": 1 << 40}]}  # fmt: skip
+    assert [d.digest for d in keyless.bundle_manifests(json.dumps(index).encode(), "r")] == [other]
+    layer = {"mediaType": bundle, "digest": other, "size": 100}
+    manifest = {"subject": {"digest": digest}, "layers": [layer]}
+    assert keyless.bundle_layer(json.dumps(manifest).encode(), digest, "r").digest == other
+    assert keyless.bundle_layer(json.dumps(manifest).encode(), other, "r") is None
+    big = {**manifest, "layers": [{**layer, "size": keyless.MAX_BUNDLE + 1}]}
+    assert keyless.bundle_layer(json.dumps(big).encode(), digest, "r") is None
+
+
+def test_a_bundle_that_is_not_one_is_an_error_not_a_crash(tmp_path):
+    from reconciler.images import keyless
+
+    root = keyless.trusted_root(None)  # Sigstore's public-good root, as shipped
+    for junk in (b"", b"{}", b"[" * 100000, b'{"mediaType": 1}', b"\xff\xfe"):
+        with pytest.raises(ImageError, match="does not verify"):
+            keyless.verify(junk, "sha256:" + "a" * 64, root)
