@@ -271,13 +271,20 @@ def _sign(args: argparse.Namespace) -> int:
         layers = [layer for layer in json.loads(old).get("layers", []) if isinstance(layer, dict)]
     except (ImageError, ValueError):
         pass
-    layer = {
+    layer: dict[str, Any] = {
         "mediaType": signing.SIMPLE_SIGNING,
         "digest": content.digest_of(body),
         "size": len(body),
-        "annotations": {signing.SIGNATURE_ANNOTATION: base64.b64encode(signature).decode()},
+        "annotations": {
+            signing.SIGNATURE_ANNOTATION: base64.b64encode(signature).decode(),
+            # Who signed, so that a host trusting another key can say whose this is.
+            signing.PUBLIC_KEY_ANNOTATION: signing.public_pem(key.public_key()),
+        },
     }
-    layers = [x for x in layers if x.get("annotations") != layer["annotations"]] + [layer]
+    mine = layer["annotations"][signing.SIGNATURE_ANNOTATION]
+    layers = [
+        x for x in layers if (x.get("annotations") or {}).get(signing.SIGNATURE_ANNOTATION) != mine
+    ] + [layer]
     manifest = {
         "schemaVersion": 2,
         "mediaType": content.OCI_MANIFEST,

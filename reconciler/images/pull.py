@@ -105,11 +105,14 @@ class Puller:
         reasons: list[str] = []
         found = 0
         if trust.keys:
-            for payload, sig in self._signatures(ref, digest, policy):
+            for payload, sig, claimed in self._signatures(ref, digest, policy):
                 found += 1
                 signer = next((k for k in trust.keys if signing.verify_with(k, payload, sig)), None)
                 if signer is None:
-                    reasons.append("a key-pair signature that none of signing.keys verifies")
+                    if claimed is not None and signing.verify_with(claimed, payload, sig):
+                        reasons.append(f"a valid signature by another key, {claimed.fingerprint}")
+                    else:
+                        reasons.append("a key-pair signature that none of signing.keys verifies")
                     continue
                 problem = signing.payload_problem(payload, ref, digest)
                 if problem is not None:
@@ -144,8 +147,11 @@ class Puller:
             + trust.describe()
         )
 
-    def _signatures(self, ref: Reference, digest: str, policy: str) -> list[tuple[bytes, bytes]]:
-        """(payload, signature) of every simple-signing layer stored for ``digest``."""
+    def _signatures(
+        self, ref: Reference, digest: str, policy: str
+    ) -> list[tuple[bytes, bytes, signing.Key | None]]:
+        """(payload, signature, claimed key) of every simple-signing layer stored for
+        ``digest``."""
         tag = signing.signature_tag(digest)
         where = f"{ref}'s signature"
         manifest, remote = self._attached(
@@ -154,10 +160,10 @@ class Puller:
         if manifest is None:
             return []
         out = []
-        for desc, sig in signing.parse_signatures(manifest, where):
-            data, remote = self._blob(ref, desc, signing.MAX_PAYLOAD, remote)
+        for found in signing.parse_signatures(manifest, where):
+            data, remote = self._blob(ref, found.descriptor, signing.MAX_PAYLOAD, remote)
             if data is not None:
-                out.append((data, sig))
+                out.append((data, found.signature, found.claimed))
         return out
 
     def _bundles(self, ref: Reference, digest: str, policy: str) -> list[bytes]:

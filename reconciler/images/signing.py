@@ -32,6 +32,8 @@ from reconciler.values import frozen
 
 SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
+PUBLIC_KEY_ANNOTATION = "dev.bpfman.signing/public-key"  # PEM, written by bpfman image sign
+REKOR_BUNDLE_ANNOTATION = "dev.sigstore.cosign/bundle"  # cosign's, with the key in its entry
 SIGNATURE_TYPE = "cosign container image signature"
 MAX_PAYLOAD = 64 * 1024
 MAX_SIGNATURES = 32
@@ -47,9 +49,12 @@ class Key:
 
 @frozen
 class Signature:
-    payload: bytes
+    descriptor: content.Descriptor  # the simple-signing payload
     signature: bytes
-    descriptor: content.Descriptor
+    # The public key the layer says made it (bpfman's annotation, or the key in cosign's Rekor
+    # bundle annotation): only a claim, believed once the signature verifies with it, and then
+    # only to name who signed when that key is not one the host trusts.
+    claimed: Key | None = None
 
 
 def signature_tag(digest: str) -> str:
@@ -57,25 +62,69 @@ def signature_tag(digest: str) -> str:
 
 
 def load_key(path: Path) -> Key:
-    from cryptography.hazmat.primitives import serialization
-
     try:
         data = files.read_regular(path, MAX_KEY_FILE)
     except FileNotFoundError:
         raise ImageError(f"signing key {path} does not exist; fix signing.keys") from None
     except (OSError, files.NotReadable) as e:
         raise ImageError(f"cannot read signing key {path}: {e}") from None
-    try:
-        public = serialization.load_pem_public_key(data)
-    except ValueError:
+    key = key_from_pem(data, str(path))
+    if key is None:
         raise ImageError(
             f"{path} is not a PEM public key (-----BEGIN PUBLIC KEY-----, as cosign.pub)"
-        ) from None
+        )
+    return key
+
+
+def key_from_pem(data: bytes, name: str) -> Key | None:
+    """The public key in PEM ``data`` (a public key, or a certificate's), or None."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    public: Any
+    try:
+        if b"-----BEGIN CERTIFICATE-----" in data:
+            public = x509.load_pem_x509_certificate(data).public_key()
+        else:
+            public = serialization.load_pem_public_key(data)
+    except (ValueError, TypeError):
+        return None
     der = public.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     fp = "SHA256:" + base64.b64encode(hashlib.sha256(der).digest()).decode().rstrip("=")
-    return Key(str(path), fp, public)
+    return Key(name, fp, public)
+
+
+def public_pem(key: Any) -> str:
+    from cryptography.hazmat.primitives import serialization
+
+    return key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+
+
+def _claimed_key(annotations: dict[str, Any]) -> Key | None:
+    """The key a signature layer names (see :class:`Signature`), or None."""
+    pem = annotations.get(PUBLIC_KEY_ANNOTATION)
+    if not isinstance(pem, str):
+        pem = _rekor_key(annotations.get(REKOR_BUNDLE_ANNOTATION))
+    if not isinstance(pem, str) or len(pem) > MAX_KEY_FILE:
+        return None
+    return key_from_pem(pem.encode(), "the key the signature names")
+
+
+def _rekor_key(bundle: Any) -> str | None:
+    """The signer's PEM in cosign's Rekor bundle annotation: a hashedrekord entry whose
+    ``spec.signature.publicKey.content`` is the base64 of the key (or certificate)."""
+    if not isinstance(bundle, str) or len(bundle) > MAX_PAYLOAD:
+        return None
+    try:
+        body = json.loads(base64.b64decode(json.loads(bundle)["Payload"]["body"]))
+        encoded = body["spec"]["signature"]["publicKey"]["content"]
+        return base64.b64decode(encoded).decode()
+    except (ValueError, KeyError, TypeError, RecursionError, binascii.Error):
+        return None
 
 
 def payload(ref: Reference, digest: str) -> bytes:
@@ -116,9 +165,8 @@ def verify_with(key: Key, data: bytes, signature: bytes) -> bool:
     return True
 
 
-def parse_signatures(manifest: bytes, where: str) -> list[tuple[content.Descriptor, bytes]]:
-    """(payload descriptor, signature bytes) of each simple-signing layer of a signature
-    manifest."""
+def parse_signatures(manifest: bytes, where: str) -> list[Signature]:
+    """Each simple-signing layer of a signature manifest."""
     try:
         doc = json.loads(manifest)
     except (ValueError, RecursionError):
@@ -141,7 +189,8 @@ def parse_signatures(manifest: bytes, where: str) -> list[tuple[content.Descript
             sig = base64.b64decode(encoded, validate=True)
         except (binascii.Error, ValueError):
             continue
-        out.append((content.Descriptor(SIMPLE_SIGNING, digest, size), sig))
+        descriptor = content.Descriptor(SIMPLE_SIGNING, digest, size)
+        out.append(Signature(descriptor, sig, _claimed_key(annotations)))
     return out
 
 

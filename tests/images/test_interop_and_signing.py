@@ -6,6 +6,7 @@ for want of one. Each signature is also verified here with `cryptography` alone.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import shutil
 import subprocess
@@ -148,12 +149,61 @@ def test_an_image_signed_by_an_allowed_key_is_accepted(signed, tmp_path):
     assert f"signed by {a_pub}" in out
 
 
+def fingerprint(public: Path) -> str:
+    """ssh-keygen's form, computed here from the PEM: SHA256 of the DER public key."""
+    der = serialization.load_pem_public_key(public.read_bytes()).public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return "SHA256:" + base64.b64encode(hashlib.sha256(der).digest()).decode().rstrip("=")
+
+
 def test_an_image_signed_by_another_key_is_refused_naming_both(signed, tmp_path):
-    registry, _, ref, _, (_, b_pub) = signed
+    registry, _, ref, (_, a_pub), (_, b_pub) = signed
     host = _strict(tmp_path / "host", registry, b_pub)
     p = host.run("image", "pull", ref, ok=False)
-    assert "a key-pair signature that none of signing.keys verifies" in p.stderr
-    assert f"requires a signature by {b_pub} (SHA256:" in p.stderr
+    assert f"a valid signature by another key, {fingerprint(a_pub)}" in p.stderr, p.stderr
+    assert f"requires a signature by {b_pub} ({fingerprint(b_pub)})" in p.stderr
+
+
+def _signature_layers(registry: Registry, repo: str, digest: str) -> dict:
+    with registry.session() as s:
+        r = s.get(f"{registry.url}/v2/{repo}/manifests/{digest.replace(':', '-')}.sig",
+                  headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})  # fmt: skip
+        r.raise_for_status()
+        return r.json()
+
+
+@pytest.mark.parametrize("claim", ["none", "cosign-rekor-bundle", "a-lie"])
+def test_the_signer_of_an_untrusted_signature_is_named_only_when_proven(signed, tmp_path, claim):
+    """Which key signed is taken from the layer (bpfman's annotation, or the key in the Rekor
+    entry cosign attaches) only when the signature verifies with it."""
+    registry, repo, ref, (_, a_pub), (_, b_pub) = signed
+    digest = registry_digest(registry, repo, "v1")
+    manifest = _signature_layers(registry, repo, digest)
+    annotations = manifest["layers"][0]["annotations"]
+    del annotations["dev.bpfman.signing/public-key"]
+    if claim == "cosign-rekor-bundle":
+        body = {"apiVersion": "0.0.1", "kind": "hashedrekord", "spec": {"signature": {
+            "content": annotations["dev.cosignproject.cosign/signature"],
+            "publicKey": {"content": base64.b64encode(a_pub.read_bytes()).decode()}}}}  # fmt: skip
+        annotations["dev.sigstore.cosign/bundle"] = json.dumps(
+            {
+                "SignedEntryTimestamp": "",
+                "Payload": {
+                    "body": base64.b64encode(json.dumps(body).encode()).decode(),
+                    "integratedTime": 0,
+                },
+            }  # fmt: skip
+        )
+    elif claim == "a-lie":  # names key c, which did not make this signature
+        _, c_pub = _keypair(tmp_path, "c")
+        annotations["dev.bpfman.signing/public-key"] = c_pub.read_text()
+    registry.push_manifest(repo, digest.replace(":", "-") + ".sig", json.dumps(manifest).encode())
+    p = _strict(tmp_path / "host", registry, b_pub).run("image", "pull", ref, ok=False)
+    if claim == "cosign-rekor-bundle":
+        assert f"a valid signature by another key, {fingerprint(a_pub)}" in p.stderr, p.stderr
+    else:
+        assert "a key-pair signature that none of signing.keys verifies" in p.stderr, p.stderr
 
 
 def test_unsigned_images_pass_only_without_require(registry, tmp_path):
