@@ -11,6 +11,7 @@ import argparse
 import base64
 import dataclasses
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -302,21 +303,19 @@ def _sign(args: argparse.Namespace) -> int:
 
 
 def _private_key(path: Path, password_file: str | None) -> Any:
-    from cryptography.hazmat.primitives import serialization
+    from reconciler.images import signing
 
     try:
         data = path.read_bytes()
         password = Path(password_file).read_bytes().rstrip(b"\n") if password_file else None
     except OSError as e:
         raise UserError(f"cannot read {e.filename}: {e.strerror}") from None
+    if password is None and "COSIGN_PASSWORD" in os.environ:  # as cosign itself reads it
+        password = os.environ["COSIGN_PASSWORD"].encode()
     try:
-        return serialization.load_pem_private_key(data, password)
-    except (ValueError, TypeError) as e:
-        raise UserError(
-            f"{path} is not a PEM private key this can read ({e}); an encrypted one needs "
-            "--password-file (PKCS#8 PEM, e.g. openssl genpkey -algorithm EC -pkeyopt "
-            "ec_paramgen_curve:P-256)"
-        ) from None
+        return signing.load_private_key(data, password)
+    except ImageError as e:
+        raise UserError(f"{path}: {e}") from None
 
 
 def _sign_bytes(key: Any, data: bytes) -> bytes:

@@ -215,3 +215,60 @@ def payload_problem(data: bytes, ref: Reference, digest: str) -> str | None:
     if signed_name != ref.name:
         return f"it signs the repository {identity}, not {ref.name}"
     return None
+
+
+# cosign's own private key files (cosign generate-key-pair): PEM whose body is a JSON document
+# of go-securesystemslib's "encrypted" package: the PKCS#8 DER key in a NaCl secretbox under a
+# key derived from the password with scrypt.
+COSIGN_KEY_TYPES = (b"ENCRYPTED SIGSTORE PRIVATE KEY", b"ENCRYPTED COSIGN PRIVATE KEY")
+# The scrypt strengths cosign and its library write; others are refused rather than run (a
+# hostile file could otherwise ask for any amount of memory and time).
+_SCRYPT_N = (32768, 65536, 131072)
+
+
+def load_private_key(data: bytes, password: bytes | None) -> Any:
+    """A private key from PEM: PKCS#8 (encrypted or not) or cosign's encrypted format."""
+    from cryptography.hazmat.primitives import serialization
+
+    for kind in COSIGN_KEY_TYPES:
+        if b"-----BEGIN " + kind + b"-----" in data:
+            der = _cosign_decrypt(data, kind, password)
+            return serialization.load_der_private_key(der, None)
+    try:
+        return serialization.load_pem_private_key(data, password)
+    except (ValueError, TypeError) as e:
+        raise ImageError(
+            f"not a PEM private key this can read ({e}); an encrypted one needs --password-file "
+            "(PKCS#8 PEM, e.g. openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256, "
+            "or cosign generate-key-pair's cosign.key)"
+        ) from None
+
+
+def _cosign_decrypt(data: bytes, kind: bytes, password: bytes | None) -> bytes:
+    begin, end = b"-----BEGIN " + kind + b"-----", b"-----END " + kind + b"-----"
+    try:
+        body = data.split(begin, 1)[1].split(end, 1)[0]
+        doc = json.loads(base64.b64decode(b"".join(body.split())))
+        kdf, cipher = doc["kdf"], doc["cipher"]
+        params = kdf["params"]
+        n, r, p = params["N"], params["r"], params["p"]
+        salt = base64.b64decode(kdf["salt"])
+        nonce = base64.b64decode(cipher["nonce"])
+        sealed = base64.b64decode(doc["ciphertext"])
+    except (IndexError, ValueError, KeyError, TypeError, RecursionError, binascii.Error):
+        raise ImageError("a cosign key file whose contents are damaged") from None
+    if kdf.get("name") != "scrypt" or cipher.get("name") != "nacl/secretbox":
+        raise ImageError(f"a cosign key encrypted with {kdf.get('name')}/{cipher.get('name')}")
+    if n not in _SCRYPT_N or r != 8 or p != 1 or len(nonce) != 24:
+        raise ImageError(f"a cosign key with unsupported scrypt parameters (N={n}, r={r}, p={p})")
+    import nacl.exceptions
+    import nacl.secret
+
+    key = hashlib.scrypt(password or b"", salt=salt, n=n, r=r, p=p, maxmem=256 << 20, dklen=32)
+    try:
+        return bytes(nacl.secret.SecretBox(key).decrypt(sealed, nonce))
+    except nacl.exceptions.CryptoError:
+        raise ImageError(
+            "the password does not open this cosign key"
+            + ("" if password else " (give it with --password-file or COSIGN_PASSWORD)")
+        ) from None

@@ -234,3 +234,58 @@ def test_a_signature_of_another_image_copied_over_is_refused(signed, tmp_path):
     registry.push_manifest(repo, second.replace(":", "-") + ".sig", raw)
     p = _strict(tmp_path / "host", registry, a_pub).run("image", "pull", other, ok=False)
     assert f"not for this image: it signs {first}, not {second}" in p.stderr, p.stderr
+
+
+def _cosign_key(directory: Path, password: bytes) -> tuple[Path, Path]:
+    """A key pair in cosign generate-key-pair's files: cosign.key is the PKCS#8 key sealed in a
+    NaCl secretbox under scrypt(password), JSON in an ENCRYPTED SIGSTORE PRIVATE KEY PEM."""
+    import hashlib as _hashlib
+    import os
+
+    import nacl.secret
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    der = key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    salt, nonce = os.urandom(32), os.urandom(24)
+    secret = _hashlib.scrypt(password, salt=salt, n=32768, r=8, p=1, maxmem=256 << 20, dklen=32)
+    sealed = nacl.secret.SecretBox(secret).encrypt(der, nonce).ciphertext
+    doc = {
+        "kdf": {"name": "scrypt", "params": {"N": 32768, "r": 8, "p": 1},
+                "salt": base64.b64encode(salt).decode()},
+        "cipher": {"name": "nacl/secretbox", "nonce": base64.b64encode(nonce).decode()},
+        "ciphertext": base64.b64encode(sealed).decode(),
+    }  # fmt: skip
+    body = base64.encodebytes(json.dumps(doc).encode()).decode()
+    private, public = directory / "cosign.key", directory / "cosign.pub"
+    private.write_text(
+        f"-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----\n{body}"
+        "-----END ENCRYPTED SIGSTORE PRIVATE KEY-----\n"
+    )
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return private, public
+
+
+def test_a_cosign_key_file_signs_with_its_password(registry, tmp_path):
+    private, public = _cosign_key(tmp_path, b"s3cret")
+    password = tmp_path / "password"
+    password.write_text("s3cret\n")
+    repo = registry.repository("cosignkey")
+    ref = f"{registry.host}/{repo}:v1"
+    builder = plain_host(tmp_path / "builder", registry)
+    builder.run("image", "build", "--bytecode", str(XDP), "--tag", ref, "--push")
+    p = builder.run("image", "sign", "--key", str(private), ref, ok=False)
+    assert "--password-file or COSIGN_PASSWORD" in p.stderr and str(private) in p.stderr
+    password.write_text("wrong\n")
+    p = builder.run("image", "sign", "--key", str(private), "--password-file", str(password), ref,
+                    ok=False)  # fmt: skip
+    assert "the password does not open this cosign key" in p.stderr
+    password.write_text("s3cret\n")
+    builder.run("image", "sign", "--key", str(private), "--password-file", str(password), ref)
+    out = _strict(tmp_path / "host", registry, public).run("image", "verify", ref).stdout
+    assert f"signed by {public} ({fingerprint(public)})" in out

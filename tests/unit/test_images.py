@@ -372,3 +372,37 @@ def test_a_bundle_that_is_not_one_is_an_error_not_a_crash(tmp_path):
     for junk in (b"", b"{}", b"[" * 100000, b'{"mediaType": 1}', b"\xff\xfe"):
         with pytest.raises(ImageError, match="does not verify"):
             keyless.verify(junk, "sha256:" + "a" * 64, root)
+
+
+# go-securesystemslib's published vector (its encrypted package's tests): the format of cosign's
+# key files, "reallyimportant" sealed under the password "supersecret".
+SSL_VECTOR = (
+    b'{"kdf":{"name":"scrypt","params":{"N":32768,"r":8,"p":1},"salt":"N9a7x5JFGbrtB2uBR81jPwp0eiL'
+    b'R4A7FV3mjVAQrg1g="},"cipher":{"name":"nacl/secretbox","nonce":"2h8HxMmgRfuYdpswZBQaU3xJ1nkA'
+    b'/5Ik"},"ciphertext":"SEW6sUh0jf2wfdjJGPNS9+bkk2uB+Cxamf32zR8XkQ=="}'
+)
+
+
+def _cosign_pem(doc: bytes) -> bytes:
+    import base64
+
+    kind = b"ENCRYPTED SIGSTORE PRIVATE KEY"
+    return b"-----BEGIN %s-----\n%s\n-----END %s-----\n" % (kind, base64.b64encode(doc), kind)
+
+
+def test_cosign_key_files_open_as_cosign_seals_them():
+    from reconciler.images import signing
+
+    kind = b"ENCRYPTED SIGSTORE PRIVATE KEY"
+    pem = _cosign_pem(SSL_VECTOR)
+    assert signing._cosign_decrypt(pem, kind, b"supersecret") == b"reallyimportant"
+    with pytest.raises(ImageError, match="password does not open"):
+        signing._cosign_decrypt(pem, kind, b"wrong")
+    with pytest.raises(ImageError, match="--password-file or COSIGN_PASSWORD"):
+        signing._cosign_decrypt(pem, kind, None)
+    hostile = SSL_VECTOR.replace(b'"N":32768', b'"N":1099511627776')
+    with pytest.raises(ImageError, match="unsupported scrypt parameters"):
+        signing._cosign_decrypt(_cosign_pem(hostile), kind, b"supersecret")
+    for junk in (b"{", b"[]", b'{"kdf": 1}', b"[" * 100000):
+        with pytest.raises(ImageError, match="damaged"):
+            signing._cosign_decrypt(_cosign_pem(junk), kind, b"x")
