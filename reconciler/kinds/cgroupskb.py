@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from reconciler.kernel.types import CgroupPoint, ProgType
+from reconciler.kinds import sections
 from reconciler.kinds.record import (
     AppType,
     FieldPath,
@@ -16,7 +17,6 @@ from reconciler.kinds.record import (
     LinkValues,
     ProgramKind,
     Resolver,
-    Sections,
     Target,
     Values,
 )
@@ -26,10 +26,6 @@ def cgroup_index(cgroup: str, direction: str) -> str:
     """``/sys/fs/cgroup/app.slice:egress`` (its '/' are encoded in the pin name, as a uprobe
     target's are)."""
     return f"{cgroup}:{direction}"
-
-
-def _fits(section: str) -> bool:
-    return section in ("cgroup_skb/ingress", "cgroup_skb/egress", "cgroup/skb")
 
 
 def _legacy(spec: dict[str, Any], at: FieldPath) -> LinkValues:
@@ -69,11 +65,7 @@ KIND = ProgramKind(
     article="a",
     app_types=(AppType("CgroupSkb", "cgroupSkb"),),
     point_classes=(CgroupPoint,),
-    sections=Sections(
-        _fits,
-        "a section named cgroup_skb/ingress, cgroup_skb/egress or cgroup/skb",
-        'SEC("cgroup_skb/egress")',
-    ),
+    sections=sections.of("cgroup_skb", 'SEC("cgroup_skb/egress")'),
     legacy_link=_legacy,
     app_link=_app,
     targets=_targets,

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from reconciler.kernel.types import CgroupSockAddrPoint, ProgType
+from reconciler.kinds import sections
 from reconciler.kinds.cgroupskb import cgroup_presence
 from reconciler.kinds.record import (
     AppType,
@@ -16,30 +17,9 @@ from reconciler.kinds.record import (
     LinkValues,
     ProgramKind,
     Resolver,
-    Sections,
     Target,
     Values,
 )
-
-# libbpf's section suffixes, as the manifest's attachtype names them.
-HOOKS = (
-    "bind4",
-    "bind6",
-    "connect4",
-    "connect6",
-    "sendmsg4",
-    "sendmsg6",
-    "recvmsg4",
-    "recvmsg6",
-    "getpeername4",
-    "getpeername6",
-    "getsockname4",
-    "getsockname6",
-)
-
-
-def _fits(section: str) -> bool:
-    return section.removeprefix("cgroup/") in HOOKS and section.startswith("cgroup/")
 
 
 def _legacy(spec: dict[str, Any], at: FieldPath) -> LinkValues:
@@ -72,13 +52,7 @@ KIND = ProgramKind(
     article="a",
     app_types=(AppType("CgroupSockAddr", "cgroupSockAddr"),),
     point_classes=(CgroupSockAddrPoint,),
-    sections=Sections(
-        _fits,
-        "a section named cgroup/connect4, cgroup/sendmsg6, ... (cgroup/ and one of "
-        + ", ".join(HOOKS)
-        + ")",
-        'SEC("cgroup/connect4")',
-    ),
+    sections=sections.of("cgroup_sock_addr", 'SEC("cgroup/connect4")'),
     legacy_link=_legacy,
     app_link=_app,
     targets=_targets,

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from reconciler.kernel.types import FentryPoint, FexitPoint, ProgType
+from reconciler.kinds import sections
 from reconciler.kinds.record import (
     AppType,
     FieldPath,
@@ -17,7 +18,6 @@ from reconciler.kinds.record import (
     LinkValues,
     ProgramKind,
     Resolver,
-    Sections,
     Target,
     Values,
 )
@@ -48,9 +48,6 @@ def make(
 ) -> ProgramKind:
     prefix = app.member  # "fentry" | "fexit": the section and the feature have its name
 
-    def fits(section: str) -> bool:
-        return section == prefix or section.startswith(f"{prefix}/")
-
     def targets(v: Values, host: Resolver) -> list[Target]:
         return [Target(v["func_name"], point_class(v["func_name"]), {"func_name": v["func_name"]})]
 
@@ -60,9 +57,7 @@ def make(
         article="an",
         app_types=(app,),
         point_classes=(point_class,),
-        sections=Sections(
-            fits, f"a section named {prefix} or {prefix}/...", f'SEC("{prefix}/do_unlinkat")'
-        ),
+        sections=sections.of(prefix, f'SEC("{prefix}/do_unlinkat")'),
         legacy_link=_legacy,
         app_link=_app,
         targets=targets,

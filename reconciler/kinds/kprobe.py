@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from reconciler.kernel.types import KprobePoint, ProgType
+from reconciler.kinds import sections
 from reconciler.kinds.record import (
     AppType,
     FieldPath,
@@ -15,7 +16,6 @@ from reconciler.kinds.record import (
     LinkValues,
     ProgramKind,
     Resolver,
-    Sections,
     Target,
     Values,
 )
@@ -23,10 +23,6 @@ from reconciler.kinds.record import (
 
 def kprobe_index(func_name: str, offset: int) -> str:
     return func_name + (f"+{offset}" if offset else "")
-
-
-def _fits(section: str) -> bool:
-    return section in ("kprobe", "kretprobe") or section.startswith(("kprobe/", "kretprobe/"))
 
 
 def _legacy(spec: dict[str, Any], at: FieldPath) -> LinkValues:
@@ -82,11 +78,7 @@ KIND = ProgramKind(
     article="a",
     app_types=(AppType("KProbe", "kprobe"), AppType("KRetProbe", "kretprobe", retprobe=True)),
     point_classes=(KprobePoint,),
-    sections=Sections(
-        _fits,
-        "a section named kprobe, kprobe/..., kretprobe or kretprobe/...",
-        'SEC("kprobe/do_unlinkat")',
-    ),
+    sections=sections.of("kprobe", 'SEC("kprobe/do_unlinkat")'),
     legacy_link=_legacy,
     app_link=_app,
     targets=_targets,

@@ -39,7 +39,7 @@ class Sections:
     """Which ELF sections (libbpf's names) hold a program this kind can load."""
 
     fits: Callable[[str], bool]
-    expected: str  # in words: "a section named xdp, xdp/... or xdp.frags"
+    expected: str  # in words: "a section holding an XDP program (xdp[/...], ...) or ..."
     example: str  # a fitting annotation: 'SEC("xdp")'
 
 

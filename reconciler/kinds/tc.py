@@ -6,14 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 from reconciler.kernel.types import ProgType, TcHook
-from reconciler.kinds import network
+from reconciler.kinds import network, sections
 from reconciler.kinds.record import (
     AppType,
     FieldPath,
     LinkValues,
     ProgramKind,
     Resolver,
-    Sections,
     Target,
     Values,
 )
@@ -32,11 +31,6 @@ PROCEED_ON = {
     "Trap": "trap",
     "DispatcherReturn": "dispatcher_return",
 }
-
-
-def _fits(section: str) -> bool:
-    # Behind the TC dispatcher: a cls_bpf (sched_cls) program, loaded as its freplace.
-    return section in ("tc", "classifier") or section.startswith(("tc/", "classifier/"))
 
 
 def _legacy(spec: dict[str, Any], at: FieldPath) -> LinkValues:
@@ -74,9 +68,8 @@ KIND = ProgramKind(
     article="a",
     app_types=(AppType("TC", "tc"),),
     point_classes=(TcHook,),
-    sections=Sections(
-        _fits, "a section named tc, tc/..., classifier or classifier/...", 'SEC("tc")'
-    ),
+    # Behind the TC dispatcher: a cls_bpf (sched_cls) program, loaded as its freplace.
+    sections=sections.of("sched_cls", 'SEC("tc")'),
     legacy_link=_legacy,
     app_link=_app,
     targets=_targets,

@@ -6,21 +6,16 @@ from __future__ import annotations
 from typing import Any
 
 from reconciler.kernel.types import ProgType, TcxPoint
-from reconciler.kinds import network
+from reconciler.kinds import network, sections
 from reconciler.kinds.record import (
     AppType,
     FieldPath,
     LinkValues,
     ProgramKind,
     Resolver,
-    Sections,
     Target,
     Values,
 )
-
-
-def _fits(section: str) -> bool:
-    return section in ("tc", "classifier") or section.startswith(("tc/", "tcx/"))
 
 
 def _legacy(spec: dict[str, Any], at: FieldPath) -> LinkValues:
@@ -55,9 +50,7 @@ KIND = ProgramKind(
     article="a",
     app_types=(AppType("TCX", "tcx"),),
     point_classes=(TcxPoint,),
-    sections=Sections(
-        _fits, "a section named tc, tc/..., tcx/... or classifier", 'SEC("tcx/ingress")'
-    ),
+    sections=sections.of("sched_cls", 'SEC("tcx/ingress")'),
     legacy_link=_legacy,
     app_link=_app,
     targets=_targets,

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from reconciler.kernel.types import ProgType, TracepointPoint
+from reconciler.kinds import sections
 from reconciler.kinds.record import (
     AppType,
     FieldPath,
@@ -17,7 +18,6 @@ from reconciler.kinds.record import (
     PointLimit,
     ProgramKind,
     Resolver,
-    Sections,
     Target,
     Values,
 )
@@ -25,10 +25,6 @@ from reconciler.kinds.record import (
 # The kernel runs at most this many programs on one tracepoint (BPF_TRACE_MAX_PROGS); the next
 # attach fails with E2BIG, so the plan refuses before anything is loaded.
 TRACE_MAX_PROGS = 64
-
-
-def _fits(section: str) -> bool:
-    return section in ("tracepoint", "tp") or section.startswith(("tracepoint/", "tp/"))
 
 
 def _legacy(spec: dict[str, Any], at: FieldPath) -> LinkValues:
@@ -77,11 +73,7 @@ KIND = ProgramKind(
     article="a",
     app_types=(AppType("TracePoint", "tracepoint"),),
     point_classes=(TracepointPoint,),
-    sections=Sections(
-        _fits,
-        "a section named tracepoint/... or tp/...",
-        'SEC("tracepoint/syscalls/sys_enter_openat")',
-    ),
+    sections=sections.of("tracepoint", 'SEC("tracepoint/syscalls/sys_enter_openat")'),
     legacy_link=_legacy,
     app_link=_app,
     targets=_targets,

@@ -9,6 +9,7 @@ from typing import Any
 
 from reconciler.kernel.tracing.elfsyms import ElfFile, Lookup, TargetError, printable
 from reconciler.kernel.types import ProgType, UprobePoint
+from reconciler.kinds import sections
 from reconciler.kinds.record import (
     AppType,
     FieldPath,
@@ -17,7 +18,6 @@ from reconciler.kinds.record import (
     LinkValues,
     ProgramKind,
     Resolver,
-    Sections,
     Target,
     Values,
 )
@@ -33,10 +33,6 @@ def uprobe_index(
     else:
         index = f"{target}+{offset:#x}"
     return index + (f"@{container_pid}" if container_pid else "")
-
-
-def _fits(section: str) -> bool:
-    return section.startswith(("uprobe", "uretprobe")) and ".multi" not in section
 
 
 def _legacy(spec: dict[str, Any], at: FieldPath) -> LinkValues:
@@ -187,7 +183,7 @@ KIND = ProgramKind(
     article="a",
     app_types=(AppType("UProbe", "uprobe"), AppType("URetProbe", "uretprobe", retprobe=True)),
     point_classes=(UprobePoint,),
-    sections=Sections(_fits, "a section named uprobe... or uretprobe...", 'SEC("uprobe")'),
+    sections=sections.of("kprobe", 'SEC("uprobe")'),
     legacy_link=_legacy,
     app_link=_app,
     targets=_targets,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from reconciler.kernel.types import ProgType, XdpHook, XdpPoint
-from reconciler.kinds import network
+from reconciler.kinds import network, sections
 from reconciler.kinds.record import (
     AppType,
     FieldPath,
@@ -14,7 +14,6 @@ from reconciler.kinds.record import (
     LinkValues,
     ProgramKind,
     Resolver,
-    Sections,
     Target,
     Values,
 )
@@ -28,10 +27,6 @@ PROCEED_ON = {
     "ReDirect": "redirect",
     "DispatcherReturn": "dispatcher_return",
 }
-
-
-def _fits(section: str) -> bool:
-    return section.startswith("xdp") and not section.endswith(("/devmap", "/cpumap"))
 
 
 def _legacy(spec: dict[str, Any], at: FieldPath) -> LinkValues:
@@ -83,7 +78,7 @@ KIND = ProgramKind(
     article="an",
     app_types=(AppType("XDP", "xdp"),),
     point_classes=(XdpPoint, XdpHook),
-    sections=Sections(_fits, "a section named xdp, xdp/... or xdp.frags", 'SEC("xdp")'),
+    sections=sections.of("xdp", 'SEC("xdp")'),
     legacy_link=_legacy,
     app_link=_app,
     targets=_targets,

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler import kinds
+from reconciler.kinds import sections
 from reconciler.spec import globaldata
 from reconciler.spec.elf import ElfError, ElfObject, read_bpf_object
 from reconciler.spec.indexes import map_name_problems, pin_name_problems
@@ -24,57 +25,6 @@ from reconciler.spec.paths import BytecodePolicy
 from reconciler.spec.programs import LinkSpec, Program, is_application, programs_of, spec_keys
 from reconciler.spec.schema import KINDS
 
-_DEVMAP = "an XDP program for a devmap (it runs on redirected frames, not on an interface)"
-_CPUMAP = "an XDP program for a cpumap (it runs on redirected frames, not on an interface)"
-# Section name prefixes (libbpf's conventions) and what programs they hold; longest match wins.
-_SOCK_ADDR_CALLS = ("bind", "connect", "sendmsg", "recvmsg", "getpeername", "getsockname")
-_SECTION_TYPES = {
-    "xdp": "an XDP program",
-    "xdp/devmap": _DEVMAP,
-    "xdp/cpumap": _CPUMAP,
-    "xdp.frags/devmap": _DEVMAP,
-    "xdp.frags/cpumap": _CPUMAP,
-    "tc": "a TC program",
-    "tcx/": "a TC program",
-    "classifier": "a TC program",
-    "action": "a TC action",
-    "tracepoint": "a tracepoint program",
-    "tp": "a tracepoint program",
-    "tp_btf": "a BTF tracepoint program",
-    "raw_tp": "a raw tracepoint program",
-    "raw_tracepoint": "a raw tracepoint program",
-    "uprobe": "a uprobe program",
-    "uretprobe": "a uretprobe program",
-    "uprobe.multi": "a multi-uprobe program (bpfman does not attach uprobe.multi links yet)",
-    "uretprobe.multi": "a multi-uprobe program (bpfman does not attach uprobe.multi links yet)",
-    "usdt": "a USDT program",
-    "kprobe": "a kprobe program",
-    "kprobe.multi": "a multi-kprobe program (bpfman does not attach kprobe.multi links yet)",
-    "kretprobe.multi": "a multi-kprobe program (bpfman does not attach kprobe.multi links yet)",
-    "kprobe.session": "a kprobe session program (bpfman does not attach them yet)",
-    "kretprobe": "a kretprobe program",
-    "ksyscall": "a kprobe program",
-    "kretsyscall": "a kretprobe program",
-    "fentry": "an fentry program",
-    "fexit": "an fexit program",
-    "fmod_ret": "an fmod_ret program",
-    "freplace": "an freplace extension",
-    "lsm": "an LSM program",
-    "cgroup": "a cgroup program",
-    "cgroup_skb": "a cgroup_skb program",
-    "cgroup/skb": "a cgroup_skb program",
-    **{f"cgroup/{call}": "a cgroup_sock_addr program" for call in _SOCK_ADDR_CALLS},
-    "sockops": "a sockops program",
-    "sk_": "a socket program",
-    "socket": "a socket filter",
-    "perf_event": "a perf event program",
-    "iter": "a BPF iterator",
-    "struct_ops": "a struct_ops program",
-    "syscall": "a syscall program",
-    "netfilter": "a netfilter program",
-    "flow_dissector": "a flow dissector",
-    "lwt_": "a lightweight tunnel program",
-}
 _LIST_LIMIT = 12
 MAX_INTERFACE_REGEX = 256
 
@@ -86,10 +36,7 @@ def section_fits(kind: str, section: str) -> bool:
 
 def describe_section(section: str) -> str:
     """What a program in ``section`` is, by libbpf's naming conventions."""
-    for prefix in sorted(_SECTION_TYPES, key=len, reverse=True):
-        if section.startswith(prefix):
-            return _SECTION_TYPES[prefix]
-    return "a program of a type bpfman cannot tell from its section name"
+    return sections.describe(section)
 
 
 def resolve_bytecode(manifest_file: Path, path: str) -> Path:
@@ -360,7 +307,13 @@ def _function_problem(program: Program, written: str, obj: ElfObject) -> str | N
         message = (
             f"function {name!r} is in section {function.section!r}, {what}; {who} needs {expected}"
         )
-        other = next((k for k in kinds.all() if k.sections.fits(function.section)), None)
+        able = [k for k in kinds.all() if k.sections.fits(function.section)]
+        # Several kinds load one family (kprobes and uprobes): name the one spelled alike.
+        head = '"' + function.section.split("/")[0]
+        alike = [
+            k for k in able if f'{head}"' in k.sections.example or f"{head}/" in k.sections.example
+        ]
+        other = (alike or able or [None])[0]
         if other and program.in_application:
             message += f" (for this section, use type: {other.app_types[0].name})"
         elif other:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -230,6 +231,50 @@ def test_a_keyless_signed_image_plans_applies_and_survives_prune(host, registry,
     registry.stop()
     host.manifest("IfNotPresent")
     assert host.plan()["has_changes"] is False
+
+
+def test_the_watcher_follows_a_moved_tag_and_keeps_the_program_when_the_registry_is_down(
+    host, registry, tmp_path
+):
+    """bpfman watch with an image manifest (policy Always): the first reconcile loads it, a
+    reconcile after the tag moved replaces it, and one with the registry gone fails, saying why,
+    and leaves the program running."""
+    build(host, V1, registry)
+    host.manifest("Always")
+    log = tmp_path / "watch.log"
+    base = [support.BPFMAN, "--bpffs-root", str(host.root), "--state-dir", str(host.state),
+            "--config", str(host.config)]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BPFMAN_")}
+    with log.open("ab") as out:
+        proc = subprocess.Popen([*base, "watch", "--interval", "3600", str(host.src)],
+                                stdout=out, stderr=out, env=env)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while "result=applied" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        v1_tag = kernel_tag()
+        assert v1_tag != "", log.read_text()
+
+        build(host, V2, registry)
+        asked = subprocess.run([*base, "reconcile"], capture_output=True, text=True, timeout=120)
+        assert asked.returncode == 0 and asked.stdout.startswith("Reconciled: applied"), asked
+        assert set(kernel_tag().split(",")) - {v1_tag, ""}, "the second image's program"
+        assert settled() not in ("", v1_tag)
+        v2_tag = kernel_tag()
+
+        registry.stop()
+        asked = subprocess.run([*base, "reconcile"], capture_output=True, text=True, timeout=120)
+        assert asked.returncode != 0, asked
+        assert "tp.yaml:11: spec.bytecode.image.url" in log.read_text()
+        assert kernel_tag() == v2_tag  # a failed reconcile unloads nothing
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            assert proc.wait(timeout=60) == 0, log.read_text()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 def test_prune_keeps_what_records_and_manifests_name(host, registry, tmp_path):

@@ -350,13 +350,14 @@ PROBLEMS = [
     ),
     (
         """
-    - name: kprobe_open
+    - name: xdp_stats
       type: UProbe
       uprobe: {links: [{target: /bin/bash, function: main}]}
 """,
-        "a.yaml:7: spec.programs[0].name: function 'kprobe_open' is in section "
-        "'kprobe/do_sys_openat2', a kprobe program; a program of type UProbe needs a section "
-        "named uprobe... or uretprobe... (for this section, use type: KProbe)",
+        "a.yaml:7: spec.programs[0].name: function 'xdp_stats' is in section 'xdp', an XDP "
+        "program; a program of type UProbe needs a section holding a kprobe or uprobe program "
+        "(kprobe[/...], kretprobe[/...], uprobe[/...], uretprobe[/...], ...) or one libbpf gives "
+        "no type (for this section, use type: XDP)",
     ),
     (
         """

@@ -97,33 +97,36 @@ def test_fexit_address(tmp_path: Path) -> None:
         (
             KPROBE.replace("kprobe_open", "fentry_unlink"),
             "k.yaml:5: spec.bpffunctionname: function 'fentry_unlink' is in section "
-            "'fentry/do_unlinkat', an fentry program; a KprobeProgram needs a section named "
-            "kprobe, kprobe/..., kretprobe or kretprobe/... (for this section, use kind "
+            "'fentry/do_unlinkat', an fentry program; a KprobeProgram needs a section holding a "
+            "kprobe or uprobe program (kprobe[/...], kretprobe[/...], uprobe[/...], "
+            "uretprobe[/...], ...) or one libbpf gives no type (for this section, use kind "
             "FentryProgram)",
         ),
         (
             KPROBE.replace("kprobe_open", "kprobe_multi"),
             "k.yaml:5: spec.bpffunctionname: function 'kprobe_multi' is in section "
-            "'kprobe.multi/do_sys_*', a multi-kprobe program (bpfman does not attach kprobe.multi "
-            "links yet); a KprobeProgram needs a section named kprobe",
+            "'kprobe.multi/do_sys_*', a multi-probe program (bpfman does not attach multi-probe "
+            "links yet); a KprobeProgram needs a section holding a kprobe or uprobe program",
         ),
         (
             FENTRY.replace("fentry_unlink", "fmod_ret_unlink"),
             "k.yaml:5: spec.bpffunctionname: function 'fmod_ret_unlink' is in section "
-            "'fmod_ret/do_unlinkat', an fmod_ret program; an FentryProgram needs a section named "
-            "fentry or fentry/...",
+            "'fmod_ret/do_unlinkat', an fmod_ret program; an FentryProgram needs a section "
+            "holding an fentry program (fentry[/...]) or one libbpf gives no type",
         ),
         (
             FENTRY.replace("fentry_unlink", "kprobe_open"),
             "k.yaml:5: spec.bpffunctionname: function 'kprobe_open' is in section "
-            "'kprobe/do_sys_openat2', a kprobe program; an FentryProgram needs a section named "
-            "fentry or fentry/... (for this section, use kind KprobeProgram)",
+            "'kprobe/do_sys_openat2', a kprobe or uprobe program; an FentryProgram needs a "
+            "section holding an fentry program (fentry[/...]) or one libbpf gives no type (for "
+            "this section, use kind KprobeProgram)",
         ),
         (
             FENTRY.replace("FentryProgram", "FexitProgram"),
             "k.yaml:5: spec.bpffunctionname: function 'fentry_unlink' is in section "
-            "'fentry/do_unlinkat', an fentry program; an FexitProgram needs a section named fexit "
-            "or fexit/... (for this section, use kind FentryProgram)",
+            "'fentry/do_unlinkat', an fentry program; an FexitProgram needs a section holding an "
+            "fexit program (fexit[/...]) or one libbpf gives no type (for this section, use kind "
+            "FentryProgram)",
         ),
         (
             FENTRY + "  offset: 4\n",
@@ -142,10 +145,33 @@ def test_problems(tmp_path: Path, text: str, message: str) -> None:
     [
         (
             "KprobeProgram",
-            ["kprobe", "kprobe/do_unlinkat", "kretprobe", "kretprobe/x"],
-            ["kprobe.multi/x", "kretprobe.multi", "kprobe.session/x", "ksyscall/x", "fentry/x"],
-        ),
-        ("FentryProgram", ["fentry", "fentry/do_unlinkat"], ["fexit/x", "fmod_ret/x", "fentryx"]),
+            # One program type: kprobes, uprobes and syscall probes; and names libbpf gives no
+            # type, as upstream loads anything.
+            [
+                "kprobe",
+                "kprobe/do_unlinkat",
+                "kretprobe",
+                "kretprobe/x",
+                "ksyscall/x",
+                "uprobe",
+                "my_probe",
+                "fentryx",
+            ],
+            [
+                "kprobe.multi/x",
+                "kretprobe.multi",
+                "kprobe.session/x",
+                "fentry/x",
+                "usdt/x",
+                "xdp",
+                "uprobe.s/x",
+            ],
+        ),  # fmt: skip
+        (
+            "FentryProgram",
+            ["fentry", "fentry/do_unlinkat", "counter"],
+            ["fexit/x", "fmod_ret/x", "fentry.s/x", "kprobe/x"],
+        ),  # fmt: skip
         ("FexitProgram", ["fexit", "fexit/do_unlinkat"], ["fentry/x", "fexit.s/x"]),
     ],
 )
@@ -155,6 +181,6 @@ def test_section_rules(kind: str, fits: list[str], does_not_fit: list[str]) -> N
 
 
 def test_describe_kernel_sections() -> None:
-    assert describe_section("kretprobe/x") == "a kretprobe program"
-    assert describe_section("kprobe.session/x").startswith("a kprobe session program")
+    assert describe_section("kretprobe/x") == "a kprobe or uprobe program"
+    assert describe_section("kprobe.session/x").startswith("a multi-probe program")
     assert describe_section("fexit/x") == "an fexit program"

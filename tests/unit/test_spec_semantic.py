@@ -109,7 +109,8 @@ def test_function_not_in_object_without_candidates(tmp_path: Path) -> None:
         load_manifests(root)
     assert info.value.problems == [
         "x.yaml:6: spec.bpffunctionname: function 'xdp_stats' is not in ../bytecode/tc.o, and no "
-        "function there is in a section named xdp, xdp/... or xdp.frags; its programs: count (tc)"
+        "function there is in a section holding an XDP program (xdp[/...], xdp.frags[/...]) or "
+        "one libbpf gives no type; its programs: count (tc)"
     ]
 
 
@@ -134,42 +135,46 @@ def test_subprogram_is_not_an_entry_point(tmp_path: Path) -> None:
         (
             "XdpProgram",
             "tc_count",
-            "function 'tc_count' is in section 'tc', a TC program; an XdpProgram needs a section "
-            "named xdp, xdp/... or xdp.frags (for this section, use kind TcxProgram)",
+            "function 'tc_count' is in section 'tc', a TC classifier; an XdpProgram needs a "
+            "section holding an XDP program (xdp[/...], xdp.frags[/...]) or one libbpf gives no "
+            "type (for this section, use kind TcProgram)",
         ),
         (
             "XdpProgram",
             "xdp_devmap",
             "function 'xdp_devmap' is in section 'xdp/devmap', an XDP program for a devmap (it "
-            "runs on redirected frames, not on an interface); an XdpProgram needs a section named "
-            "xdp, xdp/... or xdp.frags",
+            "runs on redirected frames, not on an interface); an XdpProgram needs a section "
+            "holding an XDP program (xdp[/...], xdp.frags[/...]) or one libbpf gives no type",
         ),
         (
             "TcxProgram",
             "xdp_stats",
             "function 'xdp_stats' is in section 'xdp', an XDP program; a TcxProgram needs a "
-            "section named tc, tc/..., tcx/... or classifier (for this section, use kind "
-            "XdpProgram)",
+            "section holding a TC classifier (tc[/...], tcx[/...], classifier[/...], "
+            "netkit[/...]) or one libbpf gives no type (for this section, use kind XdpProgram)",
         ),
         (
             "TracepointProgram",
             "raw_tp_switch",
             "function 'raw_tp_switch' is in section 'raw_tp/sched_switch', a raw tracepoint "
-            "program; a TracepointProgram needs a section named tracepoint/... or tp/...",
+            "program; a TracepointProgram needs a section holding a tracepoint program "
+            "(tracepoint[/...], tp[/...]) or one libbpf gives no type",
         ),
         (
             "UprobeProgram",
-            "kprobe_open",
-            "function 'kprobe_open' is in section 'kprobe/do_sys_openat2', a kprobe program; a "
-            "UprobeProgram needs a section named uprobe... or uretprobe... (for this section, use "
-            "kind KprobeProgram)",
+            "xdp_stats",
+            "function 'xdp_stats' is in section 'xdp', an XDP program; a UprobeProgram needs a "
+            "section holding a kprobe or uprobe program (kprobe[/...], kretprobe[/...], "
+            "uprobe[/...], uretprobe[/...], ...) or one libbpf gives no type (for this section, "
+            "use kind XdpProgram)",
         ),
         (
             "UprobeProgram",
             "uprobe_multi",
-            "function 'uprobe_multi' is in section 'uprobe.multi', a multi-uprobe program "
-            "(bpfman does not attach uprobe.multi links yet); a UprobeProgram needs a section "
-            "named uprobe... or uretprobe...",
+            "function 'uprobe_multi' is in section 'uprobe.multi', a multi-probe program "
+            "(bpfman does not attach multi-probe links yet); a UprobeProgram needs a section "
+            "holding a kprobe or uprobe program (kprobe[/...], kretprobe[/...], uprobe[/...], "
+            "uretprobe[/...], ...) or one libbpf gives no type",
         ),
     ],
 )
@@ -193,13 +198,24 @@ def test_section_must_suit_the_kind(tmp_path: Path, kind: str, function: str, me
     [
         (
             "XdpProgram",
-            ["xdp", "xdp/prog", "xdp.frags", "xdp.frags/x"],
-            ["xdp/devmap", "xdp.frags/cpumap", "tc"],
+            ["xdp", "xdp/prog", "xdp.frags", "xdp.frags/x", "my_xdp", "xdpx"],
+            ["xdp/devmap", "xdp.frags/cpumap", "tc", "classifier/x", "tracepoint/a/b"],
         ),
         (
             "TcxProgram",
-            ["tc", "tcx/ingress", "tcx/egress", "tc/ingress", "classifier"],
-            ["tcx", "action", "xdp"],
+            # bpfman's own TCX objects use classifier/...; netkit programs are classifiers too.
+            [
+                "tc",
+                "tcx/ingress",
+                "tcx/egress",
+                "tc/ingress",
+                "classifier",
+                "classifier/tcx_stats",
+                "tcx",
+                "netkit/primary",
+                "stats",
+            ],
+            ["action", "xdp", "xdp/devmap"],
         ),
         (
             "TracepointProgram",
@@ -208,8 +224,8 @@ def test_section_must_suit_the_kind(tmp_path: Path, kind: str, function: str, me
         ),
         (
             "UprobeProgram",
-            ["uprobe", "uprobe/x", "uretprobe", "uprobe.s", "uretprobe.s/x"],
-            ["uprobe.multi", "usdt", "kprobe/x"],
+            ["uprobe", "uprobe/x", "uretprobe", "kprobe/x", "malloc_probe"],
+            ["uprobe.multi", "usdt", "uprobe.s", "uretprobe.s/x", "tp/x"],
         ),
     ],
 )
@@ -221,9 +237,7 @@ def test_section_rules(kind: str, fits: list[str], does_not_fit: list[str]) -> N
 def test_describe_section_prefers_the_longest_prefix() -> None:
     assert describe_section("tp_btf/sched_switch") == "a BTF tracepoint program"
     assert describe_section("tp/sched/sched_switch") == "a tracepoint program"
-    assert (
-        describe_section("weird") == "a program of a type bpfman cannot tell from its section name"
-    )
+    assert describe_section("weird") == "a section libbpf gives no program type"
 
 
 def test_uprobe_needs_func_name_or_offset(tmp_path: Path) -> None:

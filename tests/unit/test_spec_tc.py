@@ -105,11 +105,16 @@ def test_application_tc_proceedon_default(tmp_path: Path) -> None:
     assert a.proceedon == ("pipe", "dispatcher_return")
 
 
-def test_tcprogram_refuses_a_tcx_section(tmp_path: Path) -> None:
+def test_tcprogram_accepts_any_classifier_section_and_refuses_others(tmp_path: Path) -> None:
+    """tc, tcx/... and classifier/... all hold a TC classifier (libbpf's sched_cls): any loads
+    behind the dispatcher; an XDP function does not."""
     text = TC.replace("bpffunctionname: tc_count", "bpffunctionname: tcx_ingress")
+    root = write_tree(tmp_path, {"tc.yaml": text})
+    assert len(load_desired(root, StubHost()).attachments) == 2
+    text = TC.replace("bpffunctionname: tc_count", "bpffunctionname: xdp_stats")
     (problem,) = problems_of(tmp_path, {"tc.yaml": text})
-    assert problem.startswith("tc.yaml:6: spec.bpffunctionname: function 'tcx_ingress' is in ")
-    assert "a TcProgram needs a section named tc, tc/..., classifier or classifier/..." in problem
+    assert problem.startswith("tc.yaml:6: spec.bpffunctionname: function 'xdp_stats' is in ")
+    assert "a TcProgram needs a section holding a TC classifier (tc[/...], tcx[/...]" in problem
 
 
 def test_tcprogram_accepts_classifier_section(tmp_path: Path) -> None:
