@@ -545,3 +545,17 @@ def test_interface_discovery_errors_from_the_host(tmp_path: Path) -> None:
         "a.yaml:12: spec.programs[0].xdp.links[0].interfaceSelector.interfacesDiscoveryConfig: "
         "cannot list the interfaces: EPERM"
     ]
+
+
+@pytest.mark.parametrize("links", ["", "        links: null\n", "        links: []\n"])
+def test_links_omitted_null_or_empty_are_the_same(tmp_path: Path, links: str) -> None:
+    """Kubernetes writes an emptied list as null (or drops it): all three mean no links."""
+    text = HEAD.format(kind="ClusterBpfApplication") + (
+        "    - name: tp_openat\n      type: TracePoint\n      tracepoint:\n"
+        + (links or "        {}\n")
+        + "    - name: xdp_stats\n      type: XDP\n      xdp:\n"
+        "        links: [{interfaceSelector: {interfaces: [eth0]}, priority: 5}]\n"
+    )
+    root = write_tree(tmp_path, {"app.yaml": text})
+    (only,) = load_desired(root, StubHost()).attachments
+    assert only.program.function == "xdp_stats"
