@@ -170,7 +170,9 @@ def _labels_of_invalid(docs: list[Document], valid: list[Document]) -> dict[str,
         if isinstance(labels, dict) and all(
             isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
         ):
-            out[f"{doc.data['kind']}/{metadata['name']}"] = labels
+            out[f"{doc.data['kind']}/{metadata['name']}"] = owners.labels_of(
+                metadata["name"], labels
+            )
     return out
 
 

@@ -26,6 +26,17 @@ from reconciler.spec.programs import (
 from reconciler.spec.selector import LabelSelector
 
 
+# bpfman-operator labels everything it creates for a manifest with the manifest's name, and its
+# map-sharing examples select owners by it; a host gives every manifest the same label (unless
+# the manifest sets it), so those selectors work unchanged.
+OWNED_BY = "bpfman.io/ownedByProgram"
+
+
+def labels_of(name: str, labels: dict[str, str]) -> dict[str, str]:
+    """The labels selectors see: ``labels`` and, unless set there, ``OWNED_BY: name``."""
+    return labels if OWNED_BY in labels else {**labels, OWNED_BY: name}
+
+
 def selector_of(m: Manifest) -> LabelSelector:
     return LabelSelector.parse(m.spec.get(spec_keys(m.kind)["mapownerselector"]))
 
@@ -49,7 +60,7 @@ def resolve(
             continue
         field = f"spec.{spec_keys(m.kind)['mapownerselector']}"
         where = m.origin_of(field)
-        if selector.matches(m.labels):
+        if selector.matches(labels_of(m.name, m.labels)):
             problems.append(
                 Problem(
                     where,
@@ -60,7 +71,9 @@ def resolve(
                 )
             )
             continue
-        matches = [o for o in manifests if o is not m and selector.matches(o.labels)]
+        matches = [
+            o for o in manifests if o is not m and selector.matches(labels_of(o.name, o.labels))
+        ]
         broken = [r for r, labels in invalid.items() if selector.matches(labels)]
         if broken and len(matches) + len(broken) == 1:
             continue  # the owner's own problems are reported; nothing more to say here

@@ -226,3 +226,22 @@ def test_expanding_without_the_owner(tmp_path: Path) -> None:
         "u.yaml:10: spec.mapownerselector: map owner TracepointProgram/counter is not among the "
         "manifests being expanded"
     ]
+
+
+def test_owned_by_program_selects_the_manifest_of_that_name_as_the_operator_labels_it(
+    tmp_path: Path,
+) -> None:
+    """bpfman-operator labels what it makes for a manifest bpfman.io/ownedByProgram: NAME, and
+    upstream's map-sharing examples select owners by it: a host does the same."""
+    files = {
+        "owner.yaml": tp("go-xdp-counter-example"),
+        "user.yaml": tp(
+            "sharing", owner="{matchLabels: {bpfman.io/ownedByProgram: go-xdp-counter-example}}"
+        ),
+    }
+    manifests = {m.name: m for m in load_manifests(write_tree(tmp_path, files))}
+    assert manifests["sharing"].map_owner == "TracepointProgram/go-xdp-counter-example"
+    # A manifest that sets the label itself is taken at its word.
+    files["owner.yaml"] = tp("go-xdp-counter-example", "{bpfman.io/ownedByProgram: other}")
+    (problem,) = problems_of(tmp_path, files)
+    assert "selects no manifest" in problem
