@@ -25,7 +25,6 @@ from reconciler.spec.programs import (
 )
 from reconciler.spec.selector import LabelSelector
 
-
 # bpfman-operator labels everything it creates for a manifest with the manifest's name, and its
 # map-sharing examples select owners by it; a host gives every manifest the same label (unless
 # the manifest sets it), so those selectors work unchanged.

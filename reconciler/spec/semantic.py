@@ -313,7 +313,7 @@ def _function_problem(program: Program, written: str, obj: ElfObject) -> str | N
         alike = [
             k for k in able if f'{head}"' in k.sections.example or f"{head}/" in k.sections.example
         ]
-        other = (alike or able or [None])[0]
+        other = next(iter(alike or able), None)
         if other and program.in_application:
             message += f" (for this section, use type: {other.app_types[0].name})"
         elif other:
