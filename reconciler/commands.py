@@ -33,7 +33,7 @@ from reconciler.plan.target import Narrowing
 from reconciler.plan.value import Plan
 from reconciler.plancache import PlanCache, RecordingHost
 from reconciler.sources import Kind, Snapshot, SourceError, classify, open_source
-from reconciler.spec import load_desired, load_manifests
+from reconciler.spec import LoadReport, load_desired, load_manifests
 from reconciler.spec.host import HostError, HostFacts
 from reconciler.spec.model import DesiredState, ManifestError
 from reconciler.state import refresh
@@ -163,16 +163,28 @@ def cmd_validate(args: argparse.Namespace, color: bool) -> int:
             allowed = host(args).bytecode_dirs()
         except HostError as e:
             raise host_error(e) from None
+        report = LoadReport()
         try:
-            manifests = load_manifests(snap.root, allowed, source_root=snap.base)
+            manifests = load_manifests(snap.root, allowed, source_root=snap.base, report=report)
         except ManifestError as e:
             raise manifest_error(e) from None
+    skipped = sum(report.skipped.values())
     if args.json:
         print_json(
-            {"format_version": "1.0", "valid": True, "problems": [], "manifests": len(manifests)}
+            {
+                "format_version": "1.0",
+                "valid": True,
+                "problems": [],
+                "manifests": len(manifests),
+                "skipped_resources": dict(report.skipped),
+            }
         )
     else:
-        print(f"Success! {len(manifests)} manifest{'s' if len(manifests) != 1 else ''} valid.")
+        more = f" (skipped {skipped} resource{'s' if skipped != 1 else ''} of other API groups)"
+        print(
+            f"Success! {len(manifests)} manifest{'s' if len(manifests) != 1 else ''} valid."
+            + (more if skipped else "")
+        )
     return 0
 
 

@@ -103,6 +103,7 @@ def plan_for(
                 for m, why in desired.unselected
             ),
             orphans=orphans,
+            skipped=tuple(sorted(desired.skipped.items())),
         )
     finally:
         if ctx.kernel.load_permission() is None:  # answers of a process that could probe

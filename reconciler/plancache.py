@@ -34,7 +34,7 @@ from reconciler import __version__, files
 from reconciler.kernel.types import Kernel
 from reconciler.plan.value import Plan
 from reconciler.spec.host import HostError, HostFacts
-from reconciler.spec.loader import WalkError, find_manifest_files, read_manifest_bytes
+from reconciler.spec.loader import WalkError, find_sources, read_manifest_bytes, source_base
 from reconciler.spec.model import DesiredState
 from reconciler.state import JOURNAL_FILE, STATE_FILE
 
@@ -100,6 +100,11 @@ class RecordingHost:
     def bytecode_image(self, url: str, policy: str, secret: str | None) -> dict[str, Any]:
         return dict(self._ask("bytecode_image", url, policy, secret))
 
+    def containers(self, selector: dict[str, Any]) -> list[dict[str, Any]]:
+        # Recorded like any answer: a container started or stopped (or restarted, with a new
+        # pid) since the plan was remembered makes the lookup miss.
+        return [dict(c) for c in self._ask("containers", selector)]
+
 
 def _same_answers(host: HostFacts, calls: list[Any]) -> bool:
     for name, args, answer in calls:
@@ -120,12 +125,22 @@ def _file_digest(path: str, limit: int) -> str | None:
         return None
 
 
-def manifests_digest(root: Path) -> str | None:
+def manifests_digest(root: Path, base: Path | None = None) -> str | None:
     """The names and bytes of every manifest file under ``root``; None when the walk or a read
     fails (the full load then says why)."""
     h = hashlib.sha256()
+    base = base or root
     try:
-        paths = find_manifest_files(root)
+        paths, kustomized = find_sources(root)
+        if kustomized:
+            # What a kustomization reads may lie outside the source (a base in ../base):
+            # every file it read counts.
+            from reconciler.spec import kustomize
+
+            read: set[Path] = set()
+            for directory in kustomized:
+                read |= kustomize.build(directory, source_base(root), base).files
+            paths = [*paths, *sorted(read)]
         for path in paths:
             data = read_manifest_bytes(path)
             name = os.fsencode(os.path.relpath(path, root))
@@ -231,7 +246,7 @@ class PlanCache:
         checks: list[Callable[[], bool]] = [
             lambda: entry.get("format") == FORMAT and entry.get("args") == self.args,
             lambda: entry.get("state") == state_digest(self.state_dir),
-            lambda: entry.get("manifests") == manifests_digest(root),
+            lambda: entry.get("manifests") == manifests_digest(root, base),
             lambda: all(
                 _file_digest(_resolve(p, base), MAX_OBJECT_SIZE) == d
                 for p, d in entry["objects"].items()
@@ -262,7 +277,7 @@ class PlanCache:
     ) -> Measured | None:
         """Measure the inputs of the plan about to be made (call before observing).
         ``more_namespaces``: others whose interfaces matter (the watcher's waiting ones)."""
-        manifests = manifests_digest(root)
+        manifests = manifests_digest(root, base)
         if manifests is None:
             return None
         objects, paths = _dependencies(desired, base)

@@ -56,6 +56,7 @@ def plan_document(plan: Plan) -> dict[str, Any]:
         "unselected": [
             {"resource": r, "origin": o, "reason": why} for r, o, why in plan.unselected
         ],
+        "skipped_resources": dict(plan.skipped),
         "summary": {"add": add, "change": change, "destroy": destroy},
         "has_changes": plan.has_changes,
     }

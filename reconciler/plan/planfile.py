@@ -177,6 +177,7 @@ def save(plan: Plan, path: Path, fp: str) -> None:
         "targeted": plan.targeted,
         "errors": list(plan.errors),
         "unselected": [list(u) for u in plan.unselected],
+        "skipped": [list(s) for s in plan.skipped],
         "orphans": [list(o) for o in plan.orphans],
         "drift": [d.to_json() for d in plan.drift],
         "changes": changes,
@@ -225,6 +226,7 @@ def load(path: Path, objects_dir: Path) -> tuple[Plan, str]:
             dispatching=doc["dispatching"],
             targeted=bool(doc.get("targeted", False)),
             unselected=tuple(Unselected(*u) for u in doc["unselected"]),
+            skipped=tuple((str(w), int(n)) for w, n in doc.get("skipped", [])),
             orphans=tuple(Orphan(str(a), str(o)) for a, o in doc.get("orphans", [])),
             drift=tuple(Drift(d["address"], d["change"]) for d in doc["drift"]),
         )

@@ -151,6 +151,14 @@ def render_plan(plan: Plan, style: Style | None = None) -> str:
         out.append("")
     out.extend(render_drift(plan, style))
     out.extend(render_orphans(plan, style))
+    if plan.skipped:
+        total = sum(n for _, n in plan.skipped)
+        kinds = ", ".join(f"{n} {what}" for what, n in plan.skipped)
+        out.append(
+            f"Skipped {total} resource{'s' if total != 1 else ''} of other API groups that the "
+            f"kustomization lists ({kinds}): not bpfman's."
+        )
+        out.append("")
     if not plan.has_changes:
         if not plan.errors:
             out.append(style.bold("No changes.") + " Kernel state matches the manifests.")

@@ -86,6 +86,8 @@ class Plan:
     drift: tuple[Drift, ...] = ()
     unselected: tuple[Unselected, ...] = ()
     orphans: tuple[Orphan, ...] = ()
+    # Resources of other API groups a kustomization listed, by "apiVersion Kind": skipped.
+    skipped: tuple[tuple[str, int], ...] = ()
 
     @property
     def actionable(self) -> tuple[ResourceChange, ...]:

@@ -24,7 +24,7 @@ from reconciler.spec.host import HostError, HostFacts
 from reconciler.spec.loader import (
     Document,
     WalkError,
-    find_manifest_files,
+    find_sources,
     format_path,
     load_file,
     source_base,
@@ -32,6 +32,7 @@ from reconciler.spec.loader import (
 from reconciler.spec.model import (
     DesiredAttachment,
     DesiredState,
+    LoadReport,
     Manifest,
     ManifestError,
     Origin,
@@ -49,6 +50,7 @@ __all__ = [
     "DesiredState",
     "HostError",
     "HostFacts",
+    "LoadReport",
     "Manifest",
     "ManifestError",
     "Origin",
@@ -64,6 +66,7 @@ def load_manifests(
     allowed_bytecode_dirs: Iterable[Path | str] | None = None,
     *,
     source_root: Path | None = None,
+    report: LoadReport | None = None,
 ) -> list[Manifest]:
     """Load and check every manifest under ``root`` (a directory, or a single YAML file).
 
@@ -79,11 +82,14 @@ def load_manifests(
     confined to ``root``, and refused unread when over the size limit.
     """
     with resolving():
-        return _load_manifests(root, allowed_bytecode_dirs, source_root)
+        return _load_manifests(root, allowed_bytecode_dirs, source_root, report)
 
 
 def _load_manifests(
-    root: Path, allowed_bytecode_dirs: Iterable[Path | str] | None, source_root: Path | None
+    root: Path,
+    allowed_bytecode_dirs: Iterable[Path | str] | None,
+    source_root: Path | None,
+    report: LoadReport | None,
 ) -> list[Manifest]:
     if not root.exists():
         raise ManifestError([f"{root}: no such file or directory"])
@@ -96,13 +102,21 @@ def _load_manifests(
     problems: list[Problem] = []
     docs: list[Document] = []
     try:
-        paths = find_manifest_files(root)
+        paths, kustomized = find_sources(root)
     except WalkError as e:  # a part of the source that cannot be read: plan nothing
         raise ManifestError([str(e)]) from None
     for path in paths:
         found, file_problems = load_file(path, base, base)
         docs.extend(found)
         problems.extend(file_problems)
+    for directory in kustomized:
+        from reconciler.spec import kustomize
+
+        built = kustomize.build(directory, base, source_root or root)
+        docs.extend(built.docs)
+        problems.extend(built.problems)
+        if report is not None:
+            report.skipped.update(built.skipped)
 
     checker = SemanticChecker(policy)
     valid: list[Document] = []
@@ -135,8 +149,11 @@ def load_desired(root: Path, host: HostFacts, *, source_root: Path | None = None
     :class:`reconciler.hostfacts.Host`). Bytecode is confined to the source and the directories
     ``host.bytecode_dirs()`` allows (a test double answering None leaves it unconfined)."""
     allowed = host.bytecode_dirs()  # HostError: a broken host config
-    manifests = load_manifests(root, allowed, source_root=source_root)
-    return expand(manifests, root, host)
+    report = LoadReport()
+    manifests = load_manifests(root, allowed, source_root=source_root, report=report)
+    state = expand(manifests, root, host)
+    state.skipped = dict(report.skipped)
+    return state
 
 
 def _manifest(doc: Document) -> Manifest:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,7 +82,13 @@ class Document:
 
 
 def find_manifest_files(root: Path) -> list[Path]:
-    """Every ``*.yaml``/``*.yml`` under ``root`` (or ``root`` itself if it is a file), sorted.
+    """The manifest files of :func:`find_sources` (kustomize directories left out)."""
+    return find_sources(root)[0]
+
+
+def find_sources(root: Path) -> tuple[list[Path], list[Path]]:
+    """(Every ``*.yaml``/``*.yml`` under ``root`` (or ``root`` itself if it is a file), sorted;
+    the directories holding a kustomization, which are read through it and not walked).
 
     Hidden directories and files (``.git``, ``.github``, editor temporaries) are skipped, and
     directory symlinks are not followed, so a link cannot make a manifest count twice. A
@@ -94,12 +100,18 @@ def find_manifest_files(root: Path) -> list[Path]:
     no depth of directories exhausts Python's recursion.
     """
     if not root.is_dir():
-        return [root]
+        return [root], []
+    from reconciler.spec.kustomize import NAMES
+
     found: list[Path] = []
+    kustomized: list[Path] = []
     top = real(root)
     pending = [root]
     while pending:
         directory = pending.pop()
+        if any(os.path.isfile(directory / name) for name in NAMES):
+            kustomized.append(directory)
+            continue
         try:
             with os.scandir(directory) as entries:
                 listed = list(entries)
@@ -123,7 +135,8 @@ def find_manifest_files(root: Path) -> list[Path]:
                 pending.append(path)
             elif entry.name.endswith((".yaml", ".yml")):
                 found.append(path)
-    return sorted(found, key=lambda p: p.relative_to(root).parts)
+    by_place = lambda p: p.relative_to(root).parts  # noqa: E731
+    return sorted(found, key=by_place), sorted(kustomized, key=by_place)
 
 
 def _reason(e: OSError) -> str:
@@ -167,7 +180,10 @@ def _allow_breaks(path: FieldPath) -> bool:
 
 
 def load_file(
-    path: Path, base: Path, root: Path | None = None
+    path: Path,
+    base: Path,
+    root: Path | None = None,
+    allow_breaks: Callable[[FieldPath], bool] = _allow_breaks,
 ) -> tuple[list[Document], list[Problem]]:
     """Parse every non-empty document of one file. Problems do not stop the documents before
     them from being returned, so one bad document does not hide the others' problems. With
@@ -195,7 +211,7 @@ def load_file(
     from reconciler.spec import yamlread  # PyYAML: imported only when there is YAML to read
 
     try:
-        for read in yamlread.read_documents(text, allow_breaks=_allow_breaks):
+        for read in yamlread.read_documents(text, allow_breaks=allow_breaks):
             if read.data is None and not read.problems:
                 continue  # an empty document (e.g. a trailing '---')
             doc = Document(path, file, len(docs), read.start_line, read.data, read.lines)

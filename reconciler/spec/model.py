@@ -6,6 +6,7 @@ load of the bytecode (its own program and maps), so an attachment is also the un
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,9 +106,19 @@ class DesiredState:
     # Manifests whose node selector does not match this host's labels, each with the reason
     # (shown by `bpfman plan --show-unselected`); they contribute no attachments.
     unselected: list[tuple[Manifest, str]] = field(default_factory=list)
+    # Resources of other API groups a kustomization listed ("apps/v1 DaemonSet" -> count):
+    # not bpfman's, so skipped, and counted once in the plan header.
+    skipped: dict[str, int] = field(default_factory=dict)
 
     def by_address(self) -> dict[Address, DesiredAttachment]:
         return {a.address: a for a in self.attachments}
+
+
+@dataclass
+class LoadReport:
+    """What loading saw besides the manifests (filled in by ``load_manifests``)."""
+
+    skipped: Counter[str] = field(default_factory=Counter)
 
 
 class ManifestError(Exception):
