@@ -276,6 +276,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("address", help="e.g. XdpProgram/xdp-counter[eth0]")
     p.add_argument("--json", action="store_true")
     _add_image(cmd)
+    p = cmd(
+        "convert",
+        "rewrite manifests into the current form (bpfman-operator v0.5.x applications, "
+        "kubectl exports) and show the diff",
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="manifest files or directories")
+    p.add_argument(
+        "--to",
+        choices=("application",),
+        help="application: also turn each legacy per-kind manifest (XdpProgram, ...) into a "
+        "ClusterBpfApplication of the same name",
+    )
+    p.add_argument(
+        "--write", action="store_true", help="rewrite the files in place (default: only show)"
+    )
     return parser
 
 
@@ -407,7 +422,13 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
 
     try:
         _setup_logging(args.verbose)
-        code = commands.run(args, color=_use_color(args))
+        if args.command == "convert":
+            # Lazy like commands: convert needs the manifest reader, not the engine.
+            from reconciler import convert
+
+            code = convert.run(args.paths, args.to == "application", args.write)
+        else:
+            code = commands.run(args, color=_use_color(args))
     except UserError as e:
         _error(e, args)
         code = 1

@@ -105,7 +105,51 @@ def validate_document(doc: Document) -> list[Problem]:
     fast = _fast(str(kind))
     if fast is not None and check_valid(fast, data):
         return []
+    # Only a document the schema rejects gets here, and every sign below is a field or a value
+    # the current schema rejects, so a valid application is never mistaken for an old one.
+    if kind in APPLICATION_KINDS and v05_application(data):
+        return [doc.problem(("kind",), v05_message(doc.file, str(kind)))]
     return check_against(_validator(str(kind)), doc)
+
+
+# bpfman-operator v0.5.x's BpfApplication (cluster-scoped, lowercase field names, each program's
+# settings beside its bpffunctionname) was replaced by today's camelCase applications; its
+# manifests fail the schema on 20-30 fields, which says nothing useful, so they are told apart.
+V05_SPEC_FIELDS = ("bytecode", "nodeselector", "globaldata", "mapownerselector")
+# v0.5.x spellings that differ from today's (XDP, TC and TCX are spelled the same).
+V05_TYPES = ("Tracepoint", "Kprobe", "Kretprobe", "Uprobe", "Uretprobe", "Fentry", "Fexit")
+
+
+def v05_application(data: Any) -> bool:
+    """Whether ``data`` (an application document) is written in bpfman-operator v0.5.x's format:
+    lowercase spec fields, a program's bpffunctionname, or a v0.5.x type spelling on a program
+    without a name (a current program always has one, so a typo of KProbe is not taken for it)."""
+    spec = data.get("spec") if isinstance(data, dict) else None
+    if not isinstance(spec, dict):
+        return False
+    if any(name in spec for name in V05_SPEC_FIELDS):
+        return True
+    programs = spec.get("programs")
+    for program in programs if isinstance(programs, list) else ():
+        if not isinstance(program, dict):
+            continue
+        if "bpffunctionname" in program:
+            return True
+        if program.get("type") in V05_TYPES and "name" not in program:
+            return True
+        for value in program.values():
+            if isinstance(value, dict) and "bpffunctionname" in value:
+                return True
+    return False
+
+
+def v05_message(file: str, kind: str) -> str:
+    return (
+        f"this is bpfman-operator v0.5.x's {kind} format (lowercase bytecode and nodeselector, "
+        "each program's settings beside its bpffunctionname), which current bpfman-operator "
+        f"and bpfman no longer read; `bpfman convert {file}` rewrites it into the current one "
+        "(add --write to save it)"
+    )
 
 
 def check_against(validator: Validator, doc: Document) -> list[Problem]:
