@@ -180,7 +180,7 @@ def cmd_validate(args: argparse.Namespace, color: bool) -> int:
             }
         )
     else:
-        more = f" (skipped {skipped} resource{'s' if skipped != 1 else ''} of other API groups)"
+        more = f" (skipped {skipped} resource{'s' if skipped != 1 else ''} bpfman does not load)"
         print(
             f"Success! {len(manifests)} manifest{'s' if len(manifests) != 1 else ''} valid."
             + (more if skipped else "")

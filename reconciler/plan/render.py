@@ -155,8 +155,8 @@ def render_plan(plan: Plan, style: Style | None = None) -> str:
         total = sum(n for _, n in plan.skipped)
         kinds = ", ".join(f"{n} {what}" for what, n in plan.skipped)
         out.append(
-            f"Skipped {total} resource{'s' if total != 1 else ''} of other API groups that the "
-            f"kustomization lists ({kinds}): not bpfman's."
+            f"Skipped {total} resource{'s' if total != 1 else ''} the kustomization lists that "
+            f"bpfman does not load ({kinds})."
         )
         out.append("")
     if not plan.has_changes:

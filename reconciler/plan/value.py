@@ -86,7 +86,7 @@ class Plan:
     drift: tuple[Drift, ...] = ()
     unselected: tuple[Unselected, ...] = ()
     orphans: tuple[Orphan, ...] = ()
-    # Resources of other API groups a kustomization listed, by "apiVersion Kind": skipped.
+    # Resources a kustomization listed that bpfman does not load, by "apiVersion Kind".
     skipped: tuple[tuple[str, int], ...] = ()
 
     @property

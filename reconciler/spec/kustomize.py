@@ -17,8 +17,9 @@ through it, with this subset of kustomize (the transformers in kustomize's own o
   bpfman resource: they are not run. Every other field is an error naming it.
 
 Merge patches follow kustomize's rules for custom resources (no schema): maps merge, lists and
-scalars are replaced, ``null`` deletes. Resources of other API groups are not bpfman's: they
-are returned as ``skipped`` (counted by kind) rather than as problems.
+scalars are replaced, ``null`` deletes. Resources of other API groups (and bpfman-operator's
+own configuration and status kinds) are not bpfman's to load: they are returned as ``skipped``
+(counted by kind) rather than as problems.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ from reconciler.spec.model import Origin, Problem, relpath
 NAMES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 BPFMAN_GROUP = "bpfman.io"
 NAMESPACED = ("BpfApplication",)
+# bpfman.io kinds that are not manifests: bpfman-operator's own configuration and the status
+# objects it writes (its samples kustomization lists them beside the applications).
+OPERATOR_KINDS = ("BpfApplicationState", "ClusterBpfApplicationState", "Config")
 IMAGE_FIELDS = (("spec", "bytecode", "image", "url"), ("spec", "byteCode", "image", "url"))
 MAX_DEPTH = 32  # kustomizations including kustomizations: a cycle or a runaway tree stops here
 
@@ -72,11 +76,12 @@ def build(directory: Path, base: Path, confine: Path | None = None) -> Built:
     docs = _build(directory, base, out, ())
     for doc in docs:
         api = doc.data.get("apiVersion")
-        group = api.split("/", 1)[0] if isinstance(api, str) and "/" in api else ""
-        if group == BPFMAN_GROUP or doc.data.get("kind") is None:
-            out.docs.append(doc)
-        else:
-            out.skipped[f"{api} {doc.data.get('kind')}"] += 1
+        kind = doc.data.get("kind")
+        if kind is not None and (not _bpfman(doc) or kind in OPERATOR_KINDS):
+            out.skipped[f"{api} {kind}"] += 1
+            continue
+        out.problems.extend(_unprintable(doc))
+        out.docs.append(doc)
     return out
 
 
@@ -204,7 +209,10 @@ class _Kustomization:
                 "from there (a directory with its own kustomization may be anywhere)",
             )
         self.out.files.add(target)
-        found, problems = load_file(target, self.base)
+        # Other API groups' resources hold scripts and config text (a DaemonSet's command, a
+        # ConfigMap): line breaks are read everywhere here, and held to the usual rule only in
+        # bpfman's own resources (build()).
+        found, problems = load_file(target, self.base, allow_breaks=lambda _: True)
         self.out.problems.extend(problems)
         return [_copy(d) for d in found]
 
@@ -413,6 +421,27 @@ def _under(path: Path, directory: Path) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _unprintable(doc: Document) -> list[Problem]:
+    """The line-break rule of loader.load_file, for a bpfman resource read with breaks allowed:
+    only annotation values may hold them."""
+    from reconciler.spec.loader import annotation_breaks
+    from reconciler.spec.yamlread import check_printable
+
+    out = []
+    pending: list[tuple[tuple[Any, ...], Any]] = [((), doc.data)]
+    while pending:
+        path, value = pending.pop()
+        if isinstance(value, dict):
+            pending.extend(((*path, k), v) for k, v in value.items())
+        elif isinstance(value, list):
+            pending.extend(((*path, n), v) for n, v in enumerate(value))
+        elif isinstance(value, str):
+            why = check_printable(value, allow_breaks=annotation_breaks(path))
+            if why is not None:
+                out.append(doc.problem(path, why))
+    return out
 
 
 def _bpfman(doc: Document) -> bool:

@@ -173,7 +173,7 @@ def read_manifest_bytes(path: Path, limit: int = MAX_MANIFEST_SIZE) -> bytes:
         raise ValueError(f"{e}; a manifest must be a regular file") from None
 
 
-def _allow_breaks(path: FieldPath) -> bool:
+def annotation_breaks(path: FieldPath) -> bool:
     """Free text that is never printed verbatim may hold tabs and line breaks: annotation
     values (kubectl's last-applied-configuration ends in a newline)."""
     return len(path) == 3 and path[0] == "metadata" and path[1] == "annotations"
@@ -183,7 +183,7 @@ def load_file(
     path: Path,
     base: Path,
     root: Path | None = None,
-    allow_breaks: Callable[[FieldPath], bool] = _allow_breaks,
+    allow_breaks: Callable[[FieldPath], bool] = annotation_breaks,
 ) -> tuple[list[Document], list[Problem]]:
     """Parse every non-empty document of one file. Problems do not stop the documents before
     them from being returned, so one bad document does not hide the others' problems. With

@@ -106,8 +106,8 @@ class DesiredState:
     # Manifests whose node selector does not match this host's labels, each with the reason
     # (shown by `bpfman plan --show-unselected`); they contribute no attachments.
     unselected: list[tuple[Manifest, str]] = field(default_factory=list)
-    # Resources of other API groups a kustomization listed ("apps/v1 DaemonSet" -> count):
-    # not bpfman's, so skipped, and counted once in the plan header.
+    # Resources a kustomization listed that bpfman does not load ("apps/v1 DaemonSet" -> count):
+    # skipped, and counted once in the plan header.
     skipped: dict[str, int] = field(default_factory=dict)
 
     def by_address(self) -> dict[Address, DesiredAttachment]:

@@ -51,8 +51,8 @@ def test_an_overlay_plans_applies_and_sees_its_base_change(no_leaks, bpfman, mdi
     overlay = (str(mdir.root), "--path", "manifests/default/tp")
     out = bpfman.run("--no-color", "plan", *overlay).stdout
     assert (
-        "Skipped 2 resources of other API groups that the kustomization lists "
-        "(1 apps/v1 DaemonSet, 1 v1 Namespace): not bpfman's." in out
+        "Skipped 2 resources the kustomization lists that bpfman does not load "
+        "(1 apps/v1 DaemonSet, 1 v1 Namespace)." in out
     )
     assert out.count("Skipped 2 resources") == 1
     assert "TracepointProgram/prod-tp[syscalls/sys_enter_getppid] will be loaded" in out

@@ -257,3 +257,46 @@ def test_merge_patches_merge_maps_replace_lists_and_delete_nulls() -> None:
 )
 def test_images_override_as_kustomize_does(url: str, entry: dict, expected: str | None) -> None:
     assert retag(url, entry) == expected
+
+
+def test_operator_kinds_and_other_groups_text_are_skipped_but_bpfman_text_is_held(
+    tmp_path: Path,
+) -> None:
+    """bpfman-operator's samples kustomization lists its Config and status kinds beside the
+    applications, and a ConfigMap's data holds line breaks: neither is a problem; a line break
+    in a bpfman resource's field still is."""
+    others = """
+        apiVersion: bpfman.io/v1alpha1
+        kind: Config
+        metadata: {name: bpfman-config}
+        spec: {configuration: "[database]\\nmax_retries = 30\\n"}
+        ---
+        apiVersion: bpfman.io/v1alpha1
+        kind: ClusterBpfApplicationState
+        metadata: {name: state}
+        ---
+        apiVersion: v1
+        kind: ConfigMap
+        metadata: {name: scripts}
+        data: {run.sh: "#!/bin/sh\\necho hi\\n"}
+    """
+    root = tree(
+        tmp_path,
+        {
+            "k/kustomization.yaml": "resources: [tp.yaml, others.yaml]\n",
+            "k/tp.yaml": TP.format(name="counter"),
+            "k/others.yaml": others,
+        },
+    )
+    by, report = loaded(root / "k")
+    assert list(by) == ["TracepointProgram/counter"]
+    assert dict(report.skipped) == {
+        "bpfman.io/v1alpha1 Config": 1,
+        "bpfman.io/v1alpha1 ClusterBpfApplicationState": 1,
+        "v1 ConfigMap": 1,
+    }
+    (root / "k" / "tp.yaml").write_text(
+        TP.format(name="counter").replace("name: counter", 'name: "counter\\nx"')
+    )
+    found = problems(root / "k")
+    assert any("metadata.name: " in p and "control character U+000A" in p for p in found), found
