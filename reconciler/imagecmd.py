@@ -27,23 +27,6 @@ from reconciler.images.store import Store
 from reconciler.spec.host import HostError
 from reconciler.terminal import print_json
 
-# libbpf's section prefixes, longest first, and the program type bpfman's labels give them
-# (upstream's names: xdp, tc, tcx, tracepoint, kprobe, uprobe, fentry, fexit).
-_SECTION_TYPES = (
-    ("uretprobe", "uprobe"),
-    ("kretprobe", "kprobe"),
-    ("tracepoint", "tracepoint"),
-    ("classifier", "tc"),
-    ("uprobe", "uprobe"),
-    ("kprobe", "kprobe"),
-    ("fentry", "fentry"),
-    ("fexit", "fexit"),
-    ("tcx/", "tcx"),
-    ("xdp", "xdp"),
-    ("tp/", "tracepoint"),
-    ("tc", "tc"),
-)
-
 
 def settings_and_store(args: argparse.Namespace) -> tuple[RegistrySettings, Store]:
     try:
@@ -146,10 +129,9 @@ def _document(image: PulledImage) -> dict[str, Any]:
 
 
 def program_type(section: str) -> str | None:
-    for prefix, kind in _SECTION_TYPES:
-        if section.startswith(prefix):
-            return kind
-    return None
+    from reconciler.kinds import sections
+
+    return sections.label_type(section)
 
 
 def _labels_of(path: Path) -> tuple[bytes, dict[str, str], dict[str, str]]:

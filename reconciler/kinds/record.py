@@ -41,6 +41,7 @@ class Sections:
     fits: Callable[[str], bool]
     expected: str  # in words: "a section holding an XDP program (xdp[/...], ...) or ..."
     example: str  # a fitting annotation: 'SEC("xdp")'
+    family: str = ""  # kinds/sections.py's name for the program type, e.g. "sched_cls"
 
 
 @frozen

@@ -146,4 +146,39 @@ def of(key: str, example: str) -> Sections:
     spelled = ", ".join(f"{n}[/...]" for n in fam.names[:4])
     more = ", ..." if len(fam.names) > 4 else ""
     expected = f"a section holding {fam.words} ({spelled}{more}) or one libbpf gives no type"
-    return Sections(lambda section: family(section) in (None, key), expected, example)
+    return Sections(lambda section: family(section) in (None, key), expected, example, key)
+
+
+# bpfman's image labels (io.ebpf.programs) name each program's type as upstream does: xdp, tc,
+# tcx, tracepoint, kprobe, kretprobe, uprobe, uretprobe, fentry, fexit. One family may have
+# several (tc and tcx are both TC classifiers), so a label fits a kind by family.
+_LABEL_FAMILY = {
+    "xdp": "xdp",
+    "tc": "sched_cls",
+    "tcx": "sched_cls",
+    "classifier": "sched_cls",
+    "tracepoint": "tracepoint",
+    "kprobe": "kprobe",
+    "kretprobe": "kprobe",
+    "uprobe": "kprobe",
+    "uretprobe": "kprobe",
+    "fentry": "fentry",
+    "fexit": "fexit",
+}
+
+
+def label_family(label: str) -> str | None:
+    """The family of a program type as an image's labels spell it (any case), or None."""
+    return _LABEL_FAMILY.get(label.lower().replace("_", ""))
+
+
+def label_type(section: str) -> str | None:
+    """The type an image's labels give a program in ``section`` (as upstream's images name
+    them), or None for a section of a type bpfman does not load."""
+    key = family(section)
+    head = section.split("/")[0]
+    if key == "sched_cls":
+        return "tcx" if head == "tcx" else "tc"
+    if key == "kprobe":  # a return probe is labelled by what it probes, as before
+        return "uprobe" if head.startswith(("uprobe", "uretprobe")) else "kprobe"
+    return key if key in ("xdp", "tracepoint", "fentry", "fexit") else None

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from reconciler import files
 from reconciler.address import Address
 from reconciler.kernel.types import ProgramSpec
-from reconciler.kinds import Target
+from reconciler.kinds import Target, sections
 from reconciler.spec.elf import ElfError, ElfObject, read_bpf_object
 from reconciler.spec.host import HostError, HostFacts
 from reconciler.spec.loader import FieldPath, format_path, source_base
@@ -160,8 +160,15 @@ class _Expander:
                 )
             elif listed:
                 said = str(listed[program.function])
-                fits = {_plain(n) for a in program.kind.app_types for n in (a.name, a.member)}
-                if _plain(said) not in fits:
+                # By family, as sections are: tc and tcx both label a TC classifier. Types
+                # outside the families (cgroup_skb, ...) must name the kind's own type.
+                family = sections.label_family(said)
+                if family is not None:
+                    mismatch = family != program.kind.sections.family
+                else:
+                    names = {_plain(n) for a in program.kind.app_types for n in (a.name, a.member)}
+                    mismatch = _plain(said) not in names
+                if mismatch:
                     problems.append(
                         (
                             program.function_path,

@@ -406,3 +406,40 @@ def test_cosign_key_files_open_as_cosign_seals_them():
     for junk in (b"{", b"[]", b'{"kdf": 1}', b"[" * 100000):
         with pytest.raises(ImageError, match="damaged"):
             signing._cosign_decrypt(_cosign_pem(junk), kind, b"x")
+
+
+def test_labels_fit_a_kind_by_family_as_sections_do():
+    """upstream's TCX images are built from classifier/... sections; a tc label is a TC
+    classifier as much as tcx is, and kprobe or uprobe labels fit both probe kinds."""
+    from reconciler.kinds import sections
+
+    assert sections.label_family("tc") == sections.label_family("TCX") == "sched_cls"
+    assert sections.label_family("uretprobe") == sections.label_family("kprobe") == "kprobe"
+    assert sections.label_family("cgroup_skb") is None
+    assert [sections.label_type(s) for s in ("classifier/tcx_stats", "tcx/ingress", "xdp",
+            "uretprobe/x", "kprobe/x", "tracepoint/a", "my_section", "raw_tp/x")] == [
+        "tc", "tcx", "xdp", "uprobe", "kprobe", "tracepoint", None, None]  # fmt: skip
+
+
+def test_a_tcx_program_labelled_tc_is_loaded_and_one_labelled_xdp_is_not(tmp_path):
+    from reconciler.spec import ManifestError, load_desired
+    from tests.unit.spec_support import StubHost, bpf_object, write_tree
+
+    url = "quay.io/bpfman-bytecode/go-tcx-counter:latest"
+    text = f"""
+apiVersion: bpfman.io/v1alpha1
+kind: TcxProgram
+metadata: {{name: tcx}}
+spec:
+  bpffunctionname: tcx_ingress
+  bytecode: {{image: {{url: '{url}'}}}}
+  interfaceselector: {{interfaces: [eth0]}}
+  direction: ingress
+  priority: 5
+"""
+    root = write_tree(tmp_path, {"t.yaml": text})
+    answer = _image_answer(bpf_object()) | {"programs": {"tcx_ingress": "tc"}}
+    assert load_desired(root, StubHost(images={url: answer})).attachments
+    answer = _image_answer(bpf_object()) | {"programs": {"tcx_ingress": "xdp"}}
+    with pytest.raises(ManifestError, match="say 'tcx_ingress' is a xdp program"):
+        load_desired(root, StubHost(images={url: answer}))
