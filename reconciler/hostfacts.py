@@ -1,6 +1,7 @@
 """The facts about this host that expanding manifests needs (:class:`reconciler.spec.HostFacts`):
-its labels, its default-route interface, the interfaces of a network namespace, and where the
-dynamic loader would find a library.
+its labels, its default-route interface, the interfaces of a network namespace, where the
+dynamic loader would find a library, and which running containers a selector names (through
+the container runtime's API, :mod:`reconciler.containers`).
 
     host = Host()                                        # /etc/bpfman/labels.yaml, if it exists
     host = Host(Path("labels.yaml"), {"zone": "b"})      # e.g. from --labels-file and --label
@@ -18,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from reconciler import containers as runtimes
 from reconciler import hostfiles
 from reconciler.kernel.sys import netns as namespaces
 from reconciler.kernel.types import KernelError
@@ -93,6 +95,7 @@ class Host:
         self._labels: dict[str, str] | None = None
         self._config: hostfiles.HostConfig | None = None
         self._pullers: dict[str | None, Any] = {}
+        self._running: dict[str | None, list[runtimes.Container]] = {}
 
     def config(self) -> hostfiles.HostConfig:
         """The host config file, read once (HostError when it is wrong)."""
@@ -134,6 +137,37 @@ class Host:
             "platform": image.platform,
             "programs": dict(image.programs),
         }
+
+    def containers(self, selector: dict[str, Any]) -> list[dict[str, Any]]:
+        """The running containers ``selector`` names; see HostFacts.containers."""
+        namespace = selector.get("namespace")
+        config = self.config().containers
+        running = self._running.get(namespace)
+        if running is None:
+            try:
+                running = runtimes.connect(config).running(namespace)
+            except runtimes.RuntimeUnreachable as e:
+                raise HostError(f"{e}; {_start_runtime(config, self.config_file)}") from None
+            self._running[namespace] = running
+        names = selector.get("containerNames")
+        chosen = runtimes.select(
+            running,
+            runtimes.Selector(
+                namespace, selector.get("pods"), None if names is None else tuple(names)
+            ),
+        )
+        seen: dict[tuple[str, str, str], str] = {}
+        for c in chosen:
+            key = (c.namespace, c.pod, c.name)
+            if key in seen:
+                raise HostError(
+                    f"containers {seen[key][:12]} and {c.id[:12]} are both container {c.name} of "
+                    f"pod {c.namespace}/{c.pod} (labels {runtimes.NAMESPACE_LABEL}, "
+                    f"{runtimes.POD_LABEL}, {runtimes.CONTAINER_LABEL}), so their attachments "
+                    "would have the same address; give each its own pod or container name"
+                )
+            seen[key] = c.id
+        return [c.to_json() for c in chosen]
 
     def xdp_mode(self, ifname: str, netns: str | None = None) -> str | None:
         """``interfaces.<ifname>.xdpmode`` of the host's config file (any namespace)."""
@@ -187,6 +221,16 @@ class Host:
                     f"{e.strerror or e}"
                 ) from None
         return resolve_library(name, root)
+
+
+def _start_runtime(config: runtimes.RuntimeConfig, config_file: Path | None) -> str:
+    """What to do when the runtime's API does not answer, in words."""
+    where = f"the host config {config_file}" if config_file else "the host config"
+    return (
+        f"container selectors are resolved through it: start its API service (`systemctl enable "
+        f"--now {config.runtime}.socket`, or `{config.runtime} system service --time=0 "
+        f"unix://{config.socket}`), or set containers.runtime and containers.socket in {where}"
+    )
 
 
 # --- labels -------------------------------------------------------------------------------------

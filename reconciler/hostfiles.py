@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from reconciler import files
+from reconciler.containers import RuntimeConfig
+from reconciler.containers.model import DEFAULT_SOCKETS
 from reconciler.images.keyless import Identity
 from reconciler.images.settings import DEFAULT_PULL_SECRETS_DIR, RegistrySettings
 from reconciler.spec.host import HostError
@@ -38,6 +40,7 @@ class HostConfig:
     bytecode_dirs: tuple[str, ...] = ()
     xdp_modes: dict[str, str] = field(default_factory=dict)  # interface name -> mode
     images: RegistrySettings = field(default_factory=RegistrySettings)
+    containers: RuntimeConfig = field(default_factory=RuntimeConfig)  # who answers selectors
 
 
 def _read(path: Path, what: str) -> Document | None:
@@ -96,6 +99,9 @@ def read_host_config(path: Path) -> HostConfig:
     bytecode_dirs: [/opt/bpf]        # where manifests may name bytecode by absolute path
     interfaces:
       eth0: {xdpmode: generic}       # auto | native | generic
+    containers:                      # the runtime that resolves container selectors
+      runtime: podman
+      socket: /run/podman/podman.sock
     """
     doc = _read(path, "host config")
     if doc is None:
@@ -122,8 +128,20 @@ def read_host_config(path: Path) -> HostConfig:
         if isinstance(settings, dict) and settings.get("xdpmode") is not None
     }
     return HostConfig(
-        tuple(doc.data.get("bytecode_dirs") or ()), modes, _registry_settings(doc.data)
+        tuple(doc.data.get("bytecode_dirs") or ()),
+        modes,
+        _registry_settings(doc.data),
+        _runtime_config(doc.data),
     )
+
+
+def _runtime_config(data: dict[str, Any]) -> RuntimeConfig:
+    """The ``containers:`` section (checked against the schema); the runtime's usual socket
+    when only the runtime is named."""
+    section = data.get("containers") or {}
+    runtime = section.get("runtime") or RuntimeConfig().runtime
+    socket = section.get("socket") or DEFAULT_SOCKETS[runtime]
+    return RuntimeConfig(runtime, socket)
 
 
 def _registry_settings(data: dict[str, Any]) -> RegistrySettings:

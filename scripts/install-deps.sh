@@ -31,6 +31,10 @@ have htpasswd || need_pkgs+=(apache2-utils)
 # Interop: images built by a second tool (umoci) and pushed by skopeo, in OCI and Docker v2 form.
 have skopeo || need_pkgs+=(skopeo)
 have umoci || need_pkgs+=(umoci)
+# Container selectors (tests/containers) run a private podman and its API service; runc because
+# crun refuses hosts whose cgroups are hybrid (v1 controllers beside a v2 mount).
+have podman || need_pkgs+=(podman)
+have runc || need_pkgs+=(runc)
 [ -f /usr/include/bpf/bpf_helpers.h ] || need_pkgs+=(libbpf-dev)
 ldconfig -p 2>/dev/null | grep -q 'libbpf.so.1 ' || need_pkgs+=(libbpf1)
 if [ ${#need_pkgs[@]} -gt 0 ]; then

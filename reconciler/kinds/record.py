@@ -69,8 +69,14 @@ class Resolver(Protocol):
         """The interfaces this link selects (named, the primary one or discovered)."""
         ...
 
-    def library(self) -> str | None:
-        """The path of the library this link's ``target`` names, None if not found."""
+    def library(self, container_pid: int | None = None) -> str | None:
+        """The path of the library this link's ``target`` names (inside the mount namespace of
+        ``container_pid`` if given), None if not found."""
+        ...
+
+    def containers(self, selector: Values) -> list[dict[str, Any]]:
+        """The running containers this link's container selector names (see
+        ``reconciler.spec.HostFacts.containers``); [] after reporting why not."""
         ...
 
     def xdp_mode(self, ifname: str, netns: str | None) -> str | None:

@@ -47,18 +47,18 @@ def _app(
 
 
 def _targets(v: Values, host: Resolver) -> list[Target]:
-    netns = network.normal_netns(v)
     out = []
-    for ifname in host.interfaces(netns):
-        attributes = {
-            "interface": ifname,
-            "netns": netns,
-            "direction": v["direction"],
-            "priority": v["priority"],
-            "proceedon": list(v["proceedon"]),
-        }
-        hook = TcHook(ifname, v["direction"], netns=netns)
-        out.append(Target(network.netns_index(netns, ifname), hook, attributes))
+    for netns, pod in network.namespaces(v, host):
+        for ifname in host.interfaces(netns):
+            attributes = {
+                "interface": ifname,
+                "netns": netns,
+                "direction": v["direction"],
+                "priority": v["priority"],
+                "proceedon": list(v["proceedon"]),
+            }
+            hook = TcHook(ifname, v["direction"], netns=netns)
+            out.append(Target(network.point_index(netns, pod, ifname), hook, attributes))
     return out
 
 
@@ -75,6 +75,7 @@ KIND = ProgramKind(
     targets=_targets,
     index_parts=network.index_parts,
     static_count=network.static_count,
+    link_rules=network.link_rules,
     # The dispatcher orders its programs: a new priority or proceedon is a new dispatcher
     # revision that keeps the program.
     attributes=("interface", "netns", "direction", "priority", "proceedon"),

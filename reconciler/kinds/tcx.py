@@ -30,17 +30,17 @@ def _app(
 
 
 def _targets(v: Values, host: Resolver) -> list[Target]:
-    netns = network.normal_netns(v)
     out = []
-    for ifname in host.interfaces(netns):
-        attributes = {
-            "interface": ifname,
-            "netns": netns,
-            "direction": v["direction"],
-            "priority": v["priority"],
-        }
-        point = TcxPoint(ifname, v["direction"], netns=netns)
-        out.append(Target(network.netns_index(netns, ifname), point, attributes))
+    for netns, pod in network.namespaces(v, host):
+        for ifname in host.interfaces(netns):
+            attributes = {
+                "interface": ifname,
+                "netns": netns,
+                "direction": v["direction"],
+                "priority": v["priority"],
+            }
+            point = TcxPoint(ifname, v["direction"], netns=netns)
+            out.append(Target(network.point_index(netns, pod, ifname), point, attributes))
     return out
 
 
@@ -56,6 +56,7 @@ KIND = ProgramKind(
     targets=_targets,
     index_parts=network.index_parts,
     static_count=network.static_count,
+    link_rules=network.link_rules,
     # A tcx link cannot move: a new priority means a new link at the new position
     # (apply/execute.py places it there), so priority forces a replacement.
     attributes=("interface", "netns", "direction", "priority"),

@@ -1,5 +1,8 @@
 """UprobeProgram and BpfApplication's ``type: UProbe``/``URetProbe``: a program on a function (or
-an offset) of a binary or library, optionally for one process or inside a container."""
+an offset) of a binary or library, optionally for one process or inside containers: one named
+by a process (``containers: {pid}``, a host extension) or every container a Kubernetes-style
+selector names (``containers: {namespace, pods, containerNames}``, resolved through the host's
+container runtime, each its own attachment)."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from typing import Any
 from reconciler.kernel.tracing.elfsyms import ElfFile, Lookup, TargetError, printable
 from reconciler.kernel.types import ProgType, UprobePoint
 from reconciler.kinds import sections
+from reconciler.kinds.containers import container_index, container_selector, selector_rules
 from reconciler.kinds.record import (
     AppType,
     FieldPath,
@@ -44,12 +48,14 @@ def _legacy(spec: dict[str, Any], at: FieldPath) -> LinkValues:
         "retprobe": spec["retprobe"],
         "pid": spec.get("pid") or None,  # 0, like omitted, means every process
         "container_pid": containers.get("pid"),
+        "containers": container_selector(containers, "containernames"),
     }
     fields = {
         "target": (*at, "target"),
         "func_name": (*at, "func_name"),
         "offset": (*at, "offset"),
         "container_pid": (*at, "containers", "pid"),
+        "containers": (*at, "containers"),
     }
     return LinkValues(values, fields)
 
@@ -65,22 +71,38 @@ def _app(
         "retprobe": app.retprobe,
         "pid": link.get("pid") or None,
         "container_pid": containers.get("pid"),
+        "containers": container_selector(containers, "containerNames"),
     }
     fields = {
         "target": (*path, "target"),
         "func_name": (*path, "function"),
         "offset": (*path, "offset"),
         "container_pid": (*path, "containers", "pid"),
+        "containers": (*path, "containers"),
     }
     return LinkValues(values, fields)
 
 
 def _targets(v: Values, host: Resolver) -> list[Target]:
+    if v.get("containers") is None:
+        target = _target(v, host, v["container_pid"])
+        return [target] if target is not None else []
+    out = []
+    for container in host.containers(v["containers"]):
+        found = _target(v, host, container["pid"])
+        if found is not None:
+            index = f"{container_index(container)}:{found.index}"
+            out.append(Target(index, found.point, found.attributes))
+    return out
+
+
+def _target(v: Values, host: Resolver, container_pid: int | None) -> Target | None:
+    """The one attach point, inside ``container_pid``'s mount namespace if given; the index
+    names the pid only for ``containers: {pid}`` (a selected container is named instead)."""
     target: str = v["target"]
-    container_pid: int | None = v["container_pid"]
-    target_path = target if target.startswith("/") else host.library()
+    target_path = target if target.startswith("/") else host.library(container_pid)
     if target_path is None:
-        return []
+        return None
     attributes = {
         "target": target,
         "target_path": target_path,
@@ -93,18 +115,29 @@ def _targets(v: Values, host: Resolver) -> list[Target]:
     probe = UprobePoint(
         target_path, v["func_name"], v["offset"], v["retprobe"], v["pid"], container_pid
     )
-    index = uprobe_index(target, v["func_name"], v["offset"], container_pid)
-    return [Target(index, probe, attributes)]
+    index = uprobe_index(target, v["func_name"], v["offset"], v["container_pid"])
+    return Target(index, probe, attributes)
 
 
 def _index_parts(v: Values, stored_length: Callable[[str], int]) -> list[IndexPart]:
     index = uprobe_index(v["target"], v["func_name"], v["offset"], v["container_pid"])
+    if v.get("containers") is not None:
+        # The pod and container names are the host's; only the namespace is known here.
+        index = f"{v['containers']['namespace'] or ''}//:{index}"
     if stored_length(v["func_name"] or "") > stored_length(v["target"]):
         return [IndexPart(index, "func_name", None, "the function name")]
     return [IndexPart(index, "target", None, "the target path")]
 
 
+def _count(v: Values) -> int | None:
+    return None if v.get("containers") is not None else 1  # selected containers: the host's
+
+
 def _rules(v: Values, in_application: bool) -> list[tuple[str | None, str]]:
+    names = "containerNames" if in_application else "containernames"
+    problems = selector_rules(v, names)
+    if problems:
+        return problems
     if not v["func_name"] and not v["offset"]:
         function = "function" if in_application else "func_name"
         return [
@@ -190,6 +223,7 @@ KIND = ProgramKind(
     index_parts=_index_parts,
     attributes=("target", "target_path", "func_name", "offset", "retprobe", "pid", "container_pid"),
     link_rules=_rules,
+    static_count=_count,
     feature="uprobe",
     feature_words="uprobes",
     host_checks=_probe_problems,

@@ -43,19 +43,19 @@ def _app(
 
 
 def _targets(v: Values, host: Resolver) -> list[Target]:
-    netns = network.normal_netns(v)
     out = []
-    for ifname in host.interfaces(netns):
-        mode = v.get("xdpmode") or host.xdp_mode(ifname, netns) or "auto"
-        attributes = {
-            "interface": ifname,
-            "netns": netns,
-            "priority": v["priority"],
-            "proceedon": list(v["proceedon"]),
-            "xdpmode": mode,
-        }
-        point = XdpPoint(ifname, mode=mode, netns=netns)
-        out.append(Target(network.netns_index(netns, ifname), point, attributes))
+    for netns, pod in network.namespaces(v, host):
+        for ifname in host.interfaces(netns):
+            mode = v.get("xdpmode") or host.xdp_mode(ifname, netns) or "auto"
+            attributes = {
+                "interface": ifname,
+                "netns": netns,
+                "priority": v["priority"],
+                "proceedon": list(v["proceedon"]),
+                "xdpmode": mode,
+            }
+            point = XdpPoint(ifname, mode=mode, netns=netns)
+            out.append(Target(network.point_index(netns, pod, ifname), point, attributes))
     return out
 
 
@@ -84,6 +84,7 @@ KIND = ProgramKind(
     targets=_targets,
     index_parts=network.index_parts,
     static_count=network.static_count,
+    link_rules=network.link_rules,
     # A single XDP program's priority and proceedon matter only once a dispatcher orders several;
     # a new mode moves the hook's dispatcher, not the program.
     attributes=("interface", "netns", "priority", "proceedon", "xdpmode"),

@@ -54,8 +54,11 @@ class _LinkHost:
     def interfaces(self, netns: str | None) -> list[str]:
         return self.expander.interfaces(self.manifest, self.link, netns)
 
-    def library(self) -> str | None:
-        return self.expander.library(self.manifest, self.link)
+    def library(self, container_pid: int | None = None) -> str | None:
+        return self.expander.library(self.manifest, self.link, container_pid)
+
+    def containers(self, selector: dict[str, Any]) -> list[dict[str, Any]]:
+        return self.expander.containers(self.manifest, self.link, selector)
 
     def xdp_mode(self, ifname: str, netns: str | None) -> str | None:
         return self.expander.host_xdp_mode(ifname, netns)
@@ -286,9 +289,20 @@ class _Expander:
             return []
         return discover(found, v["discovery"]["allowed"], v["discovery"]["exclude"])
 
-    def library(self, m: Manifest, link: LinkSpec) -> str | None:
+    def containers(
+        self, m: Manifest, link: LinkSpec, selector: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        key = ("containers", repr(sorted(selector.items())))
+        found = self._ask(key, lambda: self.host.containers(selector))
+        if isinstance(found, HostError):
+            if found.source:  # the host config is wrong
+                raise found
+            self._problem(m, link.where("containers"), str(found))
+            return []
+        return found
+
+    def library(self, m: Manifest, link: LinkSpec, pid: int | None) -> str | None:
         name: str = link.values["target"]
-        pid: int | None = link.values["container_pid"]
         found = self._ask(("library", name, pid), lambda: self.host.resolve_library(name, pid))
         where = f"in the mount namespace of process {pid}" if pid else "on this host"
         if isinstance(found, HostError):

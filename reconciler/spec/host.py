@@ -63,3 +63,11 @@ class HostFacts(Protocol):
         object in the cache), ``digest`` (what the reference resolved to), ``platform`` and
         ``programs`` (its labels' program names and types)."""
         ...
+
+    def containers(self, selector: dict[str, Any]) -> list[dict[str, Any]]:
+        """The running containers a manifest's container selector names, through the container
+        runtime of the host config: ``selector`` is ``{"namespace": str | None, "pods": a label
+        selector | None, "containerNames": [str] | None}``; each container as ``{"id",
+        "namespace", "pod", "container", "pid", "netns"}``, ordered by namespace, pod and
+        container (docs/containers.md). HostError when the runtime cannot be reached."""
+        ...

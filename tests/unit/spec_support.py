@@ -223,6 +223,9 @@ class StubHost:
     )
     # Image url -> its answer ({"object", "digest", "platform", "programs"}) or a HostError.
     images: dict[str, dict[str, Any] | HostError] = field(default_factory=dict)
+    # The running containers, as the runtime reports them (reconciler.containers.Container), or
+    # a HostError (the runtime cannot be reached); selected as the real host selects them.
+    running: list[Any] | HostError = field(default_factory=list)
     asked: list[tuple[Any, ...]] = field(default_factory=list)
 
     def labels(self) -> dict[str, str]:
@@ -255,6 +258,17 @@ class StubHost:
         if url not in self.images:
             raise HostError(f"{url}: not found on the registry")
         return dict(_answer(self.images[url]))
+
+    def containers(self, selector: dict[str, Any]) -> list[dict[str, Any]]:
+        from reconciler.containers import Selector, select
+
+        self.asked.append(("containers", selector))
+        names = selector.get("containerNames")
+        chosen = select(
+            list(_answer(self.running)),
+            Selector(selector.get("namespace"), selector.get("pods"), names and tuple(names)),
+        )
+        return [c.to_json() for c in chosen]
 
 
 T = TypeVar("T")

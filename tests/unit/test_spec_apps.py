@@ -294,10 +294,10 @@ PROBLEMS = [
         links:
           - interfaceSelector: {interfaces: [eth0]}
             networkNamespaces: {pods: {matchLabels: {app: web}}}
+            netnsPath: /run/netns/blue
 """,
-        "a.yaml:12: spec.programs[0].xdp.links[0].networkNamespaces: selecting network namespaces "
-        "by pod labels needs Kubernetes (bpfman-operator); on a host, name the namespace instead: "
-        "netnsPath: /run/netns/NAME (a host extension)",
+        "a.yaml:12: spec.programs[0].xdp.links[0].networkNamespaces: set netnsPath or "
+        "networkNamespaces, not both: each names the namespace",
     ),
     (
         """
@@ -316,10 +316,10 @@ PROBLEMS = [
         """
     - name: uprobe_malloc
       type: UProbe
-      uprobe: {links: [{target: libc, containers: {pods: {}, containerNames: [a]}}]}
+      uprobe: {links: [{target: libc, function: f, containers: {pid: 1, pods: {}}}]}
 """,
-        "a.yaml:9: spec.programs[0].uprobe.links[0].containers.containerNames: selecting "
-        "containers by Kubernetes namespace, pods and container names needs Kubernetes",
+        "a.yaml:9: spec.programs[0].uprobe.links[0].containers: set either pid (a host "
+        "extension: the container of one process) or namespace, pods and containerNames",
     ),
     (
         """

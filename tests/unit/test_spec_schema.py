@@ -84,7 +84,7 @@ def test_unknown_fields_are_rejected_with_suggestion_and_allowed_fields(tmp_path
         "x.yaml:5: spec.priority: required field is missing; expected an integer from 0 to 1000",
         "x.yaml:11: spec.priorty: unknown field 'priorty' (did you mean 'priority'?); allowed "
         "fields here: bpffunctionname, bytecode, interfaceselector, priority, proceedon, netns, "
-        "xdpmode, nodeselector, globaldata, mapownerselector",
+        "xdpmode, nodeselector, globaldata, mapownerselector, containers",
     ]
 
 
@@ -109,7 +109,7 @@ def test_unknown_fields_anywhere(tmp_path: Path) -> None:
         "x.yaml:5: spec.bpfFunctionName: unknown field 'bpfFunctionName' (did you mean "
         "'bpffunctionname'?); allowed fields here: bpffunctionname, bytecode, "
         "interfaceselector, priority, proceedon, netns, xdpmode, nodeselector, globaldata, "
-        "mapownerselector",
+        "mapownerselector, containers",
         "x.yaml:6: spec.bytecode.sha: unknown field 'sha'; allowed fields here: path, image",
         "x.yaml:7: spec.interfaceselector.iface: unknown field 'iface' (did you mean "
         "'interfaces'?); allowed fields here: interfaces, primarynodeinterface",
@@ -132,11 +132,14 @@ def test_fields_of_issue_3_are_accepted(tmp_path: Path, field: str, value: str) 
     assert field in manifest.spec
 
 
-def test_network_containers_need_kubernetes(tmp_path: Path) -> None:
-    assert problems_of(tmp_path, {"x.yaml": xdp(containers="{pods: {}}")}) == [
-        "x.yaml:12: spec.containers: selecting containers by pod labels needs Kubernetes "
-        "(bpfman-operator); on a host, name the network namespace instead: netns: "
-        "/run/netns/NAME (a host extension)"
+def test_network_containers_need_pods_and_no_netns(tmp_path: Path) -> None:
+    assert problems_of(tmp_path, {"x.yaml": xdp(containers="{namespace: web}")}) == [
+        "x.yaml:12: spec.containers: set pods, a label selector over the pods' labels, as "
+        "bpfman-operator requires ({} selects every pod of the namespace)"
+    ]
+    both = xdp(containers="{pods: {}}", netns="/run/netns/blue")
+    assert problems_of(tmp_path, {"x.yaml": both}) == [
+        "x.yaml:12: spec.containers: set netns or containers, not both: each names the namespace"
     ]
 
 
@@ -162,23 +165,21 @@ def test_bytecode_from_an_image_is_checked_for_form_only(tmp_path: Path) -> None
         assert len(problems) == 1 and says in problems[0], problems
 
 
-def test_uprobe_containers_by_pod_labels_need_kubernetes(tmp_path: Path) -> None:
+def test_uprobe_containers_by_pod_labels_are_checked(tmp_path: Path) -> None:
     text = (DATA_DIR / "valid" / "uprobe.yaml").read_text().split("---")[0]
-    text += "  containers:\n    namespace: web\n    pods: {matchLabels: {app: web}}\n"
-    message = (
-        "selecting containers by Kubernetes namespace, pods and container names needs "
-        "Kubernetes (bpfman-operator); on a host, name a process running in the container "
-        "instead: containers: {pid: 1234} (a host extension)"
+    selected = text + "  containers:\n    namespace: web\n    pods: {matchLabels: {app: web}}\n"
+    (tmp_path / "ok").mkdir()
+    (manifest,) = load_manifests(write_tree(tmp_path / "ok", {"u.yaml": selected}), None)
+    assert manifest.spec["containers"]["namespace"] == "web"
+    bad = text + "  containers:\n    namespace: Web_1\n    pods: {}\n    pid: 7\n"
+    assert problems_of(tmp_path, {"u.yaml": bad}) == [
+        "u.yaml:12: spec.containers.namespace: must be a Kubernetes namespace name: lowercase "
+        "letters, digits and '-', e.g. default (got 'Web_1')"
+    ]
+    empty = text + "  containers: {}\n"
+    assert problems_of(tmp_path, {"u.yaml": empty})[0].startswith(
+        "u.yaml:11: spec.containers: set pods (a label selector; {} for every pod)"
     )
-    assert problems_of(tmp_path, {"u.yaml": text}) == [
-        f"u.yaml:12: spec.containers.namespace: {message}",
-        f"u.yaml:13: spec.containers.pods: {message}",
-    ]
-    empty = text.split("  containers:")[0] + "  containers: {}\n"
-    assert problems_of(tmp_path, {"u.yaml": empty}) == [
-        "u.yaml:11: spec.containers: set pid, a process running in the container (a host "
-        "extension), e.g. containers: {pid: 1234} (got: none)"
-    ]
 
 
 @pytest.mark.parametrize(
