@@ -4,6 +4,7 @@ that the namespace and the interface exist."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from typing import Any
@@ -99,6 +100,20 @@ def namespaces(values: Values, host: Resolver) -> list[tuple[str | None, str | N
 def point_index(netns: str | None, pod: str | None, ifname: str) -> str:
     """``NAMESPACE/POD:eth0`` in a selected pod's namespace, else :func:`netns_index`."""
     return f"{pod}:{ifname}" if pod is not None else netns_index(netns, ifname)
+
+
+def hook_index(values: Values, index: str) -> str:
+    """A TC or TCX link's index: in an application, with its direction (``eth0/ingress``), since
+    one program may have links in both directions of one interface (as bpfman-operator's samples
+    do); a program kind has one direction, so its index stays the interface."""
+    return f"{index}/{values['direction']}" if values.get("per_direction") else index
+
+
+def hook_index_parts(values: Values, stored_length: Callable[[str], int]) -> list[IndexPart]:
+    return [
+        dataclasses.replace(p, index=hook_index(values, p.index))
+        for p in index_parts(values, stored_length)
+    ]
 
 
 def link_rules(values: Values, in_application: bool) -> list[tuple[str | None, str]]:

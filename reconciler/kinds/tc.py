@@ -43,7 +43,9 @@ def _app(
 ) -> LinkValues:
     base = network.app_selector(link, path)
     proceedon = [PROCEED_ON[v] for v in link["proceedOn"]]
-    return network.with_values(base, proceedon=proceedon, direction=link["direction"].lower())
+    return network.with_values(
+        base, proceedon=proceedon, direction=link["direction"].lower(), per_direction=True
+    )
 
 
 def _targets(v: Values, host: Resolver) -> list[Target]:
@@ -58,7 +60,11 @@ def _targets(v: Values, host: Resolver) -> list[Target]:
                 "proceedon": list(v["proceedon"]),
             }
             hook = TcHook(ifname, v["direction"], netns=netns)
-            out.append(Target(network.point_index(netns, pod, ifname), hook, attributes))
+            out.append(
+                Target(
+                    network.hook_index(v, network.point_index(netns, pod, ifname)), hook, attributes
+                )
+            )
     return out
 
 
@@ -73,7 +79,7 @@ KIND = ProgramKind(
     legacy_link=_legacy,
     app_link=_app,
     targets=_targets,
-    index_parts=network.index_parts,
+    index_parts=network.hook_index_parts,
     static_count=network.static_count,
     link_rules=network.link_rules,
     # The dispatcher orders its programs: a new priority or proceedon is a new dispatcher

@@ -26,7 +26,7 @@ def _app(
     link: dict[str, Any], info: dict[str, Any], app: AppType, path: FieldPath, member: FieldPath
 ) -> LinkValues:
     base = network.app_selector(link, path)
-    return network.with_values(base, direction=link["direction"].lower())
+    return network.with_values(base, direction=link["direction"].lower(), per_direction=True)
 
 
 def _targets(v: Values, host: Resolver) -> list[Target]:
@@ -40,7 +40,13 @@ def _targets(v: Values, host: Resolver) -> list[Target]:
                 "priority": v["priority"],
             }
             point = TcxPoint(ifname, v["direction"], netns=netns)
-            out.append(Target(network.point_index(netns, pod, ifname), point, attributes))
+            out.append(
+                Target(
+                    network.hook_index(v, network.point_index(netns, pod, ifname)),
+                    point,
+                    attributes,
+                )
+            )
     return out
 
 
@@ -54,7 +60,7 @@ KIND = ProgramKind(
     legacy_link=_legacy,
     app_link=_app,
     targets=_targets,
-    index_parts=network.index_parts,
+    index_parts=network.hook_index_parts,
     static_count=network.static_count,
     link_rules=network.link_rules,
     # A tcx link cannot move: a new priority means a new link at the new position

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.kernel
 
 TCX_O = EXAMPLES / "bytecode" / "tcx_counter.o"
 TCX2_O = TEST_BPF / "tcx_counter.o"
-APP = "BpfApplication/chain[tcx_stats:eth0]"
+APP = "BpfApplication/chain[tcx_stats:eth0/ingress]"
 
 
 def app_manifest(bytecode: str, priority: int) -> str:

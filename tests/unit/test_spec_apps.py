@@ -87,7 +87,7 @@ def test_every_link_is_an_attachment_sharing_one_maps_directory(tmp_path: Path) 
         ("ClusterBpfApplication/app[xdp_stats:eth1]", "app.yaml:11", XdpPoint("eth1")),
         ("ClusterBpfApplication/app[xdp_stats:ens3]", "app.yaml:14", XdpPoint("ens3")),
         (
-            "ClusterBpfApplication/app[tcx_ingress:eth0]",
+            "ClusterBpfApplication/app[tcx_ingress:eth0/egress]",
             "app.yaml:19",
             TcxPoint("eth0", "egress"),
         ),
@@ -151,7 +151,7 @@ def test_every_link_is_an_attachment_sharing_one_maps_directory(tmp_path: Path) 
     }
     primary = by[Address("ClusterBpfApplication", "app", "xdp_stats:ens3")]
     assert (primary.priority, primary.proceedon) == (1000, ("pass", "dispatcher_return"))
-    tcx = by[Address("ClusterBpfApplication", "app", "tcx_ingress:eth0")]
+    tcx = by[Address("ClusterBpfApplication", "app", "tcx_ingress:eth0/egress")]
     assert (tcx.priority, tcx.attributes["direction"]) == (5, "egress")
     uretprobe = by[Address("ClusterBpfApplication", "app", "uretprobe_malloc:libc+0x40")]
     assert uretprobe.program.prog_type is ProgType.UPROBE

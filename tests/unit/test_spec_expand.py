@@ -50,7 +50,7 @@ def test_valid_tree_expands_to_one_attachment_per_attach_point(tmp_path: Path) -
         "ClusterBpfApplication/observer[tp_openat:syscalls/sys_enter_openat]",
         "ClusterBpfApplication/observer[uretprobe_malloc:libc:malloc]",
         "ClusterBpfApplication/observer[fentry_unlink:do_unlinkat]",
-        "BpfApplication/web-probe[tcx_ingress:ens3]",
+        "BpfApplication/web-probe[tcx_ingress:ens3/ingress]",
         "KprobeProgram/openat2[do_sys_openat2+16]",
         "KprobeProgram/openat2-return[do_sys_openat2]",
         "FentryProgram/unlink-entry[do_unlinkat]",

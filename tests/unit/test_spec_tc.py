@@ -91,7 +91,7 @@ def test_tcprogram_netns_and_proceedon(tmp_path: Path) -> None:
 def test_application_type_tc(tmp_path: Path) -> None:
     root = write_tree(tmp_path, {"app.yaml": APP})
     (a,) = load_desired(root, StubHost()).attachments
-    assert str(a.address) == "BpfApplication/app[cls_legacy:blue:eth0]"
+    assert str(a.address) == "BpfApplication/app[cls_legacy:blue:eth0/egress]"
     assert a.program.prog_type is ProgType.TC
     assert a.point == TcHook("eth0", "egress", "/run/netns/blue")
     assert (a.priority, a.proceedon) == (7, ("ok", "shot", "dispatcher_return"))
