@@ -159,6 +159,7 @@ def _registry_settings(data: dict[str, Any]) -> RegistrySettings:
         insecure_registries=tuple(images.get("insecure_registries") or ()),
         mirrors={str(k): str(v) for k, v in (images.get("mirrors") or {}).items()},
         pull_secrets_dir=path("pull_secrets_dir") or DEFAULT_PULL_SECRETS_DIR,
+        timeout=float(images["timeout"]) if images.get("timeout") is not None else None,
         require_signature=bool(signing.get("require")),
         signing_keys=tuple(Path(k) for k in signing.get("keys") or ()),
         signing_identities=tuple(

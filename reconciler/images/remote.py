@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     import requests
 
 _CHUNK = 64 * 1024
-_TIMEOUT_S = 30
+DEFAULT_TIMEOUT_S = 30.0
 
 
 class Remote:
@@ -39,6 +39,9 @@ class Remote:
         self.scheme = "http" if self.insecure else "https"
         self.verify: bool | str = str(settings.ca_bundle) if settings.ca_bundle else True
         self.credentials = settings.credentials(registry, self.host)
+        # Per connect and per read: a registry that accepts and never answers fails a plan
+        # (and the watcher's reconcile) instead of hanging it. oras sets no timeout itself.
+        self.timeout = settings.timeout or DEFAULT_TIMEOUT_S
         self._client: Any = None
         self.via = "" if self.host == registry else f" (through {self.host})"
 
@@ -68,6 +71,9 @@ class Remote:
         )
         if self.credentials is not None:
             client.auth.set_basic_auth(*self.credentials)
+        adapter = _timeout_adapter(self.timeout)
+        client.session.mount("http://", adapter)
+        client.session.mount("https://", adapter)
         self._client = client
         return client
 
@@ -75,7 +81,7 @@ class Remote:
         import requests
 
         try:
-            return requests.get(url, verify=self.verify, timeout=_TIMEOUT_S)
+            return requests.get(url, verify=self.verify, timeout=self.timeout)
         except requests.exceptions.SSLError as e:
             raise ImageError(
                 f"registry {self.host}: TLS verification failed ({_short(e)}); if it uses a "
@@ -271,3 +277,26 @@ def _read_bounded(response: requests.Response, limit: int, where: str, what: str
 def _short(e: BaseException) -> str:
     text = str(e)
     return text if len(text) <= 300 else text[:300] + "..."
+
+
+def _timeout_adapter_class() -> Any:
+    import requests.adapters
+
+    class TimeoutAdapter(requests.adapters.HTTPAdapter):
+        """oras's session with a timeout on every request it makes."""
+
+        def __init__(self, timeout: float) -> None:
+            super().__init__()
+            self.timeout = timeout
+
+        def send(self, request: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+            if kwargs.get("timeout") is None:
+                kwargs["timeout"] = self.timeout
+            return super().send(request, **kwargs)
+
+    return TimeoutAdapter
+
+
+def _timeout_adapter(timeout: float) -> Any:
+    """Made when oras (and so requests) is imported, not when this module is."""
+    return _timeout_adapter_class()(timeout)

@@ -10,6 +10,7 @@
       mirrors:                               # pull quay.io/... from registry.internal:5000
         quay.io: registry.internal:5000
       pull_secrets_dir: /etc/bpfman/pull-secrets  # imagepullsecret {name: regcred}: regcred.json
+      timeout: 30                            # seconds a registry may take to connect or answer
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class RegistrySettings:
     insecure_registries: tuple[str, ...] = ()
     mirrors: dict[str, str] = field(default_factory=dict)
     pull_secrets_dir: Path = DEFAULT_PULL_SECRETS_DIR
+    timeout: float | None = None  # seconds per connect and per read; None: remote's default
     # The signing: section: refuse images without a valid signature by one of these keys or
     # (keyless) identities, the latter verified against the trusted root.
     require_signature: bool = False

@@ -30,25 +30,27 @@ from reconciler.spec.model import DesiredAttachment
 def _missing_features(
     desired: list[DesiredAttachment], kernel: Kernel, unsupported: set[Address]
 ) -> list[str]:
-    """One problem per manifest whose program type this kernel cannot run; the addresses of
+    """One problem per manifest whose program type this kernel cannot run, naming each of its
+    attachments that needs it (so that --exclude can leave them all out); the addresses of
     such programs are added to ``unsupported``."""
-    problems = []
-    reported: set[tuple[str, str]] = set()
+    lacking: dict[tuple[str, str], list[DesiredAttachment]] = {}
     for d in desired:
         kind = kinds.by_prog_type(d.program.prog_type)
         feature = kind.feature
-        if feature is None:
+        if feature is None or kernel.probe(feature):
             continue
+        unsupported.add(d.address)
+        lacking.setdefault((d.address.resource, feature), []).append(d)
+    problems = []
+    for (_, feature), ds in lacking.items():
+        kind = kinds.by_prog_type(ds[0].program.prog_type)
         probe = kernel.probe(feature)
-        if not probe:
-            unsupported.add(d.address)
-        if not probe and (d.address.resource, feature) not in reported:
-            reported.add((d.address.resource, feature))
-            problems.append(
-                f"{d.address} ({d.origin}): needs {kind.feature_words}, which kernel "
-                f"{kernel.release()} does not support ({probe.reason}); run it on a kernel "
-                f"that has them, or select other hosts with nodeselector"
-            )
+        also = "".join(f"; so does {d.address} ({d.origin})" for d in ds[1:])
+        problems.append(
+            f"{ds[0].address} ({ds[0].origin}): needs {kind.feature_words}, which kernel "
+            f"{kernel.release()} does not support ({probe.reason}); run it on a kernel "
+            f"that has them, or select other hosts with nodeselector{also}"
+        )
     return problems
 
 

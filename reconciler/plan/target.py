@@ -10,6 +10,7 @@ the plan carries a warning.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import NamedTuple
 
@@ -73,7 +74,19 @@ def narrow(
     if targeted:
         changes, more = restrict(changes, narrowing.targets, narrowing.excludes)
         warnings += tuple(more)
+        # A host check about addresses left out does not stand in the way of the rest (an
+        # --exclude of what this kernel cannot run); one naming no address still does.
+        kept = {str(c.address) for c in changes if c.action is not Action.NOOP}
+        errors = tuple(e for e in errors if _about(e, kept))
     return Narrowed(changes, errors, warnings, targeted)
+
+
+_ADDRESS = re.compile(r"\b[A-Za-z]+/[a-z0-9][-a-z0-9.]*\[[^\]\s]+\]")
+
+
+def _about(error: str, kept: set[str]) -> bool:
+    named = _ADDRESS.findall(error)
+    return not named or any(a in kept for a in named)
 
 
 def restrict(

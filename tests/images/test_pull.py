@@ -431,3 +431,37 @@ def test_a_registry_with_bearer_tokens(token_registry, tmp_path):
     )
     assert "refused to authenticate" in p.stderr and "images.auth_file" in p.stderr, p.stderr
     assert server.password not in p.stderr
+
+
+def test_a_registry_that_stops_answering_fails_the_pull_instead_of_hanging_it(tmp_path):
+    """It answers /v2/ and then nothing: with images.timeout the pull fails, saying so (a plan,
+    or the watcher's reconcile, would otherwise wait forever)."""
+    import http.server
+    import threading
+
+    stop = threading.Event()
+
+    class Stalls(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            if self.path == "/v2/":
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            stop.wait(60)  # never answers the manifest within the client's timeout
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Stalls)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        host = f"127.0.0.1:{server.server_address[1]}"
+        h = Host(tmp_path / "host", insecure_registries=[host], timeout=1)
+        p = h.run("image", "pull", f"{host}/stalled/xdp:v1", ok=False)
+        assert "timed out" in p.stderr and host in p.stderr, p.stderr
+    finally:
+        stop.set()
+        server.shutdown()
+        server.server_close()
