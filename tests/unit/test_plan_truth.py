@@ -147,6 +147,27 @@ def test_an_unsupported_program_type_is_the_one_problem_said(ctx) -> None:
     assert ctx.kernel.verified == []  # type: ignore[attr-defined]
 
 
+def test_a_missing_feature_names_every_attachment_and_exclude_leaves_them_out(ctx) -> None:
+    """One error per manifest, naming each of its attachments that needs the feature, so that
+    --exclude of them all lets the rest of the plan (here an XDP program) be applied."""
+    from reconciler.plan.target import Narrowing
+
+    ctx.kernel.features["kprobe"] = False  # type: ignore[attr-defined]
+    first, second = (
+        kernel_point(ProgType.KPROBE, "vfs_read"),
+        kernel_point(ProgType.KPROBE, "vfs_write"),
+    )
+    (error,) = plan(ctx, first, second, xdp("x", "eth0")).errors
+    assert str(first.address) in error and f"so does {second.address}" in error
+    only_one = Narrowing(excludes=(str(first.address),))
+    narrowed = plan_for(ctx, DesiredState([], [first, second, xdp("x", "eth0")]), only_one)
+    assert narrowed.errors == (error,)  # the second still needs kprobes
+    both = Narrowing(excludes=(str(first.address), str(second.address)))
+    narrowed = plan_for(ctx, DesiredState([], [first, second, xdp("x", "eth0")]), both)
+    assert narrowed.errors == ()
+    assert [str(c.address) for c in narrowed.actionable] == ["XdpProgram/x[eth0]"]
+
+
 # --- the verdict file ---------------------------------------------------------------------------
 
 KEY = "a" * 64
