@@ -37,8 +37,19 @@ def make_context(bpffs_root: str | Path, state_dir: str | Path) -> Context:
     return Context(kernel=RealKernel(root), store=store)
 
 
-def observe(ctx: Context) -> tuple[list[Installed], dict[str, Record]]:
-    return ctx.kernel.observe(), ctx.store.load()
+def observe(
+    ctx: Context, desired: DesiredState | None = None
+) -> tuple[list[Installed], dict[str, Record]]:
+    records = ctx.store.load()
+    # What attaches in a namespace no name leads to (a container's /proc/PID/ns/net) is found
+    # only where the kernel is told to look: the namespaces recorded and asked for.
+    wanted = [getattr(d.point, "netns", None) for d in desired.attachments] if desired else []
+    recorded = [
+        (r.extra.get("attach") or {}).get("netns") or r.attributes.get("netns")
+        for r in records.values()
+    ]
+    ctx.kernel.observe_namespaces([*wanted, *recorded])
+    return ctx.kernel.observe(), records
 
 
 DESTROY_REASON = "bpfman destroy unloads everything it manages"
@@ -55,7 +66,7 @@ def plan_for(
     nothing. ``narrowing`` (--target/--exclude, --refresh-only, drift left alone) is applied
     last. Everything is gathered first and the plan, a value, is made once from it."""
     narrowing = narrowing or Narrowing()
-    installed, records = observe(ctx)
+    installed, records = observe(ctx, desired)
     verdicts = VerdictCache.load(ctx.store.dir, ctx.kernel.identity())
     ctx.kernel.remember_probes(verdicts.probes())
     try:

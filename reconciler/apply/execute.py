@@ -134,6 +134,10 @@ def apply_plan(
     """Carry out ``plan``; the caller holds the state lock. ``interrupt``: the stop flag that
     SIGINT/SIGTERM set, polled between steps (and the test-only pause points)."""
     stop = interrupt or Interrupt()
+    # Namespaces no scan finds (a container's /proc/PID/ns/net) are where attaches are verified.
+    kernel.observe_namespaces(
+        a.get("netns") for c in plan.changes for a in (c.before, c.after) if a is not None
+    )
     records, stale = _prepare(plan, kernel, store, emit)
     _preflight(plan, kernel, store)
     run = _Run(plan, kernel, store, records, emit, stop, TcxOrder(plan))

@@ -357,6 +357,9 @@ class RealKernel:
     def remember_probes(self, answers: dict[str, Probe]) -> None:
         probes.remember(answers)
 
+    def observe_namespaces(self, paths: Iterable[str | None]) -> None:
+        netns.also_observe([p for p in paths if p])
+
     def missing_kernel_function(self, name: str, need_btf: bool) -> str | None:
         return ksyms.missing(name, need_btf)
 

@@ -719,6 +719,10 @@ class Kernel(Protocol):
     def remember_probes(self, answers: dict[str, Probe]) -> None:
         """Take these answers (from an earlier run on this kernel and boot) instead of probing."""
 
+    def observe_namespaces(self, paths: Iterable[str | None]) -> None:
+        """Look in these network namespaces too when observing and attaching: those no name
+        leads to (``/proc/PID/ns/net`` of a container) cannot be found by a scan."""
+
     def missing_kernel_function(self, name: str, need_btf: bool) -> str | None:
         """None when kernel function ``name`` exists (with BTF, for fentry/fexit), as far as can
         be told without loading; otherwise why not (with near names)."""

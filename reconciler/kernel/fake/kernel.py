@@ -491,6 +491,9 @@ class FakeKernel:
     def remember_probes(self, answers: dict[str, Probe]) -> None:
         self.remembered.update(answers)
 
+    def observe_namespaces(self, paths: Iterable[str | None]) -> None:
+        pass  # the fake's namespaces are all known to it
+
     def missing_kernel_function(self, name: str, need_btf: bool) -> str | None:
         if name in self.kernel_functions:
             return None

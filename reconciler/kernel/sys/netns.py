@@ -100,14 +100,23 @@ def named_namespaces() -> list[str]:
     return [os.path.join(NAMED_NETNS_DIR, n) for n in names]
 
 
+# Namespaces bpfman attaches in that no name leads to (a container's /proc/PID/ns/net): told by
+# the engine before it observes (Kernel.observe_namespaces), since no scan can find them.
+_also: list[str] = []
+
+
+def also_observe(paths: list[str]) -> None:
+    _also[:] = sorted(set(paths))
+
+
 def all_known(first: str | None = None) -> list[str | None]:
-    """Namespaces to scan when looking for an attachment: ``first``, ours, then every named
-    namespace, each once (deduplicated by identity; ours is reported as None; unreadable
-    ones are skipped)."""
+    """Namespaces to scan when looking for an attachment: ``first``, ours, every named
+    namespace, then those ``also_observe`` was told, each once (deduplicated by identity; ours
+    is reported as None; unreadable ones, e.g. of a process that exited, are skipped)."""
     ours = identity()
     seen: set[tuple[int, int]] = set()
     out: list[str | None] = []
-    for path in [first, None, *named_namespaces()]:
+    for path in [first, None, *named_namespaces(), *_also]:
         try:
             ident = identity(path)
         except OSError:
