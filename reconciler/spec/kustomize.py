@@ -327,11 +327,11 @@ class _Kustomization:
             if key in values:
                 if want is None:
                     continue
-                try:
-                    if not re.fullmatch(str(want), str(values[key] or "")):
-                        return False
-                except re.error:
-                    raise self.fail((*at, "target", key), f"{want!r} is not a pattern") from None
+                why = _unsafe(str(want))
+                if why is not None:
+                    raise self.fail((*at, "target", key), f"{want!r}: {why}")
+                if not re.fullmatch(str(want), str(values[key] or "")):
+                    return False
             elif key == "labelSelector":
                 if not _labels_match(meta.get("labels") or {}, str(want)):
                     return False
@@ -397,6 +397,47 @@ class _Kustomization:
                     new = retag(url, entry)
                     if new is not None:
                         _set(doc.data, path, new)
+
+
+MAX_PATTERN = 256
+
+
+def _unsafe(pattern: str) -> str | None:
+    """Why a target pattern may not be used, or None. kustomize's targets are regular
+    expressions matched against names of up to 253 characters; a repetition inside a repetition
+    (``(a+)+``) can take exponential time there, so such patterns are refused, as are long ones
+    and ones that do not compile."""
+    import re._parser as parser  # the parse tree Python's re itself builds
+
+    if len(pattern) > MAX_PATTERN:
+        return f"a target pattern is at most {MAX_PATTERN} characters"
+    try:
+        tree = parser.parse(pattern)
+    except (re.error, RecursionError, OverflowError) as e:
+        return f"not a regular expression ({e})"
+    repeats = (parser.MAX_REPEAT, parser.MIN_REPEAT, parser.POSSESSIVE_REPEAT)
+
+    def nested(items: Any, inside: bool) -> bool:
+        """A repetition, or an alternation, inside a repetition."""
+        for op, arg in items:
+            found = (
+                (op in repeats and (inside or nested(arg[2], True)))
+                or (op is parser.SUBPATTERN and nested(arg[3], inside))
+                or (
+                    op is parser.BRANCH
+                    and (inside or any(nested(branch, inside) for branch in arg[1]))
+                )
+            )
+            if found:
+                return True
+        return False
+
+    if nested(tree, False):
+        return (
+            "a repetition of a repetition or of alternatives can take exponential time; "
+            "simplify it (kustomize targets are usually a name, or a prefix and .*)"
+        )
+    return None
 
 
 def _patch_text(path: tuple[Any, ...]) -> bool:

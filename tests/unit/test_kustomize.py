@@ -300,3 +300,27 @@ def test_operator_kinds_and_other_groups_text_are_skipped_but_bpfman_text_is_hel
     )
     found = problems(root / "k")
     assert any("metadata.name: " in p and "control character U+000A" in p for p in found), found
+
+
+@pytest.mark.parametrize(
+    ("pattern", "safe"),
+    [("go-.*", True), ("app|web", True), ("x{1,3}y", True), ("(a+)+$", False),
+     ("([a-z]+-)*end", False), ("(a|aa)*b", False), ("a" * 300, False), ("(", False)],
+)  # fmt: skip
+def test_target_patterns_that_could_take_exponential_time_are_refused(
+    tmp_path: Path, pattern: str, safe: bool
+) -> None:
+    """A hostile target pattern ((a+)+ against a 253-character name) is refused before it is
+    matched, with the field named."""
+    kustomization = (
+        "resources: [tp.yaml]\npatches:\n  - target: {kind: TracepointProgram, name: '%s'}\n"
+        "    patch: '[{op: add, path: /metadata/labels/x, value: y}]'\n" % pattern
+    )
+    root = tree(
+        tmp_path, {"k/kustomization.yaml": kustomization, "k/tp.yaml": TP.format(name="counter")}
+    )
+    if safe:
+        assert load_manifests(root / "k")
+    else:
+        found = problems(root / "k")
+        assert any("patches[0].target.name" in p for p in found), found
