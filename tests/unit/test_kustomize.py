@@ -313,8 +313,9 @@ def test_target_patterns_that_could_take_exponential_time_are_refused(
     """A hostile target pattern ((a+)+ against a 253-character name) is refused before it is
     matched, with the field named."""
     kustomization = (
-        "resources: [tp.yaml]\npatches:\n  - target: {kind: TracepointProgram, name: '%s'}\n"
-        "    patch: '[{op: add, path: /metadata/labels/x, value: y}]'\n" % pattern
+        "resources: [tp.yaml]\npatches:\n"
+        f"  - target: {{kind: TracepointProgram, name: '{pattern}'}}\n"
+        "    patch: '[{op: add, path: /metadata/labels/x, value: y}]'\n"
     )
     root = tree(
         tmp_path, {"k/kustomization.yaml": kustomization, "k/tp.yaml": TP.format(name="counter")}
