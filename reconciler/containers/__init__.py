@@ -9,15 +9,19 @@ manifests or the kernel: :mod:`reconciler.hostfacts` asks :func:`connect` for a 
 
     runtime = connect(RuntimeConfig("podman", "/run/podman/podman.sock"))
     chosen = select(runtime.running("shop"), Selector("shop", {"matchLabels": {"app": "web"}}))
+    stream = runtime.events(["shop"])  # containers starting and stopping, for the watcher
 """
 
 from __future__ import annotations
 
 from reconciler.containers.model import (
     CONTAINER_LABEL,
+    EVENT_ACTIONS,
     NAMESPACE_LABEL,
     POD_LABEL,
     Container,
+    ContainerEvent,
+    EventStream,
     Runtime,
     RuntimeConfig,
     RuntimeUnreachable,
@@ -28,9 +32,12 @@ from reconciler.containers.select import select
 
 __all__ = [
     "CONTAINER_LABEL",
+    "EVENT_ACTIONS",
     "NAMESPACE_LABEL",
     "POD_LABEL",
     "Container",
+    "ContainerEvent",
+    "EventStream",
     "Runtime",
     "RuntimeConfig",
     "RuntimeUnreachable",

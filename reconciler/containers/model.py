@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 from reconciler.values import frozen
@@ -71,12 +72,58 @@ class Selector:
     names: tuple[str, ...] | None = None
 
 
+# What a container doing one of these can change in a plan: a selected container appearing,
+# going, or (stopped and started again) getting a new process.
+EVENT_ACTIONS = ("start", "stop", "died", "remove")
+_PAST = {"start": "started", "stop": "stopped", "died": "exited", "remove": "removed"}
+
+
+@frozen
+class ContainerEvent:
+    """A container of a Kubernetes namespace started, stopped, exited or was removed."""
+
+    action: str  # one of EVENT_ACTIONS
+    id: str
+    namespace: str
+    pod: str
+    name: str
+
+    def describe(self) -> str:
+        """``container shop/web-2/app started``: the reason a reconcile gives."""
+        did = _PAST.get(self.action, self.action)
+        return f"container {self.namespace}/{self.pod}/{self.name} {did}"
+
+
+class EventStream(Protocol):
+    """One subscription to a runtime's container events, read without blocking: poll
+    ``fileno()`` for input, then ``read()``. ``ready`` turns true once the runtime accepted
+    the subscription (events from then on are delivered)."""
+
+    @property
+    def ready(self) -> bool: ...
+
+    def fileno(self) -> int: ...
+
+    def read(self) -> list[ContainerEvent]:
+        """The events received so far. Raises RuntimeUnreachable when the stream ended or
+        broke (then it is closed)."""
+        ...
+
+    def close(self) -> None: ...
+
+
 class Runtime(Protocol):
     socket: str
 
     def running(self, namespace: str | None) -> list[Container]:
         """The running containers labelled with NAMESPACE_LABEL (equal to ``namespace`` when
         given). Raises RuntimeUnreachable."""
+        ...
+
+    def events(self, namespaces: Iterable[str] | None) -> EventStream:
+        """Subscribe to EVENT_ACTIONS of containers labelled with NAMESPACE_LABEL (one of
+        ``namespaces`` when given). Raises RuntimeUnreachable when the runtime cannot be
+        reached; the subscription is then confirmed asynchronously (``ready``)."""
         ...
 
 

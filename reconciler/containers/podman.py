@@ -1,6 +1,8 @@
 """podman's REST API (libpod, v4) over its unix socket: list the running containers, inspect
-each for its process and network namespace. Only the standard library: one short HTTP/1.1
-request per connection, as ``curl --unix-socket`` makes it.
+each for its process and network namespace, and follow containers starting and stopping (the
+events endpoint, streaming). Only the standard library: one short HTTP/1.1 request per
+connection, as ``curl --unix-socket`` makes it; the event stream is one long response read
+without blocking (:mod:`reconciler.containers.stream`).
 """
 
 from __future__ import annotations
@@ -9,19 +11,24 @@ import http.client
 import json
 import socket
 import urllib.parse
+from collections.abc import Iterable
 from typing import Any
 
 from reconciler.containers.model import (
     CONTAINER_LABEL,
+    EVENT_ACTIONS,
     NAMESPACE_LABEL,
     POD_LABEL,
     Container,
+    ContainerEvent,
     RuntimeUnreachable,
 )
+from reconciler.containers.stream import ResponseReader, StreamError
 
 API = "/v4.0.0/libpod"
 TIMEOUT = 10.0  # seconds per request: a hung service must not hang a plan
 MAX_ANSWER = 64 * 1024 * 1024  # a listing of thousands of containers is a few MiB
+CONNECT_TIMEOUT = 2.0  # the event stream's connect and request; its reading never blocks
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -63,6 +70,10 @@ class Podman:
             if container is not None:
                 out.append(container)
         return out
+
+    def events(self, namespaces: Iterable[str] | None) -> PodmanEvents:
+        """Subscribe to containers starting and stopping; see Runtime.events."""
+        return PodmanEvents(self.socket, namespaces)
 
     def _inspect(self, entry: dict[str, Any]) -> Container | None:
         """The listed container with its process and network namespace; None when it stopped
@@ -127,6 +138,130 @@ class Podman:
 
     def _unreachable(self, reason: str) -> RuntimeUnreachable:
         return RuntimeUnreachable(self.name, self.socket, reason)
+
+
+class PodmanEvents:
+    """``GET /libpod/events?stream=true``, filtered to container EVENT_ACTIONS: one response
+    that lasts as long as the service, one JSON object a line. podman sends its headers at
+    once, so ``ready`` means the service is listening for events on our behalf.
+
+    podman 4 ANDs every filter, several values of one key included, so the label filter is
+    sent only for one namespace; the events are filtered here as well, by their labels (an
+    event's ``Actor.Attributes`` holds the container's labels).
+    """
+
+    name = "podman"
+
+    def __init__(self, socket_path: str, namespaces: Iterable[str] | None) -> None:
+        self.socket = socket_path
+        self.namespaces = None if namespaces is None else frozenset(namespaces)
+        filters: dict[str, list[str]] = {"type": ["container"], "event": list(EVENT_ACTIONS)}
+        if self.namespaces is not None and len(self.namespaces) == 1:
+            (only,) = self.namespaces
+            filters["label"] = [f"{NAMESPACE_LABEL}={only}"]
+        self.path = f"{API}/events?stream=true&filters={urllib.parse.quote(json.dumps(filters))}"
+        self._reader = ResponseReader()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        sock.settimeout(CONNECT_TIMEOUT)
+        try:
+            sock.connect(self.socket)
+            sock.sendall(f"GET {self.path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+        except FileNotFoundError:
+            sock.close()
+            raise self._unreachable("the socket does not exist") from None
+        except ConnectionRefusedError:
+            sock.close()
+            raise self._unreachable("nothing listens on the socket") from None
+        except PermissionError:
+            sock.close()
+            raise self._unreachable("permission denied (run bpfman as root)") from None
+        except TimeoutError:
+            sock.close()
+            raise self._unreachable(f"no answer within {CONNECT_TIMEOUT:g} s") from None
+        except OSError as e:
+            sock.close()
+            raise self._unreachable(str(e) or type(e).__name__) from None
+        sock.setblocking(False)
+        self._sock: socket.socket | None = sock
+
+    @property
+    def ready(self) -> bool:
+        return self._reader.status == 200
+
+    def fileno(self) -> int:
+        return -1 if self._sock is None else self._sock.fileno()
+
+    def read(self) -> list[ContainerEvent]:
+        if self._sock is None:
+            raise self._unreachable("the event stream is closed")
+        lines: list[bytes] = []
+        try:
+            while True:
+                try:
+                    data = self._sock.recv(65536)
+                except (BlockingIOError, InterruptedError):
+                    break
+                if not data:
+                    raise self._unreachable("the event stream ended (the service stopped?)")
+                lines += self._reader.feed(data)
+                status = self._reader.status
+                if status is not None and status != 200:
+                    said = _said(b"\n".join(lines) or self._reader.pending())
+                    raise self._unreachable(f"GET {self.path} answered HTTP {status}: {said}")
+                if self._reader.ended:
+                    raise self._unreachable("the event stream ended")
+        except StreamError as e:
+            self.close()
+            raise self._unreachable(f"the event stream is not podman's: {e}") from None
+        except RuntimeUnreachable:
+            self.close()
+            raise
+        except OSError as e:
+            self.close()
+            raise self._unreachable(f"the event stream broke: {e.strerror or e}") from None
+        out = []
+        for line in lines:
+            event = self._event(line)
+            if event is not None:
+                out.append(event)
+        return out
+
+    def _event(self, line: bytes) -> ContainerEvent | None:
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            return None  # not an event; the stream goes on
+        if not isinstance(doc, dict) or doc.get("Type") != "container":
+            return None
+        action = doc.get("Action") or doc.get("status")
+        actor: dict[str, Any] = _mapping(doc.get("Actor"))
+        labels: dict[str, Any] = _mapping(actor.get("Attributes"))
+        namespace = labels.get(NAMESPACE_LABEL)
+        if action not in EVENT_ACTIONS or not isinstance(namespace, str):
+            return None  # never selected: not a pod's container
+        if self.namespaces is not None and namespace not in self.namespaces:
+            return None
+        cid = str(actor.get("ID") or doc.get("id") or "")
+        own_name = str(labels.get("name") or cid[:12])
+        return ContainerEvent(
+            action=action,
+            id=cid,
+            namespace=namespace,
+            pod=str(labels.get(POD_LABEL) or own_name),
+            name=str(labels.get(CONTAINER_LABEL) or own_name),
+        )
+
+    def close(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
+
+    def _unreachable(self, reason: str) -> RuntimeUnreachable:
+        return RuntimeUnreachable(self.name, self.socket, reason)
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _said(body: bytes) -> str:

@@ -2,8 +2,9 @@
 
 One reconcile is the transaction of ``bpfman apply`` (the same lock, state, planner and
 executor, via the functions of :mod:`reconciler.invocation`), approved by policy instead of a
-prompt. It runs on a trigger — a settled burst of file changes, the interval timer (which also
-re-reads the kernel for drift), SIGHUP — one at a time; triggers that arrive meanwhile are
+prompt. It runs on a trigger — a settled burst of file changes, interface or container events
+(:mod:`.linkevents`, :mod:`.containerevents`), the interval timer (which also re-reads the
+kernel for drift), SIGHUP — one at a time; triggers that arrive meanwhile are
 coalesced into the next one. A failure keeps the last good state and retries with exponential
 backoff. Exiting never unloads anything.
 """
@@ -43,6 +44,7 @@ from reconciler.spec.paths import is_within, real
 from reconciler.state import ensure_dir
 from reconciler.watch import metrics as metrics_mod
 from reconciler.watch import status
+from reconciler.watch.containerevents import ContainerWatch, selector_namespaces
 from reconciler.watch.dirwatch import DirWatch
 from reconciler.watch.gitmirror import GitMirror, mirror_dir
 from reconciler.watch.linkevents import LinkWatch
@@ -109,7 +111,8 @@ class Log:
         else:
             extra = " ".join(f"{k}={_text(v)}" for k, v in fields.items() if v is not None)
             line = f"{now} {message}" + (f" {extra}" if extra else "")
-        print(line, file=sys.stderr, flush=True)
+        # One write per line: the container and link watches log from their own threads.
+        print(line + "\n", end="", file=sys.stderr, flush=True)
 
 
 class JsonLines:
@@ -158,6 +161,10 @@ class Watcher:
         self.notifier = Notifier()
         self.namespaces: set[str] = set()
         self.links: LinkWatch | None = None
+        self.container_events: ContainerWatch | None = None
+        # The namespaces the manifests' container selectors name (None in it: every one), as
+        # the last reconcile that read them found; None until one did.
+        self.selectors: frozenset[str | None] | None = None
         self.source_watch: Any = None
         self.mirror: Any = None  # a git source's persistent mirror (gitmirror.GitMirror)
         self.attempted: str | None = None  # the commit the reconcile in progress read
@@ -326,12 +333,12 @@ class Watcher:
             )
         except SourceError:
             return False  # the full reconcile says why
+        asked = RecordingHost(invocation.host(self.args))
         with snap:
-            hit = self.cache.lookup(
-                snap.root, snap.base or snap.root, invocation.host(self.args), ctx.kernel
-            )
+            hit = self.cache.lookup(snap.root, snap.base or snap.root, asked, ctx.kernel)
         if hit is None or suspended(ctx.store.dir) is not None:
             return False
+        self.selectors = selector_namespaces(asked.calls)  # a hit asked every question again
         result.result = "no-changes"
         result.stage = "plan"
         result.revision = hit["revision"]
@@ -383,7 +390,7 @@ class Watcher:
                             snap.root, host.bytecode_dirs(), source_root=snap.base
                         )
                         self.tree = ((snap.root, seen), manifests)
-                    desired = expand(self.tree[1], snap.root, host)
+                    desired = self._expand(self.tree[1], snap.root, recording)
                 except ManifestError as e:
                     raise invocation.manifest_error(e) from None
                 except HostError as e:
@@ -413,7 +420,7 @@ class Watcher:
                 manifests = load_manifests(root, host.bytecode_dirs(), source_root=root)
                 self.manifests = (synced.commit, root, manifests)
             _commit, root, manifests = self.manifests
-            desired = expand(manifests, root, invocation.host(self.args))
+            desired = self._expand(manifests, root, RecordingHost(invocation.host(self.args)))
         except SourceError as e:
             raise UserError(str(e)) from None
         except ManifestError as e:
@@ -423,6 +430,17 @@ class Watcher:
         desired.source = self._shown_source() + (f"@{self.args.ref}" if self.args.ref else "")
         desired.revision = synced.commit
         yield desired
+
+    def _expand(self, manifests: Any, root: Path, host: RecordingHost) -> Any:
+        """``expand``, noting which container selectors the manifests have: when every manifest
+        was read, even if one of them has a problem (a runtime that does not answer is one)."""
+        try:
+            desired = expand(manifests, root, host)
+        except ManifestError:
+            self.selectors = selector_namespaces(host.calls)
+            raise
+        self.selectors = selector_namespaces(host.calls)
+        return desired
 
     def _refuse_empty(self, plan: Any, managed: set[str]) -> None:
         deleted = {str(c.address) for c in plan.changes if c.action is Action.DELETE}
@@ -489,6 +507,7 @@ class Watcher:
                     self.notifier.status(summary)
                 if self.links is not None:
                     self.links.refresh_namespaces()
+                self._follow_containers()
                 self._watch_source()
                 if self.stopping:
                     break
@@ -642,6 +661,10 @@ class Watcher:
         links = LinkWatch(self.trigger, lambda: [None, *sorted(self.namespaces)])
         links.start()
         self.links = links
+        # Subscribed to the runtime only once a reconcile finds container selectors.
+        events = ContainerWatch(self.trigger, self.log)
+        events.start()
+        self.container_events = events
         ensure_dir(state_dir)
         marker = DirWatch(state_dir, lambda _why: self.trigger("suspend or resume"), SUSPEND_FILE)
         marker.start()
@@ -649,11 +672,29 @@ class Watcher:
 
         def stop_all() -> None:
             links.stop()
+            events.stop()
             marker.stop()
             if self.source_watch is not None:
                 self.source_watch.stop()
 
         return stop_all
+
+    def _follow_containers(self) -> None:
+        """Follow the container runtime's events while the manifests select containers (as the
+        last reconcile that read them found), so that a container starting or stopping
+        triggers a reconcile; stop following when none does. Called after every reconcile."""
+        if self.container_events is None or self.selectors is None:
+            return  # nothing read yet (a source that failed): keep what was followed
+        config = None
+        if self.selectors:
+            try:
+                config = invocation.host(self.args).config().containers
+            except (HostError, UserError):
+                return  # a wrong host config: the reconcile says so
+        every = None in self.selectors
+        self.container_events.follow(
+            config, None if every else sorted(ns for ns in self.selectors if ns is not None)
+        )
 
     def _watch_source(self) -> None:
         """(Re)start the file watch of a directory or file source when what its path names is
