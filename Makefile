@@ -10,7 +10,7 @@ BPF_OBJS := $(BPF_SRCS:.bpf.c=.o)
 # The dispatchers bpfman loads itself are part of the product, not just of the tests.
 DISPATCHER_OBJS := $(patsubst %.bpf.c,%.o,$(wildcard reconciler/kernel/dispatchers/*.bpf.c))
 
-.PHONY: install bytecode test vm demo lint bench clean
+.PHONY: install bytecode test vm demo lint bench clean docs-graph
 
 install: $(VENV)/.bpfman-installed $(DISPATCHER_OBJS)
 $(VENV)/.bpfman-installed: pyproject.toml scripts/install-deps.sh
@@ -40,6 +40,20 @@ vm: install
 
 demo: bytecode
 	@scripts/demo.sh
+
+# docs/graph-example.svg: `bpfman graph` of docs/graph-example (docs/cli.md). Needs root, as any
+# plan does (it observes the kernel under a throwaway bpffs root; nothing is loaded) and
+# graphviz's `dot`. Drawn from a copy outside git, so that no revision stamps the picture.
+docs-graph: bytecode
+	@command -v dot >/dev/null || { echo "docs-graph: graphviz's dot is missing (make install)" >&2; exit 1; }
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	mkdir -p "$$tmp/docs" "$$tmp/manifests/examples" "$$tmp/state" && \
+	cp -r docs/graph-example "$$tmp/docs/" && \
+	cp -r manifests/examples/bytecode "$$tmp/manifests/examples/" && \
+	(cd "$$tmp" && $(CURDIR)/$(VENV)/bin/bpfman --bpffs-root /sys/fs/bpf/bpfman-docs-graph-$$$$ \
+		--state-dir "$$tmp/state" graph . --path docs/graph-example) >"$$tmp/graph.dot" && \
+	dot -Tsvg "$$tmp/graph.dot" >docs/graph-example.svg
+	@echo "docs-graph: wrote docs/graph-example.svg"
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -155,8 +155,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = cmd("plan", "show what apply would change")
     _add_source(p)
-    p.add_argument(
+    form = p.add_mutually_exclusive_group()
+    form.add_argument(
         "--json", action="store_true", help="print the plan as a versioned JSON document"
+    )
+    form.add_argument(
+        "--markdown",
+        action="store_true",
+        help="print the plan as Markdown for a pull-request comment (counts, one collapsible "
+        "section per change, drift, errors, programs it detaches)",
     )
     p.add_argument(
         "--detailed-exitcode",
@@ -173,6 +180,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--refresh-only",
         action="store_true",
         help="show only what changed outside bpfman; plan no kernel change",
+    )
+    _add_targeting(p)
+
+    p = cmd("show", "render a plan saved by `bpfman plan --out` (as `plan` prints it)")
+    p.add_argument("planfile", metavar="PLANFILE", help="a file written by `bpfman plan --out`")
+    form = p.add_mutually_exclusive_group()
+    form.add_argument("--json", action="store_true", help="as `bpfman plan --json`")
+    form.add_argument("--markdown", action="store_true", help="as `bpfman plan --markdown`")
+
+    p = cmd("graph", "draw the order apply would follow, as Graphviz DOT or Mermaid")
+    _add_source(p)
+    p.add_argument(
+        "--format",
+        choices=("dot", "mermaid"),
+        default="dot",
+        help="dot (render with `dot -Tsvg`) or mermaid (default dot)",
     )
     _add_targeting(p)
 
@@ -272,6 +295,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = cmd("list", "list what bpfman manages on this host")
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--by-hook",
+        action="store_true",
+        help="every XDP, TC and TCX hook (and event link) with its programs in run order and "
+        "who put each there, ours or not",
+    )
     p = cmd("get", "show one managed attachment: our state and the kernel's view")
     p.add_argument("address", help="e.g. XdpProgram/xdp-counter[eth0]")
     p.add_argument("--json", action="store_true")
@@ -459,6 +488,12 @@ def _error(error: UserError, args: argparse.Namespace) -> None:
         if args.command == "validate":
             extra = {"valid": False, "problems": error.problems}
         print_json(error_document(error, **extra))
+    elif getattr(args, "markdown", False) and not error.json_printed:
+        # Lazy like commands: stdout stays one Markdown document (for a CI step to post),
+        # saying why there is no plan.
+        from reconciler.plan.markdown import render_error
+
+        sys.stdout.write(render_error(str(error), args.command))
     prefix = terminal.paint("Error:", "31;1") + " " if _stderr_color(args) else "Error: "
     print(prefix + str(error), file=sys.stderr)
 

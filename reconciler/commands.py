@@ -28,6 +28,7 @@ from reconciler.invocation import (
 )
 from reconciler.plan import drift
 from reconciler.plan.jsonout import plan_document
+from reconciler.plan.markdown import render_markdown
 from reconciler.plan.render import Style, render_plan, render_unselected
 from reconciler.plan.target import Narrowing
 from reconciler.plan.value import Plan
@@ -50,6 +51,7 @@ def run(args: argparse.Namespace, color: bool) -> int:
     handler = {
         "validate": cmd_validate,
         "plan": cmd_plan,
+        "show": cmd_show,
         "apply": cmd_apply,
         "destroy": cmd_destroy,
         "watch": cmd_watch,
@@ -60,6 +62,7 @@ def run(args: argparse.Namespace, color: bool) -> int:
         "list": cmd_list,
         "get": cmd_get,
         "image": cmd_image,
+        "graph": cmd_graph,
     }[args.command]
     return handler(args, color)
 
@@ -148,6 +151,7 @@ def _outputs(plan: Plan) -> dict[str, Any]:
             render_unselected(plan, Style(True)),
         ],
         "document": plan_document(plan),
+        "markdown": render_markdown(plan),
     }
 
 
@@ -202,6 +206,8 @@ def cmd_plan(args: argparse.Namespace, color: bool) -> int:
     if remembered is not None:  # a no-op plan: nothing to save, no error, exit 0
         if args.json:
             print_json(remembered["document"])
+        elif args.markdown:
+            sys.stdout.write(remembered["markdown"])
         else:
             if args.show_unselected:
                 sys.stdout.write(remembered["unselected"][color])
@@ -210,6 +216,8 @@ def cmd_plan(args: argparse.Namespace, color: bool) -> int:
     assert plan is not None
     if args.json:
         print_json(plan_document(plan))
+    elif args.markdown:
+        sys.stdout.write(render_markdown(plan))
     else:
         if args.show_unselected:
             sys.stdout.write(render_unselected(plan, Style(color)))
@@ -217,13 +225,41 @@ def cmd_plan(args: argparse.Namespace, color: bool) -> int:
     if plan.errors:
         raise UserError(
             f"the plan has {len(plan.errors)} error(s) shown above; nothing can be applied",
-            json_printed=args.json,
+            json_printed=args.json or args.markdown,  # the document says so already
         )
-    if args.out and not args.json:
+    if args.out and not args.json and not args.markdown:
         print(f"\nSaved the plan to {args.out}. To carry out exactly these actions, run:")
         print(f"    bpfman apply {args.out}")
     if args.detailed_exitcode and plan.has_changes:
         return 2
+    return 0
+
+
+def cmd_show(args: argparse.Namespace, color: bool) -> int:
+    """Render a saved plan as `plan` would have printed it; reads nothing but the file (no
+    kernel, no lock, no root needed)."""
+    from reconciler.plan.planfile import PlanFileError, load
+
+    try:  # by content, as apply decides (sources/kinds.py)
+        kind = classify(args.planfile).kind
+    except SourceError:
+        kind = Kind.PLAN  # missing or unreadable: load says why, as apply would
+    if kind is not Kind.PLAN:
+        raise UserError(
+            f"{args.planfile} is a {kind.value}, not a plan saved by `bpfman plan --out FILE`; "
+            f"`bpfman plan {args.planfile}` shows what it would change"
+        )
+    with tempfile.TemporaryDirectory(prefix="bpfman-show-") as objects:
+        try:  # the embedded bytecode is written out and checked against its digests
+            plan, _fingerprint = load(Path(args.planfile), Path(objects))
+        except PlanFileError as e:
+            raise UserError(str(e)) from None
+    if args.json:
+        print_json(plan_document(plan))
+    elif args.markdown:
+        sys.stdout.write(render_markdown(plan))
+    else:
+        _print_plan(plan, color)
     return 0
 
 
@@ -249,6 +285,46 @@ def cmd_image(args: argparse.Namespace, color: bool) -> int:
     from reconciler import imagecmd
 
     return imagecmd.cmd_image(args, color)
+
+
+def cmd_graph(args: argparse.Namespace, _color: bool) -> int:
+    """The plan `bpfman plan` would show (or a saved plan, as it is) drawn as DOT or Mermaid;
+    the graph is printed even when the plan has errors (they are drawn too), then exit 1."""
+    from reconciler.plan.graph import to_dot, to_mermaid  # lazy: only graph draws
+
+    plan = _graph_plan(args)
+    sys.stdout.write(to_mermaid(plan) if args.format == "mermaid" else to_dot(plan))
+    if plan.errors:
+        raise UserError(
+            f"the plan has {len(plan.errors)} error(s), drawn in the graph; nothing can be applied"
+        )
+    return 0
+
+
+def _graph_plan(args: argparse.Namespace) -> Plan:
+    """A saved plan, read as it is (no kernel, no root); otherwise the full plan of SOURCE,
+    computed as `plan` computes it (not the remembered no-op plan: the graph needs the value)."""
+    try:
+        kind = classify(args.source).kind
+    except SourceError as e:
+        raise UserError(str(e)) from None
+    if kind is Kind.PLAN:
+        if args.target or args.exclude or args.ref or args.path:
+            raise UserError(
+                "a saved plan is drawn as it is: --target, --exclude, --ref and --path belong "
+                "to `bpfman plan --out`"
+            )
+        from reconciler.plan.planfile import PlanFileError, load
+
+        with tempfile.TemporaryDirectory(prefix="bpfman-graph-") as objects:
+            try:
+                return load(Path(args.source), Path(objects))[0]
+            except PlanFileError as e:
+                raise UserError(str(e)) from None
+    ctx = context(args)
+    narrowing = _narrowing(args)
+    with _snapshot(args) as snap:
+        return plan_for(ctx, _load(snap, host(args)), narrowing)
 
 
 def cmd_get(args: argparse.Namespace, _color: bool) -> int:
@@ -352,16 +428,21 @@ def _report_nothing_to_do(args: argparse.Namespace, plan: Plan, verb: str) -> No
 
 
 def _carry_out(args: argparse.Namespace, ctx: Context, plan: Plan) -> _Run:
-    """Apply ``plan`` with progress on stdout (not with --json); SIGINT/SIGTERM stop it between
-    steps (apply/interrupt.py)."""
+    """Apply ``plan`` with progress on stdout (not with --json): a line per action and, on a
+    terminal, the updating progress line of reconciler/progress.py, cleared before this returns;
+    SIGINT/SIGTERM stop it between steps (apply/interrupt.py)."""
     from reconciler.apply import ApplyFailed, apply_plan
     from reconciler.apply.interrupt import Interrupt
+    from reconciler.progress import ProgressLine
 
     emit = (lambda line: None) if args.json else _print_flush
     interrupt = Interrupt()
+    line = ProgressLine.for_command(json=args.json)
     try:
-        with interrupt.handling():
-            outcomes = apply_plan(plan, ctx.kernel, ctx.store, emit=emit, interrupt=interrupt)
+        with interrupt.handling(), line:  # the line goes first, before the handlers
+            outcomes = apply_plan(
+                plan, ctx.kernel, ctx.store, emit=emit, interrupt=interrupt, on_step=line.step
+            )
     except ApplyFailed as e:
         return _Run(e.outcomes, str(e), interrupt.requested)
     return _Run(outcomes, None, interrupt.requested)

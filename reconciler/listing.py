@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from reconciler import hooksview
 from reconciler.address import Address
 from reconciler.engine import Context, observe
 from reconciler.errors import UserError
@@ -75,6 +76,8 @@ def _status(e: dict[str, Any]) -> str:
 
 
 def cmd_list(args: argparse.Namespace, ctx: Context) -> int:
+    if getattr(args, "by_hook", False):
+        return _by_hook(args, ctx)
     entries = _entries(ctx)
     if args.json:
         print_json({"format_version": "1.0", "bpffs_root": args.bpffs_root, "attachments": entries})
@@ -97,6 +100,21 @@ def cmd_list(args: argparse.Namespace, ctx: Context) -> int:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    return 0
+
+
+def _by_hook(args: argparse.Namespace, ctx: Context) -> int:
+    """``list --by-hook``: every hook with what runs there and who put it there (read-only)."""
+    # Imported here, for start-up time: the scan loads libbpf (BTF of dispatchers) and pyroute2.
+    from reconciler.kernel import hookscan
+
+    installed, records = observe(ctx)  # also tells the kernel the recorded namespaces
+    root = ctx.kernel.root
+    doc = hooksview.document(hookscan.scan([root]), installed, records, root)
+    if args.json:
+        print_json(doc)
+    else:
+        print(hooksview.render(doc))
     return 0
 
 

@@ -12,8 +12,10 @@ Unicode bidi controls, zero-width and line/paragraph separators, and lone surrog
 that is not UTF-8) is shown escaped, ``\\x1b`` or ``\\u202e``. The only escape sequences that
 pass are bpfman's own colours, made by :func:`paint`: each carries a secret marker (random per
 process, never printed), so a colour code that comes from data, however well formed, is
-escaped like any other. On a stream without colour, bpfman's own codes are dropped. JSON output
-is already safe: ``json.dump`` escapes control characters.
+escaped like any other. On a stream without colour, bpfman's own codes are dropped. The one
+other control that reaches a terminal is the progress line's ``\\r`` and erase-line
+(``reconciler.progress``), written by :meth:`SafeStream.write_control`, never from data. JSON
+output is already safe: ``json.dump`` escapes control characters.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import json
 import os
 import re
 import sys
-from typing import Any, TextIO
+from contextlib import AbstractContextManager
+from typing import Any, Protocol, TextIO
 
 # Marks bpfman's own colour codes: data cannot contain it, for it is never shown.
 _MARK = "\x00" + os.urandom(8).hex()
@@ -51,6 +54,14 @@ def escape(text: str) -> str:
     return UNSAFE.sub(_escaped, text)
 
 
+class Overlay(Protocol):
+    """A line drawn over the terminal's last line (``reconciler.progress``): a SafeStream
+    writes everything else inside ``around``, which clears the line first and may draw it again
+    once the cursor is back at the start of a line, so no text is ever glued to it."""
+
+    def around(self, stream: SafeStream, text: str) -> AbstractContextManager[None]: ...
+
+
 class SafeStream:
     """A text stream that escapes what it is given (see the module's docstring); bpfman's own
     colour codes pass when ``colors`` is set."""
@@ -58,6 +69,7 @@ class SafeStream:
     def __init__(self, stream: TextIO, colors: bool = False) -> None:
         self._stream = stream
         self.colors = colors
+        self.overlay: Overlay | None = None
 
     def write(self, text: str) -> int:
         if _MARK in text:
@@ -67,8 +79,19 @@ class SafeStream:
             )
         else:
             safe = escape(text)
-        self._stream.write(safe)
+        overlay = self.overlay
+        if overlay is None:
+            self._stream.write(safe)
+        else:
+            with overlay.around(self, safe):
+                self._stream.write(safe)
         return len(text)
+
+    def write_control(self, codes: str) -> None:
+        """bpfman's own cursor control (the progress line: ``\\r``, erase-line), written as
+        is and flushed. Only for ``reconciler.progress``, which escapes the text it carries."""
+        self._stream.write(codes)
+        self._stream.flush()
 
     def writelines(self, lines: Any) -> None:
         for line in lines:

@@ -17,6 +17,7 @@ have git || need_pkgs+=(git)
 # The watcher's git tests serve a repository over ssh with a real sshd (key auth, loopback).
 [ -x /usr/sbin/sshd ] || need_pkgs+=(openssh-server)
 have make || need_pkgs+=(make)
+have dot || need_pkgs+=(graphviz)  # renders `bpfman graph` (tests, make docs-graph)
 have gcc || need_pkgs+=(gcc)
 # The VM tier (scripts/vm/vm.py, which downloads the kernel itself): qemu under TCG, a static
 # busybox for the initramfs, kmod for depmod on the host and modprobe in the guest.

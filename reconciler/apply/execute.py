@@ -130,9 +130,12 @@ def apply_plan(
     store: StateStore,
     emit: Callable[[str], None] = lambda _line: None,
     interrupt: Interrupt | None = None,
+    on_step: Callable[[int, int, str], None] = lambda _done, _total, _label: None,
 ) -> list[Outcome]:
     """Carry out ``plan``; the caller holds the state lock. ``interrupt``: the stop flag that
-    SIGINT/SIGTERM set, polled between steps (and the test-only pause points)."""
+    SIGINT/SIGTERM set, polled between steps (and the test-only pause points). ``on_step(done,
+    total, label)``: before each step (its address, or its dispatcher hook) and once all are
+    done (label ""), for a progress display (reconciler/progress.py)."""
     stop = interrupt or Interrupt()
     # Namespaces no scan finds (a container's /proc/PID/ns/net) are where attaches are verified.
     kernel.observe_namespaces(
@@ -150,11 +153,17 @@ def apply_plan(
                 "change made is applied and recorded. Run `bpfman apply` again to finish.",
                 run.outcomes,
             )
+        on_step(
+            run.step,
+            total,
+            str(step.address) if isinstance(step, ResourceChange) else hooks.hook_label(step),
+        )
         run.step += 1
         if isinstance(step, ResourceChange):
             run.outcomes.append(_apply_change(run, step))
         else:
             run.outcomes += _apply_hook(run, step)
+    on_step(run.step, total, "")
     if stale or plan.actionable:
         store.compact(records, saved=lambda: stop.checkpoint(run.step, "compacted", "state"))
         _release_unused_maps(plan, kernel)

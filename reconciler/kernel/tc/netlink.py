@@ -40,6 +40,7 @@ class Filter:
     kind: str
     prog_id: int | None  # cls_bpf: the program it runs
     name: str | None
+    flags: int | None = None  # cls_bpf: TCA_BPF_FLAGS (TCA_BPF_FLAG_ACT_DIRECT: direct-action)
 
 
 def _nla(kind: int, payload: bytes) -> bytes:
@@ -139,7 +140,8 @@ def filters(ifindex: int, direction: str) -> list[Filter]:
         prog_id = struct.unpack("=I", opts[TCA_BPF_ID])[0] if TCA_BPF_ID in opts else None
         name = opts[TCA_BPF_NAME].rstrip(b"\0").decode() if TCA_BPF_NAME in opts else None
         protocol = socket.ntohs(info & 0xFFFF)
-        out.append(Filter(info >> 16, handle, protocol, kind, prog_id, name))
+        flags = struct.unpack("=I", opts[TCA_BPF_FLAGS])[0] if TCA_BPF_FLAGS in opts else None
+        out.append(Filter(info >> 16, handle, protocol, kind, prog_id, name, flags))
     return out
 
 
