@@ -43,15 +43,14 @@ PLAN_FILE = "plan.json"
 FORMAT = 1
 # Bytecode is hashed to compare it; the same bound as the manifests' bytecode.
 MAX_OBJECT_SIZE = 64 * 1024 * 1024
-_PACKAGE = Path(__file__).resolve().parent
-_SCHEMAS = _PACKAGE.parent / "schemas"
+_PACKAGE = Path(__file__).resolve().parent  # code, schemas and dispatchers
 
 
 def code_stamp() -> str:
     """bpfman's version and the size and mtime of every file of its code and schemas: an
     upgrade, or an edit of a checkout, makes every entry a miss."""
     h = hashlib.sha256(__version__.encode())
-    for top in (_PACKAGE, _SCHEMAS):
+    for top in (_PACKAGE,):
         for dirpath, dirnames, filenames in os.walk(top):
             dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
             for name in sorted(filenames):

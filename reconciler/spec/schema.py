@@ -41,7 +41,9 @@ LATER_KINDS: tuple[str, ...] = (
     "UprobeNsProgram",
     "BpfNsApplication",
 )
-SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
+# Package data, so that an installed bpfman (a wheel, pre-commit's virtualenv) has them; the
+# checkout's top-level schemas/ is a symlink here, for editors and links.
+SCHEMA_DIR = Path(__file__).resolve().parents[1] / "schemas"
 UNSUPPORTED = "x-bpfman-unsupported"  # schema annotation: a field rejected, and why
 HINT = "x-bpfman-hint"  # schema annotation: in words, what a pattern/constraint accepts
 # Unknown fields of one mapping reported one by one; the rest are counted.
