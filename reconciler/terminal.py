@@ -24,7 +24,8 @@ import json
 import os
 import re
 import sys
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Protocol, TextIO
 
 # Marks bpfman's own colour codes: data cannot contain it, for it is never shown.
@@ -80,18 +81,33 @@ class SafeStream:
         else:
             safe = escape(text)
         overlay = self.overlay
-        if overlay is None:
-            self._stream.write(safe)
-        else:
-            with overlay.around(self, safe):
+        with self._unless_gone():
+            if overlay is None:
                 self._stream.write(safe)
+            else:
+                with overlay.around(self, safe):
+                    self._stream.write(safe)
         return len(text)
 
     def write_control(self, codes: str) -> None:
         """bpfman's own cursor control (the progress line: ``\\r``, erase-line), written as
         is and flushed. Only for ``reconciler.progress``, which escapes the text it carries."""
-        self._stream.write(codes)
-        self._stream.flush()
+        with self._unless_gone():
+            self._stream.write(codes)
+            self._stream.flush()
+
+    def flush(self) -> None:
+        with self._unless_gone():
+            self._stream.flush()
+
+    @contextmanager
+    def _unless_gone(self) -> Iterator[None]:
+        """A reader that went away (``bpfman apply | head``) must not stop the work half-way:
+        what it would have read is dropped, and the command carries on to its end."""
+        try:
+            yield
+        except BrokenPipeError:
+            self._stream = open(os.devnull, "w")  # noqa: SIM115 - for the rest of the process
 
     def writelines(self, lines: Any) -> None:
         for line in lines:
