@@ -43,6 +43,9 @@ class Remote:
         # (and the watcher's reconcile) instead of hanging it. oras sets no timeout itself.
         self.timeout = settings.timeout or DEFAULT_TIMEOUT_S
         self._client: Any = None
+        # A registry that could not be reached is not asked again by this Remote: a plan of
+        # many manifests naming it fails each at once instead of waiting out a timeout each.
+        self._unreachable: str | None = None
         self.via = "" if self.host == registry else f" (through {self.host})"
 
     def _where(self, repository: str) -> str:
@@ -80,6 +83,8 @@ class Remote:
     def _request_raw(self, url: str) -> requests.Response:
         import requests
 
+        if self._unreachable is not None:
+            raise ImageError(self._unreachable)
         try:
             return requests.get(url, verify=self.verify, timeout=self.timeout)
         except requests.exceptions.SSLError as e:
@@ -89,7 +94,11 @@ class Remote:
                 "registry listed in images.insecure_registries"
             ) from None
         except requests.RequestException as e:
-            raise ImageError(f"cannot reach registry {self.host}: {_short(e)}") from None
+            self._unreachable = (
+                f"cannot reach registry {self.host}: {_why(e)}; check the network, or name a "
+                "registry this host can reach for it (images.mirrors in the host config)"
+            )
+            raise ImageError(self._unreachable) from None
 
     def _request(self, url: str, method: str, **kwargs: Any) -> requests.Response:
         """oras's request, with its auth retry; and once more with a new token when the one it
@@ -300,3 +309,24 @@ def _timeout_adapter_class() -> Any:
 def _timeout_adapter(timeout: float) -> Any:
     """Made when oras (and so requests) is imported, not when this module is."""
     return _timeout_adapter_class()(timeout)
+
+
+def _why(e: BaseException) -> str:
+    """The root cause of a connection failure in a few words (requests wraps urllib3's reason
+    in two layers of retry and pool text)."""
+    reason: BaseException = e
+    while reason.__context__ is not None or getattr(reason, "reason", None) is not None:
+        inner = getattr(reason, "reason", None)
+        nxt = inner if isinstance(inner, BaseException) else reason.__context__
+        if nxt is None or nxt is reason:
+            break
+        reason = nxt
+    text = " ".join(str(reason).split())
+    if "Name or service not known" in text or "Failed to resolve" in text:
+        return "its name does not resolve"
+    if "Connection refused" in text:
+        return "the connection was refused"
+    if "timed out" in text.lower():
+        return "it did not answer in time"
+    return _short(reason)
+

@@ -465,3 +465,45 @@ def test_a_registry_that_stops_answering_fails_the_pull_instead_of_hanging_it(tm
         stop.set()
         server.shutdown()
         server.server_close()
+
+
+def test_an_unreachable_registry_is_asked_once_per_command_not_once_per_image(tmp_path):
+    """A plan naming many images of one registry that does not answer fails each at once after
+    the first wait, and says what to do."""
+    import socket
+    import threading
+
+    from reconciler.images import ImageError
+    from reconciler.images.pull import Puller
+    from reconciler.images.reference import parse
+    from reconciler.images.settings import RegistrySettings
+    from reconciler.images.store import Store
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:  # takes connections and never answers
+        while True:
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    host = f"127.0.0.1:{listener.getsockname()[1]}"
+    try:
+        settings = RegistrySettings(insecure_registries=(host,), timeout=0.5)
+        puller = Puller(settings, Store(tmp_path / "cache"))
+        messages = []
+        for name in ("a", "b", "c"):
+            with pytest.raises(ImageError) as e:
+                puller.pull(parse(f"{host}/bpf/{name}:v1"), "Always")
+            messages.append(str(e.value))
+        assert len(accepted) == 1
+        assert all("it did not answer in time" in m and "images.mirrors" in m for m in messages)
+    finally:
+        listener.close()
+        for s in accepted:
+            s.close()
