@@ -15,6 +15,7 @@ import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 
 from reconciler.kernel.sys import bpf, bpffs, btfinfo, netlink, netns
@@ -365,11 +366,22 @@ def _event(li: bpf.LinkInfo) -> str | None:
         return f"perf_event {kind}"
     if li.type == bpf.LINK_TYPE_TRACING:
         atype = str(d.get("attach_type", ""))
-        if atype in (str(bpf.TRACE_FENTRY), str(bpf.TRACE_FEXIT), "fentry", "fexit"):
-            kind = "fentry" if atype in (str(bpf.TRACE_FENTRY), "fentry") else "fexit"
-            return f"{kind} btf {d.get('target_obj_id')}:{d.get('target_btf_id')}"
+        fentry = (str(bpf.TRACE_FENTRY), bpf.ATTACH_TYPE_NAMES[bpf.TRACE_FENTRY], "fentry")
+        fexit = (str(bpf.TRACE_FEXIT), bpf.ATTACH_TYPE_NAMES[bpf.TRACE_FEXIT], "fexit")
+        if atype in fentry + fexit:
+            kind = "fentry" if atype in fentry else "fexit"
+            obj, type_id = d.get("target_obj_id"), d.get("target_btf_id")
+            name = _btf_func_names(int(obj or 0)).get(int(type_id or 0))  # type: ignore[call-overload]
+            return f"{kind} {name}" if name else f"{kind} btf {obj}:{type_id}"
         return None  # freplace on a dispatcher slot: shown on its hook
     return None
+
+
+@cache
+def _btf_func_names(btf_obj_id: int) -> dict[int, str]:
+    """The kernel function names of a BTF object (vmlinux or a module), read once per scan's
+    process: an fentry or fexit link names its function only by BTF id."""
+    return btfinfo.func_names(btf_obj_id) if btf_obj_id else {}
 
 
 def scan(extra_tops: Iterable[Path] = ()) -> Scan:

@@ -22,11 +22,17 @@ __all__ = ["veth"]  # the fixture, shared with test_cli_dispatch_vm
 
 
 def test_hook_chains_are_shown_in_run_order_with_their_owners(
-    no_leaks: None, veth, tmp_path: Path
+    no_leaks: None, veth, tmp_path: Path, vm_bytecode: Path, getpid_function: str
 ) -> None:
     ns = veth.netns_a
     src = tmp_path / "src"
     src.mkdir()
+    (src / "kernel_probes.o").write_bytes((vm_bytecode / "kernel_probes.o").read_bytes())
+    (src / "fentry.yaml").write_text(
+        "apiVersion: bpfman.io/v1alpha1\nkind: FentryProgram\nmetadata: {name: fe}\nspec:\n"
+        "  bpffunctionname: fentry_count\n  bytecode: {path: kernel_probes.o}\n"
+        f"  func_name: {getpid_function}\n"
+    )
     (src / "xdp_counter.o").write_bytes(XDP_O.read_bytes())
     (src / "tcx_counter.o").write_bytes(TC_O.read_bytes())
     for name, prio in {"a": 30, "b": 10, "c": 20}.items():
@@ -87,6 +93,10 @@ def test_hook_chains_are_shown_in_run_order_with_their_owners(
             assert (
                 support.bpftool_json("prog", "show", "id", str(p["prog_id"]))["id"] == p["prog_id"]
             )
+
+        # Events: the fentry link, named by its function (the link gives only a BTF id).
+        events = [e["event"] for e in doc["events"]]
+        assert f"fentry {getpid_function}" in events, events
 
         text = bpfman("list", "--by-hook")
         assert "eth0" in text and "TcProgram/tc-y" in text and "XdpProgram/b" in text
