@@ -329,4 +329,3 @@ def _why(e: BaseException) -> str:
     if "timed out" in text.lower():
         return "it did not answer in time"
     return _short(reason)
-
