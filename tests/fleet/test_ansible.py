@@ -399,3 +399,33 @@ def test_the_module_documents_itself_and_the_example_playbook_parses(tmp_path: P
         env=env,
     )
     assert syntax.returncode == 0, syntax.stdout + syntax.stderr
+
+
+@pytest.mark.kernel
+def test_the_role_installs_bpfman_from_a_wheel_and_applies_with_it(fleet: Fleet, tmp_path: Path):
+    """The role's install path: a wheel built from this checkout (schemas and dispatchers are
+    package data) is copied to the host and installed into a virtualenv there; the apply then
+    runs the bpfman that was installed, not the checkout's."""
+    wheels = tmp_path / "wheels"
+    built = subprocess.run(
+        [str(VENV / "pip"), "wheel", "-q", "--no-deps", "-w", str(wheels), str(support.REPO)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    (wheel,) = wheels.glob("bpfman-*.whl")
+    venv = tmp_path / "host" / "opt-bpfman"
+    run = fleet.playbook(
+        bpfman_install="auto",
+        bpfman_venv=str(venv),
+        bpfman_executable=str(venv / "bin" / "bpfman"),
+        bpfman_package_file=str(wheel),
+        bpfman_python=str(VENV / "python"),
+    )
+    assert run.rc == 0, run.stdout + run.stderr
+    installed = venv / "bin" / "bpfman"
+    assert installed.exists()
+    version = subprocess.run([str(installed), "--version"], capture_output=True, text=True)
+    assert version.returncode == 0 and "bpfman" in version.stdout
+    (outcome,) = run.module["result"]["apply"]["outcomes"]
+    prog = support.bpftool_json("prog", "show", "pinned", str(fleet.pin("ans-web", "prog")))
+    assert prog["id"] == outcome["prog_id"]  # type: ignore[index]
