@@ -34,13 +34,13 @@ from reconciler import __version__, files
 from reconciler.kernel.types import Kernel
 from reconciler.plan.value import Plan
 from reconciler.spec.host import HostError, HostFacts
-from reconciler.spec.loader import WalkError, find_sources, read_manifest_bytes, source_base
+from reconciler.spec.loader import WalkError, find_sources, read_manifest_bytes
 from reconciler.spec.model import DesiredState
 from reconciler.state import JOURNAL_FILE, STATE_FILE
 
 CACHE_DIR = "cache"
 PLAN_FILE = "plan.json"
-FORMAT = 1
+FORMAT = 2
 # Bytecode is hashed to compare it; the same bound as the manifests' bytecode.
 MAX_OBJECT_SIZE = 64 * 1024 * 1024
 _PACKAGE = Path(__file__).resolve().parent  # code, schemas and dispatchers
@@ -124,23 +124,19 @@ def _file_digest(path: str, limit: int) -> str | None:
         return None
 
 
-def manifests_digest(root: Path, base: Path | None = None) -> str | None:
-    """The names and bytes of every manifest file under ``root``; None when the walk or a read
-    fails (the full load then says why)."""
+def manifests_digest(root: Path, read: Iterable[str] = ()) -> str | None:
+    """The names and bytes of every manifest file under ``root``, of the kustomization of each
+    directory read through one, and of the files those kustomizations ``read`` (recorded when
+    the manifests were loaded: they may lie outside ``root``, e.g. a base in ../base; a
+    kustomization that now reads other files has itself changed, or one it reads has). None
+    when the walk or a read fails (the full load then says why)."""
+    from reconciler.spec.kustomize import kustomization_in
+
     h = hashlib.sha256()
-    base = base or root
     try:
         paths, kustomized = find_sources(root)
-        if kustomized:
-            # What a kustomization reads may lie outside the source (a base in ../base):
-            # every file it read counts.
-            from reconciler.spec import kustomize
-
-            read: set[Path] = set()
-            for directory in kustomized:
-                read |= kustomize.build(directory, source_base(root), base).files
-            paths = [*paths, *sorted(read)]
-        for path in paths:
+        tops = [k for k in map(kustomization_in, kustomized) if k is not None]
+        for path in sorted({*paths, *tops, *map(Path, read)}):
             data = read_manifest_bytes(path)
             name = os.fsencode(os.path.relpath(path, root))
             h.update(len(name).to_bytes(4, "little") + name)
@@ -213,6 +209,7 @@ class Measured:
 
     args: dict[str, Any]
     manifests: str
+    kustomized_files: list[str]
     state: str
     kernel: str
     namespaces: list[str | None]
@@ -245,7 +242,9 @@ class PlanCache:
         checks: list[Callable[[], bool]] = [
             lambda: entry.get("format") == FORMAT and entry.get("args") == self.args,
             lambda: entry.get("state") == state_digest(self.state_dir),
-            lambda: entry.get("manifests") == manifests_digest(root, base),
+            lambda: (
+                entry.get("manifests") == manifests_digest(root, entry.get("kustomized_files", []))
+            ),
             lambda: all(
                 _file_digest(_resolve(p, base), MAX_OBJECT_SIZE) == d
                 for p, d in entry["objects"].items()
@@ -276,7 +275,7 @@ class PlanCache:
     ) -> Measured | None:
         """Measure the inputs of the plan about to be made (call before observing).
         ``more_namespaces``: others whose interfaces matter (the watcher's waiting ones)."""
-        manifests = manifests_digest(root, base)
+        manifests = manifests_digest(root, desired.read_files)
         if manifests is None:
             return None
         objects, paths = _dependencies(desired, base)
@@ -287,6 +286,7 @@ class PlanCache:
         return Measured(
             args=self.args,
             manifests=manifests,
+            kustomized_files=list(desired.read_files),
             state=state_digest(self.state_dir),
             kernel=kernel.fingerprint(namespaces),
             namespaces=namespaces,

@@ -117,6 +117,7 @@ def _load_manifests(
         problems.extend(built.problems)
         if report is not None:
             report.skipped.update(built.skipped)
+            report.files |= built.files
 
     checker = SemanticChecker(policy)
     valid: list[Document] = []
@@ -152,7 +153,7 @@ def load_desired(root: Path, host: HostFacts, *, source_root: Path | None = None
     report = LoadReport()
     manifests = load_manifests(root, allowed, source_root=source_root, report=report)
     state = expand(manifests, root, host)
-    state.skipped = dict(report.skipped)
+    report.apply_to(state)
     return state
 
 

@@ -109,6 +109,9 @@ class DesiredState:
     # Resources a kustomization listed that bpfman does not load ("apps/v1 DaemonSet" -> count):
     # skipped, and counted once in the plan header.
     skipped: dict[str, int] = field(default_factory=dict)
+    # Every file a kustomization read (resources, patches, nested kustomizations, bases outside
+    # the manifest directory): what the remembered plan digests besides the walked files.
+    read_files: list[str] = field(default_factory=list)
 
     def by_address(self) -> dict[Address, DesiredAttachment]:
         return {a.address: a for a in self.attachments}
@@ -119,6 +122,11 @@ class LoadReport:
     """What loading saw besides the manifests (filled in by ``load_manifests``)."""
 
     skipped: Counter[str] = field(default_factory=Counter)
+    files: set[Path] = field(default_factory=set)  # read through kustomizations
+
+    def apply_to(self, state: DesiredState) -> None:
+        state.skipped = dict(self.skipped)
+        state.read_files = sorted(str(p) for p in self.files)
 
 
 class ManifestError(Exception):

@@ -39,7 +39,7 @@ from reconciler.plan.target import Narrowing
 from reconciler.plan.value import Action
 from reconciler.plancache import Measured, PlanCache, RecordingHost
 from reconciler.sources import Kind, SourceError, classify, open_source
-from reconciler.spec import HostError, ManifestError, expand, load_manifests
+from reconciler.spec import HostError, LoadReport, ManifestError, expand, load_manifests
 from reconciler.spec.paths import is_within, real
 from reconciler.state import ensure_dir
 from reconciler.watch import metrics as metrics_mod
@@ -168,12 +168,13 @@ class Watcher:
         self.source_watch: Any = None
         self.mirror: Any = None  # a git source's persistent mirror (gitmirror.GitMirror)
         self.attempted: str | None = None  # the commit the reconcile in progress read
-        # The manifests of the last commit read from the mirror: (commit, root, manifests).
-        self.manifests: tuple[str, Path, Any] | None = None
+        # The manifests of the last commit read from the mirror: (commit, root, manifests, what
+        # else the load saw).
+        self.manifests: tuple[str, Path, Any, LoadReport] | None = None
         # A directory or file source's manifests, with the fingerprint of the tree they were
         # read from: reused while nothing in it changed (an interval's drift check, a link
         # event), so that such a reconcile costs a stat walk, not a parse.
-        self.tree: tuple[tuple[Path, str], Any] | None = None
+        self.tree: tuple[tuple[Path, str], Any, LoadReport] | None = None
         self.cache: PlanCache | None = None
         self._recording: RecordingHost | None = None
         self._snap_root: tuple[Path, Path] | None = None
@@ -386,11 +387,13 @@ class Watcher:
                     seen = _tree_fingerprint(base, self.outside)
                     if self.tree is None or self.tree[0] != (snap.root, seen):
                         # Read before use: a change while reading gives another file event.
+                        report = LoadReport()
                         manifests = load_manifests(
-                            snap.root, host.bytecode_dirs(), source_root=snap.base
+                            snap.root, host.bytecode_dirs(), source_root=snap.base, report=report
                         )
-                        self.tree = ((snap.root, seen), manifests)
+                        self.tree = ((snap.root, seen), manifests, report)
                     desired = self._expand(self.tree[1], snap.root, recording)
+                    self.tree[2].apply_to(desired)
                 except ManifestError as e:
                     raise invocation.manifest_error(e) from None
                 except HostError as e:
@@ -417,10 +420,14 @@ class Watcher:
                 if self.args.path:
                     root = _inside_checkout(root, self.args.path)
                 host = invocation.host(self.args)
-                manifests = load_manifests(root, host.bytecode_dirs(), source_root=root)
-                self.manifests = (synced.commit, root, manifests)
-            _commit, root, manifests = self.manifests
+                report = LoadReport()
+                manifests = load_manifests(
+                    root, host.bytecode_dirs(), source_root=root, report=report
+                )
+                self.manifests = (synced.commit, root, manifests, report)
+            _commit, root, manifests, report = self.manifests
             desired = self._expand(manifests, root, RecordingHost(invocation.host(self.args)))
+            report.apply_to(desired)
         except SourceError as e:
             raise UserError(str(e)) from None
         except ManifestError as e:

@@ -9,6 +9,8 @@ import json
 
 import pytest
 
+from reconciler import cli, commands
+from reconciler.spec import kustomize
 from tests import support
 from tests.cli.conftest import EXAMPLES, tracepoint_manifest
 
@@ -34,7 +36,9 @@ def perf_links() -> set[int]:
     }
 
 
-def test_an_overlay_plans_applies_and_sees_its_base_change(no_leaks, bpfman, mdir) -> None:
+def test_an_overlay_plans_applies_and_sees_its_base_change(
+    no_leaks, bpfman, mdir, monkeypatch, capsys
+) -> None:
     before = perf_links()
     code = mdir.bytecode(TP_O).replace("../", "../../../")
     mdir.write("base/tp/tp.yaml", tracepoint_manifest("tp", code, "syscalls/sys_enter_getppid"))
@@ -60,9 +64,22 @@ def test_an_overlay_plans_applies_and_sees_its_base_change(no_leaks, bpfman, mdi
     assert doc["skipped_resources"] == {"apps/v1 DaemonSet": 1, "v1 Namespace": 1}
     bpfman.run("apply", *overlay, "--auto-approve")
     assert len(perf_links() - before) == 1
-    # Remembered as a no-op; then the base (outside the overlay's directory) changes.
+    # Remembered as a no-op, answered without reading a manifest or building the kustomization
+    # (the files it read were recorded); then the base (outside the overlay's directory) changes.
     assert "No changes." in bpfman.run("--no-color", "plan", *overlay).stdout
-    assert "No changes." in bpfman.run("--no-color", "plan", *overlay).stdout
+
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("loaded or built again although nothing changed")
+
+    with monkeypatch.context() as m:
+        m.setattr(commands, "load_desired", refuse)
+        m.setattr(commands, "plan_for", refuse)
+        m.setattr(kustomize, "build", refuse)
+        argv = ["--bpffs-root", str(bpfman.root), "--state-dir", str(bpfman.state)]
+        with pytest.raises(SystemExit) as done:
+            cli.main([*argv, "--no-color", "plan", *overlay])
+        assert done.value.code == 0
+        assert "No changes." in capsys.readouterr().out
     mdir.write(
         "base/tp/tp.yaml",
         tracepoint_manifest("tp", code, "syscalls/sys_enter_getppid, syscalls/sys_enter_getpid"),
