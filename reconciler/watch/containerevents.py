@@ -26,6 +26,7 @@ from typing import Any
 
 from reconciler import containers
 from reconciler.containers import EventStream, RuntimeConfig, RuntimeUnreachable
+from reconciler.watch.burst import Burst
 from reconciler.watch.linkevents import summary
 
 # As for link events: a burst settles within milliseconds, the cap bounds a steady trickle.
@@ -63,7 +64,7 @@ class ContainerWatch:
         open_stream: Callable[[RuntimeConfig, frozenset[str] | None], EventStream] = _open,
     ) -> None:
         self._on_change, self._log, self._open_stream = on_change, log, open_stream
-        self._settle, self._max_delay = settle, max_delay
+        self._burst = Burst(settle, max_delay)
         self._retry_first, self._retry_max = retry_first, retry_max
         self._head_timeout = head_timeout
         self._lock = threading.Lock()  # guards _wanted, set by the watcher's thread
@@ -77,8 +78,6 @@ class ContainerWatch:
         self._failures = 0
         self._retry_at = 0.0
         self._problem: str | None = None  # the outage last logged, so it is logged once
-        self._pending: list[str] = []
-        self._first = self._last = 0.0
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._wake_r, self._wake_w = -1, -1
@@ -177,8 +176,8 @@ class ContainerWatch:
             deadlines.append(self._retry_at)
         if self._stream is not None and not self._ready:
             deadlines.append(self._opened_at + self._head_timeout)
-        if self._pending:
-            deadlines += [self._last + self._settle, self._first + self._max_delay]
+        if (due := self._burst.due()) is not None:
+            deadlines.append(due)
         if not deadlines:
             return None
         return max(0.0, min(deadlines) - now)
@@ -250,20 +249,13 @@ class ContainerWatch:
                 stream.close()
 
     def _note(self, changes: list[str]) -> None:
-        if not changes:
-            return
-        now = time.monotonic()
-        if not self._pending:
-            self._first = now
-        self._last = now
-        self._pending += changes
+        self._burst.note(changes, time.monotonic())
 
     def _flush_if_settled(self, now: float) -> None:
-        if not self._pending:
+        changes = self._burst.take(now)
+        if changes is None:
             return
-        if now < self._last + self._settle and now < self._first + self._max_delay:
-            return
-        reason, self._pending = _reason(self._pending), []
+        reason = _reason(changes)
         try:
             self._on_change(reason)
         except Exception as e:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 from reconciler.kernel.sys import netns
 from reconciler.kernel.types import KernelError
+from reconciler.watch.burst import Burst
 
 log = logging.getLogger("bpfman.watch.links")
 
@@ -259,7 +260,7 @@ class LinkWatch:
     ) -> None:
         self._on_change = on_change
         self._namespaces = namespaces
-        self._settle, self._max_delay, self._rcvbuf = settle, max_delay, rcvbuf
+        self._burst, self._rcvbuf = Burst(settle, max_delay), rcvbuf
         self._feeds: dict[str | None, _Feed] = {}  # owned by the thread once it runs
         self._missing: set[str | None] = set()
         self._thread: threading.Thread | None = None
@@ -268,8 +269,6 @@ class LinkWatch:
         self._applied = threading.Event()
         self._stopping = False
         self._wake_r, self._wake_w = -1, -1
-        self._pending: list[str] = []
-        self._first = self._last = 0.0
 
     # -- public API -------------------------------------------------------------------------
 
@@ -358,11 +357,7 @@ class LinkWatch:
                     poller.register(fd, select.POLLIN)
                 registered = live
                 now = time.monotonic()
-                deadline = next_check
-                if self._pending:
-                    deadline = min(
-                        deadline, self._last + self._settle, self._first + self._max_delay
-                    )
+                deadline = min(next_check, self._burst.due() or next_check)
                 for fd, _ in poller.poll(max(0.0, deadline - now) * 1000):
                     if fd == self._wake_r:
                         self._drain_wake()
@@ -403,20 +398,13 @@ class LinkWatch:
             self._note([f"link events{_where(feed.ns)} lost: re-reading interfaces"])
 
     def _note(self, changes: list[str]) -> None:
-        if not changes:
-            return
-        now = time.monotonic()
-        if not self._pending:
-            self._first = now
-        self._last = now
-        self._pending += changes
+        self._burst.note(changes, time.monotonic())
 
     def _flush_if_settled(self, now: float) -> None:
-        if not self._pending:
+        changes = self._burst.take(now)
+        if changes is None:
             return
-        if now < self._last + self._settle and now < self._first + self._max_delay:
-            return
-        reason, self._pending = summary(self._pending), []
+        reason = summary(changes)
         try:
             self._on_change(reason)
         except Exception:
