@@ -17,22 +17,9 @@ import pytest
 
 from tests import support
 from tests.cli.conftest import EXAMPLES, Bpfman, ManifestDir
-from tests.containers import podman as podman_mod
 from tests.containers.podman import TARGET, Podman
 
 pytestmark = pytest.mark.kernel
-
-
-@pytest.fixture(scope="module")
-def podman() -> Iterator[Podman]:
-    try:
-        p = podman_mod.start()
-    except podman_mod.Unavailable as e:
-        pytest.skip(f"podman cannot run containers here: {e}")
-    try:
-        yield p
-    finally:
-        p.close()
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from tests.cli.conftest import EXAMPLES
-from tests.containers import podman as podman_mod
 from tests.containers.podman import Podman
 from tests.containers.test_podman_selectors import probe_counts, start, uprobe_program
 from tests.watch.test_watch_dir import Watch, eventually, watch  # noqa: F401  (fixture)
@@ -25,18 +24,6 @@ pytestmark = pytest.mark.kernel
 
 UPROBE_O = EXAMPLES / "bytecode" / "uprobe_counter.o"
 FUNCTION = "/probe_target:bpfman_probe_me"
-
-
-@pytest.fixture(scope="module")
-def podman() -> Iterator[Podman]:
-    try:
-        p = podman_mod.start()
-    except podman_mod.Unavailable as e:
-        pytest.skip(f"podman cannot run containers here: {e}")
-    try:
-        yield p
-    finally:
-        p.close()
 
 
 @pytest.fixture
