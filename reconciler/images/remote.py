@@ -315,7 +315,7 @@ def _why(e: BaseException) -> str:
     """The root cause of a connection failure in a few words (requests wraps urllib3's reason
     in two layers of retry and pool text)."""
     reason: BaseException = e
-    while reason.__context__ is not None or getattr(reason, "reason", None) is not None:
+    for _ in range(8):  # a chain of causes, never followed round a cycle
         inner = getattr(reason, "reason", None)
         nxt = inner if isinstance(inner, BaseException) else reason.__context__
         if nxt is None or nxt is reason:
