@@ -13,7 +13,6 @@ from __future__ import annotations
 import glob
 import os
 import re
-import socket
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -188,6 +187,8 @@ class Host:
 
     def interfaces(self, netns: str | None = None) -> list[str]:
         """Names of the interfaces, in if_nameindex order (by ifindex)."""
+        import socket  # not on every start-up: only a manifest naming interfaces asks
+
         if netns is None:
             return [name for _, name in socket.if_nameindex()]
         if not os.path.exists(netns):

@@ -26,7 +26,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
 from reconciler.files import kind_of
@@ -34,6 +33,12 @@ from reconciler.sources.redact import redact
 from reconciler.state import ensure_dir
 
 LOCK_FILE = "lock"
+
+
+def _now() -> str:
+    from datetime import UTC, datetime  # only when a lock is taken: not on every start-up
+
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class LockTimeout(Exception):
@@ -145,7 +150,7 @@ class ApplyLock:
             "pid": os.getpid(),
             # The command line may hold a git URL with credentials: stored redacted.
             "command": redact(" ".join(["bpfman", *sys.argv[1:]])),
-            "since": datetime.now(UTC).isoformat(timespec="seconds"),
+            "since": _now(),
         }
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(info).encode() + b"\n", 0)

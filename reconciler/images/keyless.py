@@ -21,12 +21,14 @@ import functools
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconciler import files
-from reconciler.images import content
 from reconciler.images.errors import ImageError
 from reconciler.values import frozen
+
+if TYPE_CHECKING:  # the host config names identities on every start; content is for pulls
+    from reconciler.images import content
 
 BUNDLE_TYPE_PREFIX = "application/vnd.dev.sigstore.bundle"
 IN_TOTO = "application/vnd.in-toto+json"
@@ -85,6 +87,8 @@ def referrers_tag(digest: str) -> str:
 def bundle_manifests(index: bytes, where: str) -> list[content.Descriptor]:
     """The Sigstore bundle artifacts an index of referrers lists (others are skipped: SBOMs,
     attestations of other kinds, legacy signatures)."""
+    from reconciler.images import content
+
     try:
         doc = json.loads(index)
     except (ValueError, RecursionError):
@@ -109,6 +113,8 @@ def bundle_manifests(index: bytes, where: str) -> list[content.Descriptor]:
 
 def bundle_layer(manifest: bytes, digest: str, where: str) -> content.Descriptor | None:
     """The bundle blob of a referrer manifest whose subject is ``digest``, or None."""
+    from reconciler.images import content
+
     try:
         doc = json.loads(manifest)
     except (ValueError, RecursionError):

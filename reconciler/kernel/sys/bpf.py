@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
 import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -156,13 +155,13 @@ def _addr(buf: ctypes.Array[ctypes.c_char] | None) -> int:
     return ctypes.addressof(buf) if buf is not None else 0
 
 
-_NR = _NR_BPF.get(platform.machine())
+_NR = _NR_BPF.get(os.uname().machine)
 
 
 def sys_bpf(cmd: int, attr: ctypes.Array[ctypes.c_char]) -> int:
     """bpf(cmd, attr, size); returns the result (often an fd) or raises OSError(errno)."""
     if _NR is None:
-        raise OSError(38, f"bpf(2) syscall number unknown for {platform.machine()}")
+        raise OSError(38, f"bpf(2) syscall number unknown for {os.uname().machine}")
     while True:
         ret = _libc.syscall(
             ctypes.c_long(_NR), ctypes.c_int(cmd), attr, ctypes.c_uint(ctypes.sizeof(attr))

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
 import struct
 
 from reconciler.kernel.sys.libc import libc as _libc
 
 _NR_PERF_EVENT_OPEN = {"x86_64": 298, "aarch64": 241, "armv7l": 364, "ppc64le": 319, "s390x": 331}
-_NR = _NR_PERF_EVENT_OPEN.get(platform.machine())
+_NR = _NR_PERF_EVENT_OPEN.get(os.uname().machine)
 PERF_TYPE_TRACEPOINT = 2
 PERF_FLAG_FD_CLOEXEC = 1 << 3
 # PERF_ATTR_SIZE_VER0: every kernel takes it, and type, size, config and the flags word are
@@ -34,7 +33,7 @@ _DISABLED = 1 << 0
 def tracepoint_event(tp_id: int) -> int:
     """fd of a new perf event on the tracepoint whose tracefs id is ``tp_id``; OSError(errno)."""
     if _NR is None:
-        raise OSError(38, f"perf_event_open(2) syscall number unknown for {platform.machine()}")
+        raise OSError(38, f"perf_event_open(2) syscall number unknown for {os.uname().machine}")
     attr = ctypes.create_string_buffer(_ATTR_SIZE)
     struct.pack_into("=IIQ", attr, 0, PERF_TYPE_TRACEPOINT, _ATTR_SIZE, tp_id)
     struct.pack_into("=Q", attr, 40, _DISABLED)  # type@0 size@4 config@8 ... flags@40
