@@ -20,6 +20,7 @@ from pathlib import Path
 
 from reconciler.spec import globaldata, owners
 from reconciler.spec.expand import expand_manifests
+from reconciler.spec.fanout import fan_out
 from reconciler.spec.host import HostError, HostFacts
 from reconciler.spec.loader import (
     Document,
@@ -105,10 +106,18 @@ def _load_manifests(
         paths, kustomized = find_sources(root)
     except WalkError as e:  # a part of the source that cannot be read: plan nothing
         raise ManifestError([str(e)]) from None
-    for path in paths:
+    checker = SemanticChecker(policy)
+    valid: list[Document] = []
+
+    def read(path: Path) -> tuple[list[Document], list[Problem], list[bool]]:
         found, file_problems = load_file(path, base, base)
+        checked = [_check(doc, checker) for doc in found]
+        return found, [*file_problems, *(p for c in checked for p in c)], [not c for c in checked]
+
+    for found, file_problems, ok in fan_out(read, paths):
         docs.extend(found)
         problems.extend(file_problems)
+        valid.extend(doc for doc, good in zip(found, ok, strict=True) if good)
     for directory in kustomized:
         from reconciler.spec import kustomize
 
@@ -118,16 +127,10 @@ def _load_manifests(
         if report is not None:
             report.skipped.update(built.skipped)
             report.files |= built.files
-
-    checker = SemanticChecker(policy)
-    valid: list[Document] = []
-    for doc in docs:
-        schema_problems = validate_document(doc)
-        problems.extend(schema_problems)
-        if not schema_problems:
-            semantic_problems = checker.check(doc)
-            problems.extend(semantic_problems)
-            if not semantic_problems:
+        for doc in built.docs:
+            doc_problems = _check(doc, checker)
+            problems.extend(doc_problems)
+            if not doc_problems:
                 valid.append(doc)
     problems.extend(check_duplicates(docs))
     manifests = [_manifest(doc) for doc in valid]
@@ -136,6 +139,11 @@ def _load_manifests(
     if problems:
         raise ManifestError(_ordered(problems))
     return [dataclasses.replace(m, map_owner=map_owners.get(m.resource)) for m in manifests]
+
+
+def _check(doc: Document, checker: SemanticChecker) -> list[Problem]:
+    """The schema's problems with ``doc``, or when there are none the semantic ones."""
+    return validate_document(doc) or checker.check(doc)
 
 
 def expand(manifests: list[Manifest], root: Path, host: HostFacts) -> DesiredState:
