@@ -31,15 +31,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reconciler.spec.loader import Document, format_path, load_file
+from reconciler.spec.loader import (
+    BPFMAN_GROUP,
+    OPERATOR_KINDS,
+    Document,
+    format_path,
+    load_file,
+)
 from reconciler.spec.model import Origin, Problem, relpath
 
 NAMES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
-BPFMAN_GROUP = "bpfman.io"
 NAMESPACED = ("BpfApplication",)
-# bpfman.io kinds that are not manifests: bpfman-operator's own configuration and the status
-# objects it writes (its samples kustomization lists them beside the applications).
-OPERATOR_KINDS = ("BpfApplicationState", "ClusterBpfApplicationState", "Config")
 IMAGE_FIELDS = (("spec", "bytecode", "image", "url"), ("spec", "byteCode", "image", "url"))
 MAX_DEPTH = 32  # kustomizations including kustomizations: a cycle or a runaway tree stops here
 
@@ -103,7 +105,7 @@ def _build(directory: Path, base: Path, out: Built, stack: tuple[Path, ...]) -> 
         out.problems.append(Problem(where, "", f"kustomizations nested over {MAX_DEPTH} deep"))
         return []
     out.files.add(path)
-    found, problems = load_file(path, base, allow_breaks=_patch_text)
+    found, problems = load_file(path, base, allow_breaks=_patch_text, operator_objects=True)
     out.problems.extend(problems)
     if problems or not found:
         return []
@@ -212,7 +214,9 @@ class _Kustomization:
         # Other API groups' resources hold scripts and config text (a DaemonSet's command, a
         # ConfigMap): line breaks are read everywhere here, and held to the usual rule only in
         # bpfman's own resources (build()).
-        found, problems = load_file(target, self.base, allow_breaks=lambda _: True)
+        found, problems = load_file(
+            target, self.base, allow_breaks=lambda _: True, operator_objects=True
+        )
         self.out.problems.extend(problems)
         return [_copy(d) for d in found]
 

@@ -179,15 +179,46 @@ def annotation_breaks(path: FieldPath) -> bool:
     return len(path) == 3 and path[0] == "metadata" and path[1] == "annotations"
 
 
+BPFMAN_GROUP = "bpfman.io"
+# bpfman.io kinds that are not manifests: bpfman-operator's own configuration and the status
+# objects it writes (its samples kustomization lists them beside the applications).
+OPERATOR_KINDS = ("BpfApplicationState", "ClusterBpfApplicationState", "Config")
+
+
+def operator_object(data: Any) -> str | None:
+    """Why a document is not a manifest but one of bpfman-operator's own objects, or None."""
+    if not isinstance(data, dict):
+        return None
+    api, kind = data.get("apiVersion"), data.get("kind")
+    if not isinstance(api, str) or not api.startswith(BPFMAN_GROUP + "/"):
+        return None
+    skipped = "a kustomization.yaml that lists it is read with it skipped"
+    if kind == "Config":
+        return (
+            "Config is bpfman-operator's own configuration, not a program for a host (a "
+            "host's settings are bpfman's --config file); leave this document out of the source "
+            f"({skipped})"
+        )
+    if kind in OPERATOR_KINDS:
+        return (
+            f"{kind} is the status bpfman-operator writes about an application, not a "
+            f"manifest to load; leave this document out of the source ({skipped})"
+        )
+    return None
+
+
 def load_file(
     path: Path,
     base: Path,
     root: Path | None = None,
     allow_breaks: Callable[[FieldPath], bool] = annotation_breaks,
+    operator_objects: bool = False,
 ) -> tuple[list[Document], list[Problem]]:
     """Parse every non-empty document of one file. Problems do not stop the documents before
     them from being returned, so one bad document does not hide the others' problems. With
-    ``root`` (the source directory), a file that resolves outside it is refused unread."""
+    ``root`` (the source directory), a file that resolves outside it is refused unread.
+    bpfman-operator's own objects (``operator_object``) are a problem unless ``operator_objects``
+    (a kustomization, which skips them)."""
     file = relpath(path, base)
     if root is not None:
         escape = manifest_escape(path, root)
@@ -215,6 +246,10 @@ def load_file(
             if read.data is None and not read.problems:
                 continue  # an empty document (e.g. a trailing '---')
             doc = Document(path, file, len(docs), read.start_line, read.data, read.lines)
+            operator = None if operator_objects else operator_object(read.data)
+            if operator is not None:  # its own rules (a multi-line configuration) do not matter
+                problems.append(Problem(doc.origin_of(("kind",)), "kind", operator))
+                continue
             problems.extend(
                 Problem(Origin(file, p.line), format_path(p.path), p.message) for p in read.problems
             )

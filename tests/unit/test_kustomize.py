@@ -325,3 +325,35 @@ def test_target_patterns_that_could_take_exponential_time_are_refused(
     else:
         found = problems(root / "k")
         assert any("patches[0].target.name" in p for p in found), found
+
+
+@pytest.mark.parametrize(
+    ("kind", "says"),
+    [
+        ("Config", "Config is bpfman-operator's own configuration"),
+        ("BpfApplicationState", "BpfApplicationState is the status bpfman-operator writes"),
+        ("ClusterBpfApplicationState", "is the status bpfman-operator writes"),
+    ],
+)
+def test_an_operator_object_outside_a_kustomization_is_one_clear_error(
+    tmp_path: Path, kind: str, says: str
+) -> None:
+    """Not a control-character complaint about the Config's multi-line configuration, nor an
+    unknown kind: what the document is and what to do with it."""
+    (tmp_path / "obj.yaml").write_text(
+        "apiVersion: bpfman.io/v1alpha1\n"
+        f"kind: {kind}\n"
+        "metadata:\n"
+        "  name: x\n"
+        "spec:\n"
+        "  configuration: |\n"
+        "    [database]\n"
+        "    max_retries = 30\n"
+    )
+    with pytest.raises(ManifestError) as e:
+        load_manifests(tmp_path, allowed_bytecode_dirs=())
+    assert len(e.value.problems) == 1
+    problem = str(e.value.problems[0])
+    assert problem.startswith("obj.yaml:2: kind: ")
+    assert says in problem
+    assert "kustomization.yaml" in problem
