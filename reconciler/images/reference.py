@@ -74,6 +74,11 @@ def parse(text: str) -> Reference:
     if slash and ("." in first or ":" in first or first == "localhost"):
         if not _HOST.fullmatch(first):
             raise ImageError(f"image reference {text!r}: {first!r} is not a registry host[:port]")
+        port = first.rpartition(":")[2] if not first.endswith("]") else ""
+        if ":" in first and port.isdigit() and not 0 < int(port) < 65536:
+            raise ImageError(
+                f"image reference {text!r}: port {port} of {first!r} is not between 1 and 65535"
+            )
         registry, rest = first, remainder
     tag = None
     if ":" in rest.rsplit("/", 1)[-1]:

@@ -64,6 +64,8 @@ def test_references_parse_as_container_tools_read_them(text, registry, repositor
         ("quay.io/x/", "repository"),
         ("quay.io/" + "a" * 300, "255"),
         ("bad_host:99/x", "registry host"),
+        ("localhost:99999/x", "between 1 and 65535"),
+        ("127.0.0.1:0/x", "between 1 and 65535"),
     ],
 )
 def test_a_wrong_reference_says_which_part_is_wrong(text, says):
