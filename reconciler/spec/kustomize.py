@@ -25,6 +25,7 @@ own configuration and status kinds) are not bpfman's to load: they are returned 
 from __future__ import annotations
 
 import copy
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -195,11 +196,13 @@ class _Kustomization:
             if kustomization_in(target) is None:
                 raise self.fail(at, f"{entry} is a directory without a kustomization.yaml")
             if not _under(target, self.out.confine):
+                both = Path(os.path.commonpath([self.out.confine, target.resolve()]))
+                inner = os.path.relpath(self.out.confine, both)
                 raise self.fail(
                     at,
                     f"{entry} is outside the source {self.out.confine}; give the directory that "
-                    "holds both as the source and this overlay with --path (bpfman plan REPO "
-                    "--path default/go-xdp-counter), as a git source is read",
+                    f"holds both as the source and the source's place in it with --path: "
+                    f"bpfman plan {both} --path {inner} (a git source is read the same way)",
                 )
             return _build(target, self.base, self.out, self.stack)
         if not target.exists():

@@ -208,7 +208,10 @@ def test_a_base_kustomization_may_sit_anywhere_in_the_source(tmp_path: Path) -> 
     )
     manifests = load_manifests(root / "default" / "tp", source_root=root)
     assert [f"{m.kind}/{m.name}" for m in manifests] == ["TracepointProgram/counter-x"]
-    assert any("../../base/tp is outside the source" in p for p in problems(root / "default/tp"))
+    found = problems(root / "default/tp")
+    assert any("../../base/tp is outside the source" in p for p in found)
+    # The fix is spelled out with this tree's own paths.
+    assert any(f"bpfman plan {root.resolve()} --path default/tp " in p for p in found)
 
 
 def test_json_patch_follows_rfc6902() -> None:
