@@ -255,10 +255,20 @@ class Converted:
         )
 
 
-def convert_file(path: Path, shown: str, to_application: bool = False) -> Converted:
+def convert_file(
+    path: Path, shown: str, to_application: bool = False, lenient: bool = False
+) -> Converted:
     """Read ``path`` with the manifest reader (duplicate keys and the like refused) and convert
-    its documents; a problem is a UserError naming ``shown:LINE``."""
-    docs, problems = loader.load_file(path, path.parent)
+    its documents; a problem is a UserError naming ``shown:LINE``, or with ``lenient`` (a file
+    of a kustomize directory, which may be a patch or anything else of kustomize's) leaves the
+    file as it is."""
+    # Line breaks anywhere (a DaemonSet's script beside the manifests) and the operator's own
+    # objects are left as they are: validate judges the result, convert only rewrites.
+    docs, problems = loader.load_file(
+        path, path.parent, allow_breaks=lambda _: True, operator_objects=True
+    )
+    if problems and lenient:
+        return Converted(path, shown, "", None)
     if problems:
         first = problems[0]
         field = f" {first.path}:" if first.path else ""
@@ -297,26 +307,49 @@ def dump(documents: Sequence[Any]) -> str:
     )
 
 
-def manifest_files(paths: Sequence[str]) -> list[tuple[Path, str]]:
-    """Each PATH, or every manifest under a directory PATH, with how to name it."""
-    found: list[tuple[Path, str]] = []
+def manifest_files(paths: Sequence[str]) -> list[tuple[Path, str, bool]]:
+    """Each PATH, or every manifest under a directory PATH, with how to name it and whether it
+    lies in a kustomize directory."""
+    found: list[tuple[Path, str, bool]] = []
     for text in paths:
         path = Path(text)
         if not path.exists():
             raise UserError(f"{text}: no such file or directory")
         try:
-            listed = loader.find_manifest_files(path)
+            listed, kustomized = loader.find_sources(path)
         except loader.WalkError as e:
             raise UserError(f"{text}: {e}") from None
-        for file in listed:
-            found.append((file, str(file)))
+        # A kustomize directory's files are manifests too (upstream's examples are all laid out
+        # so); a plan reads them through the kustomization, convert rewrites them where they are.
+        found += [(file, str(file), False) for file in listed]
+        found += [(f, str(f), True) for d in kustomized for f in sorted(_kustomized_files(d))]
     return found
+
+
+def _kustomized_files(directory: Path) -> list[Path]:
+    """The YAML files under a kustomize directory but the kustomizations (hidden ones and
+    symlinks skipped, as the manifest walk skips them)."""
+    from reconciler.spec.kustomize import NAMES
+
+    out = []
+    for dirpath, dirnames, filenames in os.walk(directory):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for name in filenames:
+            path = Path(dirpath, name)
+            if name.startswith(".") or name in NAMES or path.is_symlink():
+                continue
+            if name.endswith((".yaml", ".yml")):
+                out.append(path)
+    return out
 
 
 def run(paths: Sequence[str], to_application: bool, write: bool) -> int:
     """Convert every file first, so that one that fails leaves every file unwritten; then print
     each diff and, with ``write``, replace the changed files."""
-    results = [convert_file(p, shown, to_application) for p, shown in manifest_files(paths)]
+    results = [
+        convert_file(p, shown, to_application, lenient)
+        for p, shown, lenient in manifest_files(paths)
+    ]
     changed = [r for r in results if r.new is not None]
     for result in changed:
         print(result.diff(), end="")

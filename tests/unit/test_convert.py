@@ -673,3 +673,30 @@ def test_the_v05_signs_are_all_invalid_under_both_checks(kind: str) -> None:
         doc["kind"] = kind
         assert not check_valid(fast, doc)
         assert list(_validator(kind).iter_errors(doc))
+
+
+def test_a_kustomize_directory_is_converted_in_place(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Upstream's examples are kustomize directories: their manifests are converted where they
+    are, and what else kustomize keeps there (patches, a DaemonSet with a script, the
+    kustomization itself) is left alone, not an error."""
+    app = tmp_path / "base" / "app"
+    app.mkdir(parents=True)
+    (app / "kustomization.yaml").write_text("resources: [bytecode.yaml, deployment.yaml]\n")
+    (app / "bytecode.yaml").write_text(textwrap.dedent(V05_APP))
+    patch = "- op: replace\n  path: /spec/x\n  value: 1\n"
+    (app / "patch.yaml").write_text(patch)
+    deployment = (
+        "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: d\n"
+        "spec:\n  script: |\n    echo one\n    echo two\n"
+    )
+    (app / "deployment.yaml").write_text(deployment)
+    assert run([str(tmp_path)], to_application=False, write=True) == 0
+    out = capsys.readouterr().out
+    assert f"{app / 'bytecode.yaml'}".lstrip("/") + "\n" in out
+    assert "Rewrote 1 file." in out
+    assert "kind: ClusterBpfApplication" in (app / "bytecode.yaml").read_text()
+    assert (app / "patch.yaml").read_text() == patch
+    assert (app / "deployment.yaml").read_text() == deployment
+    assert convert_file(app / "bytecode.yaml", "bytecode.yaml").new is None
