@@ -241,6 +241,7 @@ class Converted:
     shown: str  # the path as the user named it
     old: str
     new: str | None  # None: already current
+    renamed: tuple[tuple[str, str, str], ...] = ()  # (old kind, new kind, name) per document
 
     def diff(self) -> str:
         if self.new is None:
@@ -284,7 +285,62 @@ def convert_file(
     old = path.read_text(encoding="utf-8")
     if out == [doc.data for doc in docs]:
         return Converted(path, shown, old, None)
-    return Converted(path, shown, old, dump(out))
+    return Converted(path, shown, old, dump(out), _renamed(docs, to_application))
+
+
+def _renamed(docs: Sequence[loader.Document], to_application: bool) -> tuple[Any, ...]:
+    """(old kind, new kind, name) of each document whose kind the conversion changes."""
+    out = []
+    for doc in docs:
+        data = doc.data
+        if not isinstance(data, dict) or _is_list(data):
+            continue
+        converted = convert_document(data, to_application)
+        kind, name = data.get("kind"), (data.get("metadata") or {}).get("name")
+        new = converted[0].get("kind") if len(converted) == 1 else None
+        if isinstance(kind, str) and isinstance(name, str) and isinstance(new, str) and new != kind:
+            out.append((kind, new, name))
+    return tuple(out)
+
+
+def stale_patches(paths: Sequence[str], renamed: set[tuple[str, str, str]]) -> list[str]:
+    """A note for each kustomization under ``paths`` whose patch targets a manifest by the kind
+    the conversion replaced: kustomize skips a patch whose target matches nothing, silently."""
+    from reconciler.spec.kustomize import NAMES
+
+    notes = []
+    for text in paths:
+        for dirpath, dirnames, filenames in os.walk(text):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in sorted(set(filenames) & set(NAMES)):
+                notes += _stale_in(Path(dirpath, name), renamed)
+    return notes
+
+
+def _stale_in(path: Path, renamed: set[tuple[str, str, str]]) -> list[str]:
+    # The bounded manifest reader (a kustomization is as untrusted as a manifest).
+    docs, problems = loader.load_file(
+        path, path.parent, allow_breaks=lambda _: True, operator_objects=True
+    )
+    if problems or len(docs) != 1:
+        return []  # not ours to judge here: a plan through it says what is wrong
+    data = docs[0].data
+    notes = []
+    for field in ("patches", "patchesJson6902"):
+        entries = data.get(field)
+        for i, entry in enumerate(entries if isinstance(entries, list) else []):
+            target = entry.get("target") if isinstance(entry, dict) else None
+            if not isinstance(target, dict):
+                continue
+            for old, new, name in sorted(renamed):
+                if target.get("kind") == old and target.get("name") in (None, name):
+                    notes.append(
+                        f"note: {path}: {field}[{i}] targets {old} {name}, which is now a {new}: "
+                        f"change the target's kind to {new}, and its field paths to the new "
+                        "names (e.g. /spec/bytecode → /spec/byteCode); kustomize skips a patch "
+                        "that matches nothing without a word"
+                    )
+    return notes
 
 
 def dump(documents: Sequence[Any]) -> str:
@@ -353,6 +409,9 @@ def run(paths: Sequence[str], to_application: bool, write: bool) -> int:
     changed = [r for r in results if r.new is not None]
     for result in changed:
         print(result.diff(), end="")
+    renamed = {r for result in changed for r in result.renamed}
+    for note in stale_patches([p for p in paths if os.path.isdir(p)], renamed) if renamed else ():
+        print(note)
     for result in changed if write else ():
         _replace(result.path, str(result.new))
     if not changed:

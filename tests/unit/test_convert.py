@@ -692,10 +692,28 @@ def test_a_kustomize_directory_is_converted_in_place(
         "spec:\n  script: |\n    echo one\n    echo two\n"
     )
     (app / "deployment.yaml").write_text(deployment)
+    overlay = tmp_path / "v1" / "app"
+    overlay.mkdir(parents=True)
+    (overlay / "kustomization.yaml").write_text(
+        "resources: [../../base/app]\n"
+        "patches:\n"
+        "  - target: {kind: BpfApplication, name: app-counter}\n"
+        "    patch: '[{op: replace, path: /spec/bytecode/image/url, value: x}]'\n"
+        "  - target: {kind: XdpProgram}\n"
+        "    patch: '[]'\n"
+    )
     assert run([str(tmp_path)], to_application=False, write=True) == 0
     out = capsys.readouterr().out
     assert f"{app / 'bytecode.yaml'}".lstrip("/") + "\n" in out
     assert "Rewrote 1 file." in out
+    # The overlay's patch would now match nothing, which kustomize does silently: said once.
+    notes = [line for line in out.splitlines() if line.startswith("note: ")]
+    assert notes == [
+        f"note: {overlay / 'kustomization.yaml'}: patches[0] targets BpfApplication app-counter, "
+        "which is now a ClusterBpfApplication: change the target's kind to ClusterBpfApplication, "
+        "and its field paths to the new names (e.g. /spec/bytecode → /spec/byteCode); kustomize "
+        "skips a patch that matches nothing without a word"
+    ]
     assert "kind: ClusterBpfApplication" in (app / "bytecode.yaml").read_text()
     assert (app / "patch.yaml").read_text() == patch
     assert (app / "deployment.yaml").read_text() == deployment
