@@ -15,6 +15,7 @@ Every user mistake becomes a :class:`ManifestError` whose ``problems`` each read
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -39,7 +40,7 @@ from reconciler.spec.model import (
     Origin,
     Problem,
 )
-from reconciler.spec.paths import BytecodePolicy, resolving
+from reconciler.spec.paths import BytecodePolicy, real, resolving
 from reconciler.spec.programs import spec_keys
 from reconciler.spec.schema import API_VERSION, KINDS, validate_document
 from reconciler.spec.semantic import SemanticChecker, check_duplicates
@@ -135,10 +136,28 @@ def _load_manifests(
     problems.extend(check_duplicates(docs))
     manifests = [_manifest(doc) for doc in valid]
     map_owners, owner_problems = owners.resolve(manifests, _labels_of_invalid(docs, valid))
-    problems.extend(owner_problems)
+    problems.extend(_narrowed(owner_problems, root, source_root))
     if problems:
         raise ManifestError(_ordered(problems))
     return [dataclasses.replace(m, map_owner=map_owners.get(m.resource)) for m in manifests]
+
+
+def _narrowed(found: list[Problem], root: Path, source_root: Path | None) -> list[Problem]:
+    """Map owner problems, each "selects no manifest" telling that --path left part of the
+    source unread (upstream's examples keep an owner and its sharers in sibling directories)."""
+    if source_root is None or real(source_root) == real(root):
+        return found
+    inside = os.path.relpath(real(root), real(source_root))
+    hint = (
+        f"; only the manifests under --path {inside} are read, so an owner elsewhere in the "
+        "source is not seen: give a --path that holds both"
+    )
+    return [
+        dataclasses.replace(p, message=p.message + hint)
+        if p.message.startswith("selects no manifest")
+        else p
+        for p in found
+    ]
 
 
 def _check(doc: Document, checker: SemanticChecker) -> list[Problem]:

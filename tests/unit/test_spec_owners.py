@@ -245,3 +245,31 @@ def test_owned_by_program_selects_the_manifest_of_that_name_as_the_operator_labe
     files["owner.yaml"] = tp("go-xdp-counter-example", "{bpfman.io/ownedByProgram: other}")
     (problem,) = problems_of(tmp_path, files)
     assert "selects no manifest" in problem
+
+
+def test_an_owner_left_out_by_path_is_named_as_the_likely_cause(tmp_path: Path) -> None:
+    """Upstream keeps an owner and the example sharing its maps in sibling directories: read
+    through --path the sharer alone, the answer says --path left the rest unread."""
+    root = write_tree(
+        tmp_path,
+        {
+            "owner/a.yaml": tp("counter", "{role: maps}"),
+            "sharer/b.yaml": tp("reader", owner="{matchLabels: {role: maps}}"),
+        },
+    )
+    # bytecode is ../bytecode from the manifests root: one more level from a subdirectory
+    for sub in ("owner/a.yaml", "sharer/b.yaml"):
+        path = root / sub
+        path.write_text(path.read_text().replace("../bytecode", "../../bytecode"))
+    load_manifests(root)  # the whole source: the owner is found
+    with pytest.raises(ManifestError) as e:
+        load_manifests(root / "sharer", source_root=tmp_path)
+    [problem] = e.value.problems
+    assert "selects no manifest" in problem
+    assert problem.endswith(
+        "only the manifests under --path manifests/sharer are read, so an owner elsewhere in the "
+        "source is not seen: give a --path that holds both"
+    )
+    with pytest.raises(ManifestError) as e:
+        load_manifests(root / "sharer")  # no --path: nothing more to say
+    assert "--path" not in e.value.problems[0]
