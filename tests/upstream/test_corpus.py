@@ -255,6 +255,7 @@ def test_the_examples_overlays_plan_and_apply_unchanged(host: Host) -> None:
     alone = host.run("plan", str(CORPUS), "--path", "examples/default/go-xdp-counter-sharing-map",
                      expect=1).stderr  # fmt: skip
     assert "bpfman.io/ownedByProgram=go-xdp-counter-example" in alone
+    assert "--path examples/default/go-xdp-counter-sharing-map are read" in alone
     plan = host.plan(str(CORPUS), "--path", "examples/all")
     (shared,) = [c for c in plan["resource_changes"] if "sharing-map" in c["address"]]
     assert shared["change"]["uses_maps_of"] == [
