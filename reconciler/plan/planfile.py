@@ -203,8 +203,13 @@ def load(path: Path, objects_dir: Path) -> tuple[Plan, str]:
         doc = json.loads(read_regular(path, MAX_PLAN_SIZE))
     except NotReadable as e:
         raise PlanFileError(f"cannot read saved plan {path}: it {e}") from None
-    except (OSError, ValueError) as e:
-        raise PlanFileError(f"cannot read saved plan {path}: {e}") from None
+    except OSError as e:
+        raise PlanFileError(f"cannot read saved plan {path}: {e.strerror or e}") from None
+    except (ValueError, RecursionError):  # not UTF-8, not JSON, or nested beyond reason
+        raise PlanFileError(
+            f"{path} is not a bpfman plan file (it is not JSON); make one with "
+            "`bpfman plan --out FILE`"
+        ) from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise PlanFileError(
             f"{path} is not a bpfman plan file (format {FORMAT}); make one with "

@@ -113,6 +113,10 @@ def test_show_refuses_what_is_not_a_plan(bpfman, mdir, tmp_path):
     assert "a.yaml is a manifest file, not a plan saved by `bpfman plan --out FILE`" in p.stderr
     p = bpfman.run("show", str(tmp_path / "missing.plan"), "--json", expect=1)
     assert json.loads(p.stdout)["error"].startswith("cannot read saved plan")
+    for name, data in (("binary.plan", bytes(range(256))), ("text.plan", b"not json {")):
+        (tmp_path / name).write_bytes(data)
+        p = bpfman.run("show", str(tmp_path / name), expect=1)
+        assert f"{name} is not a bpfman plan file (it is not JSON)" in p.stderr, p.stderr
     p = bpfman.run("show", str(tmp_path / "x"), "--json", "--markdown", expect=2)
     assert "not allowed with argument" in p.stderr
 
