@@ -444,7 +444,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     args = build_parser().parse_args(argv)
     out.colors = _use_color(args)
     err.colors = _stderr_color(args)
-    # Lazy, for start-up time: commands pulls in the engine, jsonschema and pyroute2 (~100 ms)
+    # Lazy, for start-up time: commands pulls in the engine, jsonschema and libbpf (~100 ms)
     # and the kernel's types (~15 ms) that --help, --version and argument errors do without.
     from reconciler import commands
     from reconciler.kernel.types import KernelError

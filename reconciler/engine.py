@@ -28,7 +28,7 @@ def make_context(bpffs_root: str | Path, state_dir: str | Path) -> Context:
     """The context of every command that touches the host. The paths are checked first
     (:mod:`reconciler.hostpaths`: HostPathError says what is wrong and the fix); give them as
     the user wrote them, so that an empty one is told from ".")."""
-    # Lazy, for start-up time: the real kernel loads libbpf and pyroute2 (~70 ms), which
+    # Lazy, for start-up time: the real kernel loads libbpf (~30 ms), which
     # `bpfman validate` does without.
     from reconciler.kernel import RealKernel
 

@@ -105,7 +105,7 @@ def cmd_list(args: argparse.Namespace, ctx: Context) -> int:
 
 def _by_hook(args: argparse.Namespace, ctx: Context) -> int:
     """``list --by-hook``: every hook with what runs there and who put it there (read-only)."""
-    # Imported here, for start-up time: the scan loads libbpf (BTF of dispatchers) and pyroute2.
+    # Imported here, for start-up time: the scan loads libbpf (BTF of dispatchers).
     from reconciler.kernel import hookscan
 
     installed, records = observe(ctx)  # also tells the kernel the recorded namespaces

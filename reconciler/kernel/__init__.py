@@ -1,7 +1,7 @@
 """The kernel layer: bpf(2), libbpf, bpffs pins, netlink, feature probes, observing.
 
 ``RealKernel`` and ``FakeKernel`` are imported lazily: importing the types (which every layer
-does) must not load libbpf.so or pyroute2.
+does) must not load libbpf.so.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ import os
 import struct
 from collections.abc import Iterable
 
-from reconciler.kernel.sys import bpf, netns
+from reconciler.kernel.sys import bpf, netns, rtnl
 from reconciler.kernel.sys.bpffs import MAPS
 from reconciler.kernel.tc import netlink as tcnetlink
 
@@ -106,15 +106,15 @@ def _netlink(ns: str | None, h: hashlib._Hash) -> None:
             st = os.stat(ns)
             _put(h, st.st_dev, st.st_ino)
         with netns.enter(ns):
-            links = tcnetlink._request(
+            links = rtnl.request(
                 _RTM_GETLINK,
-                tcnetlink.NLM_F_REQUEST | tcnetlink.NLM_F_DUMP,
+                rtnl.NLM_F_REQUEST | rtnl.NLM_F_DUMP,
                 struct.pack("=BxHiII", 0, 0, 0, 0, 0),
             )
             for payload in links:
                 ifindex = struct.unpack_from("=i", payload, 4)[0]
-                attrs = tcnetlink._attrs(payload[16:])
-                xdp = tcnetlink._attrs(attrs.get(_IFLA_XDP, b""))
+                attrs = rtnl.attrs(payload[16:])
+                xdp = rtnl.attrs(attrs.get(_IFLA_XDP, b""))
                 _put(h, ifindex, attrs.get(_IFLA_IFNAME, b""))
                 for key in _IFLA_XDP_ATTACHED_AND_IDS:
                     _put(h, key, xdp.get(key, b""))

@@ -7,11 +7,10 @@ belongs for its lifetime to the namespace it was created in, so each one is open
 sends RTM_NEWLINK for much more (statistics, carrier, MTU, XDP attach, bridge ports...); those
 are dropped here, so that attaching our own programs never triggers another reconcile.
 
-Why a raw socket and a 40-line parser rather than pyroute2 (which the rest of the kernel layer
-uses for requests): pyroute2 0.9 runs an asyncio core per IPRoute and decodes every attribute of
-every message (statistics included), while only the ifinfomsg header and IFLA_IFNAME matter here;
-plain sockets also let one thread poll() every namespace plus a wake-up pipe, and see ENOBUFS
-(a socket overrun) as the plain errno it is.
+Why a raw socket and a 40-line parser rather than a netlink library (bpfman uses none; its
+requests go through ``kernel.sys.rtnl``): only the ifinfomsg header and IFLA_IFNAME matter here,
+and plain sockets let one thread poll() every namespace plus a wake-up pipe, and see ENOBUFS (a
+socket overrun) as the plain errno it is.
 """
 
 from __future__ import annotations

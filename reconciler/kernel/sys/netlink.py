@@ -1,23 +1,20 @@
-"""Interfaces and netlink XDP attachment (IFLA_XDP), via pyroute2.
+"""Interfaces and netlink XDP attachment (IFLA_XDP), on raw rtnetlink (``sys.rtnl``).
 
 Single-program XDP is attached with netlink, never as a bpf_link, so that libxdp's dispatcher
 and ``xdp-loader`` see (and can take turns with) what we attach. The kernel gives netlink XDP a
 compare-and-swap: ``XDP_FLAGS_UPDATE_IF_NOEXIST`` refuses to clobber an attached program, and
 ``XDP_FLAGS_REPLACE`` + ``IFLA_XDP_EXPECTED_FD`` swaps (or removes, with fd -1) a program only if
 the one attached is the one we expect.
-
-pyroute2 is slow to import (~0.2 s), so it is imported inside the functions that need it.
 """
 
 from __future__ import annotations
 
 import errno
-from collections.abc import Iterator
-from contextlib import contextmanager
+import socket
+import struct
 from dataclasses import dataclass
-from typing import Any
 
-from reconciler.kernel.sys import netns
+from reconciler.kernel.sys import netns, rtnl
 from reconciler.kernel.types import KernelError
 
 XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
@@ -26,8 +23,12 @@ XDP_FLAGS_DRV_MODE = 1 << 2
 XDP_FLAGS_REPLACE = 1 << 4
 
 MODE_FLAGS = {"native": XDP_FLAGS_DRV_MODE, "generic": XDP_FLAGS_SKB_MODE}
-# IFLA_XDP_ATTACHED as pyroute2 decodes it -> our mode names
-_ATTACHED = {"xdp": "native", "xdpgeneric": "generic", "xdpoffload": "offload", "xdpmulti": "multi"}
+RTM_GETLINK, RTM_SETLINK = 18, 19
+IFLA_IFNAME, IFLA_XDP = 3, 43
+IFLA_XDP_FD, IFLA_XDP_ATTACHED, IFLA_XDP_FLAGS = 1, 2, 3
+IFLA_XDP_PROG_ID, IFLA_XDP_DRV_PROG_ID, IFLA_XDP_EXPECTED_FD = 4, 5, 8
+# IFLA_XDP_ATTACHED (XDP_ATTACHED_DRV, _SKB, _HW, _MULTI) -> our mode names
+_ATTACHED = {1: "native", 2: "generic", 3: "offload", 4: "multi"}
 
 
 @dataclass(frozen=True)
@@ -50,59 +51,55 @@ class NetlinkFailure(KernelError):
         return self.code
 
 
-@contextmanager
-def _route(ns: str | None) -> Iterator[Any]:
-    """An rtnetlink socket opened (and so bound) inside namespace ``ns``."""
-    from pyroute2 import IPRoute
-
-    with netns.enter(ns):
-        ipr = IPRoute(ext_ack=True)
-        try:
-            yield ipr
-        finally:
-            ipr.close()
+def _ifinfomsg(ifindex: int) -> bytes:
+    return struct.pack("=BxHiII", socket.AF_UNSPEC, 0, ifindex, 0, 0)
 
 
-def _interface(msg: Any) -> Interface:
+def _interface(payload: bytes) -> Interface:
+    ifindex = struct.unpack_from("=i", payload, 4)[0]
+    attrs = rtnl.attrs(payload[16:])
+    name = attrs.get(IFLA_IFNAME, b"").rstrip(b"\0").decode(errors="replace")
     prog_id, mode = None, None
-    xdp = msg.get_attr("IFLA_XDP")
-    if xdp is not None:
-        attached = _ATTACHED.get(xdp.get_attr("IFLA_XDP_ATTACHED") or "")
-        if attached == "multi":
-            # Several modes at once (only offload + native is possible): report native.
-            prog_id, mode = xdp.get_attr("IFLA_XDP_DRV_PROG_ID"), "native"
-        elif attached:
-            prog_id, mode = xdp.get_attr("IFLA_XDP_PROG_ID"), attached
-    return Interface(msg["index"], msg.get_attr("IFLA_IFNAME"), prog_id, mode)
+    xdp = rtnl.attrs(attrs.get(IFLA_XDP, b""))
+    attached = _ATTACHED.get(_u(xdp, IFLA_XDP_ATTACHED, "=B") or 0)
+    if attached == "multi":
+        # Several modes at once (only offload + native is possible): report native.
+        prog_id, mode = _u(xdp, IFLA_XDP_DRV_PROG_ID, "=I"), "native"
+    elif attached:
+        prog_id, mode = _u(xdp, IFLA_XDP_PROG_ID, "=I"), attached
+    return Interface(ifindex, name, prog_id, mode)
+
+
+def _u(attrs: dict[int, bytes], kind: int, fmt: str) -> int | None:
+    raw = attrs.get(kind)
+    return struct.unpack_from(fmt, raw)[0] if raw and len(raw) >= struct.calcsize(fmt) else None
 
 
 def interfaces(ns: str | None = None) -> list[Interface]:
     """Every interface of the namespace with its XDP program (one netlink dump)."""
-    from pyroute2.netlink.exceptions import NetlinkError
-
-    with _route(ns) as ipr:
+    with netns.enter(ns):
         try:
-            return [_interface(m) for m in ipr.get_links()]
-        except NetlinkError as e:
-            raise NetlinkFailure(f"cannot list interfaces: {e}", e.code) from e
+            answers = rtnl.request(RTM_GETLINK, rtnl.NLM_F_REQUEST | rtnl.NLM_F_DUMP, _ifinfomsg(0))
+        except rtnl.NetlinkError as e:
+            raise NetlinkFailure(f"cannot list interfaces: {e.message}", e.code) from e
+    return [_interface(p) for p in answers]
 
 
-def _lookup(ipr: Any, ifname: str) -> Any | None:
-    from pyroute2.netlink.exceptions import NetlinkError
-
+def _lookup(ifname: str) -> Interface | None:
+    """``ifname`` in the current namespace; None if there is none of that name."""
+    body = _ifinfomsg(0) + rtnl.nla(IFLA_IFNAME, ifname.encode() + b"\0")
     try:
-        msgs = ipr.get_links(ifname=ifname)
-    except NetlinkError as e:
-        if e.code == errno.ENODEV:
+        answers = rtnl.request(RTM_GETLINK, rtnl.NLM_F_REQUEST, body)
+    except rtnl.NetlinkError as e:
+        if e.errno == errno.ENODEV:
             return None
-        raise
-    return msgs[0] if msgs else None
+        raise NetlinkFailure(f"cannot look up interface {ifname}: {e.message}", e.code) from e
+    return _interface(answers[0]) if answers else None
 
 
 def interface(ifname: str, ns: str | None = None) -> Interface | None:
-    with _route(ns) as ipr:
-        msg = _lookup(ipr, ifname)
-        return _interface(msg) if msg is not None else None
+    with netns.enter(ns):
+        return _lookup(ifname)
 
 
 def require(ifname: str, ns: str | None) -> Interface:
@@ -115,16 +112,16 @@ def require(ifname: str, ns: str | None) -> Interface:
     return found
 
 
-def _set_xdp(ipr: Any, ifindex: int, fd: int, flags: int, expected_fd: int | None) -> None:
-    from pyroute2.netlink.exceptions import NetlinkError
-
-    attrs: list[tuple[str, int]] = [("IFLA_XDP_FD", fd), ("IFLA_XDP_FLAGS", flags)]
+def _set_xdp(ifindex: int, fd: int, flags: int, expected_fd: int | None) -> None:
+    xdp = rtnl.nla(IFLA_XDP_FD, struct.pack("=i", fd))
+    xdp += rtnl.nla(IFLA_XDP_FLAGS, struct.pack("=I", flags))
     if expected_fd is not None:
-        attrs.append(("IFLA_XDP_EXPECTED_FD", expected_fd))
+        xdp += rtnl.nla(IFLA_XDP_EXPECTED_FD, struct.pack("=i", expected_fd))
+    body = _ifinfomsg(ifindex) + rtnl.nla(IFLA_XDP | rtnl.NLA_F_NESTED, xdp)
     try:
-        ipr.link("set", index=ifindex, xdp={"attrs": attrs})
-    except NetlinkError as e:
-        raise NetlinkFailure(str(e.args[1] if len(e.args) > 1 else e), e.code) from e
+        rtnl.request(RTM_SETLINK, rtnl.NLM_F_REQUEST | rtnl.NLM_F_ACK, body)
+    except rtnl.NetlinkError as e:
+        raise NetlinkFailure(e.message, e.code) from e
 
 
 def xdp_attach(
@@ -142,14 +139,13 @@ def xdp_attach(
         base, expected = XDP_FLAGS_UPDATE_IF_NOEXIST, None
     else:
         base, expected = XDP_FLAGS_REPLACE, replace_fd
-    with _route(ns) as ipr:
-        found = _lookup(ipr, ifname)
+    with netns.enter(ns):
+        found = _lookup(ifname)
         if found is None:
             raise KernelError(f"interface {ifname} does not exist")
-        ifindex = found["index"]
         for i, m in enumerate(modes):
             try:
-                _set_xdp(ipr, ifindex, prog_fd, base | MODE_FLAGS[m], expected)
+                _set_xdp(found.ifindex, prog_fd, base | MODE_FLAGS[m], expected)
                 return m
             except NetlinkFailure as e:
                 # EBUSY: a program is attached in this mode. EEXIST: one is attached in the other
@@ -162,12 +158,12 @@ def xdp_attach(
 def xdp_detach(ifname: str, expected_fd: int, mode: str, ns: str | None = None) -> bool:
     """Remove the XDP program from ``ifname`` only if it is ``expected_fd``'s program.
     Returns False (and changes nothing) if another program, or none, is attached."""
-    with _route(ns) as ipr:
-        found = _lookup(ipr, ifname)
+    with netns.enter(ns):
+        found = _lookup(ifname)
         if found is None:
             return False
         try:
-            _set_xdp(ipr, found["index"], -1, XDP_FLAGS_REPLACE | MODE_FLAGS[mode], expected_fd)
+            _set_xdp(found.ifindex, -1, XDP_FLAGS_REPLACE | MODE_FLAGS[mode], expected_fd)
         except NetlinkFailure as e:
             if e.errno in (errno.EEXIST, errno.ENOENT, errno.ENODEV):
                 return False

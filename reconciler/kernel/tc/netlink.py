@@ -1,30 +1,37 @@
 """Raw rtnetlink for the TC dispatcher: the clsact qdisc and cls_bpf filters.
 
-Written against the kernel's uapi (linux/rtnetlink.h, pkt_sched.h, pkt_cls.h) rather than through
-pyroute2, whose cls_bpf decoder (0.9) does not know TCA_BPF_ID: the id of the program a filter
-runs is the one fact the dispatcher needs from a dump. Every call runs in the caller's network
+Written against the kernel's uapi (linux/pkt_sched.h, pkt_cls.h) on ``sys.rtnl``; pyroute2's
+cls_bpf decoder (0.9) does not know TCA_BPF_ID, the id of the program a filter runs, which is
+the one fact the dispatcher needs from a dump. Every call runs in the caller's network
 namespace (enter one with ``netns.enter`` first).
 """
 
 from __future__ import annotations
 
 import errno
-import os
 import socket
 import struct
 from dataclasses import dataclass
 
-NETLINK_ROUTE = 0
-NLMSG_ERROR, NLMSG_DONE = 2, 3
-NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK = 0x1, 0x2, 0x4
-NLM_F_DUMP = 0x300
-NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x100, 0x200, 0x400
+from reconciler.kernel.sys import rtnl
+from reconciler.kernel.sys.rtnl import (
+    NLA_F_NESTED,
+    NLM_F_ACK,
+    NLM_F_CREATE,
+    NLM_F_DUMP,
+    NLM_F_EXCL,
+    NLM_F_REPLACE,
+    NLM_F_REQUEST,
+    NetlinkError,
+    nla,
+    request,
+)
+
 RTM_NEWQDISC, RTM_DELQDISC, RTM_GETQDISC = 36, 37, 38
 RTM_NEWTFILTER, RTM_DELTFILTER, RTM_GETTFILTER = 44, 45, 46
 TCA_KIND, TCA_OPTIONS = 1, 2
 TCA_BPF_FD, TCA_BPF_NAME, TCA_BPF_FLAGS, TCA_BPF_ID = 6, 7, 8, 11
 TCA_BPF_FLAG_ACT_DIRECT = 1
-NLA_F_NESTED = 1 << 15
 ETH_P_ALL = 0x0003
 
 TC_H_CLSACT = 0xFFFFFFF1
@@ -43,60 +50,14 @@ class Filter:
     flags: int | None = None  # cls_bpf: TCA_BPF_FLAGS (TCA_BPF_FLAG_ACT_DIRECT: direct-action)
 
 
-def _nla(kind: int, payload: bytes) -> bytes:
-    raw = struct.pack("=HH", 4 + len(payload), kind) + payload
-    return raw + b"\0" * (-len(raw) % 4)
-
-
-def _attrs(data: bytes) -> dict[int, bytes]:
-    out, off = {}, 0
-    while off + 4 <= len(data):
-        length, kind = struct.unpack_from("=HH", data, off)
-        if length < 4:
-            break
-        out[kind & ~NLA_F_NESTED] = data[off + 4 : off + length]
-        off += (length + 3) & ~3
-    return out
-
-
 def _tcmsg(ifindex: int, handle: int, parent: int, info: int) -> bytes:
     return struct.pack("=BxxxiIII", socket.AF_UNSPEC, ifindex, handle, parent, info)
 
 
-class NetlinkError(OSError):
-    pass
-
-
-def _request(msg_type: int, flags: int, body: bytes) -> list[bytes]:
-    """Send one request; return the payloads of the answers (a dump's messages)."""
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE) as s:
-        s.bind((0, 0))
-        seq = 1
-        s.send(struct.pack("=IHHII", 16 + len(body), msg_type, flags, seq, 0) + body)
-        out: list[bytes] = []
-        while True:
-            data = s.recv(1 << 16)
-            off = 0
-            while off + 16 <= len(data):
-                length, kind, _flags, _seq, _pid = struct.unpack_from("=IHHII", data, off)
-                payload = data[off + 16 : off + length]
-                off += (length + 3) & ~3
-                if kind == NLMSG_DONE:
-                    return out
-                if kind == NLMSG_ERROR:
-                    code = -struct.unpack_from("=i", payload, 0)[0]
-                    if code:
-                        raise NetlinkError(code, os.strerror(code))
-                    return out
-                out.append(payload)
-            if not flags & NLM_F_DUMP:
-                return out
-
-
 def has_clsact(ifindex: int) -> bool:
-    for payload in _request(RTM_GETQDISC, NLM_F_REQUEST | NLM_F_DUMP, _tcmsg(0, 0, 0, 0)):
+    for payload in request(RTM_GETQDISC, NLM_F_REQUEST | NLM_F_DUMP, _tcmsg(0, 0, 0, 0)):
         idx, _handle, parent = struct.unpack_from("=iII", payload, 4)
-        kind = _attrs(payload[20:]).get(TCA_KIND, b"").rstrip(b"\0")
+        kind = rtnl.attrs(payload[20:]).get(TCA_KIND, b"").rstrip(b"\0")
         if idx == ifindex and parent == TC_H_CLSACT and kind == b"clsact":
             return True
     return False
@@ -104,10 +65,10 @@ def has_clsact(ifindex: int) -> bool:
 
 def add_clsact(ifindex: int) -> bool:
     """Create the clsact qdisc; False if one is there already (it is left alone)."""
-    body = _tcmsg(ifindex, CLSACT_HANDLE, TC_H_CLSACT, 0) + _nla(TCA_KIND, b"clsact\0")
+    body = _tcmsg(ifindex, CLSACT_HANDLE, TC_H_CLSACT, 0) + nla(TCA_KIND, b"clsact\0")
     flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
     try:
-        _request(RTM_NEWQDISC, flags, body)
+        request(RTM_NEWQDISC, flags, body)
     except NetlinkError as e:
         if e.errno == errno.EEXIST:
             return False
@@ -116,15 +77,15 @@ def add_clsact(ifindex: int) -> bool:
 
 
 def del_clsact(ifindex: int) -> None:
-    body = _tcmsg(ifindex, CLSACT_HANDLE, TC_H_CLSACT, 0) + _nla(TCA_KIND, b"clsact\0")
-    _request(RTM_DELQDISC, NLM_F_REQUEST | NLM_F_ACK, body)
+    body = _tcmsg(ifindex, CLSACT_HANDLE, TC_H_CLSACT, 0) + nla(TCA_KIND, b"clsact\0")
+    request(RTM_DELQDISC, NLM_F_REQUEST | NLM_F_ACK, body)
 
 
 def filters(ifindex: int, direction: str) -> list[Filter]:
     """Every filter on the clsact hook (one entry per filter; chain heads are skipped)."""
     body = _tcmsg(ifindex, 0, PARENTS[direction], 0)
     try:
-        answers = _request(RTM_GETTFILTER, NLM_F_REQUEST | NLM_F_DUMP, body)
+        answers = request(RTM_GETTFILTER, NLM_F_REQUEST | NLM_F_DUMP, body)
     except NetlinkError as e:
         if e.errno == errno.EINVAL:  # no clsact qdisc: no filters
             return []
@@ -132,11 +93,11 @@ def filters(ifindex: int, direction: str) -> list[Filter]:
     out = []
     for payload in answers:
         handle, _parent, info = struct.unpack_from("=III", payload, 8)
-        attrs = _attrs(payload[20:])
+        attrs = rtnl.attrs(payload[20:])
         if not handle:
             continue  # the (pref, protocol) chain itself, not a filter
         kind = attrs.get(TCA_KIND, b"").rstrip(b"\0").decode()
-        opts = _attrs(attrs.get(TCA_OPTIONS, b""))
+        opts = rtnl.attrs(attrs.get(TCA_OPTIONS, b""))
         prog_id = struct.unpack("=I", opts[TCA_BPF_ID])[0] if TCA_BPF_ID in opts else None
         name = opts[TCA_BPF_NAME].rstrip(b"\0").decode() if TCA_BPF_NAME in opts else None
         protocol = socket.ntohs(info & 0xFFFF)
@@ -153,19 +114,19 @@ def replace_bpf_filter(
     program with one RCU pointer replacement, so every packet runs either the old program or
     the new one, and there is never a second filter."""
     info = (pref << 16) | socket.htons(ETH_P_ALL)
-    opts = _nla(TCA_BPF_FD, struct.pack("=I", prog_fd))
-    opts += _nla(TCA_BPF_NAME, name.encode() + b"\0")
-    opts += _nla(TCA_BPF_FLAGS, struct.pack("=I", TCA_BPF_FLAG_ACT_DIRECT))
-    body = _tcmsg(ifindex, handle, PARENTS[direction], info) + _nla(TCA_KIND, b"bpf\0")
-    body += _nla(TCA_OPTIONS | NLA_F_NESTED, opts)
+    opts = nla(TCA_BPF_FD, struct.pack("=I", prog_fd))
+    opts += nla(TCA_BPF_NAME, name.encode() + b"\0")
+    opts += nla(TCA_BPF_FLAGS, struct.pack("=I", TCA_BPF_FLAG_ACT_DIRECT))
+    body = _tcmsg(ifindex, handle, PARENTS[direction], info) + nla(TCA_KIND, b"bpf\0")
+    body += nla(TCA_OPTIONS | NLA_F_NESTED, opts)
     flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE
-    _request(RTM_NEWTFILTER, flags, body)
+    request(RTM_NEWTFILTER, flags, body)
 
 
 def del_filter(ifindex: int, direction: str, pref: int, handle: int) -> None:
     info = (pref << 16) | socket.htons(ETH_P_ALL)
-    body = _tcmsg(ifindex, handle, PARENTS[direction], info) + _nla(TCA_KIND, b"bpf\0")
-    _request(RTM_DELTFILTER, NLM_F_REQUEST | NLM_F_ACK, body)
+    body = _tcmsg(ifindex, handle, PARENTS[direction], info) + nla(TCA_KIND, b"bpf\0")
+    request(RTM_DELTFILTER, NLM_F_REQUEST | NLM_F_ACK, body)
 
 
 # --- our place on a clsact hook ---------------------------------------------------------
