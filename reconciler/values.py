@@ -1,19 +1,19 @@
-"""``@frozen``: immutable value classes, as ``@dataclass(frozen=True)`` makes them, at a fifth of
-the cost of defining one.
+"""``@frozen``: immutable value classes, as ``@dataclass(frozen=True)`` makes them, at a fraction
+of the cost of defining one.
 
 A frozen dataclass has six methods generated from source text and compiled when its module is
 imported (``__init__``, ``__repr__``, ``__eq__``, ``__hash__``, ``__setattr__``,
-``__delattr__``): about 0.5 ms a class. bpfman defines about a hundred value classes, and a
-plan of an empty directory spent a third of its time (48 ms of 150) compiling them, on every
-run. ``@frozen`` lets dataclasses generate only ``__init__`` (the one method whose speed matters
-per instance) and gives every class the same four generic methods instead, with the same meaning:
+``__delattr__``): about 0.5 ms a class, and bpfman defines about a hundred value classes.
+``@frozen`` lets dataclasses generate only ``__init__`` and the two that guard immutability
+(whose compiled code ``reconciler.codecache`` keeps between runs) and gives every class the same
+three generic methods instead of the others, with the same meaning:
 
 - equality and hashing over the fields that compare (``field(compare=False)`` and
   ``field(hash=...)`` are honoured), only between instances of the very same class;
-- ``ClassName(a=1, b='x')`` as repr, over the fields that show (``field(repr=False)``);
-- a field can be set once (by ``__init__``) and never again, and no other attribute can be set
-  or deleted: ``dataclasses.FrozenInstanceError`` as for a frozen dataclass. ``__post_init__``
-  may set derived fields with ``object.__setattr__``, as with a frozen dataclass.
+- ``ClassName(a=1, b='x')`` as repr, over the fields that show (``field(repr=False)``).
+
+Fields are set once, by ``__init__``, and never again: ``dataclasses.FrozenInstanceError`` as for
+a frozen dataclass, and ``__post_init__`` may set derived fields with ``object.__setattr__``.
 
 Everything else is a dataclass: ``dataclasses.fields``, ``replace``, ``asdict``, ``astuple``,
 ``is_dataclass``, defaults and ``default_factory``, pickling and copying all work unchanged.
@@ -49,19 +49,8 @@ def _repr(self: Any) -> str:
     return f"{self.__class__.__qualname__}({shown})"
 
 
-def _setattr(self: Any, name: str, value: Any) -> None:
-    if name in self.__value_fields__ and name not in self.__dict__:
-        object.__setattr__(self, name, value)  # __init__ setting a field, once
-        return
-    raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")
-
-
-def _delattr(self: Any, name: str) -> None:
-    raise dataclasses.FrozenInstanceError(f"cannot delete field {name!r}")
-
-
 def _make(cls: T) -> T:
-    made: Any = dataclasses.dataclass(cls, eq=False, repr=False)
+    made: Any = dataclasses.dataclass(cls, eq=False, repr=False, frozen=True)
     fields = dataclasses.fields(made)
     made.__value_fields__ = frozenset(f.name for f in fields)
     made.__value_compare__ = tuple(f.name for f in fields if f.compare)
@@ -70,8 +59,6 @@ def _make(cls: T) -> T:
     made.__eq__ = _eq
     made.__hash__ = _hash
     made.__repr__ = _repr
-    made.__setattr__ = _setattr
-    made.__delattr__ = _delattr
     return cast(T, made)
 
 

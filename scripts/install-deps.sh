@@ -88,8 +88,8 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     touch "$stamp"
 fi
 # Precompile: an editable install writes no .pyc, and hosts that set PYTHONDONTWRITEBYTECODE would
-# otherwise compile every module on every run of bpfman.
-.venv/bin/python -m compileall -q reconciler >/dev/null
+# otherwise compile every module, and every dataclass's methods, on every run of bpfman.
+.venv/bin/python -m reconciler.precompile >/dev/null
 
 # bpffs and tracefs may be unmounted on a fresh host; bpfman mounts bpffs itself, but the tests'
 # independent tools (bpftool, libbpf tracepoint attach) need both.

@@ -449,6 +449,9 @@ def byte_compile(repo: Path = REPO) -> None:
     trees = [str(repo / d) for d in COMPILED_TREES if (repo / d).is_dir()]
     if trees:
         subprocess.run([python, "-m", "compileall", "-q", *trees], capture_output=True)
+    # And the compiled methods of bpfman's dataclasses (reconciler/codecache.py), which the
+    # guest could not write either.
+    subprocess.run([python, "-m", "reconciler.precompile"], cwd=repo, capture_output=True)
 
 
 def boot(

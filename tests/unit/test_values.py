@@ -111,5 +111,5 @@ def test_the_value_classes_of_start_up_are_made_with_it() -> None:
         for obj in vars(module).values():
             if isinstance(obj, type) and obj.__module__ == module.__name__:
                 params = getattr(obj, "__dataclass_params__", None)
-                if params is not None and params.frozen:
+                if params is not None and params.frozen and "__value_compare__" not in vars(obj):
                     pytest.fail(f"{obj.__qualname__} is a frozen dataclass: use @frozen")
