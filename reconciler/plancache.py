@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -46,9 +47,12 @@ MAX_OBJECT_SIZE = 64 * 1024 * 1024
 _PACKAGE = Path(__file__).resolve().parent  # code, schemas and dispatchers
 
 
+@functools.cache
 def code_stamp() -> str:
     """bpfman's version and the size and mtime of every file of its code and schemas: an
-    upgrade, or an edit of a checkout, makes every entry a miss."""
+    upgrade, or an edit of a checkout, makes every entry a miss. Taken once per process: it
+    stands for the code this process runs, which a later edit on disk does not change (a
+    watcher would otherwise walk the package on every reconcile)."""
     h = hashlib.sha256(__version__.encode())
     for top in (_PACKAGE,):
         for dirpath, dirnames, filenames in os.walk(top):

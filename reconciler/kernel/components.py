@@ -46,18 +46,23 @@ class Component:
         return self.prog_id is None
 
 
-def spec_digest(spec: ProgramSpec) -> str:
+def spec_digest(spec: ProgramSpec, objects: dict[str, bytes] | None = None) -> str:
     """What a component is loaded from: the object's bytes, the function, the program type, the
-    global data and the shared maps directory."""
-    h = hashlib.sha256()
-    with open(spec.object_path, "rb") as f:
-        h.update(hashlib.sha256(f.read()).digest())
+    global data and the shared maps directory. ``objects`` remembers the object files' digests
+    for one dispatch, whose slots often load the same file."""
+    digest = None if objects is None else objects.get(spec.object_path)
+    if digest is None:
+        with open(spec.object_path, "rb") as f:
+            digest = hashlib.sha256(f.read()).digest()
+        if objects is not None:
+            objects[spec.object_path] = digest
+    h = hashlib.sha256(digest)
     h.update(repr((spec.function, spec.prog_type.value, spec.global_data, spec.maps_dir)).encode())
     return h.hexdigest()[:32]
 
 
-def mark(spec: ProgramSpec) -> str:
-    return SPEC_MARK + spec_digest(spec)
+def mark(spec: ProgramSpec, objects: dict[str, bytes] | None = None) -> str:
+    return SPEC_MARK + spec_digest(spec, objects)
 
 
 def revision(ours: Iterable[Component], foreign: Iterable[Component]) -> list[Component]:

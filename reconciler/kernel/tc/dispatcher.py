@@ -144,7 +144,8 @@ def dispatch(store: PinStore, hook: TcHook, slots: list[DispatchSlot]) -> list[I
             f"the {hook.direction} TC hook of {hook.ifname} can run at most "
             f"{MAX_DISPATCHER_SLOTS} programs ({len(slots)} of ours + {len(foreign)} foreign)"
         )
-    wanted = components.revision([_component(store, s) for s in slots], foreign)
+    objects: dict[str, bytes] = {}
+    wanted = components.revision([_component(store, s, objects) for s in slots], foreign)
     _stage_and_swap(store, hook, ifindex, hdir, wanted)
     # The new dispatcher runs: a kill from here on is completed by the next apply (``recover``
     # commits the hook's pins, RealKernel the components that run in its slots).
@@ -175,11 +176,11 @@ def _survey(
     return foreign, previous
 
 
-def _component(store: PinStore, slot: DispatchSlot) -> Component:
+def _component(store: PinStore, slot: DispatchSlot, objects: dict[str, bytes]) -> Component:
     """``slot`` as a component of the new revision: it keeps its program id if its pin dir
     holds a program and the (empty directory) mark of the spec wanted."""
     d = store.path(slot.pin_dir)
-    mark = components.mark(slot.spec)
+    mark = components.mark(slot.spec, objects)
     kept = prog_id_at(d / PROG) if (d / mark).is_dir() else None
     return Component(
         slot.priority,

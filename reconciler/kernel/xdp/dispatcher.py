@@ -107,7 +107,9 @@ def dispatch(store: PinStore, hook: XdpHook, slots: list[DispatchSlot]) -> list[
         if len(slots) + len(foreign) > xdpproto.MAX_DISPATCHER_SLOTS:
             raise too_many(hook, len(slots) + len(foreign))
         on_hook = {c.pin_dir: c for c in cur.components if c.pin_dir is not None}
-        wanted = components.revision([_ours(store, hook, s, on_hook) for s in slots], foreign)
+        objects: dict[str, bytes] = {}  # object digests, for the slots' marks
+        ours = [_ours(store, hook, s, on_hook, objects) for s in slots]
+        wanted = components.revision(ours, foreign)
         if _unchanged(cur, wanted, hook):
             running = _Running(cur.dispatcher_id, cur.iface.xdp_mode, cur.components)
         else:
@@ -170,12 +172,16 @@ def _refuse_direct(hook: XdpHook, point: XdpPoint, cur: Current, owned: dict[int
 
 
 def _ours(
-    store: PinStore, hook: XdpHook, slot: DispatchSlot, on_hook: dict[str, Component]
+    store: PinStore,
+    hook: XdpHook,
+    slot: DispatchSlot,
+    on_hook: dict[str, Component],
+    objects: dict[str, bytes],
 ) -> Component:
     """``slot`` as a component of the new revision: it keeps its program id if that program is
     on this hook now and its pin dir holds the mark of the spec wanted (a pin of the program)."""
     d = bpffs.path_of(store.root, slot.pin_dir)
-    mark = components.mark(slot.spec)
+    mark = components.mark(slot.spec, objects)
     keep = on_hook.get(slot.pin_dir)
     if keep is None and (d / PROG).exists():
         raise KernelError(
