@@ -34,7 +34,7 @@ import sys
 from types import CodeType
 from typing import Any
 
-_HEADER = b"bpfman dataclass methods 1\n"
+_HEADER = b"bpfman dataclass methods 2\n"  # 2: compiled without this module's __future__ flags
 # Past this many entries (an old code's, mostly) a write keeps only what this process used.
 MAX_ENTRIES = 4096
 
@@ -78,7 +78,7 @@ def _read() -> dict[str, bytes]:
 
 
 def code_for(source: str) -> CodeType:
-    """The code ``compile(source, "<string>", "exec")`` gives, from the table when it has it."""
+    """The code ``exec(source)`` would compile, from the table when it has it."""
     global _table, _new
     if _table is None:
         _table = _read()
@@ -91,7 +91,9 @@ def code_for(source: str) -> CodeType:
         if isinstance(code, CodeType):
             _used[source] = blob
             return code
-    code = compile(source, "<string>", "exec")
+    # As exec compiles it in dataclasses' frame, without this module's __future__ flags (which
+    # would turn the generated methods' annotations into strings).
+    code = compile(source, "<string>", "exec", dont_inherit=True)
     _used[source] = marshal.dumps(code)
     _new = True
     return code

@@ -58,6 +58,14 @@ def test_compiled_once_then_read_from_the_table(table: Path, monkeypatch) -> Non
     assert codecache.save() is False  # nothing new: the file is not rewritten
 
 
+def test_compiled_as_exec_compiles_it(table: Path) -> None:
+    """Without the compiling module's __future__ flags: annotations stay objects."""
+    source = "def __create_fn__(_t):\n def f(a: _t) -> None:\n  pass\n return f"
+    ns: dict = {}
+    exec(codecache.code_for(source), {}, ns)  # noqa: S102 - the code under test
+    assert ns["__create_fn__"](int).__annotations__ == {"a": int, "return": None}
+
+
 def test_an_edited_source_misses(table: Path, monkeypatch) -> None:
     codecache.code_for(SOURCE)
     codecache.save()
