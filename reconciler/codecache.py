@@ -36,7 +36,7 @@ from typing import Any
 
 _HEADER = b"bpfman dataclass methods 2\n"  # 2: compiled without this module's __future__ flags
 # Past this many entries (an old code's, mostly) a write keeps only what this process used.
-MAX_ENTRIES = 4096
+MAX_ENTRIES = 1024  # bpfman itself needs about 400
 
 path: str | None = None
 _table: dict[str, bytes] | None = None  # source text -> marshalled code, as read
@@ -124,6 +124,8 @@ def save(*, force: bool = False) -> bool:
             f.write(_magic() + _HEADER + marshal.dumps(table))
         os.replace(tmp, path)
     except OSError:
+        # O_EXCL never follows a planted symlink; a stale temporary (a dead process of the same
+        # pid) is removed here, so the next run writes.
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         return False
