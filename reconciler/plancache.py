@@ -128,12 +128,15 @@ def _file_digest(path: str, limit: int) -> str | None:
         return None
 
 
-def manifests_digest(root: Path, read: Iterable[str] = ()) -> str | None:
+def manifests_digest(
+    root: Path, read: Iterable[str] = (), contents: Callable[[str], bytes | None] | None = None
+) -> str | None:
     """The names and bytes of every manifest file under ``root``, of the kustomization of each
     directory read through one, and of the files those kustomizations ``read`` (recorded when
     the manifests were loaded: they may lie outside ``root``, e.g. a base in ../base; a
     kustomization that now reads other files has itself changed, or one it reads has). None
-    when the walk or a read fails (the full load then says why)."""
+    when the walk or a read fails (the full load then says why). ``contents``: the bytes the
+    load that the plan is made from read (a file it has is not read again)."""
     from reconciler.spec.kustomize import kustomization_in
 
     h = hashlib.sha256()
@@ -141,7 +144,9 @@ def manifests_digest(root: Path, read: Iterable[str] = ()) -> str | None:
         paths, kustomized = find_sources(root)
         tops = [k for k in map(kustomization_in, kustomized) if k is not None]
         for path in sorted({*paths, *tops, *map(Path, read)}):
-            data = read_manifest_bytes(path)
+            data = contents(str(path)) if contents is not None else None
+            if data is None:
+                data = read_manifest_bytes(path)
             name = os.fsencode(os.path.relpath(path, root))
             h.update(len(name).to_bytes(4, "little") + name)
             h.update(hashlib.sha256(data).digest())
@@ -276,10 +281,12 @@ class PlanCache:
         kernel: Kernel,
         records: Iterable[Any],
         more_namespaces: Iterable[str | None] = (),
+        contents: Callable[[str], bytes | None] | None = None,
     ) -> Measured | None:
         """Measure the inputs of the plan about to be made (call before observing).
-        ``more_namespaces``: others whose interfaces matter (the watcher's waiting ones)."""
-        manifests = manifests_digest(root, desired.read_files)
+        ``more_namespaces``: others whose interfaces matter (the watcher's waiting ones);
+        ``contents``: the manifests' bytes as the load read them (``manifests_digest``)."""
+        manifests = manifests_digest(root, desired.read_files, contents)
         if manifests is None:
             return None
         objects, paths = _dependencies(desired, base)

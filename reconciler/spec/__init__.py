@@ -25,6 +25,7 @@ from reconciler.spec.fanout import fan_out
 from reconciler.spec.host import HostError, HostFacts
 from reconciler.spec.loader import (
     Document,
+    ParseMemo,
     WalkError,
     find_sources,
     format_path,
@@ -56,6 +57,7 @@ __all__ = [
     "Manifest",
     "ManifestError",
     "Origin",
+    "ParseMemo",
     "Problem",
     "expand",
     "load_desired",
@@ -69,6 +71,7 @@ def load_manifests(
     *,
     source_root: Path | None = None,
     report: LoadReport | None = None,
+    memo: ParseMemo | None = None,
 ) -> list[Manifest]:
     """Load and check every manifest under ``root`` (a directory, or a single YAML file).
 
@@ -81,10 +84,14 @@ def load_manifests(
     allowed): every path, symlinks resolved, must lie inside ``source_root`` (default ``root``;
     the whole checkout when ``root`` is a ``--path`` below it) or under one of those directories.
     None leaves bytecode unconfined, for trusted callers (tests). Manifest files are always
-    confined to ``root``, and refused unread when over the size limit.
+    confined to ``root``, and refused unread when over the size limit. ``memo``: the files a
+    previous load parsed (a process that reads the source again, ``loader.ParseMemo``); each
+    file is still read, confined and checked, only unchanged bytes are not parsed again.
     """
+    if memo is not None:
+        memo.round()
     with resolving():
-        return _load_manifests(root, allowed_bytecode_dirs, source_root, report)
+        return _load_manifests(root, allowed_bytecode_dirs, source_root, report, memo)
 
 
 def _load_manifests(
@@ -92,6 +99,7 @@ def _load_manifests(
     allowed_bytecode_dirs: Iterable[Path | str] | None,
     source_root: Path | None,
     report: LoadReport | None,
+    memo: ParseMemo | None = None,
 ) -> list[Manifest]:
     if not root.exists():
         raise ManifestError([f"{root}: no such file or directory"])
@@ -111,7 +119,7 @@ def _load_manifests(
     valid: list[Document] = []
 
     def read(path: Path) -> tuple[list[Document], list[Problem], list[bool]]:
-        found, file_problems = load_file(path, base, base)
+        found, file_problems = load_file(path, base, base, memo=memo)
         checked = [_check(doc, checker) for doc in found]
         return found, [*file_problems, *(p for c in checked for p in c)], [not c for c in checked]
 

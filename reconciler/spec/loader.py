@@ -8,6 +8,7 @@ reads them safely (:mod:`reconciler.files`: regular files only, never blocking, 
 from __future__ import annotations
 
 import os
+import pickle
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -207,18 +208,61 @@ def operator_object(data: Any) -> str | None:
     return None
 
 
+class ParseMemo:
+    """The files one read of a source parsed, for a process that reads the same source again
+    (the watcher, after an edit): a file whose bytes have not changed is not parsed again.
+
+    An entry is found by everything ``load_file`` is given and the file's exact bytes (compared
+    whole, not by a digest), so a hit returns what parsing those bytes would; it is a copy (the
+    documents are stored pickled), since later steps fill defaults into the documents. Each
+    ``round`` keeps only the files the previous round read: a deleted or renamed file's entry
+    goes, and memory stays that of one source. ``content`` gives the bytes the last round read
+    of a file, so that the plan cache digests what was parsed without reading it again."""
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[Any, ...], tuple[bytes, bytes]] = {}
+        self._this: dict[tuple[Any, ...], tuple[bytes, bytes]] = {}
+        self._read: dict[str, bytes] = {}
+        self.hits = 0
+
+    def round(self) -> None:
+        """Start a new read of the source."""
+        self._last, self._this = self._this or self._last, {}
+        self._read = {}
+
+    def content(self, path: str) -> bytes | None:
+        """The bytes of ``path`` as the last round read them (None: not read)."""
+        return self._read.get(path)
+
+    def get(self, key: tuple[Any, ...], raw: bytes) -> tuple[list[Document], list[Problem]] | None:
+        self._read[key[0]] = raw
+        entry = self._this.get(key) or self._last.get(key)
+        if entry is None or entry[0] != raw:
+            return None
+        self._this[key] = entry
+        self.hits += 1
+        found: tuple[list[Document], list[Problem]] = pickle.loads(entry[1])
+        return found
+
+    def put(
+        self, key: tuple[Any, ...], raw: bytes, found: tuple[list[Document], list[Problem]]
+    ) -> None:
+        self._this[key] = (raw, pickle.dumps(found, pickle.HIGHEST_PROTOCOL))
+
+
 def load_file(
     path: Path,
     base: Path,
     root: Path | None = None,
     allow_breaks: Callable[[FieldPath], bool] = annotation_breaks,
     operator_objects: bool = False,
+    memo: ParseMemo | None = None,
 ) -> tuple[list[Document], list[Problem]]:
     """Parse every non-empty document of one file. Problems do not stop the documents before
     them from being returned, so one bad document does not hide the others' problems. With
     ``root`` (the source directory), a file that resolves outside it is refused unread.
     bpfman-operator's own objects (``operator_object``) are a problem unless ``operator_objects``
-    (a kustomization, which skips them)."""
+    (a kustomization, which skips them). ``memo``: files parsed before (``ParseMemo``)."""
     file = relpath(path, base)
     if root is not None:
         escape = manifest_escape(path, root)
@@ -226,16 +270,34 @@ def load_file(
             return [], [Problem(Origin(file, 1), "", escape)]
     try:
         raw = read_manifest_bytes(path)
+    except ValueError as e:
+        return [], [Problem(Origin(file, 1), "", str(e))]
+    except OSError as e:
+        return [], [Problem(Origin(file, 1), "", f"cannot read: {e.strerror or e}")]
+    if memo is None:
+        return _parse(path, file, raw, allow_breaks, operator_objects)
+    key = (str(path), str(base), str(root), allow_breaks, operator_objects)
+    known = memo.get(key, raw)
+    if known is None:
+        known = _parse(path, file, raw, allow_breaks, operator_objects)
+        memo.put(key, raw, known)  # a copy: the caller may change what it is given
+    return known
+
+
+def _parse(
+    path: Path,
+    file: str,
+    raw: bytes,
+    allow_breaks: Callable[[FieldPath], bool],
+    operator_objects: bool,
+) -> tuple[list[Document], list[Problem]]:
+    try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
         return [], [
             Problem(Origin(file, line), "", f"not UTF-8 text ({e.reason} at byte {e.start})")
         ]
-    except ValueError as e:
-        return [], [Problem(Origin(file, 1), "", str(e))]
-    except OSError as e:
-        return [], [Problem(Origin(file, 1), "", f"cannot read: {e.strerror or e}")]
 
     docs: list[Document] = []
     problems: list[Problem] = []

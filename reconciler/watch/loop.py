@@ -39,7 +39,14 @@ from reconciler.plan.target import Narrowing
 from reconciler.plan.value import Action
 from reconciler.plancache import Measured, PlanCache, RecordingHost
 from reconciler.sources import Kind, SourceError, classify, open_source
-from reconciler.spec import HostError, LoadReport, ManifestError, expand, load_manifests
+from reconciler.spec import (
+    HostError,
+    LoadReport,
+    ManifestError,
+    ParseMemo,
+    expand,
+    load_manifests,
+)
 from reconciler.spec.paths import is_within, real
 from reconciler.state import ensure_dir
 from reconciler.watch import metrics as metrics_mod
@@ -175,6 +182,8 @@ class Watcher:
         # read from: reused while nothing in it changed (an interval's drift check, a link
         # event), so that such a reconcile costs a stat walk, not a parse.
         self.tree: tuple[tuple[Path, str], Any, LoadReport] | None = None
+        # When the tree did change (an edit), the files whose bytes did not are not parsed again.
+        self.parsed = ParseMemo()
         self.cache: PlanCache | None = None
         self._recording: RecordingHost | None = None
         self._snap_root: tuple[Path, Path] | None = None
@@ -354,7 +363,14 @@ class Watcher:
         root, base = self._snap_root
         records = ctx.store.load().values()
         return self.cache.measure(
-            root, base, self._recording, desired, ctx.kernel, records, waiting_ns
+            root,
+            base,
+            self._recording,
+            desired,
+            ctx.kernel,
+            records,
+            waiting_ns,
+            contents=self.parsed.content,
         )
 
     def _outputs(self, result: Result) -> dict[str, Any]:
@@ -389,7 +405,11 @@ class Watcher:
                         # Read before use: a change while reading gives another file event.
                         report = LoadReport()
                         manifests = load_manifests(
-                            snap.root, host.bytecode_dirs(), source_root=snap.base, report=report
+                            snap.root,
+                            host.bytecode_dirs(),
+                            source_root=snap.base,
+                            report=report,
+                            memo=self.parsed,
                         )
                         self.tree = ((snap.root, seen), manifests, report)
                     desired = self._expand(self.tree[1], snap.root, recording)
@@ -422,7 +442,7 @@ class Watcher:
                 host = invocation.host(self.args)
                 report = LoadReport()
                 manifests = load_manifests(
-                    root, host.bytecode_dirs(), source_root=root, report=report
+                    root, host.bytecode_dirs(), source_root=root, report=report, memo=self.parsed
                 )
                 self.manifests = (synced.commit, root, manifests, report)
             _commit, root, manifests, report = self.manifests
