@@ -129,14 +129,15 @@ def _file_digest(path: str, limit: int) -> str | None:
 
 
 def manifests_digest(
-    root: Path, read: Iterable[str] = (), contents: Callable[[str], bytes | None] | None = None
+    root: Path, read: Iterable[str] = (), digests: Callable[[str], bytes | None] | None = None
 ) -> str | None:
     """The names and bytes of every manifest file under ``root``, of the kustomization of each
     directory read through one, and of the files those kustomizations ``read`` (recorded when
     the manifests were loaded: they may lie outside ``root``, e.g. a base in ../base; a
     kustomization that now reads other files has itself changed, or one it reads has). None
-    when the walk or a read fails (the full load then says why). ``contents``: the bytes the
-    load that the plan is made from read (a file it has is not read again)."""
+    when the walk or a read fails (the full load then says why). ``digests``: the SHA-256 of
+    each file as the load that the plan is made from read it (a file it has is not read again).
+    """
     from reconciler.spec.kustomize import kustomization_in
 
     h = hashlib.sha256()
@@ -144,12 +145,12 @@ def manifests_digest(
         paths, kustomized = find_sources(root)
         tops = [k for k in map(kustomization_in, kustomized) if k is not None]
         for path in sorted({*paths, *tops, *map(Path, read)}):
-            data = contents(str(path)) if contents is not None else None
-            if data is None:
-                data = read_manifest_bytes(path)
+            digest = digests(str(path)) if digests is not None else None
+            if digest is None:
+                digest = hashlib.sha256(read_manifest_bytes(path)).digest()
             name = os.fsencode(os.path.relpath(path, root))
             h.update(len(name).to_bytes(4, "little") + name)
-            h.update(hashlib.sha256(data).digest())
+            h.update(digest)
     except (WalkError, OSError, ValueError):
         return None
     return h.hexdigest()
@@ -281,12 +282,12 @@ class PlanCache:
         kernel: Kernel,
         records: Iterable[Any],
         more_namespaces: Iterable[str | None] = (),
-        contents: Callable[[str], bytes | None] | None = None,
+        digests: Callable[[str], bytes | None] | None = None,
     ) -> Measured | None:
         """Measure the inputs of the plan about to be made (call before observing).
         ``more_namespaces``: others whose interfaces matter (the watcher's waiting ones);
-        ``contents``: the manifests' bytes as the load read them (``manifests_digest``)."""
-        manifests = manifests_digest(root, desired.read_files, contents)
+        ``digests``: the manifests' digests as the load read them (``manifests_digest``)."""
+        manifests = manifests_digest(root, desired.read_files, digests)
         if manifests is None:
             return None
         objects, paths = _dependencies(desired, base)

@@ -7,6 +7,7 @@ reads them safely (:mod:`reconciler.files`: regular files only, never blocking, 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import re
@@ -212,12 +213,15 @@ class ParseMemo:
     """The files one read of a source parsed, for a process that reads the same source again
     (the watcher, after an edit): a file whose bytes have not changed is not parsed again.
 
-    An entry is found by everything ``load_file`` is given and the file's exact bytes (compared
-    whole, not by a digest), so a hit returns what parsing those bytes would; it is a copy (the
-    documents are stored pickled), since later steps fill defaults into the documents. Each
-    ``round`` keeps only the files the previous round read: a deleted or renamed file's entry
-    goes, and memory stays that of one source. ``content`` gives the bytes the last round read
-    of a file, so that the plan cache digests what was parsed without reading it again."""
+    An entry is found by everything ``load_file`` is given and the SHA-256 of the file's bytes,
+    so a hit returns what parsing those bytes would; it is a copy (the documents are stored
+    pickled), since later steps fill defaults into the documents. Each ``round`` keeps only the
+    files the previous round read: a deleted or renamed file's entry goes, and memory stays that
+    of one source's documents (a file whose documents pickle to more than ``MAX_ENTRY`` bytes is
+    parsed every time instead). ``digest`` gives the SHA-256 of a file as the last round read
+    it, so that the plan cache digests what was parsed without reading it again."""
+
+    MAX_ENTRY = 1024 * 1024
 
     def __init__(self) -> None:
         self._last: dict[tuple[Any, ...], tuple[bytes, bytes]] = {}
@@ -230,14 +234,14 @@ class ParseMemo:
         self._last, self._this = self._this or self._last, {}
         self._read = {}
 
-    def content(self, path: str) -> bytes | None:
-        """The bytes of ``path`` as the last round read them (None: not read)."""
+    def digest(self, path: str) -> bytes | None:
+        """The SHA-256 of ``path``'s bytes as the last round read them (None: not read)."""
         return self._read.get(path)
 
     def get(self, key: tuple[Any, ...], raw: bytes) -> tuple[list[Document], list[Problem]] | None:
-        self._read[key[0]] = raw
+        digest = self._read[key[0]] = hashlib.sha256(raw).digest()
         entry = self._this.get(key) or self._last.get(key)
-        if entry is None or entry[0] != raw:
+        if entry is None or entry[0] != digest:
             return None
         self._this[key] = entry
         self.hits += 1
@@ -247,7 +251,9 @@ class ParseMemo:
     def put(
         self, key: tuple[Any, ...], raw: bytes, found: tuple[list[Document], list[Problem]]
     ) -> None:
-        self._this[key] = (raw, pickle.dumps(found, pickle.HIGHEST_PROTOCOL))
+        data = pickle.dumps(found, pickle.HIGHEST_PROTOCOL)
+        if len(data) <= self.MAX_ENTRY:
+            self._this[key] = (self._read[key[0]], data)
 
 
 def load_file(

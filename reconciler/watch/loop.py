@@ -370,7 +370,7 @@ class Watcher:
             ctx.kernel,
             records,
             waiting_ns,
-            contents=self.parsed.content,
+            digests=self.parsed.digest,
         )
 
     def _outputs(self, result: Result) -> dict[str, Any]:

@@ -3,6 +3,7 @@ bytes changed, gives the same answer as a fresh read, and hands the plan cache t
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -94,6 +95,16 @@ def test_problems_are_remembered_too(source: Path, monkeypatch: pytest.MonkeyPat
     assert parses.count == 3 + 0 + 3
 
 
+def test_a_file_too_large_to_keep_is_parsed_every_time(
+    source: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ParseMemo, "MAX_ENTRY", 10)
+    memo, parses = ParseMemo(), Parses(monkeypatch)
+    first = _load(source, memo)
+    assert _load(source, memo) == first
+    assert parses.count == 6 and memo.hits == 0
+
+
 def test_a_file_not_read_in_a_round_is_forgotten(
     source: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -112,8 +123,9 @@ def test_the_plan_cache_digests_the_bytes_that_were_parsed(
 ) -> None:
     memo = ParseMemo()
     _load(source, memo)
-    assert memo.content(str(source / "a.yaml")) == (source / "a.yaml").read_bytes()
-    assert memo.content(str(source / "nothing.yaml")) is None
+    a = (source / "a.yaml").read_bytes()
+    assert memo.digest(str(source / "a.yaml")) == hashlib.sha256(a).digest()
+    assert memo.digest(str(source / "nothing.yaml")) is None
     expected = plancache.manifests_digest(source)
     reads: list[Path] = []
     real = plancache.read_manifest_bytes
@@ -123,5 +135,5 @@ def test_the_plan_cache_digests_the_bytes_that_were_parsed(
         return real(path)
 
     monkeypatch.setattr(plancache, "read_manifest_bytes", counted)
-    assert plancache.manifests_digest(source, contents=memo.content) == expected
+    assert plancache.manifests_digest(source, digests=memo.digest) == expected
     assert reads == []  # every manifest came from the load
