@@ -23,7 +23,7 @@ def main() -> int:
     root = os.path.dirname(os.path.abspath(reconciler.__file__))
     compileall.compile_dir(root, quiet=1)
     for info in pkgutil.walk_packages([root], prefix="reconciler."):
-        if info.name == __name__ or info.name == "reconciler.precompile":
+        if info.name == "reconciler.precompile":  # this file, running as __main__
             continue
         try:
             importlib.import_module(info.name)

@@ -218,8 +218,9 @@ class ParseMemo:
     pickled), since later steps fill defaults into the documents. Each ``round`` keeps only the
     files the previous round read: a deleted or renamed file's entry goes, and memory stays that
     of one source's documents (a file whose documents pickle to more than ``MAX_ENTRY`` bytes is
-    parsed every time instead). ``digest`` gives the SHA-256 of a file as the last round read
-    it, so that the plan cache digests what was parsed without reading it again."""
+    parsed every time instead). ``digests`` gives the SHA-256 of each file as the last round
+    read it, so that the plan cache digests what was parsed without reading it again; a caller
+    keeps them with the manifests that round gave (a later round may fail)."""
 
     MAX_ENTRY = 1024 * 1024
 
@@ -234,9 +235,9 @@ class ParseMemo:
         self._last, self._this = self._this or self._last, {}
         self._read = {}
 
-    def digest(self, path: str) -> bytes | None:
-        """The SHA-256 of ``path``'s bytes as the last round read them (None: not read)."""
-        return self._read.get(path)
+    def digests(self) -> dict[str, bytes]:
+        """The SHA-256 of each file's bytes as the last round read them, by path."""
+        return dict(self._read)
 
     def get(self, key: tuple[Any, ...], raw: bytes) -> tuple[list[Document], list[Problem]] | None:
         digest = self._read[key[0]] = hashlib.sha256(raw).digest()

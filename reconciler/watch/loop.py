@@ -181,7 +181,8 @@ class Watcher:
         # A directory or file source's manifests, with the fingerprint of the tree they were
         # read from: reused while nothing in it changed (an interval's drift check, a link
         # event), so that such a reconcile costs a stat walk, not a parse.
-        self.tree: tuple[tuple[Path, str], Any, LoadReport] | None = None
+        # The last item: the digests of the files as that read saw them (for the plan cache).
+        self.tree: tuple[tuple[Path, str], Any, LoadReport, dict[str, bytes]] | None = None
         # When the tree did change (an edit), the files whose bytes did not are not parsed again.
         self.parsed = ParseMemo()
         self.cache: PlanCache | None = None
@@ -358,7 +359,12 @@ class Watcher:
         return True
 
     def _measure(self, ctx: Any, desired: Any, waiting_ns: list[str | None]) -> Measured | None:
-        if self.cache is None or self._recording is None or self._snap_root is None:
+        if (
+            self.cache is None
+            or self._recording is None
+            or self._snap_root is None
+            or self.tree is None
+        ):
             return None
         root, base = self._snap_root
         records = ctx.store.load().values()
@@ -370,7 +376,8 @@ class Watcher:
             ctx.kernel,
             records,
             waiting_ns,
-            digests=self.parsed.digest,
+            # Of the bytes the manifests in use were parsed from, not of a later failed read.
+            digests=self.tree[3].get,
         )
 
     def _outputs(self, result: Result) -> dict[str, Any]:
@@ -411,7 +418,7 @@ class Watcher:
                             report=report,
                             memo=self.parsed,
                         )
-                        self.tree = ((snap.root, seen), manifests, report)
+                        self.tree = ((snap.root, seen), manifests, report, self.parsed.digests())
                     desired = self._expand(self.tree[1], snap.root, recording)
                     self.tree[2].apply_to(desired)
                 except ManifestError as e:

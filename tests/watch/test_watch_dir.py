@@ -452,3 +452,32 @@ def test_the_source_directory_deleted_and_made_again(watch: Watch, tmp_path: Pat
     write_atomically(src / "fw.yaml", both)  # seen only if the new directory is watched
     eventually(lambda: len(set(perf_links()) - before) == 2, "the edit in the new directory")
     assert watch.stop() == 0
+
+
+def test_a_revision_restored_after_a_bad_one_is_remembered_as_itself(
+    watch: Watch, tmp_path: Path
+) -> None:
+    """A no-op reconcile is remembered with the bytes its manifests were parsed from, never
+    with those of a bad revision read in between: restoring the good file by rename (same
+    inode and mtime, so the watcher reuses its manifests) and then saving the bad one again
+    gives a failure again, not a remembered no-op."""
+    src = source(tmp_path)
+    fw = src / "fw.yaml"
+    fw.write_text(tracepoint_manifest("tp", TP_O.name, "syscalls/sys_enter_getpid"))
+    bad = tracepoint_manifest("tp", TP_O.name, "syscalls/sys_enter_getpid") + "  priority: 5000\n"
+    watch.start("--interval", "3600", str(src))
+    eventually(lambda: "result=applied" in watch.text(), "the first revision applied")
+    kept = tmp_path / "fw.keep"
+    os.link(fw, kept)  # the good file's inode, size and mtime, outside the source
+
+    def next_result() -> str:
+        n = len(watch.reconciles())
+        eventually(lambda: len(watch.reconciles()) > n, "a reconcile")
+        return watch.reconciles()[n].split("result=", 1)[1].split()[0]
+
+    write_atomically(fw, bad)
+    assert next_result() == "failed"
+    os.replace(kept, fw)  # the good revision back, exactly as it was
+    assert next_result() == "no-changes"
+    write_atomically(fw, bad)
+    assert next_result() == "failed"
