@@ -79,9 +79,11 @@ def _snapshot(args: argparse.Namespace) -> Iterator[Snapshot]:
         yield snap
 
 
-def _load(snap: Snapshot, facts: HostFacts) -> DesiredState:
+def _load(
+    snap: Snapshot, facts: HostFacts, digests: dict[str, bytes] | None = None
+) -> DesiredState:
     try:
-        state = load_desired(snap.root, facts, source_root=snap.base)
+        state = load_desired(snap.root, facts, source_root=snap.base, digests=digests)
     except ManifestError as e:
         raise manifest_error(e) from None
     except HostError as e:  # the host config or labels file itself is wrong
@@ -130,15 +132,20 @@ def _planned(
         if hit is not None:
             return None, hit
     recording = RecordingHost(facts)
-    desired = _load(snap, recording)
+    # The digests of the bytes the plan is made from: a file rewritten after the load must not
+    # be remembered as planned (and a file read once costs less than twice).
+    digests: dict[str, bytes] = {}
+    desired = _load(snap, recording, digests)
     measured = None
     if cache is not None:  # measured before the kernel is observed: see plancache
         base = snap.base or snap.root
         records = ctx.store.load().values()
-        measured = cache.measure(snap.root, base, recording, desired, ctx.kernel, records)
+        measured = cache.measure(
+            snap.root, base, recording, desired, ctx.kernel, records, digests=digests.get
+        )
     plan = plan_for(ctx, desired, narrowing)
     if cache is not None:
-        cache.remember(measured, plan, _outputs(plan))
+        cache.remember(measured, plan, lambda: _outputs(plan))
     return plan, None
 
 

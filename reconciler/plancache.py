@@ -307,8 +307,12 @@ class PlanCache:
             paths={p: _stat_key(p) for p in paths},
         )
 
-    def remember(self, measured: Measured | None, plan: Plan, outputs: dict[str, Any]) -> None:
-        """Keep ``plan``'s outputs if it is clean; otherwise drop any entry (it is stale)."""
+    def remember(
+        self, measured: Measured | None, plan: Plan, outputs: Callable[[], dict[str, Any]]
+    ) -> None:
+        """Keep ``plan``'s outputs if it is clean; otherwise drop any entry (it is stale).
+        ``outputs`` is called only for a clean plan: rendering a plan of 1000 changes in every
+        format costs more than a tenth of its plan."""
         clean = not (plan.has_changes or plan.errors or plan.warnings or plan.drift)
         clean = clean and not plan.targeted and not plan.destroy
         path = self.dir / self.name
@@ -316,7 +320,7 @@ class PlanCache:
             with contextlib.suppress(OSError):
                 path.unlink()
             return
-        entry = {"format": FORMAT, **dataclasses.asdict(measured), "outputs": outputs}
+        entry = {"format": FORMAT, **dataclasses.asdict(measured), "outputs": outputs()}
         try:
             self.dir.mkdir(mode=0o700, exist_ok=True)
             tmp = self.dir / f".{self.name}.{os.getpid()}"

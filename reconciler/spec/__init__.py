@@ -72,6 +72,7 @@ def load_manifests(
     source_root: Path | None = None,
     report: LoadReport | None = None,
     memo: ParseMemo | None = None,
+    digests: dict[str, bytes] | None = None,
 ) -> list[Manifest]:
     """Load and check every manifest under ``root`` (a directory, or a single YAML file).
 
@@ -87,11 +88,13 @@ def load_manifests(
     confined to ``root``, and refused unread when over the size limit. ``memo``: the files a
     previous load parsed (a process that reads the source again, ``loader.ParseMemo``); each
     file is still read, confined and checked, only unchanged bytes are not parsed again.
+    ``digests`` gets the SHA-256 of each manifest file's bytes as they were read, by path: the
+    plan cache remembers a plan with the digests of what it was made from, not of a later read.
     """
     if memo is not None:
         memo.round()
     with resolving():
-        return _load_manifests(root, allowed_bytecode_dirs, source_root, report, memo)
+        return _load_manifests(root, allowed_bytecode_dirs, source_root, report, memo, digests)
 
 
 def _load_manifests(
@@ -100,6 +103,7 @@ def _load_manifests(
     source_root: Path | None,
     report: LoadReport | None,
     memo: ParseMemo | None = None,
+    digests: dict[str, bytes] | None = None,
 ) -> list[Manifest]:
     if not root.exists():
         raise ManifestError([f"{root}: no such file or directory"])
@@ -118,12 +122,19 @@ def _load_manifests(
     checker = SemanticChecker(policy)
     valid: list[Document] = []
 
-    def read(path: Path) -> tuple[list[Document], list[Problem], list[bool]]:
-        found, file_problems = load_file(path, base, base, memo=memo)
+    def read(path: Path) -> tuple[list[Document], list[Problem], list[bool], dict[str, bytes]]:
+        # The digest travels back with the documents: a forked child's dicts stay its own.
+        seen: dict[str, bytes] = {}
+        found, file_problems = load_file(
+            path, base, base, memo=memo, digests=seen if digests is not None else None
+        )
         checked = [_check(doc, checker) for doc in found]
-        return found, [*file_problems, *(p for c in checked for p in c)], [not c for c in checked]
+        problems = [*file_problems, *(p for c in checked for p in c)]
+        return found, problems, [not c for c in checked], seen
 
-    for found, file_problems, ok in fan_out(read, paths):
+    for found, file_problems, ok, seen in fan_out(read, paths):
+        if digests is not None:
+            digests.update(seen)
         docs.extend(found)
         problems.extend(file_problems)
         valid.extend(doc for doc, good in zip(found, ok, strict=True) if good)
@@ -180,13 +191,22 @@ def expand(manifests: list[Manifest], root: Path, host: HostFacts) -> DesiredSta
     return expand_manifests(manifests, root, host)
 
 
-def load_desired(root: Path, host: HostFacts, *, source_root: Path | None = None) -> DesiredState:
+def load_desired(
+    root: Path,
+    host: HostFacts,
+    *,
+    source_root: Path | None = None,
+    digests: dict[str, bytes] | None = None,
+) -> DesiredState:
     """``load_manifests`` then ``expand``: the desired state of ``host`` (the real one is
     :class:`reconciler.hostfacts.Host`). Bytecode is confined to the source and the directories
-    ``host.bytecode_dirs()`` allows (a test double answering None leaves it unconfined)."""
+    ``host.bytecode_dirs()`` allows (a test double answering None leaves it unconfined).
+    ``digests``: as for ``load_manifests``."""
     allowed = host.bytecode_dirs()  # HostError: a broken host config
     report = LoadReport()
-    manifests = load_manifests(root, allowed, source_root=source_root, report=report)
+    manifests = load_manifests(
+        root, allowed, source_root=source_root, report=report, digests=digests
+    )
     state = expand(manifests, root, host)
     report.apply_to(state)
     return state

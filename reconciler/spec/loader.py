@@ -239,8 +239,11 @@ class ParseMemo:
         """The SHA-256 of each file's bytes as the last round read them, by path."""
         return dict(self._read)
 
-    def get(self, key: tuple[Any, ...], raw: bytes) -> tuple[list[Document], list[Problem]] | None:
-        digest = self._read[key[0]] = hashlib.sha256(raw).digest()
+    def get(
+        self, key: tuple[Any, ...], digest: bytes
+    ) -> tuple[list[Document], list[Problem]] | None:
+        """What parsing the file named by ``key`` gave, if its bytes' SHA-256 is ``digest``."""
+        self._read[key[0]] = digest
         entry = self._this.get(key) or self._last.get(key)
         if entry is None or entry[0] != digest:
             return None
@@ -249,9 +252,7 @@ class ParseMemo:
         found: tuple[list[Document], list[Problem]] = pickle.loads(entry[1])
         return found
 
-    def put(
-        self, key: tuple[Any, ...], raw: bytes, found: tuple[list[Document], list[Problem]]
-    ) -> None:
+    def put(self, key: tuple[Any, ...], found: tuple[list[Document], list[Problem]]) -> None:
         data = pickle.dumps(found, pickle.HIGHEST_PROTOCOL)
         if len(data) <= self.MAX_ENTRY:
             self._this[key] = (self._read[key[0]], data)
@@ -264,12 +265,14 @@ def load_file(
     allow_breaks: Callable[[FieldPath], bool] = annotation_breaks,
     operator_objects: bool = False,
     memo: ParseMemo | None = None,
+    digests: dict[str, bytes] | None = None,
 ) -> tuple[list[Document], list[Problem]]:
     """Parse every non-empty document of one file. Problems do not stop the documents before
     them from being returned, so one bad document does not hide the others' problems. With
     ``root`` (the source directory), a file that resolves outside it is refused unread.
     bpfman-operator's own objects (``operator_object``) are a problem unless ``operator_objects``
-    (a kustomization, which skips them). ``memo``: files parsed before (``ParseMemo``)."""
+    (a kustomization, which skips them). ``memo``: files parsed before (``ParseMemo``).
+    ``digests``: gets the SHA-256 of the bytes parsed, by path (what the plan cache compares)."""
     file = relpath(path, base)
     if root is not None:
         escape = manifest_escape(path, root)
@@ -281,13 +284,16 @@ def load_file(
         return [], [Problem(Origin(file, 1), "", str(e))]
     except OSError as e:
         return [], [Problem(Origin(file, 1), "", f"cannot read: {e.strerror or e}")]
+    digest = hashlib.sha256(raw).digest() if memo is not None or digests is not None else b""
+    if digests is not None:
+        digests[str(path)] = digest
     if memo is None:
         return _parse(path, file, raw, allow_breaks, operator_objects)
     key = (str(path), str(base), str(root), allow_breaks, operator_objects)
-    known = memo.get(key, raw)
+    known = memo.get(key, digest)
     if known is None:
         known = _parse(path, file, raw, allow_breaks, operator_objects)
-        memo.put(key, raw, known)  # a copy: the caller may change what it is given
+        memo.put(key, known)  # a copy: the caller may change what it is given
     return known
 
 

@@ -265,7 +265,7 @@ class Watcher:
                         result.result = "no-changes"
                         result.programs_by_kind = _by_kind(ctx.store.load())
                         if self.cache is not None:
-                            self.cache.remember(measured, plan, self._outputs(result))
+                            self.cache.remember(measured, plan, lambda: self._outputs(result))
                         return result
                     held = suspended(ctx.store.dir)
                     if held is not None:

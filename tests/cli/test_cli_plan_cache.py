@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import cli, commands
+from reconciler import cli, commands, plancache
 from reconciler.plancache import CACHE_DIR, PLAN_FILE
 from tests import support
 from tests.cli.conftest import EXAMPLES, tracepoint_manifest, xdp_manifest
@@ -150,3 +150,31 @@ def test_an_xdp_program_detached_with_ip_is_seen(no_leaks, in_ns, veth, mdir) ->
         support.sh("ip", "-n", veth.ns_a, "link", "set", "dev", "eth0", mode, "off")
     out = b.run("--no-color", "plan", mdir.source).stdout
     assert NO_CHANGES not in out and "detached outside bpfman" in out
+
+
+def test_a_manifest_rewritten_while_planning_is_not_remembered_as_planned(
+    no_leaks, bpfman, mdir, monkeypatch, capsys
+) -> None:
+    """The remembered plan carries the digests of the bytes it was made from: a manifest saved
+    between the read and the remembering makes the next plan a full one, not "No changes"."""
+    manifest = tracepoint_manifest("tp", mdir.bytecode(TP_O), "syscalls/sys_enter_getppid")
+    mdir.write("tp.yaml", manifest)
+    bpfman.run("apply", mdir.source, "--auto-approve")
+    shutil.rmtree(Path(bpfman.state) / CACHE_DIR, ignore_errors=True)
+
+    measure = plancache.PlanCache.measure
+
+    def edited_meanwhile(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        mdir.write("tp.yaml", manifest.replace("sys_enter_getppid", "sys_enter_getpid"))
+        return measure(self, *args, **kwargs)
+
+    monkeypatch.setattr(plancache.PlanCache, "measure", edited_meanwhile)
+    argv = ["--bpffs-root", str(bpfman.root), "--state-dir", str(bpfman.state)]
+    with pytest.raises(SystemExit) as done:
+        cli.main([*argv, "--no-color", "plan", mdir.source])
+    assert done.value.code == 0
+    assert NO_CHANGES in capsys.readouterr().out  # planned from the bytes read first
+    monkeypatch.undo()
+
+    out = bpfman.run("--no-color", "plan", mdir.source).stdout
+    assert "1 to add, 0 to change, 1 to destroy" in out
