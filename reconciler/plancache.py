@@ -175,18 +175,23 @@ def _resolve(key: str, root: Path) -> str:
     return str(root / key[2:]) if key.startswith("./") else key
 
 
-def _dependencies(desired: DesiredState, root: Path) -> tuple[list[str], list[str]]:
-    """(bytecode files, other host paths the attach points name: cgroups, uprobe targets)."""
-    objects: set[str] = set()
+def _dependencies(desired: DesiredState, root: Path) -> tuple[dict[str, str | None], list[str]]:
+    """(bytecode files with their SHA-256 as expanded, other host paths the attach points name:
+    cgroups, uprobe targets)."""
+    objects: dict[str, str | None] = {}
     paths: set[str] = set()
     for d in desired.attachments:
-        objects.add(_under(str(d.program.object_path), root))
+        # The digest expand took of the bytes the plan is made from, not a later read's.
+        digest = d.bytecode_digest
+        objects[_under(str(d.program.object_path), root)] = (
+            digest.removeprefix("sha256:") if digest.startswith("sha256:") else None
+        )
         if dataclasses.is_dataclass(d.point):
             for f in dataclasses.fields(d.point):
                 value = getattr(d.point, f.name)
                 if isinstance(value, str) and value.startswith("/") and f.name != "netns":
                     paths.add(value)
-    return sorted(objects), sorted(paths)
+    return dict(sorted(objects.items())), sorted(paths)
 
 
 def namespaces_in_play(desired: DesiredState | None, records: Iterable[Any]) -> list[str | None]:
@@ -303,7 +308,10 @@ class PlanCache:
             kernel=kernel.fingerprint(namespaces),
             namespaces=namespaces,
             host_calls=json.loads(json.dumps(host.calls)),
-            objects={p: _file_digest(_resolve(p, base), MAX_OBJECT_SIZE) for p in objects},
+            objects={
+                p: d if d is not None else _file_digest(_resolve(p, base), MAX_OBJECT_SIZE)
+                for p, d in objects.items()
+            },
             paths={p: _stat_key(p) for p in paths},
         )
 

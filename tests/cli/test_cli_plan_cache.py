@@ -178,3 +178,31 @@ def test_a_manifest_rewritten_while_planning_is_not_remembered_as_planned(
 
     out = bpfman.run("--no-color", "plan", mdir.source).stdout
     assert "1 to add, 0 to change, 1 to destroy" in out
+
+
+def test_bytecode_rewritten_while_planning_is_not_remembered_as_planned(
+    no_leaks, bpfman, mdir, monkeypatch, capsys
+) -> None:
+    """Likewise for the ELF file: the plan is remembered with the digest expand took of it."""
+    mdir.write(
+        "tp.yaml", tracepoint_manifest("tp", mdir.bytecode(TP_O), "syscalls/sys_enter_getppid")
+    )
+    bpfman.run("apply", mdir.source, "--auto-approve")
+    shutil.rmtree(Path(bpfman.state) / CACHE_DIR, ignore_errors=True)
+    bytecode = mdir.root / "bytecode" / TP_O.name
+
+    measure = plancache.PlanCache.measure
+
+    def rebuilt_meanwhile(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        bytecode.write_bytes(bytecode.read_bytes() + b"\0" * 8)  # another digest, same ELF
+        return measure(self, *args, **kwargs)
+
+    monkeypatch.setattr(plancache.PlanCache, "measure", rebuilt_meanwhile)
+    argv = ["--bpffs-root", str(bpfman.root), "--state-dir", str(bpfman.state)]
+    with pytest.raises(SystemExit) as done:
+        cli.main([*argv, "--no-color", "plan", mdir.source])
+    assert done.value.code == 0
+    assert NO_CHANGES in capsys.readouterr().out
+    monkeypatch.undo()
+
+    assert NO_CHANGES not in bpfman.run("--no-color", "plan", mdir.source).stdout
