@@ -147,6 +147,8 @@ def _load_manifests(
         if report is not None:
             report.skipped.update(built.skipped)
             report.files |= built.files
+        if digests is not None:
+            digests.update(built.digests)
         for doc in built.docs:
             doc_problems = _check(doc, checker)
             problems.extend(doc_problems)

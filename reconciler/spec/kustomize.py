@@ -25,6 +25,7 @@ own configuration and status kinds) are not bpfman's to load: they are returned 
 from __future__ import annotations
 
 import copy
+import hashlib
 import os
 import re
 from collections import Counter
@@ -68,6 +69,7 @@ class Built:
     problems: list[Problem] = field(default_factory=list)
     skipped: Counter[str] = field(default_factory=Counter)  # "apps/v1 DaemonSet" -> count
     files: set[Path] = field(default_factory=set)  # every file read, for the source digest
+    digests: dict[str, bytes] = field(default_factory=dict)  # their SHA-256 as read, by path
     confine: Path = Path("/")
 
 
@@ -106,7 +108,9 @@ def _build(directory: Path, base: Path, out: Built, stack: tuple[Path, ...]) -> 
         out.problems.append(Problem(where, "", f"kustomizations nested over {MAX_DEPTH} deep"))
         return []
     out.files.add(path)
-    found, problems = load_file(path, base, allow_breaks=_patch_text, operator_objects=True)
+    found, problems = load_file(
+        path, base, allow_breaks=_patch_text, operator_objects=True, digests=out.digests
+    )
     out.problems.extend(problems)
     if problems or not found:
         return []
@@ -218,7 +222,11 @@ class _Kustomization:
         # ConfigMap): line breaks are read everywhere here, and held to the usual rule only in
         # bpfman's own resources (build()).
         found, problems = load_file(
-            target, self.base, allow_breaks=lambda _: True, operator_objects=True
+            target,
+            self.base,
+            allow_breaks=lambda _: True,
+            operator_objects=True,
+            digests=self.out.digests,
         )
         self.out.problems.extend(problems)
         return [_copy(d) for d in found]
@@ -243,7 +251,9 @@ class _Kustomization:
                 )
             self.out.files.add(target)
             try:
-                text = read_manifest_bytes(target).decode("utf-8")
+                raw = read_manifest_bytes(target)
+                self.out.digests[str(target)] = hashlib.sha256(raw).digest()
+                text = raw.decode("utf-8")
             except (ValueError, OSError, UnicodeDecodeError) as e:
                 raise self.fail(at, f"cannot read patch file {name}: {e}") from None
             where, line0 = relpath(target, self.base), 0

@@ -206,3 +206,32 @@ def test_bytecode_rewritten_while_planning_is_not_remembered_as_planned(
     monkeypatch.undo()
 
     assert NO_CHANGES not in bpfman.run("--no-color", "plan", mdir.source).stdout
+
+
+def test_a_kustomized_resource_rewritten_while_planning_is_not_remembered_as_planned(
+    no_leaks, bpfman, mdir, monkeypatch, capsys
+) -> None:
+    """And for the files a kustomization reads."""
+    code = mdir.bytecode(TP_O).replace("../", "../../")
+    manifest = tracepoint_manifest("tp", code, "syscalls/sys_enter_getppid")
+    mdir.write("k/tp.yaml", manifest)
+    mdir.write("k/kustomization.yaml", "resources: [tp.yaml]\n")
+    bpfman.run("apply", mdir.source, "--auto-approve")
+    shutil.rmtree(Path(bpfman.state) / CACHE_DIR, ignore_errors=True)
+
+    measure = plancache.PlanCache.measure
+
+    def edited_meanwhile(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        mdir.write("k/tp.yaml", manifest.replace("sys_enter_getppid", "sys_enter_getpid"))
+        return measure(self, *args, **kwargs)
+
+    monkeypatch.setattr(plancache.PlanCache, "measure", edited_meanwhile)
+    argv = ["--bpffs-root", str(bpfman.root), "--state-dir", str(bpfman.state)]
+    with pytest.raises(SystemExit) as done:
+        cli.main([*argv, "--no-color", "plan", mdir.source])
+    assert done.value.code == 0
+    assert NO_CHANGES in capsys.readouterr().out
+    monkeypatch.undo()
+
+    out = bpfman.run("--no-color", "plan", mdir.source).stdout
+    assert "1 to add, 0 to change, 1 to destroy" in out
