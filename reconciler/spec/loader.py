@@ -218,32 +218,23 @@ class ParseMemo:
     pickled), since later steps fill defaults into the documents. Each ``round`` keeps only the
     files the previous round read: a deleted or renamed file's entry goes, and memory stays that
     of one source's documents (a file whose documents pickle to more than ``MAX_ENTRY`` bytes is
-    parsed every time instead). ``digests`` gives the SHA-256 of each file as the last round
-    read it, so that the plan cache digests what was parsed without reading it again; a caller
-    keeps them with the manifests that round gave (a later round may fail)."""
+    parsed every time instead). The digests of what a round read are the load's ``digests``."""
 
     MAX_ENTRY = 1024 * 1024
 
     def __init__(self) -> None:
         self._last: dict[tuple[Any, ...], tuple[bytes, bytes]] = {}
         self._this: dict[tuple[Any, ...], tuple[bytes, bytes]] = {}
-        self._read: dict[str, bytes] = {}
         self.hits = 0
 
     def round(self) -> None:
         """Start a new read of the source."""
         self._last, self._this = self._this or self._last, {}
-        self._read = {}
-
-    def digests(self) -> dict[str, bytes]:
-        """The SHA-256 of each file's bytes as the last round read them, by path."""
-        return dict(self._read)
 
     def get(
         self, key: tuple[Any, ...], digest: bytes
     ) -> tuple[list[Document], list[Problem]] | None:
         """What parsing the file named by ``key`` gave, if its bytes' SHA-256 is ``digest``."""
-        self._read[key[0]] = digest
         entry = self._this.get(key) or self._last.get(key)
         if entry is None or entry[0] != digest:
             return None
@@ -252,10 +243,12 @@ class ParseMemo:
         found: tuple[list[Document], list[Problem]] = pickle.loads(entry[1])
         return found
 
-    def put(self, key: tuple[Any, ...], found: tuple[list[Document], list[Problem]]) -> None:
+    def put(
+        self, key: tuple[Any, ...], digest: bytes, found: tuple[list[Document], list[Problem]]
+    ) -> None:
         data = pickle.dumps(found, pickle.HIGHEST_PROTOCOL)
         if len(data) <= self.MAX_ENTRY:
-            self._this[key] = (self._read[key[0]], data)
+            self._this[key] = (digest, data)
 
 
 def load_file(
@@ -293,7 +286,7 @@ def load_file(
     known = memo.get(key, digest)
     if known is None:
         known = _parse(path, file, raw, allow_breaks, operator_objects)
-        memo.put(key, known)  # a copy: the caller may change what it is given
+        memo.put(key, digest, known)  # a copy: the caller may change what it is given
     return known
 
 

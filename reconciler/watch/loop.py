@@ -411,14 +411,16 @@ class Watcher:
                     if self.tree is None or self.tree[0] != (snap.root, seen):
                         # Read before use: a change while reading gives another file event.
                         report = LoadReport()
+                        digests: dict[str, bytes] = {}
                         manifests = load_manifests(
                             snap.root,
                             host.bytecode_dirs(),
                             source_root=snap.base,
                             report=report,
                             memo=self.parsed,
+                            digests=digests,
                         )
-                        self.tree = ((snap.root, seen), manifests, report, self.parsed.digests())
+                        self.tree = ((snap.root, seen), manifests, report, digests)
                     desired = self._expand(self.tree[1], snap.root, recording)
                     self.tree[2].apply_to(desired)
                 except ManifestError as e:

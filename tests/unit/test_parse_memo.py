@@ -121,10 +121,9 @@ def test_a_file_not_read_in_a_round_is_forgotten(
 def test_the_plan_cache_digests_the_bytes_that_were_parsed(
     source: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    memo = ParseMemo()
-    _load(source, memo)
+    digests: dict[str, bytes] = {}
+    load_manifests(source, allowed_bytecode_dirs=(), memo=ParseMemo(), digests=digests)
     a = (source / "a.yaml").read_bytes()
-    digests = memo.digests()
     assert digests[str(source / "a.yaml")] == hashlib.sha256(a).digest()
     assert str(source / "nothing.yaml") not in digests
     expected = plancache.manifests_digest(source)
@@ -138,3 +137,33 @@ def test_the_plan_cache_digests_the_bytes_that_were_parsed(
     monkeypatch.setattr(plancache, "read_manifest_bytes", counted)
     assert plancache.manifests_digest(source, digests=digests.get) == expected
     assert reads == []  # every manifest came from the load
+
+
+def test_a_kustomized_source_s_digests_cover_every_file_the_build_read(
+    source: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    k = source / "k"
+    k.mkdir()
+    (k / "tp.o").write_bytes((source / "tp.o").read_bytes())
+    (k / "d.yaml").write_text(_manifest("d"))
+    (k / "patch.yaml").write_text("- op: replace\n  path: /spec/names/0\n  value: syscalls/x\n")
+    (k / "kustomization.yaml").write_text(
+        "resources: [d.yaml]\n"
+        "patches:\n  - path: patch.yaml\n    target: {kind: TracepointProgram, name: d}\n"
+    )
+    digests: dict[str, bytes] = {}
+    load_manifests(source, allowed_bytecode_dirs=(), digests=digests)
+    for name in ("a.yaml", "k/kustomization.yaml", "k/d.yaml", "k/patch.yaml"):
+        assert digests[str(source / name)] == hashlib.sha256((source / name).read_bytes()).digest()
+    reads: list[Path] = []
+    real = plancache.read_manifest_bytes
+
+    def counted(path: Path) -> bytes:
+        reads.append(path)
+        return real(path)
+
+    expected = plancache.manifests_digest(source, [str(k / "d.yaml"), str(k / "patch.yaml")])
+    monkeypatch.setattr(plancache, "read_manifest_bytes", counted)
+    read = [str(k / "d.yaml"), str(k / "patch.yaml")]
+    assert plancache.manifests_digest(source, read, digests.get) == expected
+    assert reads == []
