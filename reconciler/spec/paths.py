@@ -66,7 +66,9 @@ def real(path: Path | str) -> Path:
 
 def is_within(path: Path, directory: Path) -> bool:
     """Whether the resolved ``path`` is ``directory`` or below it (both taken as resolved)."""
-    return path == directory or directory in path.parents
+    # As ``directory in path.parents``, on the strings: pathlib builds every parent to compare.
+    p, d = str(path), str(directory)
+    return p == d or p.startswith(d if d.endswith("/") else d + "/")
 
 
 @frozen

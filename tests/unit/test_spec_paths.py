@@ -3,6 +3,7 @@ load_manifests as a caller uses them (fast, no root)."""
 
 from __future__ import annotations
 
+import itertools
 import shutil
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from reconciler.hostfacts import Host, read_bytecode_dirs
 from reconciler.spec import HostError, ManifestError, load_manifests
 from reconciler.spec.loader import MAX_MANIFEST_SIZE
-from reconciler.spec.paths import BytecodePolicy
+from reconciler.spec.paths import BytecodePolicy, is_within
 from tests.unit.spec_support import bpf_object, xdp
 
 
@@ -151,3 +152,12 @@ def test_host_config_bytecode_dirs(tmp_path: Path) -> None:
         config.write_text(bad)
         with pytest.raises(HostError, match="bytecode_dirs"):
             read_bytecode_dirs(config)
+
+
+WITHIN = ["/", "/a", "/a/b", "/ab", "/a/b/c", "/a/../b", "/a/..", "/b", "/a/bc", "/a b/c", "/a/b/"]
+
+
+def test_is_within_agrees_with_pathlib() -> None:
+    """It compares strings; it must answer as ``directory in path.parents`` does."""
+    for a, b in itertools.product(map(Path, WITHIN), map(Path, WITHIN)):
+        assert is_within(a, b) == (a == b or b in a.parents), (a, b)
