@@ -1,5 +1,6 @@
 """loader.ParseMemo: a source read again (the watcher after an edit) parses only the files whose
-bytes changed, gives the same answer as a fresh read, and hands the plan cache the bytes it read."""
+bytes changed and gives the same answer as a fresh read; the load hands the plan cache the
+digests of the bytes it read (kustomized files included)."""
 
 from __future__ import annotations
 
