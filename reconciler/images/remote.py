@@ -86,7 +86,12 @@ class Remote:
         if self._unreachable is not None:
             raise ImageError(self._unreachable)
         try:
-            return requests.get(url, verify=self.verify, timeout=self.timeout)
+            try:
+                return requests.get(url, verify=self.verify, timeout=self.timeout)
+            except requests.exceptions.ConnectionError as e:
+                if not was_reset(e):
+                    raise
+                return requests.get(url, verify=self.verify, timeout=self.timeout)  # see send()
         except requests.exceptions.SSLError as e:
             raise ImageError(
                 f"registry {self.host}: TLS verification failed ({_short(e)}); if it uses a "
@@ -301,9 +306,36 @@ def _timeout_adapter_class() -> Any:
         def send(self, request: Any, **kwargs: Any) -> Any:  # type: ignore[override]
             if kwargs.get("timeout") is None:
                 kwargs["timeout"] = self.timeout
-            return super().send(request, **kwargs)
+            try:
+                return super().send(request, **kwargs)
+            except requests.exceptions.ConnectionError as e:
+                # A kept-alive connection that the registry (or a proxy or load balancer before
+                # it) closed while idle fails the next request sent on it with a reset. HTTP
+                # clients send an idempotent request once more, on a new connection; a refusal
+                # or a timeout is not retried (the error is said at once, as before).
+                if request.method not in ("GET", "HEAD") or not was_reset(e):
+                    raise
+                return super().send(request, **kwargs)
 
     return TimeoutAdapter
+
+
+def was_reset(e: BaseException) -> bool:
+    """Whether the connection under ``e`` (requests wraps urllib3, which wraps the socket's
+    error) was reset or closed by the other end, rather than refused or timed out."""
+    # http.client.RemoteDisconnected (closed before any answer) is a ConnectionResetError.
+    kinds = (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)
+    seen: set[int] = set()
+    todo: list[object] = [e]
+    while todo:
+        x = todo.pop()
+        if not isinstance(x, BaseException) or id(x) in seen:
+            continue
+        seen.add(id(x))
+        if isinstance(x, kinds):
+            return True
+        todo.extend([x.__cause__, x.__context__, getattr(x, "reason", None), *x.args])
+    return False
 
 
 def _timeout_adapter(timeout: float) -> Any:
