@@ -41,8 +41,17 @@ def unique(prefix: str) -> str:
 
 
 def bpftool_json(*args: str) -> object:
-    out = sh("bpftool", "-j", *args).stdout
-    return json.loads(out) if out.strip() else []
+    """bpftool's JSON. A listing walks the ids and then opens each object: one freed in between
+    (a watcher detaching meanwhile) can fail the whole listing, so a failed listing is run again
+    a few times before its error counts."""
+    for _ in range(4):
+        p = sh("bpftool", "-j", *args, check=False)
+        if p.returncode == 0 or "show" not in args and "list" not in args:
+            break
+        time.sleep(0.05)
+    if p.returncode != 0:
+        raise AssertionError(f"{' '.join(p.args)} exited {p.returncode}: {p.stderr or p.stdout}")
+    return json.loads(p.stdout) if p.stdout.strip() else []
 
 
 def prog_ids() -> set[int]:
