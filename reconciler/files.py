@@ -58,15 +58,27 @@ def _require_regular(mode: int) -> None:
         raise NotReadable(f"is {kind_of(mode)}, not a regular file", kind_of(mode))
 
 
+def _open_regular_fd(path: str | Path) -> tuple[int, os.stat_result]:
+    """A descriptor for reading ``path`` and its fstat, if it is a regular file (symlinks
+    followed); the stat before the open and the fstat after it both say so. Never blocks."""
+    _require_regular(os.stat(path).st_mode)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        _require_regular(st.st_mode)  # swapped for something else since the stat
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
+
+
 def open_regular(path: str | Path) -> BinaryIO:
     """``path`` opened for reading in binary mode, if it is a regular file (symlinks followed).
 
     FileNotFoundError and other OSErrors propagate as they are; NotReadable for a path that is
     not a regular file. The open never blocks."""
-    _require_regular(os.stat(path).st_mode)
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    fd, _st = _open_regular_fd(path)
     try:
-        _require_regular(os.fstat(fd).st_mode)  # swapped for something else since the stat
         os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
     except BaseException:
@@ -94,13 +106,10 @@ def read_regular(path: str | Path, limit: int) -> bytes:
     """The whole content of the regular file ``path``, at most ``limit`` bytes (NotReadable
     beyond, decided from the size before reading, and from what was read for a file that
     grows or lies about its size)."""
-    # The checks of open_regular, on a bare descriptor: a thousand manifests read through file
-    # objects cost three more syscalls each (isatty, lseek, fstat) and a buffer apiece.
-    _require_regular(os.stat(path).st_mode)
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    # On the bare descriptor: a thousand manifests read through file objects would cost three
+    # more syscalls each (isatty, lseek, fstat) and a buffer apiece.
+    fd, st = _open_regular_fd(path)
     try:
-        st = os.fstat(fd)
-        _require_regular(st.st_mode)  # swapped for something else since the stat
         if st.st_size > limit:
             raise TooLarge(st.st_size, limit)
         # As many bytes as the size says, plus one to notice growth: asking for ``limit + 1``

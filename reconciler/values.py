@@ -52,7 +52,6 @@ def _repr(self: Any) -> str:
 def _make(cls: T) -> T:
     made: Any = dataclasses.dataclass(cls, eq=False, repr=False, frozen=True)
     fields = dataclasses.fields(made)
-    made.__value_fields__ = frozenset(f.name for f in fields)
     made.__value_compare__ = tuple(f.name for f in fields if f.compare)
     made.__value_hash__ = tuple(f.name for f in fields if (f.compare if f.hash is None else f.hash))
     made.__value_repr__ = tuple(f.name for f in fields if f.repr)
