@@ -86,12 +86,11 @@ class Remote:
         if self._unreachable is not None:
             raise ImageError(self._unreachable)
         try:
-            try:
-                return requests.get(url, verify=self.verify, timeout=self.timeout)
-            except requests.exceptions.ConnectionError as e:
-                if not was_reset(e):
-                    raise
-                return requests.get(url, verify=self.verify, timeout=self.timeout)  # see send()
+            # Through the adapter oras's session gets too: its timeout and its one resend.
+            with requests.Session() as session:
+                session.mount("http://", _timeout_adapter(self.timeout))
+                session.mount("https://", _timeout_adapter(self.timeout))
+                return session.get(url, verify=self.verify)
         except requests.exceptions.SSLError as e:
             raise ImageError(
                 f"registry {self.host}: TLS verification failed ({_short(e)}); if it uses a "
