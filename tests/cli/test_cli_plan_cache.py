@@ -152,6 +152,27 @@ def test_an_xdp_program_detached_with_ip_is_seen(no_leaks, in_ns, veth, mdir) ->
     assert NO_CHANGES not in out and "detached outside bpfman" in out
 
 
+def plan_changed_meanwhile(b, mdir, monkeypatch, capsys, change) -> str:
+    """With the plan cache emptied, a plan (in this process) during which ``change()`` runs
+    between the load and the measure; it must still say what it planned ("No changes"). Then
+    the output of the next plan, which must not be answered from that entry."""
+    shutil.rmtree(Path(b.state) / CACHE_DIR, ignore_errors=True)
+    measure = plancache.PlanCache.measure
+
+    def changed_meanwhile(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        change()
+        return measure(self, *args, **kwargs)
+
+    monkeypatch.setattr(plancache.PlanCache, "measure", changed_meanwhile)
+    argv = ["--bpffs-root", str(b.root), "--state-dir", str(b.state)]
+    with pytest.raises(SystemExit) as done:
+        cli.main([*argv, "--no-color", "plan", mdir.source])
+    assert done.value.code == 0
+    assert NO_CHANGES in capsys.readouterr().out  # planned from the bytes read first
+    monkeypatch.undo()
+    return b.run("--no-color", "plan", mdir.source).stdout
+
+
 def test_a_manifest_rewritten_while_planning_is_not_remembered_as_planned(
     no_leaks, bpfman, mdir, monkeypatch, capsys
 ) -> None:
@@ -160,23 +181,11 @@ def test_a_manifest_rewritten_while_planning_is_not_remembered_as_planned(
     manifest = tracepoint_manifest("tp", mdir.bytecode(TP_O), "syscalls/sys_enter_getppid")
     mdir.write("tp.yaml", manifest)
     bpfman.run("apply", mdir.source, "--auto-approve")
-    shutil.rmtree(Path(bpfman.state) / CACHE_DIR, ignore_errors=True)
 
-    measure = plancache.PlanCache.measure
-
-    def edited_meanwhile(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def edit() -> None:
         mdir.write("tp.yaml", manifest.replace("sys_enter_getppid", "sys_enter_getpid"))
-        return measure(self, *args, **kwargs)
 
-    monkeypatch.setattr(plancache.PlanCache, "measure", edited_meanwhile)
-    argv = ["--bpffs-root", str(bpfman.root), "--state-dir", str(bpfman.state)]
-    with pytest.raises(SystemExit) as done:
-        cli.main([*argv, "--no-color", "plan", mdir.source])
-    assert done.value.code == 0
-    assert NO_CHANGES in capsys.readouterr().out  # planned from the bytes read first
-    monkeypatch.undo()
-
-    out = bpfman.run("--no-color", "plan", mdir.source).stdout
+    out = plan_changed_meanwhile(bpfman, mdir, monkeypatch, capsys, edit)
     assert "1 to add, 0 to change, 1 to destroy" in out
 
 
@@ -188,24 +197,13 @@ def test_bytecode_rewritten_while_planning_is_not_remembered_as_planned(
         "tp.yaml", tracepoint_manifest("tp", mdir.bytecode(TP_O), "syscalls/sys_enter_getppid")
     )
     bpfman.run("apply", mdir.source, "--auto-approve")
-    shutil.rmtree(Path(bpfman.state) / CACHE_DIR, ignore_errors=True)
     bytecode = mdir.root / "bytecode" / TP_O.name
 
-    measure = plancache.PlanCache.measure
-
-    def rebuilt_meanwhile(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def rebuild() -> None:
         bytecode.write_bytes(bytecode.read_bytes() + b"\0" * 8)  # another digest, same ELF
-        return measure(self, *args, **kwargs)
 
-    monkeypatch.setattr(plancache.PlanCache, "measure", rebuilt_meanwhile)
-    argv = ["--bpffs-root", str(bpfman.root), "--state-dir", str(bpfman.state)]
-    with pytest.raises(SystemExit) as done:
-        cli.main([*argv, "--no-color", "plan", mdir.source])
-    assert done.value.code == 0
-    assert NO_CHANGES in capsys.readouterr().out
-    monkeypatch.undo()
-
-    assert NO_CHANGES not in bpfman.run("--no-color", "plan", mdir.source).stdout
+    out = plan_changed_meanwhile(bpfman, mdir, monkeypatch, capsys, rebuild)
+    assert NO_CHANGES not in out
 
 
 def test_a_kustomized_resource_rewritten_while_planning_is_not_remembered_as_planned(
@@ -217,21 +215,9 @@ def test_a_kustomized_resource_rewritten_while_planning_is_not_remembered_as_pla
     mdir.write("k/tp.yaml", manifest)
     mdir.write("k/kustomization.yaml", "resources: [tp.yaml]\n")
     bpfman.run("apply", mdir.source, "--auto-approve")
-    shutil.rmtree(Path(bpfman.state) / CACHE_DIR, ignore_errors=True)
 
-    measure = plancache.PlanCache.measure
-
-    def edited_meanwhile(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def edit() -> None:
         mdir.write("k/tp.yaml", manifest.replace("sys_enter_getppid", "sys_enter_getpid"))
-        return measure(self, *args, **kwargs)
 
-    monkeypatch.setattr(plancache.PlanCache, "measure", edited_meanwhile)
-    argv = ["--bpffs-root", str(bpfman.root), "--state-dir", str(bpfman.state)]
-    with pytest.raises(SystemExit) as done:
-        cli.main([*argv, "--no-color", "plan", mdir.source])
-    assert done.value.code == 0
-    assert NO_CHANGES in capsys.readouterr().out
-    monkeypatch.undo()
-
-    out = bpfman.run("--no-color", "plan", mdir.source).stdout
+    out = plan_changed_meanwhile(bpfman, mdir, monkeypatch, capsys, edit)
     assert "1 to add, 0 to change, 1 to destroy" in out
