@@ -213,12 +213,14 @@ class ParseMemo:
     """The files one read of a source parsed, for a process that reads the same source again
     (the watcher, after an edit): a file whose bytes have not changed is not parsed again.
 
-    An entry is found by everything ``load_file`` is given and the SHA-256 of the file's bytes,
-    so a hit returns what parsing those bytes would; it is a copy (the documents are stored
-    pickled), since later steps fill defaults into the documents. Each ``round`` keeps only the
-    files the previous round read: a deleted or renamed file's entry goes, and memory stays that
-    of one source's documents (a file whose documents pickle to more than ``MAX_ENTRY`` bytes is
-    parsed every time instead). The digests of what a round read are the load's ``digests``."""
+    An entry is found by the file's name in the source, the rest of what ``load_file`` is given
+    and the SHA-256 of the file's bytes, so a hit returns what parsing those bytes would, with
+    the documents' path where the file is now (a git source's next checkout lies in a new
+    directory). It is a copy (the documents are stored pickled), since later steps fill defaults
+    into the documents. Each ``round`` keeps only the files the previous round read: a deleted
+    or renamed file's entry goes, and memory stays that of one source's documents (a file whose
+    documents pickle to more than ``MAX_ENTRY`` bytes is parsed every time instead). The digests
+    of what a round read are the load's ``digests``."""
 
     MAX_ENTRY = 1024 * 1024
 
@@ -282,11 +284,17 @@ def load_file(
         digests[str(path)] = digest
     if memo is None:
         return _parse(path, file, raw, allow_breaks, operator_objects)
-    key = (str(path), str(base), str(root), allow_breaks, operator_objects)
+    # By the name relative to the source, not the absolute path: a git source is checked out
+    # into a new directory per commit, and its unchanged files are still the same parse. Only
+    # a document's own path says where this copy lies (``root`` is checked above, unmemoized).
+    key = (file, allow_breaks, operator_objects)
     known = memo.get(key, digest)
     if known is None:
         known = _parse(path, file, raw, allow_breaks, operator_objects)
         memo.put(key, digest, known)  # a copy: the caller may change what it is given
+    else:
+        for doc in known[0]:
+            doc.path = path
     return known
 
 

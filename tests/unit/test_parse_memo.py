@@ -5,6 +5,7 @@ digests of the bytes it read (kustomized files included)."""
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,24 @@ def test_only_changed_files_are_parsed_and_the_answer_is_a_fresh_read_s(
     assert parses.count == 1
     assert again == _load(source, None)
     assert [m.spec.get("names") for m in again if m.name == "b"] == [["syscalls/sys_enter_add"]]
+
+
+def test_a_new_checkout_of_the_source_parses_only_what_changed(
+    source: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A git source is checked out into a new directory per commit: the files that did not
+    change are not parsed again, and what is returned lies in the new directory."""
+    memo, parses = ParseMemo(), Parses(monkeypatch)
+    _load(source, memo)
+    commit = tmp_path_factory.mktemp("checkouts") / "next"
+    shutil.copytree(source, commit)
+    (commit / "b.yaml").write_text(_manifest("b", "sys_enter_add"))
+    parses.count = 0
+    again = _load(commit, memo)
+    assert parses.count == 1
+    assert again == _load(commit, None)
+    docs, _ = loader.load_file(commit / "a.yaml", commit, commit, memo=memo)
+    assert memo.hits == 3 and docs[0].path == commit / "a.yaml"
 
 
 def test_what_it_returns_is_a_copy(source: Path) -> None:
